@@ -1,0 +1,5 @@
+"""mailer: plain content files in, a responsive newsletter out, delivered once to every subscriber."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

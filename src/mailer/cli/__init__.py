@@ -1,0 +1,80 @@
+"""The ``mailer`` command: a thin layer over the library.
+
+Each command parses its arguments, calls one library function and prints the result. A
+:class:`~mailer.errors.MailerError` becomes one line per problem on stderr and exit code 1,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from mailer import __version__
+from mailer.errors import ContentError, MailerError
+
+
+class MailerGroup(TyperGroup):
+    """Turns every domain error raised by any command into a clean message and exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ContentError as exc:
+            for problem in exc.problems:
+                typer.echo(str(problem), err=True)
+            n = len(exc.problems)
+            typer.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was written.", err=True)
+            raise typer.Exit(1) from None
+        except MailerError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                typer.echo(f"Error: {line}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=MailerGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="""Turn a folder of plain content files into a newsletter and deliver it.
+
+Run inside a newsletter folder (one with a mailer.toml).
+
+\b
+Example:
+  mailer build 2025-11        # email.html, email.txt and the web page in build/2025-11/
+""",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Turn a folder of plain content files into a newsletter and deliver it."""
+
+
+def _register() -> None:
+    from mailer.cli import issues
+
+    issues.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="mailer")

@@ -1,0 +1,106 @@
+"""The one exception tree of mailer.
+
+Every error the product raises on purpose is a :class:`MailerError`; the CLI turns it into
+one line on stderr and exit code 1. Third-party errors are mapped at the boundary with
+``raise Ours(...) from exc``.
+
+::
+
+    MailerError
+    ├── ConfigError            mailer.toml or the environment is wrong or incomplete
+    ├── ContentError           an issue folder is invalid (carries every Problem found)
+    ├── RenderError            a template or the MJML/CSS toolchain failed
+    ├── StoreError             the database refused or is unusable
+    │   ├── NotFound           a list, subscriber, issue or send does not exist
+    │   ├── SchemaTooNew       the database was written by a newer mailer
+    │   └── ImportFileError    a subscriber file cannot be read at all
+    ├── StateError             an action is not allowed in the current state
+    │   └── ApprovalError      the issue is not approved, or changed since approval
+    ├── ScheduleError          a time or rule cannot be scheduled
+    └── SendError              delivery failed
+        ├── TemporarySendError a 4xx reply or a dropped connection: worth retrying
+        ├── PermanentSendError a 5xx reply for a recipient: never retry
+        └── TransportUnavailable  the server is down or refused our credentials: pause
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MailerError(Exception):
+    """Base class of every error mailer raises on purpose."""
+
+
+class ConfigError(MailerError):
+    """mailer.toml or the environment is wrong or incomplete."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a content file, located precisely enough to fix it."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ContentError(MailerError):
+    """An issue folder is invalid; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class RenderError(MailerError):
+    """A template or the MJML/CSS toolchain failed."""
+
+
+class StoreError(MailerError):
+    """The database refused or is unusable."""
+
+
+class NotFound(StoreError):
+    """A list, subscriber, issue or send does not exist."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer version of mailer."""
+
+
+class ImportFileError(StoreError):
+    """A subscriber file cannot be read at all."""
+
+
+class StateError(MailerError):
+    """An action is not allowed in the current state."""
+
+
+class ApprovalError(StateError):
+    """The issue is not approved, or its content changed since it was approved."""
+
+
+class ScheduleError(MailerError):
+    """A time or a rule cannot be scheduled."""
+
+
+class SendError(MailerError):
+    """Delivery failed."""
+
+
+class TemporarySendError(SendError):
+    """A 4xx reply or a dropped connection: worth retrying later."""
+
+
+class PermanentSendError(SendError):
+    """A 5xx reply for a recipient: retrying will not help."""
+
+
+class TransportUnavailable(SendError):
+    """The server is down or refused our credentials: the send pauses, nobody is marked failed."""

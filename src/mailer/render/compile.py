@@ -1,0 +1,114 @@
+"""Compile one issue, once, into everything that is sent or published.
+
+Nothing here runs per recipient: the email HTML and text keep the per-recipient links as
+placeholders (:data:`mailer.urls.PLACEHOLDERS`) that :mod:`mailer.message` fills by
+substitution at send time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jinja2
+import mjml
+
+from mailer import urls
+from mailer.config import Settings
+from mailer.content import Issue
+from mailer.errors import RenderError
+from mailer.render import formats
+from mailer.render.inline import inline_css
+from mailer.render.markdown import to_html
+from mailer.render.text import LABELS, render_text
+
+LAYOUT = "newsletter.mjml.j2"
+_TABLE_WITHOUT_ROLE = re.compile(r"<table(?![^>]*\brole=)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CompiledIssue:
+    """An issue compiled once: what is mailed (with placeholders) and what is published."""
+
+    issue: Issue
+    email_html: str
+    email_text: str
+    web_html: str
+
+    @property
+    def content_hash(self) -> str:
+        """Identifies exactly what recipients receive; approvals are bound to it."""
+        digest = hashlib.sha256()
+        for part in (self.issue.subject, self.email_html, self.email_text):
+            digest.update(part.encode("utf-8"))
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+
+def environment(settings: Settings) -> jinja2.Environment:
+    if not (settings.templates_dir / LAYOUT).is_file():
+        raise RenderError(f"{settings.templates_dir / LAYOUT}: template not found")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(settings.templates_dir),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        md=to_html,
+        long_date=formats.long_date,
+        month_year=formats.month_year,
+        day_month_year=formats.day_month_year,
+        time_range=formats.time_range,
+        awareness_when=formats.awareness_when,
+    )
+    return env
+
+
+def _mjml(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
+    links: dict[str, Any] = {
+        "web": urls.issue_url(settings, issue.slug),
+        "archive": urls.archive_url(settings),
+        "image": partial(urls.image_url, settings, issue.slug),
+        "logo": urls.asset_url(settings, settings.brand.logo) if settings.brand.logo else None,
+        "unsubscribe": urls.generic_unsubscribe_url(settings)
+        if web
+        else urls.UNSUBSCRIBE_PLACEHOLDER,
+        "preferences": urls.generic_unsubscribe_url(settings)
+        if web
+        else urls.PREFERENCES_PLACEHOLDER,
+    }
+    try:
+        source = env.get_template(LAYOUT).render(
+            settings=settings, issue=issue, web=web, urls=links, labels=LABELS
+        )
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"{exc.filename}:{exc.lineno}: template error: {exc.message}") from exc
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template error in {LAYOUT}: {exc}") from exc
+    try:
+        # No web fonts and no third-party icon host: the email must not phone anyone.
+        html = str(mjml.mjml2html(source, fonts={}, social_icon_origin=settings.base_url))
+    except Exception as exc:  # mjml-python raises ValueError with MRML's message
+        raise RenderError(f"MJML compile failed: {exc}") from exc
+    # MRML leaves a few layout tables without a role; screen readers must skip them all.
+    html = _TABLE_WITHOUT_ROLE.sub('<table role="presentation"', html)
+    return inline_css(html)
+
+
+def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
+    env = environment(settings)
+    email_html = _mjml(settings, issue, env, web=False)
+    web_html = _mjml(settings, issue, env, web=True)
+    email_text = render_text(
+        settings,
+        issue,
+        web_url=urls.issue_url(settings, issue.slug),
+        unsubscribe_url=urls.UNSUBSCRIBE_PLACEHOLDER,
+        preferences_url=urls.PREFERENCES_PLACEHOLDER,
+    )
+    return CompiledIssue(issue=issue, email_html=email_html, email_text=email_text, web_html=web_html)

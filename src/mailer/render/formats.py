@@ -1,0 +1,50 @@
+"""How dates and times read in the newsletter: British style, 12-hour clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailer.content import Section, Session
+
+
+def long_date(day: dt.date) -> str:
+    """``Wednesday 3 December 2025``."""
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def day_month_year(day: dt.date) -> str:
+    """``30 October 2025``."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def month_year(day: dt.date) -> str:
+    return f"{day:%B %Y}"
+
+
+def time_12(t: dt.time) -> str:
+    """``9:30am``, ``10am``, ``12 noon``, ``4:30pm``."""
+    if t.hour == 12 and t.minute == 0:
+        return "12 noon"
+    hour = t.hour % 12 or 12
+    suffix = "am" if t.hour < 12 else "pm"
+    return f"{hour}{suffix}" if t.minute == 0 else f"{hour}:{t.minute:02d}{suffix}"
+
+
+def time_range(session: Session) -> str:
+    return f"{time_12(session.start)} to {time_12(session.end)}"
+
+
+def awareness_when(section: Section) -> str:
+    if section.date:
+        return long_date(section.date)
+    if section.start and section.end:
+        return f"{long_date(section.start)} to {long_date(section.end)}"
+    return ""
+
+
+def session_line(session: Session) -> str:
+    """One session as plain text: ``Wednesday 3 December 2025, 9:30am to 12:30pm, Wigton``."""
+    line = f"{long_date(session.date)}, {time_range(session)}, {session.venue}"
+    return line + (" (online)" if session.online else "")

@@ -1,0 +1,30 @@
+"""``mailer new``: a new issue folder from a commented template."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib import resources
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.content import SLUG
+from mailer.errors import ContentError, Problem
+
+
+def template_text(day: dt.date) -> str:
+    text = resources.files("mailer").joinpath("issue_template.yaml").read_text(encoding="utf-8")
+    return text.replace("{date}", day.isoformat()).replace("{month}", f"{day:%B %Y}")
+
+
+def new_issue(settings: Settings, slug: str, day: dt.date) -> Path:
+    folder = settings.issues_dir / slug
+    if not SLUG.match(slug):
+        raise ContentError(
+            [Problem(str(folder), None, "", f"{slug!r} is not a valid slug: use lower-case letters, digits and '-' like 2026-01")]
+        )
+    if folder.exists():
+        raise ContentError([Problem(str(folder), None, "", "already exists; choose another slug")])
+    (folder / "images").mkdir(parents=True)
+    path = folder / "issue.yaml"
+    path.write_text(template_text(day), encoding="utf-8")
+    return path

@@ -1,0 +1,69 @@
+"""Shared fixtures: every test gets its own copy of the example newsletter folder.
+
+Helpers for particular areas live in the test modules that use them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailer import config
+from mailer.cli import app
+from mailer.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings from the developer's shell must not leak into tests."""
+    for key in list(os.environ):
+        if key.startswith("MAILER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MAILER_SECRET_KEY", "test-secret-key-not-for-production")
+
+
+@pytest.fixture
+def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the example newsletter folder (mailer.toml, templates, issues); cwd."""
+    root = tmp_path / "newsletter"
+    root.mkdir()
+    shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
+    shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copytree(REPO / "issues", root / "issues")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def settings(newsletter: Path) -> Settings:
+    return config.load(newsletter)
+
+
+class Result:
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli(newsletter: Path) -> Iterator[object]:
+    """Run a mailer command in-process: ``cli("build", "2025-11")`` -> Result."""
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> Result:
+        r = runner.invoke(app, list(args), input=input, catch_exceptions=False)
+        return Result(r.exit_code, r.stdout, r.stderr)
+
+    yield run
