@@ -37,7 +37,12 @@ _EXTRA_KEYS = {
 _SESSION_KEYS = {"date", "start", "end", "venue", "online", "url", "note"}
 _IMAGE_KEYS = {"src", "alt", "width"}
 _LINK_KEYS = {"text", "url"}
-_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+}
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,7 @@ def load_issue(issues_dir: Path, slug: str, display_root: Path | None = None) ->
         raise ContentError([Problem(shown, None, "", f"{slug!r} is not a valid issue slug")])
     if not path.is_file():
         known = ", ".join(p.name for p in issue_dirs(issues_dir)) or "none"
-        raise ContentError(
-            [Problem(shown, None, "", f"no issue {slug!r} (known issues: {known})")]
-        )
+        raise ContentError([Problem(shown, None, "", f"no issue {slug!r} (known issues: {known})")])
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -145,11 +148,17 @@ def load_issue(issues_dir: Path, slug: str, display_root: Path | None = None) ->
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise ContentError([Problem(shown, line, "", f"malformed YAML: {exc.problem}")]) from exc
+        message = f"malformed YAML: {exc.problem}"
+        # An unclosed quote or bracket is only noticed lines later, so name where it began.
+        start = exc.context_mark.line + 1 if exc.context_mark else None
+        if exc.context and start is not None and start != line:
+            message += f" ({exc.context} that starts on line {start})"
+        raise ContentError([Problem(shown, line, "", message)]) from exc
     checker = _Checker(shown, folder)
     issue = checker.issue(slug, data)
     if checker.problems:
-        raise ContentError(checker.problems)
+        # In file order, so a user can fix them from the top down.
+        raise ContentError(sorted(checker.problems, key=lambda p: p.line or 0))
     assert issue is not None
     return issue
 
@@ -218,7 +227,9 @@ class _Checker:
         m = _TIME.match(raw)
         if m and int(m[1]) < 24 and int(m[2]) < 60:
             return dt.time(int(m[1]), int(m[2]))
-        self.add(self.key_line(node, key), path, f"{raw!r} is not a valid time (use HH:MM, 24-hour)")
+        self.add(
+            self.key_line(node, key), path, f"{raw!r} is not a valid time (use HH:MM, 24-hour)"
+        )
         return None
 
     def url(self, node: Any, key: str, path: str, mailto: bool = False) -> str | None:
@@ -320,7 +331,9 @@ class _Checker:
         start = self.date(node, "start", f"{path}.start")
         end = self.date(node, "end", f"{path}.end")
         if day and (start or end):
-            self.add(self.key_line(node, "date"), f"{path}.date", "give either date: or start: and end:")
+            self.add(
+                self.key_line(node, "date"), f"{path}.date", "give either date: or start: and end:"
+            )
         if "start" in node and "end" not in node:
             self.add(self.key_line(node, "start"), f"{path}.end", "is required with start:")
         if "end" in node and "start" not in node:
@@ -389,12 +402,17 @@ class _Checker:
         alt = self.text(raw, "alt", f"{path}.alt", required=True)
         width = raw.get("width", 600)
         if isinstance(width, bool) or not isinstance(width, int) or not 16 <= width <= 600:
-            self.add(self.key_line(raw, "width"), f"{path}.width", "must be a whole number of pixels from 16 to 600")
+            self.add(
+                self.key_line(raw, "width"),
+                f"{path}.width",
+                "must be a whole number of pixels from 16 to 600",
+            )
             width = 600
-        if src is None or alt is None:
+        if src is None:
             return None
+        # A missing alt is already reported; go on checking src so every problem shows at once.
         if src.startswith("https://"):
-            return Image(src=src, alt=alt, width=width)
+            return Image(src=src, alt=alt, width=width) if alt is not None else None
         if src.startswith(("http://", "/")) or ".." in Path(src).parts:
             self.add(
                 self.key_line(raw, "src"),
@@ -408,6 +426,8 @@ class _Checker:
             return None
         if not file.is_file():
             self.add(self.key_line(raw, "src"), f"{path}.src", f"image file {src} does not exist")
+            return None
+        if alt is None:
             return None
         return Image(src=src, alt=alt, width=width, path=file)
 

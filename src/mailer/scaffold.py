@@ -18,12 +18,15 @@ def template_text(day: dt.date) -> str:
 
 def new_issue(settings: Settings, slug: str, day: dt.date) -> Path:
     folder = settings.issues_dir / slug
+    # Name the folder as the user sees it from the newsletter folder, like mailer build does.
+    shown = f"{settings.issues_dir.relative_to(settings.root)}/{slug}"
     if not SLUG.match(slug):
-        raise ContentError(
-            [Problem(str(folder), None, "", f"{slug!r} is not a valid slug: use lower-case letters, digits and '-' like 2026-01")]
+        message = (
+            f"{slug!r} is not a valid slug: use lower-case letters, digits and '-' like 2026-01"
         )
+        raise ContentError([Problem(shown, None, "", message)])
     if folder.exists():
-        raise ContentError([Problem(str(folder), None, "", "already exists; choose another slug")])
+        raise ContentError([Problem(shown, None, "", "already exists; choose another slug")])
     (folder / "images").mkdir(parents=True)
     path = folder / "issue.yaml"
     path.write_text(template_text(day), encoding="utf-8")

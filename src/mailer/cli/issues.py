@@ -48,7 +48,8 @@ def build(
     width = max(len(str(_rel(f.path, s.root))) for f in files)
     for f in files:
         typer.echo(f"{str(_rel(f.path, s.root)).ljust(width)}  {human_size(f.size):>9}")
-    typer.echo(f"Built {len(names)} issue{'s' if len(names) != 1 else ''} into {_rel(s.build_dir, s.root)}/")
+    plural = "s" if len(names) != 1 else ""
+    typer.echo(f"Built {len(names)} issue{plural} into {_rel(s.build_dir, s.root)}/")
 
 
 def new(
@@ -69,7 +70,9 @@ def new(
         try:
             day = dt.date.fromisoformat(date)
         except ValueError:
-            raise ContentError([Problem("--date", None, "", f"{date!r} is not a valid date (use YYYY-MM-DD)")]) from None
+            raise ContentError(
+                [Problem("--date", None, "", f"{date!r} is not a valid date (use YYYY-MM-DD)")]
+            ) from None
     path = scaffold.new_issue(s, slug, day)
     typer.echo(f"Created {_rel(path, s.root)}: edit it, then run: mailer build {slug}")
 

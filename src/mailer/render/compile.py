@@ -69,7 +69,8 @@ def environment(settings: Settings) -> jinja2.Environment:
     return env
 
 
-def _mjml(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
+def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
+    """The HTML the MJML compiler writes, before CSS inlining (tests compare the two)."""
     links: dict[str, Any] = {
         "web": urls.issue_url(settings, issue.slug),
         "archive": urls.archive_url(settings),
@@ -96,8 +97,11 @@ def _mjml(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: boo
     except Exception as exc:  # mjml-python raises ValueError with MRML's message
         raise RenderError(f"MJML compile failed: {exc}") from exc
     # MRML leaves a few layout tables without a role; screen readers must skip them all.
-    html = _TABLE_WITHOUT_ROLE.sub('<table role="presentation"', html)
-    return inline_css(html)
+    return _TABLE_WITHOUT_ROLE.sub('<table role="presentation"', html)
+
+
+def _mjml(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
+    return inline_css(mjml_html(settings, issue, env, web=web))
 
 
 def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
@@ -111,4 +115,6 @@ def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
         unsubscribe_url=urls.UNSUBSCRIBE_PLACEHOLDER,
         preferences_url=urls.PREFERENCES_PLACEHOLDER,
     )
-    return CompiledIssue(issue=issue, email_html=email_html, email_text=email_text, web_html=web_html)
+    return CompiledIssue(
+        issue=issue, email_html=email_html, email_text=email_text, web_html=web_html
+    )

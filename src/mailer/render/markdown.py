@@ -13,6 +13,9 @@ def parser() -> MarkdownIt:
     # "commonmark" with html=False shows any typed HTML (including <script>) as text.
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.validateLink = _safe_link  # type: ignore[method-assign]
+    # Pictures go in a section's image: key, which checks the file, the alt text and the
+    # width. An inline Markdown image would bypass all three (and break narrow layouts).
+    md.disable("image")
     return md
 
 

@@ -101,8 +101,15 @@ def markdown_to_text(source: str) -> str:
     return "\n".join(out)
 
 
+def _labelled(label: str, value: str, indent: str = "") -> str:
+    """``label: value`` on one line when it fits; otherwise the value (a URL) on its own line."""
+    return wrap(f"{label}: {value}", indent)
+
+
 def _section_text(section: Section, image_url: str | None) -> list[str]:
-    parts = [LABELS[section.type].upper(), section.title, "-" * min(len(section.title), WIDTH)]
+    title = wrap(section.title)
+    rule = "-" * max(len(line) for line in title.splitlines())
+    parts = [LABELS[section.type].upper(), title, rule]
     when = awareness_when(section)
     if when:
         parts += ["", wrap(when)]
@@ -113,15 +120,15 @@ def _section_text(section: Section, image_url: str | None) -> list[str]:
         for s in section.sessions:
             parts.append(wrap(session_line(s), "    ", "  - "))
             if s.url:
-                parts.append(f"    Join online: {s.url}")
+                parts.append(_labelled("Join online", s.url, "    "))
             if s.note:
                 parts.append(wrap(s.note, "    "))
     if section.booking_url:
-        parts += ["", f"{section.booking_text}: {section.booking_url.removeprefix('mailto:')}"]
+        parts += ["", _labelled(section.booking_text, section.booking_url.removeprefix("mailto:"))]
     if section.closes:
         parts += ["", f"Closes {long_date(section.closes)}."]
     for link in section.links:
-        parts += ["", f"{link.text}:", link.url.removeprefix("mailto:")]
+        parts += ["", wrap(f"{link.text}:"), link.url.removeprefix("mailto:")]
     return parts
 
 
@@ -135,8 +142,8 @@ def render_text(
 ) -> str:
     rule = "=" * WIDTH
     lines = [
-        issue.subject,
-        f"{settings.organisation} · {day_month_year(issue.date)}",
+        wrap(issue.subject),
+        wrap(f"{settings.organisation} · {day_month_year(issue.date)}"),
         "",
         "View this email in your browser:",
         web_url,
@@ -149,7 +156,10 @@ def render_text(
         lines += ["", rule, ""]
         lines += _section_text(section, None)
     lines += ["", rule, ""]
-    lines += [settings.organisation, wrap(settings.footer.postal_address), ""]
+    # The postal address usually begins with the organisation's name; do not say it twice.
+    if not settings.footer.postal_address.startswith(settings.organisation):
+        lines += [wrap(settings.organisation)]
+    lines += [wrap(settings.footer.postal_address), ""]
     lines += [wrap(settings.footer.why)]
     if settings.footer.contact:
         lines += ["", wrap(settings.footer.contact)]
