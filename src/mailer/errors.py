@@ -10,12 +10,16 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── ConfigError            mailer.toml or the environment is wrong or incomplete
     ├── ContentError           an issue folder is invalid (carries every Problem found)
     ├── RenderError            a template or the MJML/CSS toolchain failed
+    ├── InvalidInput           a value given to a command is not valid (an address, a slug)
+    │   └── NothingImported    no row of a subscriber file could be imported
     ├── StoreError             the database refused or is unusable
     │   ├── NotFound           a list, subscriber, issue or send does not exist
+    │   ├── AlreadyExists      a list with that slug exists already
     │   ├── SchemaTooNew       the database was written by a newer mailer
     │   └── ImportFileError    a subscriber file cannot be read at all
     ├── StateError             an action is not allowed in the current state
-    │   └── ApprovalError      the issue is not approved, or changed since approval
+    │   ├── ApprovalError      the issue is not approved, or changed since approval
+    │   └── Suppressed         the person unsubscribed, bounced, complained or was erased
     ├── ScheduleError          a time or rule cannot be scheduled
     └── SendError              delivery failed
         ├── TemporarySendError a 4xx reply or a dropped connection: worth retrying
@@ -62,12 +66,24 @@ class RenderError(MailerError):
     """A template or the MJML/CSS toolchain failed."""
 
 
+class InvalidInput(MailerError):
+    """A value given to a command is not valid: an email address, a list slug, a name."""
+
+
+class NothingImported(InvalidInput):
+    """No row of a subscriber file could be imported; the report says why for each row."""
+
+
 class StoreError(MailerError):
     """The database refused or is unusable."""
 
 
 class NotFound(StoreError):
     """A list, subscriber, issue or send does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """A list with that slug exists already."""
 
 
 class SchemaTooNew(StoreError):
@@ -84,6 +100,10 @@ class StateError(MailerError):
 
 class ApprovalError(StateError):
     """The issue is not approved, or its content changed since it was approved."""
+
+
+class Suppressed(StateError):
+    """The person unsubscribed, bounced, complained or was erased: never subscribed again."""
 
 
 class ScheduleError(MailerError):

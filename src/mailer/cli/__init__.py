@@ -68,9 +68,12 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import issues
+    from mailer.cli import db, issues, lists, subscribers
 
     issues.register(app)
+    app.add_typer(lists.app, name="lists")
+    app.add_typer(subscribers.app, name="subscribers")
+    app.add_typer(db.app, name="db")
 
 
 _register()

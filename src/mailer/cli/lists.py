@@ -1,0 +1,104 @@
+"""``mailer lists``: create, list, show and rename mailing lists."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mailer import store
+from mailer.cli.common import settings
+from mailer.db import open_db
+from mailer.subscribers import when
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="""Mailing lists, such as 'All practitioners' or 'Schools DSLs'.
+
+\b
+Example:
+  mailer lists create schools-dsl --name "Schools DSLs"
+  mailer lists list
+""",
+)
+
+Slug = Annotated[str, typer.Argument(help="The list's short name, e.g. all-practitioners.")]
+
+
+@app.command("create")
+def create(
+    slug: Slug,
+    name: Annotated[str, typer.Option("--name", help="The name people see.")],
+    description: Annotated[str, typer.Option(help="What the list is for.")] = "",
+) -> None:
+    """Create a mailing list.
+
+    \b
+    Example:
+      mailer lists create all-practitioners --name "All practitioners"
+    """
+    with open_db(settings()) as db, db.session(write=True) as session:
+        created = store.create_list(session, slug, name, description)
+    typer.echo(f"Created list {created.slug}: {created.name}")
+
+
+@app.command("list")
+def list_() -> None:
+    """Show every list with how many people are on it.
+
+    'subscribed' people get the next issue; 'unsubscribed' counts everyone who left the list
+    or everything, bounced or complained.
+
+    \b
+    Example:
+      mailer lists list
+    """
+    with open_db(settings()) as db, db.session() as session:
+        summaries = store.list_summaries(session)
+    if not summaries:
+        typer.echo("No lists yet: create one with: mailer lists create SLUG --name NAME")
+        return
+    width = max(len("list"), *(len(s.slug) for s in summaries))
+    typer.echo(f"{'list'.ljust(width)}  {'subscribed':>10}  {'unsubscribed':>12}  name")
+    for s in summaries:
+        typer.echo(f"{s.slug.ljust(width)}  {s.subscribed:>10,}  {s.unsubscribed:>12,}  {s.name}")
+
+
+@app.command("show")
+def show(slug: Slug) -> None:
+    """Show one list: its name, description and how many people have each status.
+
+    \b
+    Example:
+      mailer lists show all-practitioners
+    """
+    with open_db(settings()) as db, db.session() as session:
+        mailing_list = store.get_list(session, slug)
+        assert mailing_list.id is not None
+        counts = store.status_counts(session, mailing_list.id)
+    typer.echo(f"list:          {mailing_list.slug}")
+    typer.echo(f"name:          {mailing_list.name}")
+    if mailing_list.description:
+        typer.echo(f"description:   {mailing_list.description}")
+    typer.echo(f"created:       {when(mailing_list.created)}")
+    for status, n in counts.items():
+        label = "subscribed" if status == "active" else status.value
+        typer.echo(f"{label + ':':<14} {n:,}")
+
+
+@app.command("rename")
+def rename(
+    slug: Slug,
+    name: Annotated[str, typer.Option("--name", help="The new name people see.")],
+) -> None:
+    """Give a list a new name; its slug stays the same.
+
+    \b
+    Example:
+      mailer lists rename health --name "Health practitioners"
+    """
+    with open_db(settings()) as db, db.session(write=True) as session:
+        old = store.get_list(session, slug).name
+        renamed = store.rename_list(session, slug, name)
+    typer.echo(f"Renamed list {renamed.slug}: {old!r} is now {renamed.name!r}")

@@ -1,0 +1,350 @@
+"""``mailer subscribers``: add, import, export, list, show, unsubscribe and erase people."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mailer import importer, subscribers
+from mailer.cli.common import settings
+from mailer.db import open_db
+from mailer.errors import NothingImported
+from mailer.importer import ImportReport, Note
+from mailer.models import LawfulBasis, SubscriberStatus
+from mailer.store import Outcome
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="""The people on the mailing lists, and what is held about them.
+
+\b
+Example:
+  mailer subscribers import schools.csv --list schools-dsl --dry-run
+  mailer subscribers show jo.bloggs@example.org
+""",
+)
+
+# How many rows of each kind of problem an import report shows before summarising.
+SHOW_AT_MOST = 10
+
+Email = Annotated[str, typer.Argument(help="The person's email address.")]
+ListOption = Annotated[str, typer.Option("--list", "-l", help="The list's slug.")]
+Basis = Annotated[
+    LawfulBasis,
+    typer.Option(help="The UK GDPR lawful basis for mailing them (see docs/subscribers.md)."),
+]
+
+
+@app.command("add")
+def add(
+    email: Email,
+    list_slug: ListOption,
+    name: Annotated[str, typer.Option(help="Their full name.")] = "",
+    organisation: Annotated[str, typer.Option(help="Where they work.")] = "",
+    basis: Basis = LawfulBasis.PUBLIC_TASK,
+) -> None:
+    """Add one person to a list.
+
+    Someone who unsubscribed, bounced, complained or was erased is never added again.
+
+    \b
+    Example:
+      mailer subscribers add jo.bloggs@example.org --list health --name "Jo Bloggs"
+    """
+    with open_db(settings()) as db:
+        outcome = subscribers.add(
+            db, email, list_slug, name=name, organisation=organisation, basis=basis
+        )
+    address = subscribers.normalise(email)
+    if outcome is Outcome.ADDED:
+        typer.echo(f"Added {address} to {list_slug} (lawful basis: {basis.value}).")
+    elif outcome is Outcome.UPDATED:
+        typer.echo(f"{address} is already on {list_slug}; updated their name and organisation.")
+    else:
+        typer.echo(f"{address} is already on {list_slug}; nothing changed.")
+
+
+class _LazyProgress:
+    """A progress bar on stderr that appears only once an import has run for a second,
+    and only on a terminal, so quick imports and logs stay clean."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if time.monotonic() - self.started < 1.0 or not sys.stderr.isatty():
+                return
+            self.bar = typer.progressbar(length=total, label="Importing", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _notes(report: ImportReport, title: str, notes: list[Note]) -> None:
+    if not notes:
+        return
+    typer.echo(f"{title}:")
+    for note in notes[:SHOW_AT_MOST]:
+        typer.echo(f"  {report.file}:{note.line}: {note.text}")
+    if len(notes) > SHOW_AT_MOST:
+        typer.echo(f"  ... and {len(notes) - SHOW_AT_MOST:,} more")
+
+
+def _print_report(report: ImportReport) -> None:
+    typer.echo(
+        f"Read {report.rows:,} row{'s' if report.rows != 1 else ''} from {report.file} "
+        f"({report.encoding}, {_SEPARATORS[report.delimiter]}-separated) "
+        f"for list {report.list_slug} in {report.seconds:.1f} s."
+    )
+    if report.encoding == "Windows-1252":
+        typer.echo(
+            "  The file is not UTF-8, so it was read as Windows-1252 (Excel's 'CSV (Comma "
+            "delimited)'). Check accented names below; next time save as 'CSV UTF-8'."
+        )
+    counts = [
+        ("added", report.added),
+        ("already on the list", report.already),
+        ("updated", report.updated),
+        ("duplicates in the file", len(report.duplicates)),
+        ("suppressed", len(report.suppressed)),
+        ("invalid", len(report.invalid)),
+    ]
+    for label, n in counts:
+        typer.echo(f"  {label + ':':<24}{n:>8,}")
+    _notes(report, "Invalid (not imported)", report.invalid)
+    _notes(report, "Suppressed (never subscribed again)", report.suppressed)
+    _notes(report, "Duplicates (imported once)", report.duplicates)
+    if report.dry_run:
+        typer.echo("Dry run: nothing was changed.")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A CSV file with an 'email' column.")],
+    list_slug: ListOption,
+    basis: Basis = LawfulBasis.PUBLIC_TASK,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would happen; change nothing.")
+    ] = False,
+) -> None:
+    """Import people from a CSV file into a list, all or nothing.
+
+    The file needs a header line with an 'email' column; 'name' and 'organisation' are
+    optional. Commas, semicolons or tabs; UTF-8 or Excel's Windows-1252. Exits with 1 if
+    no row could be imported.
+
+    \b
+    Example:
+      mailer subscribers import schools.csv --list schools-dsl --dry-run
+      mailer subscribers import schools.csv --list schools-dsl --basis public-task
+    """
+    progress = _LazyProgress()
+    try:
+        with open_db(settings()) as db:
+            report = importer.import_file(
+                db, file, list_slug, basis=basis, dry_run=dry_run, progress=progress
+            )
+    finally:
+        progress.close()
+    _print_report(report)
+    if report.nothing_imported:
+        raise NothingImported(
+            f"nothing was imported from {report.file}: none of its {report.rows:,} rows "
+            "holds a valid address"
+        )
+
+
+@app.command("export")
+def export(
+    list_slug: Annotated[
+        str | None, typer.Option("--list", "-l", help="Only people on this list.")
+    ] = None,
+    status: Annotated[
+        SubscriberStatus | None, typer.Option(help="Only people with this status.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+) -> None:
+    """Export subscribers as CSV (email, name, organisation, status, lists, created).
+
+    A file written with -o starts with a byte-order mark so Excel shows accents correctly.
+
+    \b
+    Example:
+      mailer subscribers export --list health --status active -o health.csv
+    """
+    with open_db(settings()) as db:
+        if output is None:
+            subscribers.export_csv(db, sys.stdout, list_slug=list_slug, status=status)
+            return
+        partial = output.with_name(output.name + ".part")
+        try:
+            with partial.open("w", encoding="utf-8-sig", newline="") as out:
+                count = subscribers.export_csv(db, out, list_slug=list_slug, status=status)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
+    typer.echo(f"Wrote {count:,} subscriber{'s' if count != 1 else ''} to {output}", err=True)
+
+
+@app.command("list")
+def list_(
+    list_slug: Annotated[
+        str | None, typer.Option("--list", "-l", help="Only people on this list.")
+    ] = None,
+    status: Annotated[
+        SubscriberStatus | None, typer.Option(help="Only people with this status.")
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Only addresses, names or organisations containing this.")
+    ] = None,
+) -> None:
+    """List subscribers: address, status, name and organisation, and their lists.
+
+    With --list, the status is the person's status on that list.
+
+    \b
+    Example:
+      mailer subscribers list --list health --search nhs
+    """
+    count = 0
+    with open_db(settings()) as db:
+        for row in subscribers.rows(db, list_slug=list_slug, status=status, search=search):
+            who = ", ".join(part for part in (row.name, row.organisation) if part)
+            typer.echo(f"{row.email:<36} {row.status.value:<12} {who:<48} {row.lists}".rstrip())
+            count += 1
+    typer.echo(f"{count:,} subscriber{'s' if count != 1 else ''}")
+
+
+@app.command("show")
+def show(
+    email: Email,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show everything held about one person, for a subject access request.
+
+    \b
+    Example:
+      mailer subscribers show jo.bloggs@example.org --json > jo-bloggs-sar.json
+    """
+    with open_db(settings()) as db:
+        held = subscribers.describe(db, email)
+    if as_json:
+        typer.echo(json.dumps(held, indent=2, ensure_ascii=False))
+        return
+    typer.echo(held["email"])
+    if held["status"] == SubscriberStatus.ERASED:
+        typer.echo(
+            f"  erased on {held['erased_at'][:16].replace('T', ' ')} UTC: mailer holds "
+            f"{held['held']}."
+        )
+        return
+    for label in ("name", "organisation", "status", "created", "updated"):
+        value = held[label]
+        if label in ("created", "updated"):
+            value = value[:16].replace("T", " ") + " UTC"
+        typer.echo(f"  {label + ':':<14}{value or '-'}")
+    if not held["lists"]:
+        typer.echo("  lists:        none")
+    for entry in held["lists"]:
+        typer.echo(
+            f"  list {entry['slug']} ({entry['name']}): {entry['status']} since "
+            f"{entry['changed_at'][:16].replace('T', ' ')} UTC"
+        )
+        consent = entry["consent"]
+        if consent:
+            confirmed = consent["confirmed_at"]
+            typer.echo(
+                f"    lawful basis {consent['basis']}, source {consent['source']!r}, recorded "
+                f"{consent['recorded_at'][:16].replace('T', ' ')} UTC"
+                + (f", confirmed {confirmed[:16].replace('T', ' ')} UTC" if confirmed else "")
+            )
+
+
+@app.command("unsubscribe")
+def unsubscribe(
+    email: Email,
+    list_slug: Annotated[
+        str | None,
+        typer.Option("--list", "-l", help="Only from this list (default: from everything)."),
+    ] = None,
+) -> None:
+    """Unsubscribe a person from one list, or from everything. It is never undone by an
+    import or by 'add'.
+
+    \b
+    Example:
+      mailer subscribers unsubscribe jo.bloggs@example.org --list health
+    """
+    with open_db(settings()) as db:
+        changed = subscribers.unsubscribe(db, email, list_slug)
+    address = subscribers.normalise(email)
+    where = list_slug or "everything"
+    if changed:
+        typer.echo(f"Unsubscribed {address} from {where}.")
+    else:
+        typer.echo(f"{address} was already unsubscribed from {where}; nothing changed.")
+
+
+@app.command("erase")
+def erase(
+    email: Email,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a person: delete their personal data and list memberships for good.
+
+    Only a keyed hash of the address is kept (needs MAILER_SECRET_KEY), so it can never be
+    imported or mailed again by accident.
+
+    \b
+    Example:
+      mailer subscribers erase jo.bloggs@example.org --yes
+    """
+    address = subscribers.normalise(email)
+    if not yes:
+        typer.confirm(
+            f"Erase {address} and everything held about them? This cannot be undone.",
+            abort=True,
+            err=True,
+        )
+    with open_db(settings()) as db:
+        erasure = subscribers.erase(db, address)
+    if erasure.already:
+        typer.echo(f"{address} was already erased; nothing else was held.")
+        return
+    if not erasure.held:
+        typer.echo(
+            f"Nothing was held about {address}. Its keyed hash is now on the "
+            "suppression list, so it can never be imported."
+        )
+        return
+    removed = ["the address"]
+    if erasure.name:
+        removed.append("name")
+    if erasure.organisation:
+        removed.append("organisation")
+    n = len(erasure.lists)
+    removed.append(
+        f"{n} list membership{'s' if n != 1 else ''} with consent records"
+        + (f" ({', '.join(erasure.lists)})" if erasure.lists else "")
+    )
+    typer.echo(f"Erased {address}: removed {', '.join(removed)}.")
+    typer.echo("Kept only a keyed hash of the address, so it can never be imported again.")
