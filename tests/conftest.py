@@ -5,6 +5,7 @@ Helpers for particular areas live in the test modules that use them.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,6 +30,17 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("MAILER_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("MAILER_SECRET_KEY", "test-secret-key-not-for-production")
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Commands run in-process may attach log files to the "mailer" logger: detach them."""
+    yield
+    logger = logging.getLogger("mailer")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""mailer: plain content files in, a responsive newsletter out, delivered once to every subscriber."""
+"""mailer: plain content files in, a responsive newsletter out, delivered once to each reader."""
 
 from __future__ import annotations
 

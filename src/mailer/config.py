@@ -61,6 +61,8 @@ class SMTPSettings:
     rate_per_second: float | None = None
     rate_per_hour: int | None = None
     timeout: float = 30.0
+    # A CA bundle to trust for STARTTLS/TLS, for relays with a private certificate authority.
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,12 +182,18 @@ class _Table:
 
     def table(self, key: str) -> _Table:
         self.used.add(key)
-        return _Table(self.path, key if not self.name else f"{self.name}.{key}", self.data.get(key, {}))
+        return _Table(
+            self.path, key if not self.name else f"{self.name}.{key}", self.data.get(key, {})
+        )
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             raise ConfigError(f"{self._where(unknown[0])}: unknown setting (is it misspelt?)")
+
+
+def _env_str(env: Mapping[str, str], key: str, default: Any) -> Any:
+    return env.get(key) or default
 
 
 def _env_int(env: Mapping[str, str], key: str, default: int | None) -> int | None:
@@ -220,7 +228,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{path}: timezone: unknown time zone {timezone!r}") from None
-    database_url = env.get("MAILER_DATABASE_URL") or top.get("database_url", str, "")
+    database_url = _env_str(env, "MAILER_DATABASE_URL", top.get("database_url", str, ""))
     if not database_url:
         database_url = f"sqlite:///{root / 'subscribers.sqlite'}"
     misfire = top.get("misfire_grace", float, 6.0)
@@ -258,21 +266,26 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         raise ConfigError(f"{path}: brand.logo: file {brand.logo} does not exist")
 
     t = top.table("transport")
-    transport_name = env.get("MAILER_TRANSPORT") or t.get("name", str, "outbox")
+    # Every key is read before the environment overrides it, so none is reported as unknown.
+    transport_name = t.get("name", str, "outbox")
+    transport_name = env.get("MAILER_TRANSPORT") or transport_name
     if transport_name not in _TRANSPORTS:
         raise ConfigError(
             f"transport {transport_name!r} is not one of {', '.join(_TRANSPORTS)} "
             "(set in mailer.toml [transport] name or MAILER_TRANSPORT)"
         )
-    security = env.get("MAILER_SMTP_SECURITY") or t.get("security", str, "none")
+    security = t.get("security", str, "none")
+    security = env.get("MAILER_SMTP_SECURITY") or security
     if security not in _SECURITY:
-        raise ConfigError(f"MAILER_SMTP_SECURITY={security!r}: must be one of {', '.join(_SECURITY)}")
+        raise ConfigError(
+            f"MAILER_SMTP_SECURITY={security!r}: must be one of {', '.join(_SECURITY)}"
+        )
     default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
     smtp = SMTPSettings(
-        host=env.get("MAILER_SMTP_HOST") or t.get("host", str, "localhost"),
+        host=_env_str(env, "MAILER_SMTP_HOST", t.get("host", str, "localhost")),
         port=_env_int(env, "MAILER_SMTP_PORT", t.get("port", int, default_port)) or default_port,
         security=security,
-        username=env.get("MAILER_SMTP_USERNAME") or t.get("username", str),
+        username=_env_str(env, "MAILER_SMTP_USERNAME", t.get("username", str)),
         password=env.get("MAILER_SMTP_PASSWORD") or None,
         connections=_env_int(env, "MAILER_SMTP_CONNECTIONS", t.get("connections", int, 4)) or 4,
         rate_per_second=_env_float(
@@ -280,6 +293,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         ),
         rate_per_hour=_env_int(env, "MAILER_SMTP_RATE_PER_HOUR", t.get("rate_per_hour", int)),
         timeout=_env_float(env, "MAILER_SMTP_TIMEOUT", t.get("timeout", float, 30.0)) or 30.0,
+        ca_file=_env_str(env, "MAILER_SMTP_CA_FILE", t.get("ca_file", str)),
     )
     if smtp.connections < 1:
         raise ConfigError("MAILER_SMTP_CONNECTIONS must be at least 1")

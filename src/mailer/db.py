@@ -128,6 +128,11 @@ class Database:
         finally:
             session.close()
 
+    @property
+    def writer(self) -> Engine:
+        """The engine whose transactions start with BEGIN IMMEDIATE, for long-lived writers."""
+        return self._writer
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -234,5 +234,147 @@ class Suppression(SQLModel, table=True):
     created: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-# --- 3. Sending (a later revision) -----------------------------------------------------------
-# Append the send tables (sends, ledger, approvals, schedules) here.
+# --- 3. Sending (revision 0002) --------------------------------------------------------------
+
+
+class SendStatus(StrEnum):
+    """A send's life; :func:`mailer.sends.transition` is the only code that changes it."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    """One recipient's copy. ``in-flight`` is committed before the message goes to the
+    server and replaced by the outcome after it, so a crash leaves at most one per connection.
+    """
+
+    PENDING = "pending"
+    IN_FLIGHT = "in-flight"
+    SENT = "sent"
+    FAILED_TEMPORARY = "failed-temporary"
+    FAILED_PERMANENT = "failed-permanent"
+
+
+class Approval(SQLModel, table=True):
+    """Who approved which compiled content of an issue; sends require a matching one."""
+
+    __tablename__ = "approval"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    content_hash: str = Field(max_length=64)
+    approved_by: str = Field(max_length=200)
+    approved_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # JSON: the subject and a hash per section, so a refusal can say what changed.
+    summary: str = Field(default="{}", sa_type=sa.Text)
+
+
+class Send(SQLModel, table=True):
+    """One issue, frozen as compiled and approved, going to one or more lists."""
+
+    __tablename__ = "send"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    content_hash: str = Field(max_length=64)
+    subject: str = Field(max_length=500)
+    html: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    status: SendStatus = Field(
+        default=SendStatus.SCHEDULED,
+        sa_column=Column(_enum(SendStatus, "send_status"), nullable=False, index=True),
+    )
+    status_reason: str = Field(default="", max_length=1000)
+    approved_by: str = Field(default="", max_length=200)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    scheduled_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    started_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Which process is sending ("host:pid") and when it last said so: see sends.claim.
+    claimed_by: str | None = Field(default=None, max_length=200)
+    heartbeat_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Fixed when the send starts: the number of rows in its ledger.
+    total: int | None = None
+
+
+class SendList(SQLModel, table=True):
+    """The lists a send goes to."""
+
+    __tablename__ = "send_list"
+
+    send_id: int = Field(foreign_key="send.id", primary_key=True, ondelete="CASCADE")
+    list_id: int = Field(foreign_key="mailing_list.id", primary_key=True, ondelete="RESTRICT")
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (send, subscriber), from pending to its outcome.
+
+    The address is copied here when the send starts, so the send delivers to the
+    addresses it was approved for; erasure blanks it (see suppression.erase).
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("send_id", "subscriber_id"),
+        sa.Index(None, "send_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    send_id: int = Field(foreign_key="send.id", ondelete="CASCADE")
+    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE")
+    email: str = Field(max_length=320)
+    name: str = Field(default="", max_length=200)
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING,
+        sa_column=Column(_enum(DeliveryStatus, "delivery_status"), nullable=False),
+    )
+    attempts: int = 0
+    last_error: str = Field(default="", max_length=1000)
+    message_id: str = Field(default="", max_length=200)
+    sent_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    updated_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# --- 4. Scheduling (revision 0003) -----------------------------------------------------------
+
+
+class ScheduleKind(StrEnum):
+    ONCE = "once"  # one issue at one time
+    MONTHLY = "monthly"  # a monthly slot that sends that month's approved issue
+
+
+class ScheduleStatus(StrEnum):
+    ACTIVE = "active"
+    DONE = "done"  # a one-off that has run
+    MISSED = "missed"  # a one-off seen later than the grace period: never sent late
+    FAILED = "failed"  # a one-off that could not be sent (not approved, unknown list...)
+    CANCELLED = "cancelled"
+
+
+class Schedule(SQLModel, table=True):
+    """When to send what; the worker claims ``next_run_at`` with a compare-and-set."""
+
+    __tablename__ = "schedule"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: ScheduleKind = Field(
+        sa_column=Column(_enum(ScheduleKind, "schedule_kind"), nullable=False)
+    )
+    slug: str | None = Field(default=None, max_length=64)
+    rule: str | None = Field(default=None, max_length=100)
+    # JSON list of list slugs.
+    lists: str = Field(default="[]", max_length=2000)
+    status: ScheduleStatus = Field(
+        default=ScheduleStatus.ACTIVE,
+        sa_column=Column(_enum(ScheduleStatus, "schedule_status"), nullable=False),
+    )
+    next_run_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_run_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_outcome: str = Field(default="", max_length=1000)
+    last_send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")

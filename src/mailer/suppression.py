@@ -20,6 +20,8 @@ from sqlmodel import Session, col, select
 from mailer import db
 from mailer.models import (
     Consent,
+    Delivery,
+    DeliveryStatus,
     MailingList,
     Membership,
     Subscriber,
@@ -119,6 +121,19 @@ def erase(session: Session, email: str) -> Erasure:
     consent, membership = table_of(Consent), table_of(Membership)
     conn.execute(sa.delete(consent).where(consent.c.subscriber_id == subscriber.id))
     conn.execute(sa.delete(membership).where(membership.c.subscriber_id == subscriber.id))
+    # The send ledger keeps a copy of the address and name for delivery: a copy not yet
+    # sent is dropped (the person must not be mailed), the record of one sent is blanked.
+    delivery = table_of(Delivery)
+    conn.execute(
+        sa.delete(delivery).where(
+            delivery.c.subscriber_id == subscriber.id, delivery.c.status == DeliveryStatus.PENDING
+        )
+    )
+    conn.execute(
+        sa.update(delivery)
+        .where(delivery.c.subscriber_id == subscriber.id)
+        .values(email="", name="")
+    )
     set_status(session, subscriber, SubscriberStatus.ERASED)
     subscriber.email, subscriber.name, subscriber.organisation = None, "", ""
     subscriber.updated = utcnow()

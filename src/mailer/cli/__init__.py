@@ -25,8 +25,8 @@ class MailerGroup(TyperGroup):
         except ContentError as exc:
             for problem in exc.problems:
                 typer.echo(str(problem), err=True)
-            n = len(exc.problems)
-            typer.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was written.", err=True)
+            if len(exc.problems) > 1:
+                typer.echo(f"{len(exc.problems)} problems found; nothing was written.", err=True)
             raise typer.Exit(1) from None
         except MailerError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -68,9 +68,11 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import db, issues, lists, subscribers
+    from mailer.cli import db, issues, lists, schedule, send, subscribers
 
     issues.register(app)
+    send.register(app)
+    schedule.register(app)
     app.add_typer(lists.app, name="lists")
     app.add_typer(subscribers.app, name="subscribers")
     app.add_typer(db.app, name="db")

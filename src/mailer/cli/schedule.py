@@ -1,0 +1,170 @@
+"""Commands for scheduled sends: schedule, schedules, unschedule, worker."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from mailer import db, scheduling
+from mailer.cli.common import settings
+from mailer.errors import ScheduleError
+from mailer.models import Schedule, utcnow
+from mailer.worker import DEFAULT_POLL, Worker, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    app.command("schedule")(schedule)
+    app.command("schedules")(schedules)
+    app.command("unschedule")(unschedule)
+    app.command("worker")(worker)
+
+
+def schedule(
+    slug: Annotated[str | None, typer.Argument(help="The issue to send at --at.")] = None,
+    lists: Annotated[
+        list[str] | None, typer.Option("--list", "-l", help="A list to send to (repeat for more).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help='When, in the newsletter\'s time zone: "YYYY-MM-DD HH:MM".'),
+    ] = None,
+    monthly: Annotated[
+        str | None,
+        typer.Option(
+            "--monthly", help='A monthly slot: "1st tue 09:00", "last fri 14:30", "15 09:00".'
+        ),
+    ] = None,
+) -> None:
+    """Schedule an approved issue for a time, or a monthly slot; `mailer worker` sends them.
+
+    Times are in the newsletter's time zone (mailer.toml `timezone`, default Europe/London)
+    and stored in UTC. A monthly slot sends the approved, not-yet-sent issue dated in that
+    month; if there is none it sends nothing and records why.
+
+    \b
+    Examples:
+      mailer schedule 2025-11 --list practitioners --at "2025-12-02 09:00"
+      mailer schedule --monthly "1st tue 09:00" --list practitioners
+    """
+    s = settings()
+    if bool(at) == bool(monthly):
+        raise ScheduleError("give either SLUG with --at, or --monthly without a slug")
+    if monthly and slug:
+        raise ScheduleError("--monthly picks the issue of each month itself: leave out the slug")
+    if at and not slug:
+        raise ScheduleError(
+            "name the issue to send at that time, e.g. mailer schedule 2025-11 --at ..."
+        )
+    database = db.open_db(s)
+    setup_logging(s, stderr=False)
+    if at:
+        assert slug is not None
+        item = scheduling.schedule_once(s, database, slug, lists or [], at, utcnow())
+        what = slug
+    else:
+        assert monthly is not None
+        item = scheduling.schedule_monthly(s, database, monthly, lists or [], utcnow())
+        what = f"monthly {item.rule}"
+    assert item.next_run_at is not None
+    typer.echo(
+        f"Scheduled {what} (schedule {item.id}) to {', '.join(json.loads(item.lists))}: next run "
+        f"{scheduling.local(item.next_run_at, s.tz)} ({item.next_run_at:%Y-%m-%d %H:%M} UTC)."
+    )
+    typer.echo("Make sure `mailer worker` is running (see docs/scheduling.md).")
+
+
+def _row(item: Schedule, tz: object) -> dict[str, object]:
+    return {
+        "id": item.id,
+        "kind": str(item.kind),
+        "issue": item.slug,
+        "rule": item.rule,
+        "lists": json.loads(item.lists),
+        "status": str(item.status),
+        "next_run_local": scheduling.local(item.next_run_at, tz) if item.next_run_at else None,  # type: ignore[arg-type]
+        "next_run_utc": item.next_run_at.isoformat() if item.next_run_at else None,
+        "last_run_utc": item.last_run_at.isoformat() if item.last_run_at else None,
+        "last_outcome": item.last_outcome or None,
+    }
+
+
+def schedules(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List every schedule with its next run (local time and UTC), lists and last outcome.
+
+    \b
+    Examples:
+      mailer schedules
+      mailer schedules --json
+    """
+    s = settings()
+    items = scheduling.all_schedules(db.open_db(s))
+    rows = [_row(item, s.tz) for item in items]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(
+            'No schedules. Add one with: mailer schedule SLUG --list LIST --at "YYYY-MM-DD HH:MM"'
+        )
+        return
+    for r in rows:
+        what = r["issue"] if r["kind"] == "once" else f"monthly {r['rule']}"
+        typer.echo(f"{r['id']:>3}  {what}  to {', '.join(r['lists'])}  [{r['status']}]")  # type: ignore[arg-type]
+        if r["next_run_local"]:
+            typer.echo(f"     next run  {r['next_run_local']}  ({r['next_run_utc']})")
+        if r["last_outcome"]:
+            typer.echo(f"     last      {r['last_outcome']}")
+
+
+def unschedule(
+    schedule_id: Annotated[
+        int, typer.Argument(help="The schedule's number (see mailer schedules).")
+    ],
+) -> None:
+    """Cancel a schedule; a running worker drops it within a minute.
+
+    \b
+    Example:
+      mailer unschedule 3
+    """
+    s = settings()
+    database = db.open_db(s)
+    setup_logging(s, stderr=False)
+    scheduling.unschedule(database, schedule_id)
+    typer.echo(f"Unscheduled {schedule_id}.")
+
+
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run whatever is due now, then exit (for cron).")
+    ] = False,
+    poll: Annotated[
+        float, typer.Option("--poll", help="Seconds between looks at the database.", min=0.2)
+    ] = DEFAULT_POLL,
+) -> None:
+    """Run scheduled sends: stays running and checks the schedules every 30 seconds.
+
+    Logs one line per event on stderr and in .mailer/mailer.log. Stop it with Ctrl-C or
+    SIGTERM; a send in progress pauses and the next worker resumes it. See
+    docs/scheduling.md for running it under systemd, or from cron with --once.
+
+    \b
+    Examples:
+      mailer worker
+      mailer worker --once          # from cron, e.g. every 5 minutes
+    """
+    s = settings()
+    setup_logging(s)
+    w = Worker(s, poll=poll)
+    if once:
+        outcomes = w.run_once()
+        for o in outcomes:
+            typer.echo(f"schedule {o.schedule_id}: {o.outcome}")
+        if not outcomes:
+            typer.echo("Nothing was due.")
+        return
+    w.run_forever()

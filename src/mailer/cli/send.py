@@ -1,0 +1,258 @@
+"""Commands that deliver an issue: approve, send, pause, cancel, status."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from mailer import sending
+from mailer.cli.common import settings
+from mailer.sender import RunResult
+from mailer.sends import Report
+
+
+def register(app: typer.Typer) -> None:
+    app.command("approve")(approve)
+    app.command("send")(send)
+    app.command("pause")(pause)
+    app.command("cancel")(cancel)
+    app.command("status")(status)
+
+
+def approve(
+    slug: Annotated[str, typer.Argument(help="The issue to approve.")],
+    by: Annotated[
+        str, typer.Option("--by", help="Who approves it (recorded with the content hash).")
+    ],
+) -> None:
+    """Record that NAME approved the issue as it is now; sends require this.
+
+    If the issue changes afterwards, sending refuses until it is approved again.
+
+    \b
+    Example:
+      mailer approve 2025-11 --by "Sam Patel"
+    """
+    approval = sending.approve(settings(), slug, by)
+    typer.echo(f"Approved {slug} (content {approval.content_hash}) by {approval.approved_by}.")
+
+
+class _Bar:
+    """A progress bar with rate and ETA on stderr, fed from the sender's progress calls."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.shown = 0
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if total == 0:
+                return
+            self.bar = typer.progressbar(
+                length=total,
+                label="Sending",
+                show_eta=True,
+                show_pos=True,
+                file=sys.stderr,
+                item_show_func=lambda _: self.rate(),
+            )
+            self.bar.__enter__()
+        self.bar.current_item = done
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def rate(self) -> str:
+        elapsed = time.monotonic() - self.started
+        return f"{self.shown / elapsed:.0f} msg/s" if elapsed > 0 and self.shown else ""
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _run(action: Any) -> RunResult:
+    bar = _Bar()
+    try:
+        result: RunResult = action(bar)
+    finally:
+        bar.close()
+    return result
+
+
+def _summary(result: RunResult) -> None:
+    counts = result.counts
+    failed = counts.get("failed-temporary", 0) + counts.get("failed-permanent", 0)
+    left = counts.get("pending", 0) + counts.get("in-flight", 0)
+    if result.resent_in_flight:
+        typer.echo(
+            f"{len(result.resent_in_flight)} message(s) were in flight when the send stopped "
+            f"and were sent again: {', '.join(result.resent_in_flight)}"
+        )
+    typer.echo(
+        f"{result.slug}: {result.status}. {counts.get('sent', 0)} of {result.total} sent, "
+        f"{failed} failed, {left} not yet sent."
+    )
+    if result.status == "paused":
+        typer.echo(
+            f"Paused: {result.reason}. Continue with: mailer send {result.slug} --resume", err=True
+        )
+        raise typer.Exit(1)
+    if failed:
+        typer.echo(f"See who failed and why: mailer status {result.slug}")
+        if counts.get("failed-temporary", 0):
+            typer.echo(
+                f"Try the temporary failures again: mailer send {result.slug} --retry-failed"
+            )
+
+
+def send(
+    slug: Annotated[str, typer.Argument(help="The issue to send.")],
+    lists: Annotated[
+        list[str] | None, typer.Option("--list", "-l", help="A list to send to (repeat for more).")
+    ] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Send a [PROOF] copy to this address instead.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check everything and count recipients; send nothing.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest send after a crash or pause.")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Try again the recipients that failed temporarily."),
+    ] = False,
+) -> None:
+    """Send an approved issue to one or more lists, a proof to an address, or resume a send.
+
+    Every subscriber gets exactly one copy; the ledger records each one, so a crash or a
+    pause can be resumed without repeats or gaps.
+
+    \b
+    Examples:
+      mailer send 2025-11 --to me@example.org          # a [PROOF] copy, no approval needed
+      mailer send 2025-11 --list practitioners --dry-run
+      mailer send 2025-11 --list practitioners --list schools
+      mailer send 2025-11 --resume                     # after a crash, Ctrl-C or pause
+      mailer send 2025-11 --retry-failed
+    """
+    modes = [bool(to), bool(lists), resume, retry_failed]
+    if sum(modes) != 1:
+        typer.echo("Give exactly one of --list, --to, --resume or --retry-failed.", err=True)
+        raise typer.Exit(2)
+    s = settings()
+    if to:
+        for email, reply in sending.proof(s, slug, to):
+            typer.echo(f"Proof of {slug} sent to {email} ({reply}).")
+        return
+    if resume:
+        _summary(_run(lambda bar: sending.resume(s, slug, on_progress=bar)))
+        return
+    if retry_failed:
+        holder: dict[str, int] = {}
+
+        def retry(bar: Any) -> RunResult:
+            count, result = sending.retry_failed(s, slug, on_progress=bar)
+            holder["count"] = count
+            return result
+
+        result = _run(retry)
+        typer.echo(f"Retried {holder['count']} recipient(s).")
+        _summary(result)
+        return
+    assert lists
+    p = sending.preview(s, slug, lists)
+    typer.echo(
+        f'{slug}: "{p.compiled.issue.subject}", approved by {p.approval.approved_by}, '
+        f"to {', '.join(p.lists)}: {p.recipients} recipient{'s' if p.recipients != 1 else ''}."
+    )
+    if dry_run:
+        typer.echo("Dry run: nothing was sent.")
+        return
+    if not yes and not typer.confirm(f"Send to {p.recipients} recipients now?"):
+        typer.echo("Nothing was sent.")
+        raise typer.Exit(1)
+    _summary(_run(lambda bar: sending.start(s, slug, lists, on_progress=bar)))
+    where = s.outbox_dir / slug
+    if s.transport.name == "outbox":
+        typer.echo(f"Messages are in {where}/")
+
+
+def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should stop.")]) -> None:
+    """Pause a running or scheduled send; resume it later with `mailer send SLUG --resume`.
+
+    The sender finishes the messages it has in hand (one per connection) and stops.
+
+    \b
+    Example:
+      mailer pause 2025-11
+    """
+    sending.pause(settings(), slug)
+    typer.echo(f"Paused {slug}. Continue with: mailer send {slug} --resume")
+
+
+def cancel(
+    slug: Annotated[str, typer.Argument(help="The issue whose send should be cancelled.")],
+) -> None:
+    """Cancel a scheduled or paused send for good.
+
+    \b
+    Example:
+      mailer cancel 2025-11
+    """
+    sending.cancel(settings(), slug)
+    typer.echo(f"Cancelled the send of {slug}.")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def _print_report(r: Report) -> None:
+    typer.echo(
+        f"{r.slug}: send {r.send_id} to {', '.join(r.lists) or '-'}: {r.status}"
+        + (f" ({r.reason})" if r.reason else "")
+    )
+    typer.echo(f"  recipients  {r.total}")
+    for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent"):
+        typer.echo(f"  {key:<17} {r.counts.get(key, 0)}")
+    if r.scheduled_at:
+        typer.echo(f"  scheduled   {_when(r.scheduled_at)}")
+    typer.echo(f"  started     {_when(r.started_at)}")
+    typer.echo(f"  finished    {_when(r.finished_at)}")
+    if r.duration is not None:
+        rate = f", {r.rate:.1f} messages/s" if r.rate else ""
+        typer.echo(f"  duration    {r.duration:.1f} s{rate}")
+    if r.in_flight:
+        typer.echo("In flight when the send stopped (outcome unknown; resume sends them again):")
+        for email in r.in_flight:
+            typer.echo(f"  {email}")
+    if r.failed:
+        typer.echo("Failed recipients:")
+        for f in r.failed:
+            typer.echo(f"  {f.email}  {f.status} after {f.attempts} attempt(s): {f.error}")
+
+
+def status(
+    slug: Annotated[str, typer.Argument(help="The issue whose latest send to show.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show the latest send of an issue: counts, rate, duration and failed recipients.
+
+    \b
+    Examples:
+      mailer status 2025-11
+      mailer status 2025-11 --json
+    """
+    report = sending.status(settings(), slug)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        _print_report(report)

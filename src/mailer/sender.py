@@ -1,0 +1,496 @@
+"""Runs a send from its ledger: connections, retries, rate limits, pause and resume.
+
+How a recipient's row moves, and why nothing is lost or sent twice:
+
+1. The recipients were fixed in the ledger when the send started (``pending`` rows).
+2. A connection thread takes the next pending row and asks the ledger to mark it
+   ``in-flight``, in the same transaction that records the outcome of its previous message.
+   It waits until that transaction is committed before it talks to the server.
+3. Only after the server accepted the message is the row marked ``sent`` (committed with the
+   next ``in-flight`` mark, or at the end). So after a crash (kill -9) each connection has
+   at most one row ``in-flight``; every ``sent`` row really was accepted and every
+   ``pending`` row was never tried.
+4. On resume, ``in-flight`` rows are sent again (the documented policy, docs/sending.md:
+   a rare second copy is better than a practitioner missing the newsletter), and pending
+   rows continue in ledger order.
+
+The ledger writer commits the marks of all connections together (group commit), so the
+database is not what limits throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from mailer import sends, store
+from mailer.config import Settings
+from mailer.db import Database
+from mailer.errors import PermanentSendError, StateError, TemporarySendError, TransportUnavailable
+from mailer.message import Content, DkimSigner, MessageTemplate, Recipient
+from mailer.models import DeliveryStatus, SendStatus, as_utc, utcnow
+from mailer.ratelimit import Clock, RateLimiter, SystemClock
+from mailer.transports import Transport, TransportFactory
+
+log = logging.getLogger("mailer.sender")
+D = DeliveryStatus
+FETCH = 500
+HEARTBEAT_EVERY = 10.0
+# The reason a send is paused when the worker running it stops; the next worker resumes it.
+WORKER_STOPPED = "the worker stopped"
+DELIVERY = sends.DELIVERY
+SEND = sends.SEND
+Progress = Callable[[int, int], None]
+
+_FINAL = (
+    sa.update(DELIVERY)
+    .where(DELIVERY.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
+        attempts=DELIVERY.c.attempts + sa.bindparam("b_n"),
+        message_id=sa.bindparam("b_mid"),
+        last_error=sa.bindparam("b_err"),
+        sent_at=sa.bindparam("b_sent", type_=DELIVERY.c.sent_at.type),
+        updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
+    )
+)
+_MARK = (
+    sa.update(DELIVERY)
+    .where(DELIVERY.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
+        updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
+    )
+)
+
+
+@dataclass
+class Outcome:
+    delivery_id: int
+    status: DeliveryStatus
+    attempts: int = 0
+    message_id: str = ""
+    error: str = ""
+    subscriber_id: int | None = None
+
+
+@dataclass
+class RunResult:
+    send_id: int
+    slug: str
+    status: SendStatus
+    reason: str
+    total: int
+    counts: dict[str, int]
+    resent_in_flight: list[str] = field(default_factory=list)
+
+
+class Ledger:
+    """The single writer of a send's ledger rows, committing in groups."""
+
+    def __init__(self, database: Database, send_id: int, owner: str) -> None:
+        self.database, self.send_id, self.owner = database, send_id, owner
+        self._cond = threading.Condition()
+        self._items: list[tuple[Outcome | None, int | None, threading.Event]] = []
+        self._closed = False
+        self.done = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+        self._thread.start()
+
+    def record(self, outcome: Outcome | None, begin: int | None = None) -> None:
+        """Durably record ``outcome`` and mark row ``begin`` in flight; block until done."""
+        if outcome is None and begin is None:
+            return
+        event = threading.Event()
+        with self._cond:
+            if self.error is not None:
+                raise StateError(f"the ledger could not be written: {self.error}")
+            self._items.append((outcome, begin, event))
+            self._cond.notify()
+        event.wait()
+        if self.error is not None:
+            raise StateError(f"the ledger could not be written: {self.error}")
+
+    def heartbeat(self) -> None:
+        self.record(Outcome(0, D.PENDING))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with Session(self.database.writer) as session:
+            while True:
+                with self._cond:
+                    while not self._items and not self._closed:
+                        self._cond.wait()
+                    items, self._items = self._items, []
+                    if not items and self._closed:
+                        return
+                try:
+                    self._write(session, items)
+                except BaseException as exc:  # the waiting threads must learn of it
+                    log.exception("ledger write failed")
+                    self.error = exc
+                    session.rollback()
+                for _, _, event in items:
+                    event.set()
+
+    def _write(
+        self, session: Session, items: list[tuple[Outcome | None, int | None, threading.Event]]
+    ) -> None:
+        now = utcnow()
+        finals: list[dict[str, Any]] = []
+        marks: list[dict[str, Any]] = []
+        bounced: list[int] = []
+        for outcome, _, _ in items:
+            if outcome is None or outcome.delivery_id == 0:
+                continue
+            if outcome.status == D.PENDING:
+                # Handed back untried (the server was unavailable): pending again.
+                marks.append({"b_id": outcome.delivery_id, "b_status": D.PENDING, "b_now": now})
+                continue
+            finals.append(
+                {
+                    "b_id": outcome.delivery_id,
+                    "b_status": outcome.status,
+                    "b_n": outcome.attempts,
+                    "b_mid": outcome.message_id,
+                    "b_err": outcome.error[:1000],
+                    "b_sent": now if outcome.status == D.SENT else None,
+                    "b_now": now,
+                }
+            )
+            if outcome.status == D.FAILED_PERMANENT and outcome.subscriber_id:
+                bounced.append(outcome.subscriber_id)
+        marks += [
+            {"b_id": begin, "b_status": D.IN_FLIGHT, "b_now": now}
+            for _, begin, _ in items
+            if begin is not None
+        ]
+        conn = session.connection()
+        if finals:
+            conn.execute(_FINAL, finals)
+        if marks:
+            conn.execute(_MARK, marks)
+        if bounced:
+            store.mark_bounced(session, bounced)
+        conn.execute(
+            sa.update(SEND)
+            .where(SEND.c.id == self.send_id, SEND.c.claimed_by == self.owner)
+            .values(heartbeat_at=now)
+        )
+        session.commit()
+        self.done += len(finals)
+
+
+class _Run:
+    """The state of one run of a send, shared by its connection threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        template: MessageTemplate,
+        signer: DkimSigner | None,
+        limiter: RateLimiter,
+        ledger: Ledger,
+        clock: Clock,
+    ) -> None:
+        self.settings, self.template, self.signer = settings, template, signer
+        self.limiter, self.ledger, self.clock = limiter, ledger, clock
+        self.stop = threading.Event()
+        self.external_stop: threading.Event | None = None
+        self.pause_reason = ""
+        self._lock = threading.Lock()
+        self._errors_in_a_row = 0
+
+    def request_pause(self, reason: str) -> None:
+        with self._lock:
+            if not self.pause_reason:
+                self.pause_reason = reason
+                log.warning("pausing: %s", reason)
+        self.stop.set()
+
+    def _count(self, error: bool) -> None:
+        limit = self.settings.transport.pause_after_errors
+        with self._lock:
+            self._errors_in_a_row = self._errors_in_a_row + 1 if error else 0
+            too_many = limit > 0 and self._errors_in_a_row >= limit
+        if too_many:
+            self.request_pause(f"{limit} failures in a row")
+
+    def deliver(
+        self, transport_box: list[Transport | None], factory: TransportFactory, row: Any
+    ) -> Outcome:
+        recipient = Recipient(row.email, row.name or "", row.subscriber_id or 0, row.id)
+        message_id, data = self.template.render(recipient)
+        if self.signer is not None:
+            data = self.signer.sign(data)
+        t = self.settings.transport
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                transport = transport_box[0]
+                if transport is None:
+                    transport = transport_box[0] = factory()
+                # The rate slot is taken only once the line is ready, so connection set-up
+                # never bunches messages together at the server.
+                transport.open()
+                self.limiter.wait()
+                transport.send(self.settings.sender.from_address, row.email, data)
+            except PermanentSendError as exc:
+                self._count(error=True)
+                return Outcome(row.id, D.FAILED_PERMANENT, attempt, "", str(exc), row.subscriber_id)
+            except TemporarySendError as exc:
+                self._count(error=True)
+                if attempt >= t.max_attempts or self.stop.is_set():
+                    return Outcome(
+                        row.id, D.FAILED_TEMPORARY, attempt, "", str(exc), row.subscriber_id
+                    )
+                self.clock.sleep(t.retry_backoff * 2 ** (attempt - 1))
+                continue
+            except TransportUnavailable as exc:
+                self.request_pause(str(exc))
+                return Outcome(row.id, D.PENDING)
+            self._count(error=False)
+            return Outcome(row.id, D.SENT, attempt, message_id, "", row.subscriber_id)
+
+    def connection(self, work: queue.Queue[Any], factory: TransportFactory) -> None:
+        box: list[Transport | None] = [None]
+        previous: Outcome | None = None
+        try:
+            while True:
+                row = work.get()
+                if row is None or self.stop.is_set():
+                    break
+                self.ledger.record(previous, begin=row.id)
+                previous = None
+                previous = self.deliver(box, factory, row)
+        except BaseException as exc:  # never die silently: stop the run and say why
+            log.exception("connection thread failed")
+            self.request_pause(f"internal error: {exc}")
+        finally:
+            try:
+                self.ledger.record(previous)
+            finally:
+                if box[0] is not None:
+                    box[0].close()
+
+
+def run(
+    settings: Settings,
+    database: Database,
+    send_id: int,
+    factory: TransportFactory,
+    *,
+    connections: int = 1,
+    clock: Clock | None = None,
+    on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Send (or resume) one send until it is finished, paused or interrupted.
+
+    ``stop`` lets a caller (the worker, on SIGTERM) pause the send from outside.
+    """
+    clock = clock or SystemClock()
+    owner = sends.this_process()
+    d = DELIVERY.c
+    with database.session(write=True) as session:
+        sends.claim(session, send_id, owner)
+        session.commit()
+        send = sends.get(session, send_id)
+        if send.total is None:
+            total = sends.fix_recipients(session, send)
+            log.info("started %s (send %s): %d recipients", send.slug, send_id, total)
+        else:
+            total = send.total
+            log.info("resuming %s (send %s)", send.slug, send_id)
+        conn = session.connection()
+        resent = list(
+            conn.execute(
+                sa.select(d.email).where(d.send_id == send_id, d.status == D.IN_FLIGHT)
+            ).scalars()
+        )
+        if resent:
+            log.warning(
+                "%d message(s) were in flight when %s stopped; sending them again: %s",
+                len(resent),
+                send.slug,
+                ", ".join(resent),
+            )
+            sends.reset_for_retry(session, send_id, [D.IN_FLIGHT])
+            conn = session.connection()
+        hour_ago = utcnow() - timedelta(hours=1)
+        recent = [
+            as_utc(t).timestamp()
+            for t in conn.execute(sa.select(d.sent_at).where(d.sent_at >= hour_ago)).scalars()
+        ]
+        content = Content(send.slug, send.subject, send.html, send.text)
+        names = sends.list_slugs_of(session, send_id)
+        list_id = f"{'-'.join(names) or 'newsletter'}.{settings.sender.domain}"
+        slug = send.slug
+
+    smtp = settings.transport.smtp
+    state = _Run(
+        settings,
+        MessageTemplate(settings, content, list_id=list_id, send_id=send_id),
+        DkimSigner.from_environment(),
+        RateLimiter(smtp.rate_per_second, smtp.rate_per_hour, clock, recent),
+        Ledger(database, send_id, owner),
+        clock,
+    )
+    if stop is not None:
+        state.external_stop = stop
+    work: queue.Queue[Any] = queue.Queue(maxsize=max(connections * 4, 16))
+    threads = [
+        threading.Thread(
+            target=state.connection, args=(work, factory), name=f"conn-{i}", daemon=True
+        )
+        for i in range(connections)
+    ]
+    for t in threads:
+        t.start()
+    interrupted = False
+    try:
+        _dispatch(database, send_id, owner, state, work, on_progress, total)
+    except KeyboardInterrupt:
+        interrupted = True
+        state.request_pause("interrupted (Ctrl-C)")
+    finally:
+        # Rows still queued stay pending in the ledger; drop them and tell each thread to end.
+        if state.stop.is_set():
+            while True:
+                try:
+                    work.get_nowait()
+                except queue.Empty:
+                    break
+        for _ in threads:
+            _put(work, None, None, state)
+        for t in threads:
+            while t.is_alive():
+                if state.external_stop is not None and state.external_stop.is_set():
+                    state.request_pause(WORKER_STOPPED)
+                try:
+                    t.join(0.5)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    state.request_pause("interrupted (Ctrl-C)")
+        state.ledger.close()
+    if on_progress:
+        on_progress(state.ledger.done, total)
+    return _finish(database, send_id, owner, slug, total, state, resent, interrupted)
+
+
+def _put(work: queue.Queue[Any], item: Any, tick: Callable[[], None] | None, state: _Run) -> bool:
+    """Queue ``item``, ticking while the queue is full; False when the run stopped."""
+    while True:
+        try:
+            work.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            if tick is not None:
+                tick()
+                if state.stop.is_set():
+                    return False
+
+
+def _dispatch(
+    database: Database,
+    send_id: int,
+    owner: str,
+    state: _Run,
+    work: queue.Queue[Any],
+    on_progress: Progress | None,
+    total: int,
+) -> None:
+    """Feed pending rows to the connections in ledger order, watching for a pause."""
+    last_id = 0
+    marks = {"check": state.clock.monotonic(), "beat": state.clock.monotonic()}
+    with database.engine.connect() as conn:
+
+        def tick() -> None:
+            now = state.clock.monotonic()
+            if now - marks["check"] < 1.0:
+                return
+            marks["check"] = now
+            _check(conn, send_id, owner, state)
+            if on_progress:
+                on_progress(state.ledger.done, total)
+            if now - marks["beat"] >= HEARTBEAT_EVERY:
+                marks["beat"] = now
+                state.ledger.heartbeat()
+
+        d = DELIVERY.c
+        while not state.stop.is_set():
+            rows = conn.execute(
+                sa.select(d.id, d.subscriber_id, d.email, d.name)
+                .where(d.send_id == send_id, d.status == D.PENDING, d.id > last_id)
+                .order_by(d.id)
+                .limit(FETCH)
+            ).all()
+            conn.rollback()
+            if not rows:
+                return
+            for row in rows:
+                if not _put(work, row, tick, state):
+                    return
+                last_id = row.id
+                tick()
+
+
+def _check(conn: Any, send_id: int, owner: str, state: _Run) -> None:
+    """Stop when someone paused or cancelled the send (``mailer pause``) meanwhile."""
+    row = conn.execute(
+        sa.select(SEND.c.status, SEND.c.claimed_by).where(SEND.c.id == send_id)
+    ).first()
+    conn.rollback()
+    if state.external_stop is not None and state.external_stop.is_set():
+        state.request_pause(WORKER_STOPPED)
+    elif row is None or row.status != SendStatus.SENDING or row.claimed_by != owner:
+        state.stop.set()
+
+
+def _finish(
+    database: Database,
+    send_id: int,
+    owner: str,
+    slug: str,
+    total: int,
+    state: _Run,
+    resent: list[str],
+    interrupted: bool,
+) -> RunResult:
+    with database.session(write=True) as session:
+        send = sends.get(session, send_id)
+        report = sends.report(session, send, failed_limit=0)
+        unfinished = report.counts.get(D.PENDING, 0) + report.counts.get(D.IN_FLIGHT, 0)
+        status, reason = SendStatus(send.status), send.status_reason
+        if status == SendStatus.SENDING and send.claimed_by == owner:
+            if unfinished == 0:
+                status, reason = SendStatus.SENT, ""
+            else:
+                status = SendStatus.PAUSED
+                reason = state.pause_reason or ("interrupted" if interrupted else "stopped")
+            sends.transition(session, send_id, status, reason, owner=owner)
+        log.info(
+            "%s %s (send %s): %d sent, %d failed, %d left",
+            "finished" if status == SendStatus.SENT else str(status),
+            slug,
+            send_id,
+            report.sent,
+            report.counts.get(D.FAILED_TEMPORARY, 0) + report.counts.get(D.FAILED_PERMANENT, 0),
+            unfinished,
+        )
+        return RunResult(send_id, slug, status, reason, total, report.counts, resent)

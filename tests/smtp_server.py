@@ -1,0 +1,135 @@
+"""A real SMTP server (aiosmtpd) in the test process, with faults on demand.
+
+It stands for the network's far side: the relay mailer talks to. Faults:
+- ``temp_fail`` / ``perm_fail``: addresses answered 451 / 550 at RCPT TO;
+- ``drop_after``: after that many accepted messages, the next DATA drops the line once
+  without accepting the message;
+- ``require_auth``: AUTH (over STARTTLS) with ``user`` / ``password``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class Handler:
+    temp_fail: set[str] = field(default_factory=set)
+    perm_fail: set[str] = field(default_factory=set)
+    drop_after: int | None = None
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    drops: int = 0
+    times: list[float] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.perm_fail:
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        if address in self.temp_fail:
+            return f"451 4.3.0 <{address}>: try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            if (
+                self.drop_after is not None
+                and len(self.received) >= self.drop_after
+                and self.drops == 0
+            ):
+                self.drops += 1
+                server.transport.close()
+                return "421 4.4.2 connection dropped"
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+            )
+            self.times.append(time.monotonic())
+        return "250 2.0.0 Message accepted"
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [r for item in self.received for r in item.rcpt_tos]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SMTPServer:
+    """Starts and stops an aiosmtpd server on a free loopback port."""
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        tls_dir: Path | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.handler = handler or Handler()
+        self.port = free_port()
+        self.ca_file: Path | None = None
+        kwargs: dict[str, Any] = {}
+        if tls_dir is not None:
+            ca = trustme.CA()
+            cert = ca.issue_cert("localhost", "127.0.0.1")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(context)
+            self.ca_file = tls_dir / "ca.pem"
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            kwargs.update(tls_context=context, require_starttls=True)
+        if user is not None:
+
+            def authenticate(
+                server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+            ) -> AuthResult:
+                ok = (
+                    isinstance(data, LoginPassword)
+                    and data.login.decode() == user
+                    and data.password.decode() == password
+                )
+                return AuthResult(success=ok, handled=False)
+
+            kwargs.update(
+                authenticator=authenticate, auth_required=True, auth_require_tls=tls_dir is not None
+            )
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
+
+    def __enter__(self) -> SMTPServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
