@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 from sqlmodel import col, select
 
-from mailer import sender, sends, store, transports
+from mailer import sender, sending, sends, store
 from mailer.build import all_slugs, compile_slug, load_issues
 from mailer.config import Settings
 from mailer.db import Database
@@ -383,12 +383,11 @@ def run_send(
 ) -> sender.RunResult:
     with database.session() as session:
         slug = sends.get(session, send_id).slug
-    return sender.run(
+    return sending.run(
         settings,
-        database,
         send_id,
-        factory or transports.factory(settings, slug),
-        connections=transports.connections(settings),
+        database=database,
+        factory=factory,
         on_progress=_progress_logger(slug),
         stop=stop,
     )

@@ -29,12 +29,12 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session
 
 from mailer import sends, store
 from mailer.config import Settings
 from mailer.db import Database
-from mailer.errors import PermanentSendError, StateError, TemporarySendError, TransportUnavailable
+from mailer.errors import PermanentSendError, TemporarySendError, TransportUnavailable
+from mailer.ledger import Ledger, Outcome
 from mailer.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.models import DeliveryStatus, SendStatus, as_utc, utcnow
 from mailer.ratelimit import Clock, RateLimiter, SystemClock
@@ -43,43 +43,13 @@ from mailer.transports import Transport, TransportFactory
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
 FETCH = 500
+# How often the dispatcher checks for a pause and keeps the claim alive when idle.
 HEARTBEAT_EVERY = 10.0
 # The reason a send is paused when the worker running it stops; the next worker resumes it.
 WORKER_STOPPED = "the worker stopped"
 DELIVERY = sends.DELIVERY
 SEND = sends.SEND
 Progress = Callable[[int, int], None]
-
-_FINAL = (
-    sa.update(DELIVERY)
-    .where(DELIVERY.c.id == sa.bindparam("b_id"))
-    .values(
-        status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
-        attempts=DELIVERY.c.attempts + sa.bindparam("b_n"),
-        message_id=sa.bindparam("b_mid"),
-        last_error=sa.bindparam("b_err"),
-        sent_at=sa.bindparam("b_sent", type_=DELIVERY.c.sent_at.type),
-        updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
-    )
-)
-_MARK = (
-    sa.update(DELIVERY)
-    .where(DELIVERY.c.id == sa.bindparam("b_id"))
-    .values(
-        status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
-        updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
-    )
-)
-
-
-@dataclass
-class Outcome:
-    delivery_id: int
-    status: DeliveryStatus
-    attempts: int = 0
-    message_id: str = ""
-    error: str = ""
-    subscriber_id: int | None = None
 
 
 @dataclass
@@ -91,108 +61,6 @@ class RunResult:
     total: int
     counts: dict[str, int]
     resent_in_flight: list[str] = field(default_factory=list)
-
-
-class Ledger:
-    """The single writer of a send's ledger rows, committing in groups."""
-
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
-        self.database, self.send_id, self.owner = database, send_id, owner
-        self._cond = threading.Condition()
-        self._items: list[tuple[Outcome | None, int | None, threading.Event]] = []
-        self._closed = False
-        self.done = 0
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
-        self._thread.start()
-
-    def record(self, outcome: Outcome | None, begin: int | None = None) -> None:
-        """Durably record ``outcome`` and mark row ``begin`` in flight; block until done."""
-        if outcome is None and begin is None:
-            return
-        event = threading.Event()
-        with self._cond:
-            if self.error is not None:
-                raise StateError(f"the ledger could not be written: {self.error}")
-            self._items.append((outcome, begin, event))
-            self._cond.notify()
-        event.wait()
-        if self.error is not None:
-            raise StateError(f"the ledger could not be written: {self.error}")
-
-    def heartbeat(self) -> None:
-        self.record(Outcome(0, D.PENDING))
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with Session(self.database.writer) as session:
-            while True:
-                with self._cond:
-                    while not self._items and not self._closed:
-                        self._cond.wait()
-                    items, self._items = self._items, []
-                    if not items and self._closed:
-                        return
-                try:
-                    self._write(session, items)
-                except BaseException as exc:  # the waiting threads must learn of it
-                    log.exception("ledger write failed")
-                    self.error = exc
-                    session.rollback()
-                for _, _, event in items:
-                    event.set()
-
-    def _write(
-        self, session: Session, items: list[tuple[Outcome | None, int | None, threading.Event]]
-    ) -> None:
-        now = utcnow()
-        finals: list[dict[str, Any]] = []
-        marks: list[dict[str, Any]] = []
-        bounced: list[int] = []
-        for outcome, _, _ in items:
-            if outcome is None or outcome.delivery_id == 0:
-                continue
-            if outcome.status == D.PENDING:
-                # Handed back untried (the server was unavailable): pending again.
-                marks.append({"b_id": outcome.delivery_id, "b_status": D.PENDING, "b_now": now})
-                continue
-            finals.append(
-                {
-                    "b_id": outcome.delivery_id,
-                    "b_status": outcome.status,
-                    "b_n": outcome.attempts,
-                    "b_mid": outcome.message_id,
-                    "b_err": outcome.error[:1000],
-                    "b_sent": now if outcome.status == D.SENT else None,
-                    "b_now": now,
-                }
-            )
-            if outcome.status == D.FAILED_PERMANENT and outcome.subscriber_id:
-                bounced.append(outcome.subscriber_id)
-        marks += [
-            {"b_id": begin, "b_status": D.IN_FLIGHT, "b_now": now}
-            for _, begin, _ in items
-            if begin is not None
-        ]
-        conn = session.connection()
-        if finals:
-            conn.execute(_FINAL, finals)
-        if marks:
-            conn.execute(_MARK, marks)
-        if bounced:
-            store.mark_bounced(session, bounced)
-        conn.execute(
-            sa.update(SEND)
-            .where(SEND.c.id == self.send_id, SEND.c.claimed_by == self.owner)
-            .values(heartbeat_at=now)
-        )
-        session.commit()
-        self.done += len(finals)
 
 
 class _Run:
@@ -473,6 +341,14 @@ def _finish(
     interrupted: bool,
 ) -> RunResult:
     with database.session(write=True) as session:
+        # Bounces are recorded here rather than row by row: idempotent, so a crash before
+        # this point is made good by the resume's own finish.
+        bounced = session.connection().execute(
+            sa.select(DELIVERY.c.subscriber_id).where(
+                DELIVERY.c.send_id == send_id, DELIVERY.c.status == D.FAILED_PERMANENT
+            )
+        )
+        store.mark_bounced(session, list(bounced.scalars()))
         send = sends.get(session, send_id)
         report = sends.report(session, send, failed_limit=0)
         unfinished = report.counts.get(D.PENDING, 0) + report.counts.get(D.IN_FLIGHT, 0)

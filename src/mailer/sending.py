@@ -6,6 +6,7 @@ Each function takes settings, does one job through :mod:`mailer.sends` and
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -79,20 +80,33 @@ def run(
     settings: Settings,
     send_id: int,
     *,
+    database: db.Database | None = None,
     factory: TransportFactory | None = None,
     on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> RunResult:
-    with db.open_db(settings) as database:
-        with database.session() as session:
-            slug = sends.get(session, send_id).slug
-        return sender.run(
-            settings,
-            database,
-            send_id,
-            factory or transports.factory(settings, slug),
-            connections=transports.connections(settings),
-            on_progress=on_progress,
-        )
+    """Run a send with the configured transport and number of connections."""
+    if database is None:
+        with db.open_db(settings) as opened:
+            return run(
+                settings,
+                send_id,
+                database=opened,
+                factory=factory,
+                on_progress=on_progress,
+                stop=stop,
+            )
+    with database.session() as session:
+        slug = sends.get(session, send_id).slug
+    return sender.run(
+        settings,
+        database,
+        send_id,
+        factory or transports.factory(settings, slug),
+        connections=transports.connections(settings),
+        on_progress=on_progress,
+        stop=stop,
+    )
 
 
 def _resumable(session: Session, slug: str) -> int:

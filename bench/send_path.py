@@ -1,0 +1,130 @@
+"""Benchmark: the per-recipient path of a send, as ratios taken in the same run.
+
+Run it from the repository: ``.venv/bin/python bench/send_path.py [--recipients 5000]``.
+It prints figures and asserts nothing, because timings depend on the (shared) machine.
+
+1. Making one recipient's message: splicing byte segments encoded once
+   (:class:`mailer.message.MessageTemplate`) against building an ``EmailMessage`` per
+   recipient, the obvious way. The ratio says how much cheaper the splice is.
+2. The whole engine (:func:`mailer.sender.run`) with its SQLite ledger (in-flight mark
+   committed before each message, outcome after) over the in-memory transport, against
+   rendering the same messages alone. The ratio says how much the ledger costs per
+   message; the real limit of a send is the SMTP server (see docs/sending.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from mailer import config, db, sender, sends, store, subscribers, urls  # noqa: E402
+from mailer.build import compile_slug  # noqa: E402
+from mailer.message import Content, MessageTemplate, Recipient  # noqa: E402
+from mailer.models import LawfulBasis  # noqa: E402
+from mailer.transports import Mailbag, MemoryTransport  # noqa: E402
+
+
+def newsletter_folder() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="mailer-bench-"))
+    shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
+    shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copytree(REPO / "issues", root / "issues")
+    return root
+
+
+def email_message(settings: config.Settings, content: Content, r: Recipient) -> bytes:
+    """The straightforward way: a new EmailMessage for each recipient."""
+    msg = EmailMessage()
+    msg["From"] = formataddr((settings.sender.from_name, settings.sender.from_address))
+    msg["To"] = formataddr((r.name, r.email))
+    msg["Subject"] = content.subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=settings.sender.domain)
+    link = urls.unsubscribe_url(settings, f"{r.subscriber_id}.token")
+    msg["List-Unsubscribe"] = f"<{link}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    text = content.text.replace(urls.UNSUBSCRIBE_PLACEHOLDER, link)
+    html = content.html.replace(urls.UNSUBSCRIBE_PLACEHOLDER, link)
+    msg.set_content(text, cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    return msg.as_bytes()
+
+
+def timed(fn, n: int) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipients", type=int, default=5000)
+    args = parser.parse_args()
+    n = args.recipients
+    os.environ.setdefault("MAILER_SECRET_KEY", "bench-key")
+    root = newsletter_folder()
+    try:
+        settings = config.load(root)
+        compiled = compile_slug(settings, "2025-11")
+        content = Content("2025-11", compiled.issue.subject, compiled.email_html, compiled.email_text)
+        template = MessageTemplate(settings, content, list_id="bench.example.org", send_id=1)
+        people = [Recipient(f"person{i}@example.org", f"Person {i}", i + 1, i + 1) for i in range(n)]
+        size = len(template.render(people[0])[1])
+
+        splice = timed(lambda i: template.render(people[i % n]), n)
+        baseline_n = max(n // 10, 200)
+        baseline = timed(lambda i: email_message(settings, content, people[i % n]), baseline_n)
+        print(f"message size: {size / 1024:.1f} KB")
+        print(f"splice:        {splice * 1e6:8.1f} µs per recipient")
+        print(f"EmailMessage:  {baseline * 1e6:8.1f} µs per recipient")
+        print(f"ratio:         splicing is {baseline / splice:.0f}x cheaper")
+
+        # The whole engine over the in-memory transport, ledger included.
+        with db.open_db(settings) as database:
+            with database.session(write=True) as session:
+                lst = store.create_list(session, "bench", "Bench")
+                store.subscribe_many(
+                    session,
+                    lst,
+                    [subscribers.Candidate(p.email, p.name, "") for p in people],
+                    basis=LawfulBasis.PUBLIC_TASK,
+                    source="bench",
+                )
+                approval = sends.approve(session, compiled, "bench")
+                send = sends.create(session, compiled, ["bench"], approval)
+                assert send.id is not None
+                send_id = send.id
+            bag = Mailbag()
+            for connections in (1, 4):
+                if connections == 4:
+                    with database.session(write=True) as session:
+                        sends.reset_for_retry(session, send_id, list(sends.DeliveryStatus))
+                        sends.transition(session, send_id, sends.SendStatus.SENDING)
+                        sends.transition(session, send_id, sends.SendStatus.PAUSED)
+                start = time.perf_counter()
+                result = sender.run(
+                    settings, database, send_id, lambda: MemoryTransport(bag), connections=connections
+                )
+                engine = (time.perf_counter() - start) / result.total
+                print(
+                    f"engine, {connections} connection(s): {engine * 1e6:8.1f} µs per recipient "
+                    f"({1 / engine:,.0f} messages/s; render alone {splice * 1e6:.1f} µs: "
+                    f"ledger and threads add {engine / splice:.1f}x)"
+                )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
