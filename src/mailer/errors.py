@@ -11,7 +11,8 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── ContentError           an issue folder is invalid (carries every Problem found)
     ├── RenderError            a template or the MJML/CSS toolchain failed
     ├── InvalidInput           a value given to a command is not valid (an address, a slug)
-    │   └── NothingImported    no row of a subscriber file could be imported
+    │   ├── NothingImported    no row of a subscriber file could be imported
+    │   └── BadToken           an unsubscribe or preferences link was altered or forged
     ├── StoreError             the database refused or is unusable
     │   ├── NotFound           a list, subscriber, issue or send does not exist
     │   ├── AlreadyExists      a list with that slug exists already
@@ -70,6 +71,10 @@ class RenderError(MailerError):
 
 class InvalidInput(MailerError):
     """A value given to a command is not valid: an email address, a list slug, a name."""
+
+
+class BadToken(InvalidInput):
+    """A signed link was altered, truncated, or signed with another key."""
 
 
 class NothingImported(InvalidInput):

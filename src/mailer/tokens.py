@@ -12,13 +12,9 @@ import base64
 import hashlib
 import hmac
 
-from mailer.errors import MailerError
+from mailer.errors import BadToken
 
 _MAC_BYTES = 12
-
-
-class BadToken(MailerError):
-    """A token was altered, truncated, or signed with another key."""
 
 
 def _b64(data: bytes) -> str:

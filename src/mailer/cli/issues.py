@@ -11,7 +11,7 @@ import typer
 from mailer import build as builder
 from mailer import scaffold
 from mailer.cli.common import human_size, settings
-from mailer.errors import ContentError, Problem
+from mailer.errors import ContentError, InvalidInput, Problem
 
 
 def register(app: typer.Typer) -> None:
@@ -42,8 +42,9 @@ def build(
     elif slugs:
         names = list(dict.fromkeys(slugs))
     else:
-        typer.echo("Name at least one issue to build, or use --all.", err=True)
-        raise typer.Exit(2)
+        raise InvalidInput(
+            "name at least one issue to build (e.g. mailer build 2025-11), or use --all"
+        )
     files = builder.build(s, names, archive=all_)
     width = max(len(str(_rel(f.path, s.root))) for f in files)
     for f in files:

@@ -11,6 +11,7 @@ import typer
 
 from mailer import sending
 from mailer.cli.common import settings
+from mailer.errors import InvalidInput
 from mailer.sender import RunResult
 from mailer.sends import Report
 
@@ -145,8 +146,10 @@ def send(
     """
     modes = [bool(to), bool(lists), resume, retry_failed]
     if sum(modes) != 1:
-        typer.echo("Give exactly one of --list, --to, --resume or --retry-failed.", err=True)
-        raise typer.Exit(2)
+        raise InvalidInput(
+            "give exactly one of --list, --to, --resume or --retry-failed "
+            "(e.g. mailer send 2025-11 --list practitioners)"
+        )
     s = settings()
     if to:
         for email, reply in sending.proof(s, slug, to):
