@@ -144,7 +144,7 @@ def test_headers_and_parts_as_received_by_a_real_server(
         assert msg["To"].addresses[0].display_name  # the subscriber's name
         assert msg["Subject"] == "CSCP Newsletter – November 2025"
         assert msg["Date"].datetime is not None
-        assert re.fullmatch(r"<\d+\.\d+\.[0-9a-f]+@example\.org>", msg["Message-ID"])
+        assert re.fullmatch(r"<\d+\.\d+\.[0-9a-z]+@example\.org>", msg["Message-ID"])
         assert msg["Reply-To"] == "cscp@example.org"
         assert msg["List-Id"] == "CSCP Newsletter <practitioners.example.org>"
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

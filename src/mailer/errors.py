@@ -126,7 +126,15 @@ class TemporarySendError(SendError):
 
 
 class PermanentSendError(SendError):
-    """A 5xx reply for a recipient: retrying will not help."""
+    """A 5xx reply for a recipient: retrying will not help.
+
+    ``bounce`` says whether the address itself is bad (refused at RCPT TO, or a 5.1.x
+    status), so the subscriber is marked bounced; a message refused for its content is not.
+    """
+
+    def __init__(self, message: str, *, bounce: bool = True) -> None:
+        super().__init__(message)
+        self.bounce = bounce
 
 
 class TransportUnavailable(SendError):

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from mailer import store
 from mailer.db import Database
 from mailer.errors import StateError
 from mailer.models import Delivery, DeliveryStatus, Send, table_of, utcnow
@@ -34,8 +36,12 @@ log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
 DELIVERY = table_of(Delivery)
 SEND = table_of(Send)
-# How often the send's heartbeat is refreshed while rows are being written.
+# How often the send's heartbeat is refreshed: with the rows being written, and on its own
+# when nothing moves (a long rate-limit wait, a slow server), so the claim never looks stale.
 HEARTBEAT_EVERY = 1.0
+HEARTBEAT_IDLE = 5.0
+# A writer that finds the database locked (a large import committing) keeps trying this long.
+BUSY_RETRY_FOR = 120.0
 
 
 @dataclass
@@ -48,6 +54,8 @@ class Outcome:
     message_id: str = ""
     error: str = ""
     subscriber_id: int | None = None
+    # A permanent failure that shows the address is bad: the subscriber is marked bounced.
+    bounce: bool = False
 
 
 # A final outcome: (status, attempts, message_id, error, sent_at, updated_at, id).
@@ -185,6 +193,7 @@ class Ledger:
     """The single writer of a send's ledger rows, committing in groups."""
 
     def __init__(self, database: Database, send_id: int, owner: str) -> None:
+        self.database = database
         sqlite = database.writer.dialect.name == "sqlite"
         self._backend: _Backend = (_SQLiteBackend if sqlite else _CoreBackend)(
             database, send_id, owner
@@ -212,11 +221,6 @@ class Ledger:
         if self.error is not None:
             raise StateError(f"the ledger could not be written: {self.error}")
 
-    def heartbeat(self) -> None:
-        """Say this process still holds the send, even when no message is moving."""
-        self._last_beat = 0.0
-        self.record(Outcome(0, D.PENDING))
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -227,8 +231,8 @@ class Ledger:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._items and not self._closed:
-                    self._cond.wait()
+                if not self._items and not self._closed:
+                    self._cond.wait(HEARTBEAT_IDLE)
                 items, self._items = self._items, []
                 if not items and self._closed:
                     return
@@ -266,7 +270,32 @@ class Ledger:
                 marks.append((D.IN_FLIGHT.value, now, begin))
         tick = time.monotonic()
         beat = now if tick - self._last_beat >= HEARTBEAT_EVERY else None
-        self._backend.write(finals, marks, beat)
+        if not (finals or marks or beat):
+            return
+        self._retry_when_busy(lambda: self._backend.write(finals, marks, beat))
         if beat is not None:
             self._last_beat = tick
         self.done += len(finals)
+        bounced = [
+            o.subscriber_id for o, _, _ in items if o is not None and o.bounce and o.subscriber_id
+        ]
+        if bounced:
+            # Rare, so through the store's own rules; if this is lost to a crash, the next
+            # send to the address bounces again and records it then.
+            with self.database.session(write=True) as session:
+                store.mark_bounced(session, bounced)
+
+    @staticmethod
+    def _retry_when_busy(write: Callable[[], None]) -> None:
+        deadline = time.monotonic() + BUSY_RETRY_FOR
+        while True:
+            try:
+                write()
+                return
+            except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                log.info("the database is busy; retrying the ledger write")
+                time.sleep(0.2)

@@ -13,6 +13,7 @@ line and no line ever exceeds 76 characters.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import os
 import secrets
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 
 from mailer import tokens, urls
 from mailer.config import Settings
@@ -59,18 +60,58 @@ def _header(name: str, value: str) -> bytes:
     return f"{name}: {encoded}\r\n".encode("ascii")
 
 
-def _address(name: str, email: str) -> str:
-    if not email.isascii():
-        # An internationalised mailbox (RFC 6531) travels as UTF-8; only the name is encoded.
-        label = Header(name, "utf-8").encode() if name and not name.isascii() else name
-        return f"{label} <{email}>" if name else email
-    return formataddr((name, email), charset="utf-8") if name else email
+_SPECIALS = set('()<>@,;:\\".[]')
 
 
-def _address_header(name: str, value: str) -> bytes:
-    if value.isascii():
-        return _header(name, value)
-    return f"{name}: {value}\r\n".encode()
+def _encoded_words(run: str) -> list[str]:
+    """``run`` as RFC 2047 base64 words of at most 75 characters, split between characters."""
+    words, chunk = [], ""
+    for char in run:
+        if len((chunk + char).encode()) > 45:  # 45 bytes -> 60 base64 characters + 12 framing
+            words.append(chunk)
+            chunk = ""
+        chunk += char
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w.encode()).decode('ascii')}?=" for w in words]
+
+
+def _phrase(name: str) -> list[str]:
+    """A display name as header atoms: plain ASCII words as they are, every other run of
+    words (with the spaces inside it, which RFC 2047 would otherwise drop) encoded."""
+    if name.isascii() and not (_SPECIALS & set(name)):
+        return name.split()
+    atoms: list[str] = []
+    run: list[str] = []
+    for word in name.split():
+        if word.isascii() and not (_SPECIALS & set(word)):
+            if run:
+                atoms += _encoded_words(" ".join(run))
+                run = []
+            atoms.append(word)
+        else:
+            run.append(word)
+    if run:
+        atoms += _encoded_words(" ".join(run))
+    return atoms
+
+
+def _fold(header: str, atoms: list[str]) -> bytes:
+    """``Header: atom atom ...`` folded at spaces so lines stay within 78 characters."""
+    lines, line = [], f"{header}:"
+    for atom in atoms:
+        if len(line) + 1 + len(atom) > 78 and line != f"{header}:":
+            lines.append(line)
+            line = ""
+        line += f" {atom}"
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _address_header(header: str, name: str, email: str) -> bytes:
+    """An address header with an optional display name; an internationalised mailbox
+    (RFC 6531) travels as UTF-8, only the name is encoded."""
+    atoms = _phrase(name) if name else []
+    return _fold(header, [*atoms, f"<{email}>" if name else email])
 
 
 def _qp(text: str) -> bytes:
@@ -78,6 +119,23 @@ def _qp(text: str) -> bytes:
     encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
     # b2a_qp writes its soft line breaks with LF; the wire format wants CRLF throughout.
     return encoded.replace(b"\n", b"\r\n")
+
+
+def _qp_open(text: str) -> bytes:
+    """Quoted-printable that ends in a soft line break, so a value can be spliced after it.
+
+    The break's "=" must keep the last line within 76 characters: a full last line is split
+    first, never inside an "=XX" escape.
+    """
+    encoded = _qp(text)
+    start = encoded.rfind(b"\r\n") + 2 if b"\r\n" in encoded else 0
+    last = encoded[start:]
+    if len(last) >= 76:
+        cut = 75
+        while cut > 72 and b"=" in last[cut - 2 : cut]:
+            cut -= 1
+        encoded = encoded[:start] + last[:cut] + _SOFT_BREAK + last[cut:]
+    return encoded + _SOFT_BREAK
 
 
 def _segments(text: str, placeholders: Sequence[str]) -> list[bytes | int]:
@@ -90,7 +148,7 @@ def _segments(text: str, placeholders: Sequence[str]) -> list[bytes | int]:
             out.append(_qp(rest))
             return out
         at, index = min(found)
-        out.append(_qp(rest[:at]) + _SOFT_BREAK)
+        out.append(_qp_open(rest[:at]))
         out.append(index)
         rest = rest[at + len(placeholders[index]) :]
 
@@ -117,13 +175,13 @@ class MessageTemplate:
         self._boundary = f"=_mailer_{secrets.token_hex(12)}"
         sender = settings.sender
         shared = [
-            _header("From", _address(sender.from_name, sender.from_address)),
+            _address_header("From", sender.from_name, sender.from_address),
             _header("Subject", subject_prefix + content.subject),
         ]
         if sender.reply_to:
             shared.append(_header("Reply-To", sender.reply_to))
         shared += [
-            _header("List-Id", f"{settings.name} <{list_id}>"),
+            _fold("List-Id", [*_phrase(settings.name), f"<{list_id}>"]),
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             b"MIME-Version: 1.0\r\n",
             f'Content-Type: multipart/alternative;\r\n boundary="{self._boundary}"\r\n'.encode(),
@@ -158,7 +216,13 @@ class MessageTemplate:
         return self._date
 
     def message_id(self, recipient: Recipient) -> str:
-        nonce = secrets.token_hex(4)
+        """The same for every copy of one ledger row, so a copy sent again after a crash
+        carries the Message-ID of the first and mail programs can drop the duplicate."""
+        if recipient.delivery_id:
+            tag = tokens.make(self._key, "message-id", self.send_id, recipient.delivery_id)
+            nonce = tag.partition(".")[2][:10].lower().replace("-", "x").replace("_", "y")
+        else:
+            nonce = secrets.token_hex(5)  # proofs: every one is a new message
         return f"<{self.send_id}.{recipient.delivery_id}.{nonce}@{self._domain}>"
 
     def render(self, recipient: Recipient) -> tuple[str, bytes]:
@@ -168,12 +232,12 @@ class MessageTemplate:
         preferences = urls.preferences_url(
             self.settings, tokens.make(self._key, PREFERENCES, recipient.subscriber_id)
         )
-        values = (_qp(unsubscribe) + _SOFT_BREAK, _qp(preferences) + _SOFT_BREAK)
+        values = (_qp_open(unsubscribe), _qp_open(preferences))
         message_id = self.message_id(recipient)
         mailto = urls.unsubscribe_mailto(self.settings, token)
         head = b"".join(
             (
-                _address_header("To", _address(recipient.name, recipient.email)),
+                _address_header("To", recipient.name, recipient.email),
                 self._date_header(),
                 f"Message-ID: {message_id}\r\n".encode(),
                 f"List-Unsubscribe: <{unsubscribe}>,\r\n <{mailto}>\r\n".encode(),

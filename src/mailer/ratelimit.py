@@ -61,10 +61,11 @@ class RateLimiter:
     def active(self) -> bool:
         return bool(self.interval or self.per_hour)
 
-    def wait(self) -> None:
-        """Block until one more message may go; reserve its slot."""
+    def wait(self, stop: threading.Event | None = None) -> bool:
+        """Block until one more message may go and reserve its slot; False if ``stop`` is set
+        while waiting (the slot is then given back)."""
         if not self.active:
-            return
+            return True
         with self._lock:
             delay = 0.0
             if self.interval:
@@ -83,5 +84,16 @@ class RateLimiter:
                     if self.interval:
                         self._next = max(self._next, self.clock.monotonic() + delay + self.interval)
                 self._window.append(wall)
-            # Sleeping inside the lock keeps the connections in order behind the limit.
-            self.clock.sleep(delay)
+            # Sleeping inside the lock keeps the connections in order behind the limit; the
+            # sleep is cut into short steps so a pause or Ctrl-C is never kept waiting.
+            while delay > 0:
+                if stop is not None and stop.is_set():
+                    if self.per_hour and self._window:
+                        self._window.pop()
+                    if self.interval:
+                        self._next -= self.interval
+                    return False
+                step = min(delay, 0.25)
+                self.clock.sleep(step)
+                delay -= step
+            return True

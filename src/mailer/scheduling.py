@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -34,12 +35,25 @@ from mailer.build import all_slugs, compile_slug, load_issues
 from mailer.config import Settings
 from mailer.db import Database
 from mailer.errors import ContentError, MailerError, NotFound, ScheduleError, StateError
-from mailer.models import Schedule, ScheduleKind, ScheduleStatus, Send, SendStatus, table_of
+from mailer.models import (
+    Schedule,
+    ScheduleKind,
+    ScheduleStatus,
+    Send,
+    SendStatus,
+    as_utc,
+    table_of,
+    utcnow,
+)
 from mailer.transports import TransportFactory
 
 log = logging.getLogger("mailer.scheduler")
 _AT = re.compile(r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
+# One day a month: "15", "last", "1st tue" .. "5th tue", "last fri".
+_MONTHLY_DAY = re.compile(
+    r"^(?:[1-9]|[12]\d|3[01]|last|(?:[1-5](?:st|nd|rd|th)|last) (?:mon|tue|wed|thu|fri|sat|sun))$"
+)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -107,6 +121,8 @@ def parse_rule(value: str) -> Rule:
     if hour > 23 or minute > 59:
         raise ScheduleError(f"--monthly {value!r}: {parts[-1]} is not a time of day")
     rule = Rule(" ".join(parts[:-1]), hour, minute)
+    if not _MONTHLY_DAY.match(rule.day):
+        raise ScheduleError(f"{usage}: {rule.day!r} is not one day a month")
     try:
         rule.trigger(ZoneInfo("UTC"))
     except ValueError as exc:
@@ -214,7 +230,10 @@ def _claim(
 ) -> dt.datetime | None:
     """Advance the schedule past this slot; None if another worker got there first."""
     assert item.next_run_at is not None
-    upcoming = _rule_of(item).next_after(now, tz) if item.kind == ScheduleKind.MONTHLY else None
+    # At least a day on: a slot at a time the clocks repeat (01:30 on the last Sunday of
+    # October) must not fire again an hour later.
+    after = max(now, item.next_run_at + dt.timedelta(days=1))
+    upcoming = _rule_of(item).next_after(after, tz) if item.kind == ScheduleKind.MONTHLY else None
     table = table_of(Schedule)
     with database.session(write=True) as session:
         result = session.connection().execute(
@@ -309,18 +328,21 @@ def run_due(
             ).all()
         )
     outcomes = []
+    started = time.monotonic()
     for item in due:
         assert item.id is not None
         if stop is not None and stop.is_set():
             break
-        slot = _claim(database, item, now, tz)
+        # A send before this one may have taken hours: judge lateness by the time now.
+        current = now + dt.timedelta(seconds=time.monotonic() - started)
+        slot = _claim(database, item, current, tz)
         if slot is None:
             continue
         once = item.kind == ScheduleKind.ONCE
-        late = now - slot
+        late = current - slot
         if late > grace:
             outcome = (
-                f"missed: due {local(slot, tz)}, but no worker ran until {local(now, tz)} "
+                f"missed: due {local(slot, tz)}, but no worker ran until {local(current, tz)} "
                 f"(more than the {settings.misfire_grace_hours:g} h grace period); not sent"
             )
             log.warning("schedule %s %s", item.id, outcome)
@@ -359,9 +381,16 @@ def _run_one(
         return RunOutcome(item.id, slug, outcome, False)
     log.info("started scheduled send of %s (schedule %s, send %s)", slug, item.id, send_id)
     _record(database, item.id, f"sending {slug} (send {send_id})", send_id=send_id)
-    result = run_send(settings, database, send_id, factory, stop)
+    try:
+        result = run_send(settings, database, send_id, factory, stop)
+    except MailerError as exc:
+        outcome = f"not sent: {exc}"
+        log.warning("schedule %s %s", item.id, outcome)
+        _record(database, item.id, outcome, status=ScheduleStatus.FAILED if once else None)
+        return RunOutcome(item.id, slug, outcome, False)
     outcome = summarise(result)
-    _record(database, item.id, outcome, status=ScheduleStatus.DONE if once else None)
+    done = once and result.status == SendStatus.SENT
+    _record(database, item.id, outcome, status=ScheduleStatus.DONE if done else None)
     return RunOutcome(item.id, slug, outcome, result.status == SendStatus.SENT)
 
 
@@ -404,6 +433,23 @@ def _progress_logger(slug: str, every: int = 500) -> sender.Progress:
     return report
 
 
+# How long the worker waits before trying again a send paused by an unavailable server.
+RETRY_UNAVAILABLE_AFTER = dt.timedelta(minutes=5)
+
+
+def _worth_resuming(send: Send) -> bool:
+    if send.status == SendStatus.SENDING:
+        return sends.abandoned(send.claimed_by, send.heartbeat_at)
+    if send.status != SendStatus.PAUSED or send.claimed_by is not None:
+        return False
+    if send.status_reason == sender.WORKER_STOPPED:
+        return True
+    if send.status_reason.startswith(sender.UNAVAILABLE):
+        last = send.heartbeat_at or send.started_at
+        return last is None or utcnow() - as_utc(last) >= RETRY_UNAVAILABLE_AFTER
+    return False
+
+
 def resume_interrupted(
     settings: Settings,
     database: Database,
@@ -411,18 +457,15 @@ def resume_interrupted(
     *,
     stop: threading.Event | None = None,
 ) -> list[sender.RunResult]:
-    """Resume sends whose process died, or that a stopping worker paused."""
+    """Resume sends whose process died or that a stopping worker paused, and try again,
+    every few minutes, sends paused because the server was unavailable."""
     with database.session() as session:
         candidates = [
             s.id
             for s in session.exec(
                 select(Send).where(col(Send.status).in_(["sending", "paused"]))
             ).all()
-            if s.id is not None
-            and (
-                (s.status == SendStatus.SENDING and sends.abandoned(s.claimed_by, s.heartbeat_at))
-                or (s.status == SendStatus.PAUSED and s.status_reason == sender.WORKER_STOPPED)
-            )
+            if s.id is not None and _worth_resuming(s)
         ]
     results = []
     for send_id in candidates:
@@ -430,7 +473,23 @@ def resume_interrupted(
         try:
             if stop is not None and stop.is_set():
                 break
-            results.append(run_send(settings, database, send_id, factory, stop))
+            result = run_send(settings, database, send_id, factory, stop)
         except StateError as exc:  # another worker took it first
             log.info("send %s: %s", send_id, exc)
+            continue
+        except MailerError as exc:
+            log.warning("send %s could not be resumed: %s", send_id, exc)
+            continue
+        results.append(result)
+        _record_resumed(database, send_id, result)
     return results
+
+
+def _record_resumed(database: Database, send_id: int, result: sender.RunResult) -> None:
+    """A resumed send that a schedule started: give the schedule its outcome."""
+    with database.session(write=True) as session:
+        for item in session.exec(select(Schedule).where(Schedule.last_send_id == send_id)).all():
+            item.last_outcome = summarise(result)
+            if item.kind == ScheduleKind.ONCE and result.status == SendStatus.SENT:
+                item.status = ScheduleStatus.DONE
+            session.add(item)

@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailer import sends, store
+from mailer import sends
 from mailer.config import Settings
 from mailer.db import Database
 from mailer.errors import PermanentSendError, TemporarySendError, TransportUnavailable
@@ -43,10 +43,11 @@ from mailer.transports import Transport, TransportFactory
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
 FETCH = 500
-# How often the dispatcher checks for a pause and keeps the claim alive when idle.
-HEARTBEAT_EVERY = 10.0
 # The reason a send is paused when the worker running it stops; the next worker resumes it.
 WORKER_STOPPED = "the worker stopped"
+# The start of the reason when the server was down or refused the login; the worker tries
+# such a send again every few minutes, a person with `mailer send SLUG --resume`.
+UNAVAILABLE = "server unavailable: "
 DELIVERY = sends.DELIVERY
 SEND = sends.SEND
 Progress = Callable[[int, int], None]
@@ -101,6 +102,7 @@ class _Run:
     def deliver(
         self, transport_box: list[Transport | None], factory: TransportFactory, row: Any
     ) -> Outcome:
+        """Try one recipient until it is accepted, refused, out of attempts or the run stops."""
         recipient = Recipient(row.email, row.name or "", row.subscriber_id or 0, row.id)
         message_id, data = self.template.render(recipient)
         if self.signer is not None:
@@ -116,21 +118,28 @@ class _Run:
                 # The rate slot is taken only once the line is ready, so connection set-up
                 # never bunches messages together at the server.
                 transport.open()
-                self.limiter.wait()
+                if not self.limiter.wait(self.stop):
+                    return Outcome(row.id, D.PENDING)  # stopped while waiting: untried
                 transport.send(self.settings.sender.from_address, row.email, data)
             except PermanentSendError as exc:
                 self._count(error=True)
-                return Outcome(row.id, D.FAILED_PERMANENT, attempt, "", str(exc), row.subscriber_id)
+                return Outcome(
+                    row.id, D.FAILED_PERMANENT, attempt, "", str(exc), row.subscriber_id, exc.bounce
+                )
             except TemporarySendError as exc:
                 self._count(error=True)
-                if attempt >= t.max_attempts or self.stop.is_set():
+                if self.stop.is_set():
+                    # Stopping: not worth a failure; it goes back to pending for the resume.
+                    return Outcome(row.id, D.PENDING, attempt, "", str(exc))
+                if attempt >= t.max_attempts:
                     return Outcome(
                         row.id, D.FAILED_TEMPORARY, attempt, "", str(exc), row.subscriber_id
                     )
-                self.clock.sleep(t.retry_backoff * 2 ** (attempt - 1))
+                if self.stop.wait(t.retry_backoff * 2 ** (attempt - 1)):
+                    return Outcome(row.id, D.PENDING, attempt, "", str(exc))
                 continue
             except TransportUnavailable as exc:
-                self.request_pause(str(exc))
+                self.request_pause(f"{UNAVAILABLE}{exc}")
                 return Outcome(row.id, D.PENDING)
             self._count(error=False)
             return Outcome(row.id, D.SENT, attempt, message_id, "", row.subscriber_id)
@@ -145,16 +154,41 @@ class _Run:
                     break
                 self.ledger.record(previous, begin=row.id)
                 previous = None
-                previous = self.deliver(box, factory, row)
+                try:
+                    previous = self.deliver(box, factory, row)
+                except Exception as exc:  # a bug or an unmapped error: this row, not the run
+                    log.exception("delivering to %s failed", row.email)
+                    self._count(error=True)
+                    previous = Outcome(row.id, D.FAILED_TEMPORARY, 1, "", f"internal error: {exc}")
         except BaseException as exc:  # never die silently: stop the run and say why
             log.exception("connection thread failed")
             self.request_pause(f"internal error: {exc}")
         finally:
             try:
                 self.ledger.record(previous)
-            finally:
-                if box[0] is not None:
-                    box[0].close()
+            except Exception as exc:  # the row stays in flight; resume sends it again
+                log.error("could not record the last outcome: %s", exc)
+                self.request_pause(f"the ledger could not be written: {exc}")
+            if box[0] is not None:
+                box[0].close()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    template: MessageTemplate
+    signer: DkimSigner | None
+    slug: str
+
+
+def _prepare(settings: Settings, database: Database, send_id: int) -> _Prepared:
+    """Everything that can fail on configuration, done before the send is claimed."""
+    with database.session() as session:
+        send = sends.get(session, send_id)
+        content = Content(send.slug, send.subject, send.html, send.text)
+        names = sends.list_slugs_of(session, send_id)
+    list_id = f"{'-'.join(names) or 'newsletter'}.{settings.sender.domain}"
+    template = MessageTemplate(settings, content, list_id=list_id, send_id=send_id)
+    return _Prepared(template, DkimSigner.from_environment(), send.slug)
 
 
 def run(
@@ -173,6 +207,7 @@ def run(
     ``stop`` lets a caller (the worker, on SIGTERM) pause the send from outside.
     """
     clock = clock or SystemClock()
+    prepared = _prepare(settings, database, send_id)
     owner = sends.this_process()
     d = DELIVERY.c
     with database.session(write=True) as session:
@@ -200,27 +235,30 @@ def run(
             )
             sends.reset_for_retry(session, send_id, [D.IN_FLIGHT])
             conn = session.connection()
+        finished_before = conn.execute(
+            sa.select(sa.func.count()).where(d.send_id == send_id, d.status != D.PENDING)
+        ).scalar_one()
         hour_ago = utcnow() - timedelta(hours=1)
         recent = [
             as_utc(t).timestamp()
             for t in conn.execute(sa.select(d.sent_at).where(d.sent_at >= hour_ago)).scalars()
         ]
-        content = Content(send.slug, send.subject, send.html, send.text)
-        names = sends.list_slugs_of(session, send_id)
-        list_id = f"{'-'.join(names) or 'newsletter'}.{settings.sender.domain}"
-        slug = send.slug
 
     smtp = settings.transport.smtp
     state = _Run(
         settings,
-        MessageTemplate(settings, content, list_id=list_id, send_id=send_id),
-        DkimSigner.from_environment(),
+        prepared.template,
+        prepared.signer,
         RateLimiter(smtp.rate_per_second, smtp.rate_per_hour, clock, recent),
         Ledger(database, send_id, owner),
         clock,
     )
-    if stop is not None:
-        state.external_stop = stop
+    state.external_stop = stop
+
+    def progress(_done: int = 0, _total: int = 0) -> None:
+        if on_progress:
+            on_progress(finished_before + state.ledger.done, total)
+
     work: queue.Queue[Any] = queue.Queue(maxsize=max(connections * 4, 16))
     threads = [
         threading.Thread(
@@ -231,34 +269,52 @@ def run(
     for t in threads:
         t.start()
     interrupted = False
-    try:
-        _dispatch(database, send_id, owner, state, work, on_progress, total)
-    except KeyboardInterrupt:
-        interrupted = True
-        state.request_pause("interrupted (Ctrl-C)")
-    finally:
-        # Rows still queued stay pending in the ledger; drop them and tell each thread to end.
-        if state.stop.is_set():
-            while True:
-                try:
-                    work.get_nowait()
-                except queue.Empty:
-                    break
-        for _ in threads:
-            _put(work, None, None, state)
-        for t in threads:
-            while t.is_alive():
-                if state.external_stop is not None and state.external_stop.is_set():
-                    state.request_pause(WORKER_STOPPED)
-                try:
-                    t.join(0.5)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    state.request_pause("interrupted (Ctrl-C)")
-        state.ledger.close()
-    if on_progress:
-        on_progress(state.ledger.done, total)
-    return _finish(database, send_id, owner, slug, total, state, resent, interrupted)
+    with database.engine.connect() as watch:
+        try:
+            _dispatch(watch, send_id, owner, state, work, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+            state.request_pause("interrupted (Ctrl-C)")
+        except BaseException as exc:
+            state.request_pause(f"internal error: {exc}")
+            raise
+        finally:
+            # Rows still queued stay pending in the ledger; drop them, tell each thread to end.
+            if state.stop.is_set():
+                _drain(work)
+            for _ in threads:
+                _put(work, None, None, state)
+            last_check = 0.0
+            drained = state.stop.is_set()
+            for t in threads:
+                while t.is_alive():
+                    # Keep watching for `mailer pause` while the last messages go out.
+                    if clock.monotonic() - last_check >= 0.5:
+                        last_check = clock.monotonic()
+                        _check(watch, send_id, owner, state)
+                        if state.stop.is_set() and not drained:
+                            # Queued rows stay pending; the end markers go back in once.
+                            drained = True
+                            _drain(work)
+                            for _ in threads:
+                                _put(work, None, None, state)
+                        progress()
+                    try:
+                        t.join(0.2)
+                    except KeyboardInterrupt:
+                        interrupted = True
+                        state.request_pause("interrupted (Ctrl-C)")
+            state.ledger.close()
+    progress()
+    return _finish(database, send_id, owner, prepared.slug, total, state, resent, interrupted)
+
+
+def _drain(work: queue.Queue[Any]) -> None:
+    while True:
+        try:
+            work.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _put(work: queue.Queue[Any], item: Any, tick: Callable[[], None] | None, state: _Run) -> bool:
@@ -275,58 +331,53 @@ def _put(work: queue.Queue[Any], item: Any, tick: Callable[[], None] | None, sta
 
 
 def _dispatch(
-    database: Database,
+    conn: Any,
     send_id: int,
     owner: str,
     state: _Run,
     work: queue.Queue[Any],
-    on_progress: Progress | None,
-    total: int,
+    progress: Callable[[], None],
 ) -> None:
     """Feed pending rows to the connections in ledger order, watching for a pause."""
     last_id = 0
-    marks = {"check": state.clock.monotonic(), "beat": state.clock.monotonic()}
-    with database.engine.connect() as conn:
+    marks = {"check": state.clock.monotonic()}
 
-        def tick() -> None:
-            now = state.clock.monotonic()
-            if now - marks["check"] < 1.0:
-                return
-            marks["check"] = now
-            _check(conn, send_id, owner, state)
-            if on_progress:
-                on_progress(state.ledger.done, total)
-            if now - marks["beat"] >= HEARTBEAT_EVERY:
-                marks["beat"] = now
-                state.ledger.heartbeat()
+    def tick() -> None:
+        now = state.clock.monotonic()
+        if now - marks["check"] < 0.5:
+            return
+        marks["check"] = now
+        _check(conn, send_id, owner, state)
+        progress()
 
-        d = DELIVERY.c
-        while not state.stop.is_set():
-            rows = conn.execute(
-                sa.select(d.id, d.subscriber_id, d.email, d.name)
-                .where(d.send_id == send_id, d.status == D.PENDING, d.id > last_id)
-                .order_by(d.id)
-                .limit(FETCH)
-            ).all()
-            conn.rollback()
-            if not rows:
+    d = DELIVERY.c
+    while not state.stop.is_set():
+        rows = conn.execute(
+            sa.select(d.id, d.subscriber_id, d.email, d.name)
+            .where(d.send_id == send_id, d.status == D.PENDING, d.id > last_id)
+            .order_by(d.id)
+            .limit(FETCH)
+        ).all()
+        conn.rollback()
+        if not rows:
+            return
+        for row in rows:
+            if not _put(work, row, tick, state):
                 return
-            for row in rows:
-                if not _put(work, row, tick, state):
-                    return
-                last_id = row.id
-                tick()
+            last_id = row.id
+            tick()
 
 
 def _check(conn: Any, send_id: int, owner: str, state: _Run) -> None:
     """Stop when someone paused or cancelled the send (``mailer pause``) meanwhile."""
+    if state.external_stop is not None and state.external_stop.is_set():
+        state.request_pause(WORKER_STOPPED)
+        return
     row = conn.execute(
         sa.select(SEND.c.status, SEND.c.claimed_by).where(SEND.c.id == send_id)
     ).first()
     conn.rollback()
-    if state.external_stop is not None and state.external_stop.is_set():
-        state.request_pause(WORKER_STOPPED)
-    elif row is None or row.status != SendStatus.SENDING or row.claimed_by != owner:
+    if row is None or row.status != SendStatus.SENDING or row.claimed_by != owner:
         state.stop.set()
 
 
@@ -341,14 +392,6 @@ def _finish(
     interrupted: bool,
 ) -> RunResult:
     with database.session(write=True) as session:
-        # Bounces are recorded here rather than row by row: idempotent, so a crash before
-        # this point is made good by the resume's own finish.
-        bounced = session.connection().execute(
-            sa.select(DELIVERY.c.subscriber_id).where(
-                DELIVERY.c.send_id == send_id, DELIVERY.c.status == D.FAILED_PERMANENT
-            )
-        )
-        store.mark_bounced(session, list(bounced.scalars()))
         send = sends.get(session, send_id)
         report = sends.report(session, send, failed_limit=0)
         unfinished = report.counts.get(D.PENDING, 0) + report.counts.get(D.IN_FLIGHT, 0)
@@ -360,6 +403,9 @@ def _finish(
                 status = SendStatus.PAUSED
                 reason = state.pause_reason or ("interrupted" if interrupted else "stopped")
             sends.transition(session, send_id, status, reason, owner=owner)
+        else:
+            # Paused or cancelled by someone else: now that nothing is in flight, let go.
+            sends.release(session, send_id, owner)
         log.info(
             "%s %s (send %s): %d sent, %d failed, %d left",
             "finished" if status == SendStatus.SENT else str(status),

@@ -17,7 +17,7 @@ from mailer.build import compile_slug
 from mailer.config import Settings
 from mailer.errors import NotFound, StateError
 from mailer.message import Content, DkimSigner, MessageTemplate, Recipient
-from mailer.models import Approval, DeliveryStatus, SendStatus
+from mailer.models import Approval, DeliveryStatus, Send, SendStatus
 from mailer.render import CompiledIssue
 from mailer.sender import RunResult
 from mailer.subscribers import normalise
@@ -68,6 +68,9 @@ def start(
 ) -> RunResult:
     """Create a send of the approved issue to these lists and run it."""
     compiled = compile_slug(settings, slug)
+    # Settings that would stop every message are checked before the send exists.
+    settings.require_secret_key()
+    DkimSigner.from_environment()
     with db.open_db(settings) as database, database.session(write=True) as session:
         approval = sends.require_approval(session, compiled)
         send = sends.create(session, compiled, lists, approval)
@@ -109,8 +112,20 @@ def run(
     )
 
 
+def _latest(session: Session, slug: str, action: str) -> Send:
+    try:
+        send = sends.latest(session, slug)
+    except NotFound:
+        raise StateError(
+            f"{slug} has never been sent: nothing to {action} "
+            f"(start a send with: mailer send {slug} --list LIST)"
+        ) from None
+    assert send.id is not None
+    return send
+
+
 def _resumable(session: Session, slug: str) -> int:
-    send = sends.latest(session, slug)
+    send = _latest(session, slug, "resume")
     assert send.id is not None
     if send.status in (SendStatus.SENT, SendStatus.CANCELLED):
         raise StateError(f"the latest send of {slug} is {send.status}: there is nothing to resume")
@@ -139,10 +154,16 @@ def retry_failed(
 ) -> tuple[int, RunResult]:
     """Send again to the recipients of the latest send that failed temporarily."""
     with db.open_db(settings) as database, database.session(write=True) as session:
-        send = sends.latest(session, slug)
+        send = _latest(session, slug, "retry")
         assert send.id is not None
-        if send.status == SendStatus.SENDING:
+        if send.status == SendStatus.SENDING or (
+            send.claimed_by is not None and not sends.abandoned(send.claimed_by, send.heartbeat_at)
+        ):
             raise StateError(f"{slug} is being sent right now; wait for it to finish")
+        if send.status not in (SendStatus.SENT, SendStatus.PAUSED, SendStatus.FAILED):
+            raise StateError(
+                f"the latest send of {slug} is {send.status}: there is nothing to retry"
+            )
         count = sends.reset_for_retry(session, send.id, [DeliveryStatus.FAILED_TEMPORARY])
         if count == 0:
             raise StateError(f"no recipient of {slug} failed temporarily: nothing to retry")

@@ -64,8 +64,19 @@ OPEN = (S.SCHEDULED, S.SENDING, S.PAUSED)
 STALE_AFTER = timedelta(seconds=60)
 
 
+def _start_time(pid: int) -> str | None:
+    """When a process started, in clock ticks since boot (Linux), to tell reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start``: names the process that holds a send."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '-'}"
 
 
 def _conn(db: Connection | Session) -> Connection:
@@ -80,7 +91,12 @@ def transition(
     *,
     owner: str | None = None,
 ) -> None:
-    """Move a send to ``new`` if its current status allows it; raise StateError if not."""
+    """Move a send to ``new`` if its current status allows it; raise StateError if not.
+
+    ``owner`` is the process holding the send when it changes its own status. A pause from
+    anyone else (``mailer pause``) keeps the claim: the sender still holds the send until it
+    has stopped, and only then lets go (:func:`release`), so nobody resumes it too early.
+    """
     conn = _conn(db)
     now = utcnow()
     values: dict[str, object] = {"status": new, "status_reason": reason}
@@ -94,12 +110,11 @@ def transition(
         )
     elif new in (S.SENT, S.FAILED, S.CANCELLED):
         values.update(finished_at=now, claimed_by=None)
-    elif new == S.PAUSED:
+    elif new == S.PAUSED and owner is not None:
         values.update(claimed_by=None)
     condition = sa.and_(SEND.c.id == send_id, SEND.c.status.in_(list(ALLOWED_FROM[new])))
     if owner is not None and new != S.SENDING:
-        # Only the process that holds a send may finish or pause it on its own behalf;
-        # `mailer pause` passes no owner and may pause anyone's.
+        # Only the process that holds a send may finish or pause it on its own behalf.
         condition = sa.and_(
             condition, sa.or_(SEND.c.status != S.SENDING, SEND.c.claimed_by == owner)
         )
@@ -113,8 +128,21 @@ def transition(
         raise StateError(f"the send of {row.slug} is {row.status} and cannot become {new}")
 
 
+def release(db: Connection | Session, send_id: int, owner: str) -> None:
+    """The sender has stopped: let go of a send that someone else paused or cancelled."""
+    _conn(db).execute(
+        sa.update(SEND)
+        .where(SEND.c.id == send_id, SEND.c.claimed_by == owner)
+        .values(claimed_by=None)
+    )
+
+
 def claim(db: Connection | Session, send_id: int, owner: str) -> None:
-    """Take a send for sending; a send held by a dead process may be taken over."""
+    """Take a send for sending; a send held by a process that is gone may be taken over.
+
+    A send is held while its ``claimed_by`` is set, whatever its status: a paused send whose
+    sender is still finishing the messages in hand cannot be resumed until it has stopped.
+    """
     conn = _conn(db)
     row = conn.execute(
         sa.select(SEND.c.slug, SEND.c.status, SEND.c.claimed_by, SEND.c.heartbeat_at).where(
@@ -123,42 +151,58 @@ def claim(db: Connection | Session, send_id: int, owner: str) -> None:
     ).first()
     if row is None:
         raise NotFound(f"there is no send {send_id}")
-    if row.status == S.SENDING:
-        if not abandoned(row.claimed_by, row.heartbeat_at):
+    if row.claimed_by is not None and not abandoned(row.claimed_by, row.heartbeat_at):
+        if row.status == S.SENDING:
             raise StateError(
                 f"{row.slug} is being sent by another process ({row.claimed_by}); "
                 f"run `mailer pause {row.slug}` first if it should stop"
             )
-        # Take over from a crashed sender: compare-and-set on the old claim.
-        old = (
-            SEND.c.claimed_by.is_(None)
-            if row.claimed_by is None
-            else SEND.c.claimed_by == row.claimed_by
+        raise StateError(
+            f"{row.slug} is {row.status}, but its sender ({row.claimed_by}) is still finishing "
+            "the messages in hand: try again in a moment"
         )
-        result = conn.execute(
-            sa.update(SEND)
-            .where(SEND.c.id == send_id, SEND.c.status == S.SENDING, old)
-            .values(claimed_by=owner, heartbeat_at=utcnow())
-        )
-        if result.rowcount != 1:
-            raise StateError(f"{row.slug} was just taken by another process")
+    if row.status != S.SENDING:
+        if row.claimed_by is not None:
+            release(conn, send_id, row.claimed_by)
+        transition(conn, send_id, S.SENDING, owner=owner)
         return
-    transition(conn, send_id, S.SENDING, owner=owner)
+    # Take over from a sender that is gone: compare-and-set on the old claim.
+    old = (
+        SEND.c.claimed_by.is_(None)
+        if row.claimed_by is None
+        else SEND.c.claimed_by == row.claimed_by
+    )
+    result = conn.execute(
+        sa.update(SEND)
+        .where(SEND.c.id == send_id, SEND.c.status == S.SENDING, old)
+        .values(claimed_by=owner, heartbeat_at=utcnow())
+    )
+    if result.rowcount != 1:
+        raise StateError(f"{row.slug} was just taken by another process")
 
 
 def abandoned(claimed_by: str | None, heartbeat: datetime | None) -> bool:
-    """Whether the process that claimed a send is gone (or silent for too long)."""
+    """Whether the process that holds a send is gone.
+
+    On this machine the process table answers (the start time guards against a reused
+    pid). A process on another machine is presumed gone when its heartbeat, refreshed every
+    few seconds by its ledger, is older than STALE_AFTER.
+    """
     if not claimed_by:
         return True
-    host, _, pid = claimed_by.rpartition(":")
+    host, _, rest = claimed_by.partition(":")
+    pid, _, started = rest.partition(":")
     if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
+        now_started = _start_time(int(pid))
+        if now_started is None:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
             return False
-        # The pid is alive, but it may be another process reusing the number: fall through.
+        return started not in ("", "-") and started != now_started
     if heartbeat is None:
         return True
     return utcnow() - as_utc(heartbeat) > STALE_AFTER

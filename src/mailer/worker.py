@@ -98,7 +98,7 @@ class Worker:
     def _sync_timers(self) -> None:
         """A timer per active schedule, so a send starts on the minute, not at the next poll."""
         scheduler = self._scheduler
-        if scheduler is None:
+        if scheduler is None or self.stop.is_set():
             return
         with self.database.session() as session:
             active = session.exec(
@@ -147,7 +147,10 @@ class Worker:
         except KeyboardInterrupt:
             self.stop.set()
         log.info("worker stopping: a send in progress pauses and resumes at the next start")
-        scheduler.shutdown(wait=True)
+        # The lock is free once a running tick has paused its send; shutting down without
+        # waiting then cannot deadlock with a tick that is refreshing the timers.
+        with self._lock:
+            scheduler.shutdown(wait=False)
         log.info("worker stopped")
 
     def _install_signals(self) -> None:

@@ -60,12 +60,23 @@ class SMTPTransport(TransportBase):
 
     def send(self, mail_from: str, to: str, data: bytes) -> str:
         conn = self.conn or self.connect()
+        options: list[str] = []
+        if not (to.isascii() and mail_from.isascii()):
+            # An internationalised mailbox needs SMTPUTF8 (RFC 6531); without it the server
+            # cannot take this one address, which says nothing against the address itself.
+            if not conn.has_extn("smtputf8"):
+                raise PermanentSendError(
+                    f"the SMTP server {self.where} does not accept internationalised "
+                    f"addresses (SMTPUTF8) such as {to}",
+                    bounce=False,
+                )
+            options.append("SMTPUTF8")
         try:
-            refused = conn.sendmail(mail_from, [to], data)
+            refused = conn.sendmail(mail_from, [to], data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, message = exc.recipients[to]
             self._after_error(code)
-            raise _classify(code, message) from exc
+            raise _classify(code, message, at_rcpt=True) from exc
         except smtplib.SMTPSenderRefused as exc:
             self._after_error(exc.smtp_code)
             if 500 <= exc.smtp_code < 600:
@@ -84,14 +95,13 @@ class SMTPTransport(TransportBase):
                 f"connection to {self.where} lost: {exc or 'disconnected'}"
             ) from exc
         except smtplib.SMTPNotSupportedError as exc:
-            # For example an internationalised address and a server without SMTPUTF8.
-            raise PermanentSendError(f"the server cannot take this address: {exc}") from exc
-        except smtplib.SMTPException as exc:
+            raise PermanentSendError(f"{self.where}: {exc}", bounce=False) from exc
+        except (smtplib.SMTPException, UnicodeError) as exc:
             self._drop()
             raise TemporarySendError(f"{self.where}: {exc}") from exc
         if refused:
             code, message = refused[to]
-            raise _classify(code, message)
+            raise _classify(code, message, at_rcpt=True)
         return "250 accepted"
 
     def _after_error(self, code: int) -> None:
@@ -115,9 +125,16 @@ class SMTPTransport(TransportBase):
             conn.close()
 
 
-def _classify(code: int, message: bytes | str) -> TemporarySendError | PermanentSendError:
+def _classify(
+    code: int, message: bytes | str, *, at_rcpt: bool = False
+) -> TemporarySendError | PermanentSendError:
+    """4xx: try again later. 5xx: never; and the address is bad (a bounce) when it was
+    refused at RCPT TO or the enhanced status says so (5.1.x), not when the message was."""
     text = _reply(code, message)
-    return PermanentSendError(text) if 500 <= code < 600 else TemporarySendError(text)
+    if not 500 <= code < 600:
+        return TemporarySendError(text)
+    enhanced = text.split(" ", 2)[1] if text.count(" ") >= 1 else ""
+    return PermanentSendError(text, bounce=at_rcpt or enhanced.startswith("5.1."))
 
 
 def _connect_error(where: str, exc: BaseException) -> BaseException:
