@@ -77,9 +77,13 @@ def main() -> None:
     try:
         settings = config.load(root)
         compiled = compile_slug(settings, "2025-11")
-        content = Content("2025-11", compiled.issue.subject, compiled.email_html, compiled.email_text)
+        content = Content(
+            "2025-11", compiled.issue.subject, compiled.email_html, compiled.email_text
+        )
         template = MessageTemplate(settings, content, list_id="bench.example.org", send_id=1)
-        people = [Recipient(f"person{i}@example.org", f"Person {i}", i + 1, i + 1) for i in range(n)]
+        people = [
+            Recipient(f"person{i}@example.org", f"Person {i}", i + 1, i + 1) for i in range(n)
+        ]
         size = len(template.render(people[0])[1])
 
         splice = timed(lambda i: template.render(people[i % n]), n)
@@ -114,7 +118,11 @@ def main() -> None:
                         sends.transition(session, send_id, sends.SendStatus.PAUSED)
                 start = time.perf_counter()
                 result = sender.run(
-                    settings, database, send_id, lambda: MemoryTransport(bag), connections=connections
+                    settings,
+                    database,
+                    send_id,
+                    lambda: MemoryTransport(bag),
+                    connections=connections,
                 )
                 engine = (time.perf_counter() - start) / result.total
                 print(

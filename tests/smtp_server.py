@@ -9,6 +9,7 @@ It stands for the network's far side: the relay mailer talks to. Faults:
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -45,6 +46,8 @@ class Handler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     drops: int = 0
     times: list[float] = field(default_factory=list)
+    # Seconds each DATA takes, like a slow relay.
+    delay: float = 0.0
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -57,6 +60,8 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             if (
                 self.drop_after is not None
@@ -93,11 +98,12 @@ class SMTPServer:
         tls_dir: Path | None = None,
         user: str | None = None,
         password: str | None = None,
+        smtputf8: bool = True,
     ) -> None:
         self.handler = handler or Handler()
         self.port = free_port()
         self.ca_file: Path | None = None
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if tls_dir is not None:
             ca = trustme.CA()
             cert = ca.issue_cert("localhost", "127.0.0.1")

@@ -20,7 +20,7 @@ import pytest
 from mailer import config, db, scheduling
 from mailer.errors import ScheduleError
 from send_helpers import addresses, make_list, smtp_env, sql
-from smtp_server import SMTPServer
+from smtp_server import Handler, SMTPServer
 
 LONDON = ZoneInfo("Europe/London")
 UTC = dt.UTC
@@ -98,6 +98,8 @@ def test_monthly_rule_keeps_nine_oclock_london_through_the_year() -> None:
         (["--monthly", "every month", "--list", "practitioners"], "write a day and a time"),
         (["--monthly", "32 09:00", "--list", "practitioners"], "--monthly"),
         (["--monthly", "1st tue 25:00", "--list", "practitioners"], "is not a time of day"),
+        (["--monthly", "* 09:00", "--list", "practitioners"], "is not one day a month"),
+        (["--monthly", "1-7 09:00", "--list", "practitioners"], "is not one day a month"),
     ],
 )
 def test_bad_schedules_are_refused_in_one_line(
@@ -309,3 +311,37 @@ def test_worker_once_resumes_a_send_killed_half_way(
 def test_parse_errors_are_schedule_errors() -> None:
     with pytest.raises(ScheduleError):
         scheduling.parse_rule("first monday at nine")
+
+
+def test_sigterm_during_a_scheduled_send_pauses_it_and_the_next_worker_finishes_it(
+    ready: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_list(cli, ready, "everyone", addresses(40, "all"), name="Everyone")
+    with SMTPServer(Handler(delay=0.1)) as server:
+        smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="2")
+        env = dict(os.environ)
+        at = (dt.datetime.now(LONDON) + dt.timedelta(seconds=2)).strftime("%Y-%m-%d %H:%M:%S")
+        r = cli("schedule", "2025-11", "--list", "everyone", "--at", at)
+        assert r.exit_code == 0, r.output
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "worker", "--poll", "0.5"],
+            cwd=ready,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _wait_for(lambda: len(server.received) >= 5)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        assert b"worker stopped" in err
+        assert sql(ready, "SELECT status, status_reason FROM send") == [
+            ("paused", "the worker stopped")
+        ]
+        assert 0 < len(server.received) < 40
+        r = cli("worker", "--once")
+        assert r.exit_code == 0, r.output
+        assert Counter(server.handler.recipients()) == Counter(addresses(40, "all"))
+    assert sql(ready, "SELECT status FROM send") == [("sent",)]
+    (item,) = json.loads(cli("schedules", "--json").stdout)
+    assert item["status"] == "done" and item["last_outcome"].startswith("sent: 2025-11 40 of 40")

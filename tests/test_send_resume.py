@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from mailer.ratelimit import RateLimiter
-from send_helpers import addresses, ledger, make_list, smtp_env
-from smtp_server import SMTPServer
+from send_helpers import addresses, ledger, make_list, smtp_env, sql
+from smtp_server import Handler, SMTPServer
 
 
 def _start_send(root: Path) -> subprocess.Popen[bytes]:
@@ -160,3 +160,60 @@ def test_rate_limits_hold_exactly_with_a_fake_clock() -> None:
     assert sent[0] == sent[1] == 1_000_000.0  # two more fit in the hour at once
     assert _windows(recent + sent, 3600.0) == 5
     assert sent[2] == pytest.approx(1_000_000.0 - 600 + 3600)
+
+
+def test_resume_right_after_pause_never_sends_the_messages_in_hand_twice(
+    cli: Any, newsletter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_list(cli, newsletter, "practitioners", addresses(16))
+    assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
+    with SMTPServer(Handler(delay=1.0)) as server:
+        smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="4")
+        process = _start_send(newsletter)
+        _wait_for(lambda: len(server.received) >= 1)
+        assert cli("pause", "2025-11").exit_code == 0
+        early = cli("send", "2025-11", "--resume")
+        # Four messages are still with the server: the first sender holds the send.
+        assert early.exit_code == 1
+        assert "still finishing the messages in hand" in early.stderr
+        process.communicate(timeout=60)
+        r = cli("send", "2025-11", "--resume")
+        assert r.exit_code == 0, r.output
+        got = Counter(server.handler.recipients())
+    assert got == Counter(addresses(16))
+
+
+def test_an_internationalised_address_uses_smtputf8_or_fails_alone_without_a_bounce(
+    cli: Any, newsletter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_list(cli, newsletter, "practitioners", [*addresses(3), "zoë@example.org"])
+    assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
+    with SMTPServer(smtputf8=False) as server:
+        smtp_env(monkeypatch, server.port)
+        r = cli("send", "2025-11", "--list", "practitioners", "--yes")
+        assert r.exit_code == 0, r.output
+        assert sorted(server.handler.recipients()) == addresses(3)
+    assert ledger(newsletter)["zoë@example.org"] == "failed-permanent"
+    assert "does not accept internationalised addresses" in cli("status", "2025-11").stdout
+    query = "SELECT status FROM subscriber WHERE email = 'zoë@example.org'"
+    assert sql(newsletter, query) == [("active",)]  # the address is fine; the relay was not
+    with SMTPServer(smtputf8=True) as server:
+        smtp_env(monkeypatch, server.port)
+        assert cli("send", "2025-11", "--retry-failed").exit_code == 1  # permanent: not retried
+        make_list(cli, newsletter, "health", ["zoë@example.org"], name="Health")
+        r = cli("send", "2025-11", "--list", "health", "--yes")
+        assert r.exit_code == 0, r.output
+        assert server.handler.recipients() == ["zoë@example.org"]
+        assert "zoë@example.org" in server.received[0].data.decode("utf-8")
+
+
+def test_a_half_set_dkim_configuration_is_refused_before_anything_starts(
+    cli: Any, newsletter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_list(cli, newsletter, "practitioners", addresses(3))
+    assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
+    monkeypatch.setenv("MAILER_DKIM_SELECTOR", "news")
+    r = cli("send", "2025-11", "--list", "practitioners", "--yes")
+    assert r.exit_code == 1
+    assert "DKIM signing needs MAILER_DKIM_DOMAIN, MAILER_DKIM_KEY_FILE as well" in r.stderr
+    assert sql(newsletter, "SELECT COUNT(*) FROM send") == [(0,)]
