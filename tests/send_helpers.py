@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +49,24 @@ def ledger(root: Path) -> dict[str, str]:
 def sql(root: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with sqlite3.connect(root / "subscribers.sqlite") as conn:
         return conn.execute(query, params).fetchall()
+
+
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def mailer_process(
+    root: Path, *args: str, stdout: Any = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """A real `mailer` process in the newsletter folder, with the test's environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=root,
+        env=dict(os.environ),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 from mailer import config, db, scheduling
 from mailer.errors import ScheduleError
-from send_helpers import addresses, make_list, smtp_env, sql
+from send_helpers import addresses, mailer_process, make_list, smtp_env, sql, wait_for
 from smtp_server import Handler, SMTPServer
 
 LONDON = ZoneInfo("Europe/London")
@@ -223,28 +222,15 @@ def test_two_workers_at_once_never_send_twice(ready: Path) -> None:
     assert sql(ready, "SELECT COUNT(*) FROM send") == [(1,)]
 
 
-def _wait_for(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_running_worker_picks_up_a_schedule_made_from_another_process(
     ready: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with SMTPServer() as server:
         smtp_env(monkeypatch, server.port)
         env = dict(os.environ)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "worker", "--poll", "0.5"],
-            cwd=ready,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        worker = mailer_process(ready, "worker", "--poll", "0.5")
         try:
-            _wait_for(lambda: (ready / ".mailer/mailer.log").exists())
+            wait_for(lambda: (ready / ".mailer/mailer.log").exists())
             at = (dt.datetime.now(LONDON) + dt.timedelta(seconds=3)).strftime("%Y-%m-%d %H:%M:%S")
             scheduled = subprocess.run(
                 [
@@ -265,8 +251,8 @@ def test_a_running_worker_picks_up_a_schedule_made_from_another_process(
                 check=False,
             )
             assert scheduled.returncode == 0, scheduled.stderr
-            _wait_for(lambda: len(server.received) == 5)
-            _wait_for(lambda: "finished 2025-11" in (ready / ".mailer/mailer.log").read_text())
+            wait_for(lambda: len(server.received) == 5)
+            wait_for(lambda: "finished 2025-11" in (ready / ".mailer/mailer.log").read_text())
         finally:
             worker.send_signal(signal.SIGTERM)
             _, err = worker.communicate(timeout=30)
@@ -290,14 +276,8 @@ def test_worker_once_resumes_a_send_killed_half_way(
     make_list(cli, ready, "everyone", addresses(60, "all"), name="Everyone")
     with SMTPServer() as server:
         smtp_env(monkeypatch, server.port, MAILER_SMTP_RATE_PER_SECOND="30")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "send", "2025-11", "--list", "everyone", "--yes"],
-            cwd=ready,
-            env=dict(os.environ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        _wait_for(lambda: len(server.received) >= 15)
+        process = mailer_process(ready, "send", "2025-11", "--list", "everyone", "--yes")
+        wait_for(lambda: len(server.received) >= 15)
         process.send_signal(signal.SIGKILL)
         process.communicate()
         r = cli("worker", "--once")
@@ -319,18 +299,11 @@ def test_sigterm_during_a_scheduled_send_pauses_it_and_the_next_worker_finishes_
     make_list(cli, ready, "everyone", addresses(40, "all"), name="Everyone")
     with SMTPServer(Handler(delay=0.1)) as server:
         smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="2")
-        env = dict(os.environ)
         at = (dt.datetime.now(LONDON) + dt.timedelta(seconds=2)).strftime("%Y-%m-%d %H:%M:%S")
         r = cli("schedule", "2025-11", "--list", "everyone", "--at", at)
         assert r.exit_code == 0, r.output
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "worker", "--poll", "0.5"],
-            cwd=ready,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        _wait_for(lambda: len(server.received) >= 5)
+        worker = mailer_process(ready, "worker", "--poll", "0.5", stdout=subprocess.DEVNULL)
+        wait_for(lambda: len(server.received) >= 5)
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
         assert worker.returncode == 0, err

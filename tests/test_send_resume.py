@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,25 +11,12 @@ from typing import Any
 import pytest
 
 from mailer.ratelimit import RateLimiter
-from send_helpers import addresses, ledger, make_list, smtp_env, sql
+from send_helpers import addresses, ledger, mailer_process, make_list, smtp_env, sql, wait_for
 from smtp_server import Handler, SMTPServer
 
 
 def _start_send(root: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mailer", "send", "2025-11", "--list", "practitioners", "--yes"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-    )
-
-
-def _wait_for(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    return mailer_process(root, "send", "2025-11", "--list", "practitioners", "--yes")
 
 
 @pytest.fixture
@@ -51,7 +35,7 @@ def test_kill_9_half_way_then_resume_delivers_everyone_exactly_once(
 ) -> None:
     server = sending_slowly
     process = _start_send(newsletter)
-    _wait_for(lambda: len(server.received) >= 30)
+    wait_for(lambda: len(server.received) >= 30)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     before = ledger(newsletter)
@@ -79,7 +63,7 @@ def test_pause_from_another_process_then_resume(
 ) -> None:
     server = sending_slowly
     process = _start_send(newsletter)
-    _wait_for(lambda: len(server.received) >= 10)
+    wait_for(lambda: len(server.received) >= 10)
     r = cli("pause", "2025-11")
     assert r.exit_code == 0, r.output
     assert "mailer send 2025-11 --resume" in r.stdout
@@ -97,7 +81,7 @@ def test_a_second_sender_cannot_take_a_running_send(
     cli: Any, newsletter: Path, sending_slowly: SMTPServer
 ) -> None:
     process = _start_send(newsletter)
-    _wait_for(lambda: len(sending_slowly.received) >= 5)
+    wait_for(lambda: len(sending_slowly.received) >= 5)
     r = cli("send", "2025-11", "--resume")
     assert r.exit_code == 1
     assert "is being sent by another process" in r.stderr
@@ -170,7 +154,7 @@ def test_resume_right_after_pause_never_sends_the_messages_in_hand_twice(
     with SMTPServer(Handler(delay=1.0)) as server:
         smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="4")
         process = _start_send(newsletter)
-        _wait_for(lambda: len(server.received) >= 1)
+        wait_for(lambda: len(server.received) >= 1)
         assert cli("pause", "2025-11").exit_code == 0
         early = cli("send", "2025-11", "--resume")
         # Four messages are still with the server: the first sender holds the send.

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from mailer import config
 from mailer.config import Settings
+
+# The lists a send or a schedule goes to: `--list practitioners --list schools`.
+TargetLists = Annotated[
+    list[str] | None, typer.Option("--list", "-l", help="A list to send to (repeat for more).")
+]
 
 
 def settings() -> Settings:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mailer import db, scheduling
-from mailer.cli.common import settings
+from mailer.cli.common import TargetLists, settings
 from mailer.errors import ScheduleError
 from mailer.models import Schedule, utcnow
 from mailer.worker import DEFAULT_POLL, Worker, setup_logging
@@ -23,9 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def schedule(
     slug: Annotated[str | None, typer.Argument(help="The issue to send at --at.")] = None,
-    lists: Annotated[
-        list[str] | None, typer.Option("--list", "-l", help="A list to send to (repeat for more).")
-    ] = None,
+    lists: TargetLists = None,
     at: Annotated[
         str | None,
         typer.Option("--at", help='When, in the newsletter\'s time zone: "YYYY-MM-DD HH:MM".'),

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from mailer import sending
-from mailer.cli.common import settings
+from mailer.cli.common import TargetLists, settings
 from mailer.errors import InvalidInput
 from mailer.sender import RunResult
 from mailer.sends import Report
@@ -113,9 +113,7 @@ def _summary(result: RunResult) -> None:
 
 def send(
     slug: Annotated[str, typer.Argument(help="The issue to send.")],
-    lists: Annotated[
-        list[str] | None, typer.Option("--list", "-l", help="A list to send to (repeat for more).")
-    ] = None,
+    lists: TargetLists = None,
     to: Annotated[
         list[str] | None, typer.Option("--to", help="Send a [PROOF] copy to this address instead.")
     ] = None,

@@ -36,6 +36,10 @@ SHOW_AT_MOST = 10
 
 Email = Annotated[str, typer.Argument(help="The person's email address.")]
 ListOption = Annotated[str, typer.Option("--list", "-l", help="The list's slug.")]
+ListFilter = Annotated[str | None, typer.Option("--list", "-l", help="Only people on this list.")]
+StatusFilter = Annotated[
+    SubscriberStatus | None, typer.Option(help="Only people with this status.")
+]
 Basis = Annotated[
     LawfulBasis,
     typer.Option(help="The UK GDPR lawful basis for mailing them (see docs/subscribers.md)."),
@@ -173,12 +177,8 @@ def import_(
 
 @app.command("export")
 def export(
-    list_slug: Annotated[
-        str | None, typer.Option("--list", "-l", help="Only people on this list.")
-    ] = None,
-    status: Annotated[
-        SubscriberStatus | None, typer.Option(help="Only people with this status.")
-    ] = None,
+    list_slug: ListFilter = None,
+    status: StatusFilter = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
     ] = None,
@@ -207,12 +207,8 @@ def export(
 
 @app.command("list")
 def list_(
-    list_slug: Annotated[
-        str | None, typer.Option("--list", "-l", help="Only people on this list.")
-    ] = None,
-    status: Annotated[
-        SubscriberStatus | None, typer.Option(help="Only people with this status.")
-    ] = None,
+    list_slug: ListFilter = None,
+    status: StatusFilter = None,
     search: Annotated[
         str | None, typer.Option(help="Only addresses, names or organisations containing this.")
     ] = None,
