@@ -22,7 +22,7 @@ sysdeps:
 	fi
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m mailer.demo
+	$(BIN)/python -m mailer.cli.demo
 
 test: $(VENV)/.installed sysdeps
 	$(BIN)/python -m pytest -q

@@ -19,6 +19,9 @@ from mailer.cli import app
 from mailer.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests' own copy of the example newsletter folder: the repository's issues/ belongs to
+# whoever uses this checkout, and may hold their own issues.
+EXAMPLE = REPO / "tests" / "data" / "newsletter"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -45,12 +48,10 @@ def _reset_logging() -> Iterator[None]:
 
 @pytest.fixture
 def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh copy of the example newsletter folder (mailer.toml, templates, issues); cwd."""
+    """A fresh copy of the tests' example newsletter folder (mailer.toml, issues); cwd."""
     root = tmp_path / "newsletter"
     root.mkdir()
-    shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "issues", root / "issues")
+    shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
     monkeypatch.chdir(root)
     return root
 

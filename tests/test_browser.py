@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, REPO
-from mailer import build as builder
-from mailer import config, urls
+from conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLE, REPO
+from mailer import config
 from mailer.config import Settings
+from mailer.content import all_slugs
+from mailer.site import build as builder
+from mailer.site import urls
 
 SCREENSHOTS = REPO / "tests" / "screenshots"
 PHONE, DESKTOP = 375, 800
@@ -39,11 +41,9 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = tmp_path_factory.mktemp("browser") / "newsletter"
     root.mkdir()
-    shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "issues", root / "issues")
+    shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
     settings = config.load(root, env={"MAILER_SECRET_KEY": "test-secret-key"})
-    builder.build(settings, builder.all_slugs(settings), archive=True)
+    builder.build(settings, all_slugs(settings), archive=True)
     return Site(settings)
 
 

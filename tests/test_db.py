@@ -13,10 +13,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import mailer.models  # noqa: F401  (registers every table on SQLModel.metadata)
-from mailer import db, store
+import mailer.store.models  # noqa: F401  (registers every table on SQLModel.metadata)
 from mailer.config import Settings
 from mailer.errors import StoreError
+from mailer.store import database as db
+from mailer.store import migrate
+from mailer.store import people as store
 from subscriber_helpers import Cli, add, fails, make_list, ok, query
 
 # --- Migrations --------------------------------------------------------------------------------
@@ -63,7 +65,8 @@ def test_upgrading_an_empty_database_gives_exactly_the_models_schema(
     cli: Cli, settings: Settings, tmp_path: Path
 ) -> None:
     assert ok(cli("db", "upgrade")).stdout == (
-        f"Created {settings.root / 'subscribers.sqlite'} at schema revision {db.head_revision()}.\n"
+        f"Created {settings.root / 'subscribers.sqlite'} "
+        f"at schema revision {migrate.head_revision()}.\n"
     )
     # Alembic's own comparison: nothing to add, drop or alter.
     engine = sa.create_engine(settings.database_url)
@@ -79,7 +82,7 @@ def test_upgrading_an_empty_database_gives_exactly_the_models_schema(
 
 
 def test_the_schema_comparison_notices_a_difference(settings: Settings, tmp_path: Path) -> None:
-    db.upgrade(settings)
+    migrate.upgrade(settings)
     with closing(sqlite3.connect(settings.root / "subscribers.sqlite")) as conn:
         conn.execute("DROP INDEX ix_membership_list_id_status")
     direct = f"sqlite:///{tmp_path / 'direct.sqlite'}"
@@ -113,16 +116,16 @@ def _fill_revision_0001(root: Path) -> None:
 def test_a_database_made_by_revision_0001_upgrades_with_its_data(
     cli: Cli, settings: Settings
 ) -> None:
-    assert db.upgrade(settings, to="0001") == (None, "0001")
+    assert migrate.upgrade(settings, to="0001") == (None, "0001")
     _fill_revision_0001(settings.root)
 
     result = ok(cli("db", "upgrade"))
-    if db.head_revision() == "0001":
+    if migrate.head_revision() == "0001":
         assert "is up to date (schema revision 0001)" in result.stdout
     else:
-        assert f"from schema revision 0001 to {db.head_revision()}" in result.stdout
+        assert f"from schema revision 0001 to {migrate.head_revision()}" in result.stdout
     assert ok(cli("db", "current")).stdout.endswith(
-        f"schema revision {db.head_revision()} (latest)\n"
+        f"schema revision {migrate.head_revision()} (latest)\n"
     )
 
     shown = ok(cli("subscribers", "show", "ann@example.org")).stdout
@@ -144,9 +147,9 @@ def test_the_database_is_created_on_first_use(cli: Cli, settings: Settings) -> N
     )
     assert not (settings.root / "subscribers.sqlite").exists()
     ok(cli("lists", "list"))
-    assert db.current_revision(settings) == db.head_revision()
+    assert migrate.current_revision(settings) == migrate.head_revision()
     assert ok(cli("db", "upgrade")).stdout.endswith(
-        f"is up to date (schema revision {db.head_revision()}).\n"
+        f"is up to date (schema revision {migrate.head_revision()}).\n"
     )
 
 

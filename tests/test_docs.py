@@ -16,8 +16,8 @@ import pytest
 import typer.main
 
 from conftest import REPO, Result
-from mailer import content
 from mailer.cli import app
+from mailer.content import load as content
 
 
 def command_paths() -> list[str]:

@@ -23,17 +23,17 @@ import lxml.html
 import pytest
 import typer.main
 
-from conftest import REPO, Result
-from mailer import __version__, config, urls
-from mailer import build as builder
+from conftest import EXAMPLE, Result
+from mailer import __version__, config, formats
 from mailer.cli import app
-from mailer.cli.common import human_size
 from mailer.config import Settings
-from mailer.content import Issue
-from mailer.render import formats
+from mailer.content import Issue, all_slugs, load_issues
+from mailer.formats import human_size
 from mailer.render.compile import environment, mjml_html
 from mailer.render.markdown import parser
 from mailer.render.text import WIDTH
+from mailer.site import build as builder
+from mailer.site import urls
 
 SLUGS = ("2025-11", "2021-12")
 GMAIL_CLIP = 102 * 1000  # Gmail clips messages above about 102 KB; stay clear of it.
@@ -66,14 +66,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The example newsletter folder copied once and built with --all."""
     root = tmp_path_factory.mktemp("render") / "newsletter"
     root.mkdir()
-    shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "issues", root / "issues")
+    shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
     settings = config.load(root, env={"MAILER_SECRET_KEY": "test-secret-key"})
     started = time.perf_counter()
-    builder.build(settings, builder.all_slugs(settings), archive=True)
+    builder.build(settings, all_slugs(settings), archive=True)
     seconds = time.perf_counter() - started
-    issues = {i.slug: i for i in builder.load_issues(settings, SLUGS)}
+    issues = {i.slug: i for i in load_issues(settings, SLUGS)}
     return Built(settings, issues, seconds)
 
 

@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer import config, db, scheduling
+from mailer import config
 from mailer.errors import ScheduleError
+from mailer.scheduling import rules, runner
+from mailer.store import database as db
 from send_helpers import addresses, mailer_process, make_list, smtp_env, sql, wait_for
 from smtp_server import Handler, SMTPServer
 
@@ -54,11 +56,11 @@ def outbox(root: Path, slug: str = "2025-11") -> list[Path]:
 def test_local_times_become_the_right_utc_across_clock_changes(
     written: str, expected: dt.datetime
 ) -> None:
-    assert scheduling.parse_at(written, LONDON) == expected
+    assert rules.parse_at(written, LONDON) == expected
 
 
 def test_monthly_rule_keeps_nine_oclock_london_through_the_year() -> None:
-    rule = scheduling.parse_rule("1st tue 09:00")
+    rule = rules.parse_rule("1st tue 09:00")
     runs = []
     moment = utc(2026, 2, 20)
     for _ in range(10):
@@ -134,7 +136,7 @@ def test_schedule_lists_and_unschedule(cli: Any, ready: Path) -> None:
 def _schedule_at(settings: config.Settings, when: dt.datetime) -> int:
     database = db.open_db(settings)
     text = when.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")
-    item = scheduling.schedule_once(
+    item = runner.schedule_once(
         settings, database, "2025-11", ["practitioners"], text, when - dt.timedelta(days=1)
     )
     assert item.id is not None
@@ -146,14 +148,14 @@ def test_a_due_schedule_is_sent_once_and_only_when_due(ready: Path) -> None:
     database = db.open_db(settings)
     slot = utc(2099, 12, 1, 9)
     _schedule_at(settings, slot)
-    assert scheduling.run_due(settings, database, slot - dt.timedelta(minutes=1)) == []
+    assert runner.run_due(settings, database, slot - dt.timedelta(minutes=1)) == []
     assert outbox(ready) == []
-    (outcome,) = scheduling.run_due(settings, database, slot + dt.timedelta(minutes=2))
+    (outcome,) = runner.run_due(settings, database, slot + dt.timedelta(minutes=2))
     assert outcome.sent and "5 of 5 sent" in outcome.outcome
     assert len(outbox(ready)) == 5
-    assert scheduling.run_due(settings, database, slot + dt.timedelta(minutes=3)) == []
+    assert runner.run_due(settings, database, slot + dt.timedelta(minutes=3)) == []
     assert len(outbox(ready)) == 5
-    (item,) = scheduling.all_schedules(database)
+    (item,) = runner.all_schedules(database)
     assert item.status == "done" and "sent" in item.last_outcome
 
 
@@ -162,16 +164,16 @@ def test_late_within_grace_is_sent_beyond_grace_is_marked_missed(ready: Path) ->
     database = db.open_db(settings)
     first = utc(2099, 12, 1, 9)
     _schedule_at(settings, first)
-    (outcome,) = scheduling.run_due(settings, database, first + dt.timedelta(hours=5, minutes=59))
+    (outcome,) = runner.run_due(settings, database, first + dt.timedelta(hours=5, minutes=59))
     assert outcome.sent
     # A second slot, seen 7 hours late: never sent, reported as missed.
     second = utc(2099, 12, 2, 9)
-    item = scheduling.schedule_once(
+    item = runner.schedule_once(
         settings, database, "2025-11", ["practitioners"], "2099-12-02 09:00", first
     )
-    (outcome,) = scheduling.run_due(settings, database, second + dt.timedelta(hours=7))
+    (outcome,) = runner.run_due(settings, database, second + dt.timedelta(hours=7))
     assert not outcome.sent and outcome.outcome.startswith("missed: due Wed 02 Dec 2099 09:00 GMT")
-    stored = next(s for s in scheduling.all_schedules(database) if s.id == item.id)
+    stored = next(s for s in runner.all_schedules(database) if s.id == item.id)
     assert stored.status == "missed"
 
 
@@ -181,15 +183,15 @@ def test_monthly_slot_sends_the_approved_issue_of_its_month_or_records_why_not(
     settings = config.load(ready)
     database = db.open_db(settings)
     # The 2025-11 issue is dated 30 October 2025, the last Thursday of that month.
-    item = scheduling.schedule_monthly(
+    item = runner.schedule_monthly(
         settings, database, "last thu 09:00", ["practitioners"], utc(2025, 10, 1)
     )
     assert item.next_run_at == utc(2025, 10, 30, 9)  # GMT: the clocks went back on 26 October
-    (outcome,) = scheduling.run_due(settings, database, utc(2025, 10, 30, 9, 1))
+    (outcome,) = runner.run_due(settings, database, utc(2025, 10, 30, 9, 1))
     assert outcome.sent and outcome.slug == "2025-11"
     assert len(outbox(ready)) == 5
     # November has no issue: nothing is sent and the reason is kept.
-    (outcome,) = scheduling.run_due(settings, database, utc(2025, 11, 27, 9, 1))
+    (outcome,) = runner.run_due(settings, database, utc(2025, 11, 27, 9, 1))
     assert not outcome.sent
     assert (
         "nothing to send for November 2025" in outcome.outcome
@@ -210,7 +212,7 @@ def test_two_workers_at_once_never_send_twice(ready: Path) -> None:
     def worker() -> None:
         database = db.open_db(settings)
         barrier.wait()
-        results.extend(scheduling.run_due(settings, database, slot + dt.timedelta(minutes=1)))
+        results.extend(runner.run_due(settings, database, slot + dt.timedelta(minutes=1)))
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
@@ -290,7 +292,7 @@ def test_worker_once_resumes_a_send_killed_half_way(
 
 def test_parse_errors_are_schedule_errors() -> None:
     with pytest.raises(ScheduleError):
-        scheduling.parse_rule("first monday at nine")
+        rules.parse_rule("first monday at nine")
 
 
 def test_sigterm_during_a_scheduled_send_pauses_it_and_the_next_worker_finishes_it(

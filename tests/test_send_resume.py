@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mailer.ratelimit import RateLimiter
+from mailer.sending.ratelimit import RateLimiter
 from send_helpers import addresses, ledger, mailer_process, make_list, smtp_env, sql, wait_for
 from smtp_server import Handler, SMTPServer
 

@@ -8,7 +8,7 @@ import email_validator
 import pytest
 
 from mailer.errors import InvalidInput
-from mailer.subscribers import _everyday, normalise, parse_address
+from mailer.subscribers.addresses import _everyday, normalise, parse_address
 
 
 @pytest.mark.parametrize(

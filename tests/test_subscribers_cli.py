@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer import subscribers
 from mailer.config import Settings
-from mailer.db import open_db
+from mailer.store.database import open_db
+from mailer.subscribers import demo as subscribers
 from subscriber_helpers import (
     Cli,
     add,
@@ -123,7 +123,7 @@ def test_add_never_resubscribes_someone_who_left(cli: Cli, newsletter: Path) -> 
 def test_add_never_resubscribes_bounced_or_complained(
     cli: Cli, settings: Settings, status: str, reason: str
 ) -> None:
-    from mailer import store
+    from mailer.store import people as store
 
     make_list(cli)
     ok(add(cli, "x@example.org"))

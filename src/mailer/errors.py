@@ -2,7 +2,8 @@
 
 Every error the product raises on purpose is a :class:`MailerError`; the CLI turns it into
 one line on stderr and exit code 1. Third-party errors are mapped at the boundary with
-``raise Ours(...) from exc``.
+``raise Ours(...) from exc``, through a table where the most specific class wins
+(:func:`map_exception`).
 
 ::
 
@@ -30,7 +31,9 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class MailerError(Exception):
@@ -139,3 +142,25 @@ class PermanentSendError(SendError):
 
 class TransportUnavailable(SendError):
     """The server is down or refused our credentials: the send pauses, nobody is marked failed."""
+
+
+# -- mapping third-party errors -------------------------------------------------------------
+
+ErrorTable = Sequence[tuple[type[BaseException], Callable[[Any], MailerError]]]
+
+
+def map_exception(exc: BaseException, table: ErrorTable) -> MailerError | None:
+    """Our error for a third-party ``exc``, from the row of ``table`` whose class is the most
+    specific one ``exc`` is an instance of (its nearest base in the MRO), or None.
+
+    Order in the table does not matter: ``smtplib.SMTPException`` is an ``OSError``, and a
+    row for ``SMTPNotSupportedError`` wins over both.
+    """
+    mro = type(exc).__mro__
+    best: tuple[int, Callable[[Any], MailerError]] | None = None
+    for kind, make in table:
+        if isinstance(exc, kind):
+            rank = mro.index(kind) if kind in mro else len(mro)
+            if best is None or rank < best[0]:
+                best = (rank, make)
+    return best[1](exc) if best is not None else None

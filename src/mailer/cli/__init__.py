@@ -68,9 +68,9 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import db, issues, lists, schedule, send, subscribers
+    from mailer.cli import build, db, lists, schedule, send, subscribers
 
-    issues.register(app)
+    build.register(app)
     send.register(app)
     schedule.register(app)
     app.add_typer(lists.app, name="lists")

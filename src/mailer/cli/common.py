@@ -1,13 +1,20 @@
-"""Small helpers shared by the command modules."""
+"""Small helpers shared by the command modules.
+
+Command modules import only typer and light parts of mailer at the top; each command
+imports the library code it calls inside its function, so ``mailer --help`` starts fast.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mailer import config
 from mailer.config import Settings
+
+if TYPE_CHECKING:
+    from mailer.store.database import Database
 
 # The lists a send or a schedule goes to: `--list practitioners --list schools`.
 TargetLists = Annotated[
@@ -20,9 +27,8 @@ def settings() -> Settings:
     return config.load()
 
 
-def human_size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / 1024 / 1024:.1f} MB"
+def database() -> Database:
+    """The newsletter folder's database, opened (and upgraded if need be)."""
+    from mailer.store.database import open_db
+
+    return open_db(settings())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from mailer import db as database
 from mailer.cli.common import settings
 
 app = typer.Typer(
@@ -30,9 +29,12 @@ def upgrade() -> None:
     Example:
       mailer db upgrade
     """
+    from mailer.store import migrate
+    from mailer.store.database import describe
+
     s = settings()
-    before, after = database.upgrade(s)
-    where = database.describe(s.database_url)
+    before, after = migrate.upgrade(s)
+    where = describe(s.database_url)
     if before == after:
         typer.echo(f"{where} is up to date (schema revision {after}).")
     elif before is None:
@@ -49,10 +51,13 @@ def current() -> None:
     Example:
       mailer db current
     """
+    from mailer.store import migrate
+    from mailer.store.database import describe
+
     s = settings()
-    revision = database.current_revision(s)
-    head = database.head_revision()
-    where = database.describe(s.database_url)
+    revision = migrate.current_revision(s)
+    head = migrate.head_revision()
+    where = describe(s.database_url)
     if revision is None:
         typer.echo(f"{where}: no schema yet (it is created on first use, or by: mailer db upgrade)")
     elif revision == head:

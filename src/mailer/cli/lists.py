@@ -6,10 +6,8 @@ from typing import Annotated
 
 import typer
 
-from mailer import store
 from mailer.cli.common import settings
-from mailer.db import open_db
-from mailer.subscribers import when
+from mailer.formats import utc_minute
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -38,8 +36,9 @@ def create(
     Example:
       mailer lists create all-practitioners --name "All practitioners"
     """
-    with open_db(settings()) as db, db.session(write=True) as session:
-        created = store.create_list(session, slug, name, description)
+    from mailer.subscribers import lists
+
+    created = lists.create(settings(), slug, name, description)
     typer.echo(f"Created list {created.slug}: {created.name}")
 
 
@@ -54,8 +53,9 @@ def list_() -> None:
     Example:
       mailer lists list
     """
-    with open_db(settings()) as db, db.session() as session:
-        summaries = store.list_summaries(session)
+    from mailer.subscribers import lists
+
+    summaries = lists.summaries(settings())
     if not summaries:
         typer.echo("No lists yet: create one with: mailer lists create SLUG --name NAME")
         return
@@ -73,15 +73,15 @@ def show(slug: Slug) -> None:
     Example:
       mailer lists show all-practitioners
     """
-    with open_db(settings()) as db, db.session() as session:
-        mailing_list = store.get_list(session, slug)
-        assert mailing_list.id is not None
-        counts = store.status_counts(session, mailing_list.id)
+    from mailer.subscribers import lists
+
+    detail = lists.show(settings(), slug)
+    mailing_list, counts = detail.mailing_list, detail.counts
     typer.echo(f"list:          {mailing_list.slug}")
     typer.echo(f"name:          {mailing_list.name}")
     if mailing_list.description:
         typer.echo(f"description:   {mailing_list.description}")
-    typer.echo(f"created:       {when(mailing_list.created)}")
+    typer.echo(f"created:       {utc_minute(mailing_list.created)}")
     for status, n in counts.items():
         label = "subscribed" if status == "active" else status.value
         typer.echo(f"{label + ':':<14} {n:,}")
@@ -98,7 +98,7 @@ def rename(
     Example:
       mailer lists rename health --name "Health practitioners"
     """
-    with open_db(settings()) as db, db.session(write=True) as session:
-        old = store.get_list(session, slug).name
-        renamed = store.rename_list(session, slug, name)
+    from mailer.subscribers import lists
+
+    old, renamed = lists.rename(settings(), slug, name)
     typer.echo(f"Renamed list {renamed.slug}: {old!r} is now {renamed.name!r}")

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailer import db, scheduling
-from mailer.cli.common import TargetLists, settings
+from mailer.cli.common import TargetLists, database, settings
+from mailer.clock import utcnow
 from mailer.errors import ScheduleError
-from mailer.models import Schedule, utcnow
-from mailer.worker import DEFAULT_POLL, Worker, setup_logging
+from mailer.formats import local_time
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from mailer.store.models import Schedule
+
+# Seconds between the worker's looks at the database.
+DEFAULT_POLL = 30.0
 
 
 def register(app: typer.Typer) -> None:
@@ -55,25 +62,28 @@ def schedule(
         raise ScheduleError(
             "name the issue to send at that time, e.g. mailer schedule 2025-11 --at ..."
         )
-    database = db.open_db(s)
+    from mailer.scheduling import runner
+    from mailer.scheduling.worker import setup_logging
+
+    db = database()
     setup_logging(s, stderr=False)
     if at:
         assert slug is not None
-        item = scheduling.schedule_once(s, database, slug, lists or [], at, utcnow())
+        item = runner.schedule_once(s, db, slug, lists or [], at, utcnow())
         what = slug
     else:
         assert monthly is not None
-        item = scheduling.schedule_monthly(s, database, monthly, lists or [], utcnow())
+        item = runner.schedule_monthly(s, db, monthly, lists or [], utcnow())
         what = f"monthly {item.rule}"
     assert item.next_run_at is not None
     typer.echo(
         f"Scheduled {what} (schedule {item.id}) to {', '.join(json.loads(item.lists))}: next run "
-        f"{scheduling.local(item.next_run_at, s.tz)} ({item.next_run_at:%Y-%m-%d %H:%M} UTC)."
+        f"{local_time(item.next_run_at, s.tz)} ({item.next_run_at:%Y-%m-%d %H:%M} UTC)."
     )
     typer.echo("Make sure `mailer worker` is running (see docs/scheduling.md).")
 
 
-def _row(item: Schedule, tz: object) -> dict[str, object]:
+def _row(item: Schedule, tz: ZoneInfo) -> dict[str, object]:
     return {
         "id": item.id,
         "kind": str(item.kind),
@@ -81,10 +91,13 @@ def _row(item: Schedule, tz: object) -> dict[str, object]:
         "rule": item.rule,
         "lists": json.loads(item.lists),
         "status": str(item.status),
-        "next_run_local": scheduling.local(item.next_run_at, tz) if item.next_run_at else None,  # type: ignore[arg-type]
+        "next_run_local": local_time(item.next_run_at, tz) if item.next_run_at else None,
         "next_run_utc": item.next_run_at.isoformat() if item.next_run_at else None,
         "last_run_utc": item.last_run_at.isoformat() if item.last_run_at else None,
         "last_outcome": item.last_outcome or None,
+        "cancel_with": (
+            f"mailer cancel {item.slug}" if item.slug else f"mailer unschedule {item.id}"
+        ),
     }
 
 
@@ -98,8 +111,10 @@ def schedules(
       mailer schedules
       mailer schedules --json
     """
+    from mailer.scheduling import runner
+
     s = settings()
-    items = scheduling.all_schedules(db.open_db(s))
+    items = runner.all_schedules(database())
     rows = [_row(item, s.tz) for item in items]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -116,6 +131,8 @@ def schedules(
             typer.echo(f"     next run  {r['next_run_local']}  ({r['next_run_utc']})")
         if r["last_outcome"]:
             typer.echo(f"     last      {r['last_outcome']}")
+        if r["status"] == "active":
+            typer.echo(f"     cancel    {r['cancel_with']}")
 
 
 def unschedule(
@@ -129,10 +146,13 @@ def unschedule(
     Example:
       mailer unschedule 3
     """
+    from mailer.scheduling import runner
+    from mailer.scheduling.worker import setup_logging
+
     s = settings()
-    database = db.open_db(s)
+    db = database()
     setup_logging(s, stderr=False)
-    scheduling.unschedule(database, schedule_id)
+    runner.unschedule(db, schedule_id)
     typer.echo(f"Unscheduled {schedule_id}.")
 
 
@@ -155,6 +175,8 @@ def worker(
       mailer worker
       mailer worker --once          # from cron, e.g. every 5 minutes
     """
+    from mailer.scheduling.worker import Worker, setup_logging
+
     s = settings()
     setup_logging(s)
     w = Worker(s, poll=poll)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 
-from mailer import sending
 from mailer.cli.common import TargetLists, settings
 from mailer.errors import InvalidInput
-from mailer.sender import RunResult
-from mailer.sends import Report
+from mailer.formats import local_time
+
+if TYPE_CHECKING:
+    from mailer.sending.engine import RunResult
+    from mailer.store.deliveries import Report
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("pause")(pause)
     app.command("cancel")(cancel)
     app.command("status")(status)
+    app.command("sends")(sends_)
 
 
 def approve(
@@ -38,7 +42,9 @@ def approve(
     Example:
       mailer approve 2025-11 --by "Sam Patel"
     """
-    approval = sending.approve(settings(), slug, by)
+    from mailer.sending import service
+
+    approval = service.approve(settings(), slug, by)
     typer.echo(f"Approved {slug} (content {approval.content_hash}) by {approval.approved_by}.")
 
 
@@ -148,19 +154,21 @@ def send(
             "give exactly one of --list, --to, --resume or --retry-failed "
             "(e.g. mailer send 2025-11 --list practitioners)"
         )
+    from mailer.sending import service
+
     s = settings()
     if to:
-        for email, reply in sending.proof(s, slug, to):
+        for email, reply in service.proof(s, slug, to):
             typer.echo(f"Proof of {slug} sent to {email} ({reply}).")
         return
     if resume:
-        _summary(_run(lambda bar: sending.resume(s, slug, on_progress=bar)))
+        _summary(_run(lambda bar: service.resume(s, slug, on_progress=bar)))
         return
     if retry_failed:
         holder: dict[str, int] = {}
 
         def retry(bar: Any) -> RunResult:
-            count, result = sending.retry_failed(s, slug, on_progress=bar)
+            count, result = service.retry_failed(s, slug, on_progress=bar)
             holder["count"] = count
             return result
 
@@ -169,7 +177,7 @@ def send(
         _summary(result)
         return
     assert lists
-    p = sending.preview(s, slug, lists)
+    p = service.preview(s, slug, lists)
     typer.echo(
         f'{slug}: "{p.compiled.issue.subject}", approved by {p.approval.approved_by}, '
         f"to {', '.join(p.lists)}: {p.recipients} recipient{'s' if p.recipients != 1 else ''}."
@@ -180,7 +188,7 @@ def send(
     if not yes and not typer.confirm(f"Send to {p.recipients} recipients now?"):
         typer.echo("Nothing was sent.")
         raise typer.Exit(1)
-    _summary(_run(lambda bar: sending.start(s, slug, lists, on_progress=bar)))
+    _summary(_run(lambda bar: service.start(s, slug, lists, on_progress=bar)))
     where = s.outbox_dir / slug
     if s.transport.name == "outbox":
         typer.echo(f"Messages are in {where}/")
@@ -195,28 +203,33 @@ def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should 
     Example:
       mailer pause 2025-11
     """
-    sending.pause(settings(), slug)
+    from mailer.sending import service
+
+    service.pause(settings(), slug)
     typer.echo(f"Paused {slug}. Continue with: mailer send {slug} --resume")
 
 
 def cancel(
     slug: Annotated[str, typer.Argument(help="The issue whose send should be cancelled.")],
 ) -> None:
-    """Cancel a scheduled or paused send for good.
+    """Cancel what would still send an issue: its paused send and its schedules.
+
+    Monthly schedules, which name no issue, are cancelled with `mailer unschedule ID`.
 
     \b
     Example:
       mailer cancel 2025-11
     """
-    sending.cancel(settings(), slug)
-    typer.echo(f"Cancelled the send of {slug}.")
+    from mailer.sending import service
+
+    done = service.cancel(settings(), slug)
+    if done.send_id is not None:
+        typer.echo(f"Cancelled the paused send of {slug} (send {done.send_id}).")
+    for item in done.schedules:
+        typer.echo(f"Cancelled schedule {item.id} of {slug}.")
 
 
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
-
-
-def _print_report(r: Report) -> None:
+def _print_report(r: Report, tz: ZoneInfo) -> None:
     typer.echo(
         f"{r.slug}: send {r.send_id} to {', '.join(r.lists) or '-'}: {r.status}"
         + (f" ({r.reason})" if r.reason else "")
@@ -225,9 +238,9 @@ def _print_report(r: Report) -> None:
     for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent"):
         typer.echo(f"  {key:<17} {r.counts.get(key, 0)}")
     if r.scheduled_at:
-        typer.echo(f"  scheduled   {_when(r.scheduled_at)}")
-    typer.echo(f"  started     {_when(r.started_at)}")
-    typer.echo(f"  finished    {_when(r.finished_at)}")
+        typer.echo(f"  scheduled   {local_time(r.scheduled_at, tz)}")
+    typer.echo(f"  started     {local_time(r.started_at, tz)}")
+    typer.echo(f"  finished    {local_time(r.finished_at, tz)}")
     if r.duration is not None:
         rate = f", {r.rate:.1f} messages/s" if r.rate else ""
         typer.echo(f"  duration    {r.duration:.1f} s{rate}")
@@ -242,18 +255,50 @@ def _print_report(r: Report) -> None:
 
 
 def status(
-    slug: Annotated[str, typer.Argument(help="The issue whose latest send to show.")],
+    slug: Annotated[str, typer.Argument(help="The issue whose sends to show.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Show the latest send of an issue: counts, rate, duration and failed recipients.
+    """Show every send of an issue, newest first: counts, rate, duration and failures.
+
+    Times are in the newsletter's time zone. --json prints a list of sends, newest first.
 
     \b
     Examples:
       mailer status 2025-11
       mailer status 2025-11 --json
     """
-    report = sending.status(settings(), slug)
+    from mailer.sending import service
+
+    s = settings()
+    reports = service.status(s, slug)
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
-    else:
-        _print_report(report)
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2, default=str))
+        return
+    for i, report in enumerate(reports):
+        if i:
+            typer.echo("")
+        _print_report(report, s.tz)
+
+
+def sends_(
+    limit: Annotated[int, typer.Option("--limit", help="How many to show.", min=1)] = 20,
+) -> None:
+    """List the most recent sends across issues, newest first.
+
+    \b
+    Example:
+      mailer sends
+    """
+    from mailer.sending import service
+
+    s = settings()
+    reports = service.recent(s, limit)
+    if not reports:
+        typer.echo("No sends yet: start one with: mailer send SLUG --list LIST")
+        return
+    for r in reports:
+        sent = r.counts.get("sent", 0)
+        typer.echo(
+            f"{r.send_id:>4}  {r.slug:<12} {r.status:<10} {sent:>6} of {r.total:<6} "
+            f"to {', '.join(r.lists) or '-'}  started {local_time(r.started_at, s.tz)}"
+        )

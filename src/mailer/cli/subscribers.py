@@ -6,18 +6,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from mailer import importer, subscribers
-from mailer.cli.common import settings
-from mailer.db import open_db
+from mailer.cli.common import database
 from mailer.errors import NothingImported
-from mailer.importer import ImportReport, Note
-from mailer.models import LawfulBasis, SubscriberStatus
-from mailer.store import Outcome
+from mailer.store.status import LawfulBasis, SubscriberStatus
+
+if TYPE_CHECKING:
+    from mailer.subscribers.csv_import import ImportReport, Note
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -62,11 +62,15 @@ def add(
     Example:
       mailer subscribers add jo.bloggs@example.org --list health --name "Jo Bloggs"
     """
-    with open_db(settings()) as db:
-        outcome = subscribers.add(
+    from mailer.store.joining import Outcome
+    from mailer.subscribers import people
+    from mailer.subscribers.addresses import normalise
+
+    with database() as db:
+        outcome = people.add(
             db, email, list_slug, name=name, organisation=organisation, basis=basis
         )
-    address = subscribers.normalise(email)
+    address = normalise(email)
     if outcome is Outcome.ADDED:
         typer.echo(f"Added {address} to {list_slug} (lawful basis: {basis.value}).")
     elif outcome is Outcome.UPDATED:
@@ -75,20 +79,28 @@ def add(
         typer.echo(f"{address} is already on {list_slug}; nothing changed.")
 
 
-class _LazyProgress:
-    """A progress bar on stderr that appears only once an import has run for a second,
-    and only on a terminal, so quick imports and logs stay clean."""
+class LazyProgress:
+    """A progress bar on stderr that appears only once an import has run for ``delay``
+    seconds, and only on a terminal, so quick imports and logs stay clean."""
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(
+        self,
+        delay: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.delay, self.clock = delay, clock
+        self.stream = stream or sys.stderr
+        self.started = clock()
         self.bar: Any = None
         self.shown = 0
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            if time.monotonic() - self.started < 1.0 or not sys.stderr.isatty():
+            if self.clock() - self.started < self.delay or not self.stream.isatty():
                 return
-            self.bar = typer.progressbar(length=total, label="Importing", file=sys.stderr)
+            self.bar = typer.progressbar(length=total, label="Importing", file=self.stream)
             self.bar.__enter__()
         self.bar.update(done - self.shown)
         self.shown = done
@@ -159,10 +171,12 @@ def import_(
       mailer subscribers import schools.csv --list schools-dsl --dry-run
       mailer subscribers import schools.csv --list schools-dsl --basis public-task
     """
-    progress = _LazyProgress()
+    from mailer.subscribers.csv_import import import_file
+
+    progress = LazyProgress()
     try:
-        with open_db(settings()) as db:
-            report = importer.import_file(
+        with database() as db:
+            report = import_file(
                 db, file, list_slug, basis=basis, dry_run=dry_run, progress=progress
             )
     finally:
@@ -191,14 +205,16 @@ def export(
     Example:
       mailer subscribers export --list health --status active -o health.csv
     """
-    with open_db(settings()) as db:
+    from mailer.subscribers.csv_export import export_csv
+
+    with database() as db:
         if output is None:
-            subscribers.export_csv(db, sys.stdout, list_slug=list_slug, status=status)
+            export_csv(db, sys.stdout, list_slug=list_slug, status=status)
             return
         partial = output.with_name(output.name + ".part")
         try:
             with partial.open("w", encoding="utf-8-sig", newline="") as out:
-                count = subscribers.export_csv(db, out, list_slug=list_slug, status=status)
+                count = export_csv(db, out, list_slug=list_slug, status=status)
             os.replace(partial, output)
         finally:
             partial.unlink(missing_ok=True)
@@ -221,9 +237,11 @@ def list_(
     Example:
       mailer subscribers list --list health --search nhs
     """
+    from mailer.subscribers import people
+
     count = 0
-    with open_db(settings()) as db:
-        for row in subscribers.rows(db, list_slug=list_slug, status=status, search=search):
+    with database() as db:
+        for row in people.rows(db, list_slug=list_slug, status=status, search=search):
             who = ", ".join(part for part in (row.name, row.organisation) if part)
             typer.echo(f"{row.email:<36} {row.status.value:<12} {who:<48} {row.lists}".rstrip())
             count += 1
@@ -241,8 +259,10 @@ def show(
     Example:
       mailer subscribers show jo.bloggs@example.org --json > jo-bloggs-sar.json
     """
-    with open_db(settings()) as db:
-        held = subscribers.describe(db, email)
+    from mailer.subscribers import people
+
+    with database() as db:
+        held = people.describe(db, email)
     if as_json:
         typer.echo(json.dumps(held, indent=2, ensure_ascii=False))
         return
@@ -290,9 +310,12 @@ def unsubscribe(
     Example:
       mailer subscribers unsubscribe jo.bloggs@example.org --list health
     """
-    with open_db(settings()) as db:
-        changed = subscribers.unsubscribe(db, email, list_slug)
-    address = subscribers.normalise(email)
+    from mailer.subscribers import people
+    from mailer.subscribers.addresses import normalise
+
+    with database() as db:
+        changed = people.unsubscribe(db, email, list_slug)
+    address = normalise(email)
     where = list_slug or "everything"
     if changed:
         typer.echo(f"Unsubscribed {address} from {where}.")
@@ -314,15 +337,18 @@ def erase(
     Example:
       mailer subscribers erase jo.bloggs@example.org --yes
     """
-    address = subscribers.normalise(email)
+    from mailer.subscribers import people
+    from mailer.subscribers.addresses import normalise
+
+    address = normalise(email)
     if not yes:
         typer.confirm(
             f"Erase {address} and everything held about them? This cannot be undone.",
             abort=True,
             err=True,
         )
-    with open_db(settings()) as db:
-        erasure = subscribers.erase(db, address)
+    with database() as db:
+        erasure = people.erase(db, address)
     if erasure.already:
         typer.echo(f"{address} was already erased; nothing else was held.")
         return

@@ -7,6 +7,6 @@ the plain-text part is written from the content itself by :mod:`mailer.render.te
 
 from __future__ import annotations
 
-from mailer.render.compile import CompiledIssue, compile_issue
+from mailer.render.compile import CompiledIssue, compile_issue, compile_slug
 
-__all__ = ["CompiledIssue", "compile_issue"]
+__all__ = ["CompiledIssue", "compile_issue", "compile_slug"]

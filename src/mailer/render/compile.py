@@ -1,8 +1,11 @@
 """Compile one issue, once, into everything that is sent or published.
 
 Nothing here runs per recipient: the email HTML and text keep the per-recipient links as
-placeholders (:data:`mailer.urls.PLACEHOLDERS`) that :mod:`mailer.message` fills by
-substitution at send time.
+placeholders (:data:`mailer.site.urls.PLACEHOLDERS`) that :mod:`mailer.sending.message`
+fills by substitution at send time.
+
+Templates come from the newsletter folder's ``templates/`` where it has them, file by
+file, and otherwise from the defaults shipped in this package (``render/templates/``).
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from typing import Any
 import jinja2
 import mjml
 
-from mailer import urls
+from mailer import formats
 from mailer.config import Settings
-from mailer.content import Issue
+from mailer.content import Issue, load_issues
 from mailer.errors import RenderError
-from mailer.render import formats
 from mailer.render.inline import inline_css
 from mailer.render.markdown import to_html
 from mailer.render.text import LABELS, render_text
+from mailer.site import urls
 
 LAYOUT = "newsletter.mjml.j2"
 _TABLE_WITHOUT_ROLE = re.compile(r"<table(?![^>]*\brole=)", re.IGNORECASE)
@@ -49,10 +52,14 @@ class CompiledIssue:
 
 
 def environment(settings: Settings) -> jinja2.Environment:
-    if not (settings.templates_dir / LAYOUT).is_file():
-        raise RenderError(f"{settings.templates_dir / LAYOUT}: template not found")
+    """Jinja with the folder's own templates first, then the ones mailer ships."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(settings.templates_dir),
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(settings.templates_dir),
+                jinja2.PackageLoader("mailer.render", "templates"),
+            ]
+        ),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
@@ -118,3 +125,9 @@ def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
     return CompiledIssue(
         issue=issue, email_html=email_html, email_text=email_text, web_html=web_html
     )
+
+
+def compile_slug(settings: Settings, slug: str) -> CompiledIssue:
+    """Load, validate and compile one issue of the newsletter folder."""
+    (issue,) = load_issues(settings, [slug])
+    return compile_issue(settings, issue)

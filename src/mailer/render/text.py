@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from markdown_it.token import Token
 
-from mailer.render.formats import awareness_when, day_month_year, long_date, session_line
+from mailer.formats import awareness_when, day_month_year, long_date, session_line
 from mailer.render.markdown import parser
 
 if TYPE_CHECKING:

@@ -1,0 +1,102 @@
+"""``make demo``: the whole pipeline on the embedded defaults, end to end.
+
+It builds every example issue, creates a demo list of made-up subscribers, approves the
+2025-11 issue, sends it to the demo list through the outbox transport (``.eml`` files, no
+mail server needed) and says where everything is. It is safe to run again: an issue
+already sent to the demo list is not sent twice.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from mailer import config
+from mailer.config import Settings
+from mailer.content import all_slugs
+from mailer.errors import MailerError
+from mailer.formats import human_size
+from mailer.sending import service
+from mailer.site import build
+from mailer.store.database import describe
+from mailer.store.models import SendStatus
+from mailer.subscribers.demo import seed_demo
+
+DEMO_ISSUE = "2025-11"
+DEMO_APPROVER = "Demo Editor"
+
+
+def ensure_demo_key(root: Path) -> None:
+    """The demo's signing key, generated once into .mailer/ (git-ignored), never committed."""
+    if os.environ.get("MAILER_SECRET_KEY"):
+        return
+    path = root / ".mailer" / "secret_key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        print(f"Generated a signing key for the demo in {path.relative_to(root)} (not in git).")
+
+
+def run(settings: Settings) -> None:
+    # The demo always uses the embedded defaults, whatever the shell says.
+    settings = replace(settings, transport=replace(settings.transport, name="outbox"))
+    root = settings.root
+
+    print("1. Building every example issue")
+    files = build.build(settings, all_slugs(settings), archive=True)
+    for f in files:
+        if f.path.name in ("email.html", "email.txt", "index.html", "feed.xml"):
+            print(f"   {f.path.relative_to(root)}  {human_size(f.size)}")
+
+    print("2. Subscribers")
+    summary = seed_demo(settings)
+    print(
+        f"   list '{summary.list_slug}': {summary.subscribed} subscribed, "
+        f"{summary.unsubscribed} unsubscribed (never mailed)"
+    )
+    print(f"   database: {describe(settings.database_url)}")
+
+    print(f"3. Approving {DEMO_ISSUE}")
+    approval = service.approve(settings, DEMO_ISSUE, DEMO_APPROVER)
+    print(f"   approved by {approval.approved_by} (content {approval.content_hash})")
+
+    print(f"4. Sending {DEMO_ISSUE} to '{summary.list_slug}' through the outbox")
+    preview = service.preview(settings, DEMO_ISSUE, [summary.list_slug])
+    if preview.recipients == 0:
+        print("   everyone on the demo list already has this issue: nothing sent again")
+    else:
+        result = service.start(settings, DEMO_ISSUE, [summary.list_slug])
+        if result.status != SendStatus.SENT:
+            raise MailerError(f"the demo send ended {result.status}: {result.reason}")
+        print(f"   {result.counts.get('sent', 0)} of {result.total} sent")
+    messages = sorted((settings.outbox_dir / DEMO_ISSUE).glob("*.eml"))
+    print(
+        f"   {len(messages)} message(s) in {(settings.outbox_dir / DEMO_ISSUE).relative_to(root)}/"
+    )
+
+    issue_dir = (settings.build_dir / DEMO_ISSUE).relative_to(root)
+    print("\nDone. Look at:")
+    print(f"   {issue_dir / 'email.html'}   the email as sent")
+    print(f"   {issue_dir / 'index.html'}   the web version")
+    print(f"   {settings.build_dir.relative_to(root) / 'index.html'}           the archive")
+    if messages:
+        print(f"   {messages[0].relative_to(root)}")
+    print(f"   mailer status {DEMO_ISSUE}")
+
+
+def main() -> None:
+    try:
+        root = config.find_root()
+        ensure_demo_key(root)
+        run(config.load(root))
+    except MailerError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""Issue folders (``issues/<slug>/issue.yaml``) read and validated into :class:`Issue` objects.
+
+The YAML format is the contract comms officers write; it is documented in docs/content.md
+and must stay backward compatible. Validation collects every problem in one pass, each
+located by file, line and field path, so a user fixes everything in one go.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError
+
+from mailer.content.model import Image, Issue, Link, Section, Session
+from mailer.errors import ContentError, Problem
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
+
+ISSUE_FILE = "issue.yaml"
+SECTION_TYPES = ("news", "training", "nspcc", "awareness")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+_ISSUE_KEYS = {"subject", "preheader", "date", "intro", "sections"}
+_COMMON_KEYS = {"type", "title", "body", "image", "links", "closes"}
+_EXTRA_KEYS = {
+    "news": set(),
+    "nspcc": set(),
+    "awareness": {"date", "start", "end"},
+    "training": {"booking_url", "booking_text", "sessions"},
+}
+_SESSION_KEYS = {"date", "start", "end", "venue", "online", "url", "note"}
+_IMAGE_KEYS = {"src", "alt", "width"}
+_LINK_KEYS = {"text", "url"}
+_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+}
+
+
+class _Constructor(RoundTripConstructor):
+    """Keeps YAML timestamps as text so an impossible date becomes our error, not a crash."""
+
+
+_Constructor.add_constructor(
+    "tag:yaml.org,2002:timestamp",
+    lambda self, node: str(self.construct_scalar(node)),
+)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def issue_dirs(issues_dir: Path) -> list[Path]:
+    """Every issue folder, sorted by slug."""
+    if not issues_dir.is_dir():
+        return []
+    return sorted(p for p in issues_dir.iterdir() if (p / ISSUE_FILE).is_file())
+
+
+def load_issue(issues_dir: Path, slug: str, display_root: Path | None = None) -> Issue:
+    """Read and validate one issue; raise ContentError listing every problem."""
+    folder = issues_dir / slug
+    path = folder / ISSUE_FILE
+    shown = _display(path, display_root)
+    if not SLUG.match(slug):
+        raise ContentError([Problem(shown, None, "", f"{slug!r} is not a valid issue slug")])
+    if not path.is_file():
+        known = ", ".join(p.name for p in issue_dirs(issues_dir)) or "none"
+        raise ContentError([Problem(shown, None, "", f"no issue {slug!r} (known issues: {known})")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContentError([Problem(shown, None, "", f"not UTF-8 text ({exc.reason})")]) from exc
+    try:
+        data = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        message = f"malformed YAML: {exc.problem}"
+        # An unclosed quote or bracket is only noticed lines later, so name where it began.
+        start = exc.context_mark.line + 1 if exc.context_mark else None
+        if exc.context and start is not None and start != line:
+            message += f" ({exc.context} that starts on line {start})"
+        raise ContentError([Problem(shown, line, "", message)]) from exc
+    checker = _Checker(shown, folder)
+    issue = checker.issue(slug, data)
+    if checker.problems:
+        # In file order, so a user can fix them from the top down.
+        raise ContentError(sorted(checker.problems, key=lambda p: p.line or 0))
+    assert issue is not None
+    return issue
+
+
+def _display(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+class _Checker:
+    """Walks the parsed YAML, building typed objects and collecting located problems."""
+
+    def __init__(self, file: str, folder: Path) -> None:
+        self.file = file
+        self.folder = folder
+        self.problems: list[Problem] = []
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def add(self, line: int | None, path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, path, message))
+
+    @staticmethod
+    def key_line(node: Any, key: str) -> int | None:
+        if isinstance(node, CommentedMap) and key in node:
+            return int(node.lc.key(key)[0]) + 1
+        return _line(node)
+
+    # -- scalars ---------------------------------------------------------------------------
+
+    def text(self, node: Any, key: str, path: str, required: bool = False) -> str | None:
+        if key not in node or node[key] is None:
+            if required:
+                self.add(_line(node), path, "is required")
+            return None
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.add(self.key_line(node, key), path, "must be text")
+            return None
+        value = str(value).strip()
+        if required and not value:
+            self.add(self.key_line(node, key), path, "must not be empty")
+            return None
+        return value
+
+    def date(self, node: Any, key: str, path: str, required: bool = False) -> dt.date | None:
+        raw = self.text(node, key, path, required)
+        if raw is None:
+            return None
+        if _DATE.match(raw):
+            try:
+                return dt.date.fromisoformat(raw)
+            except ValueError:
+                pass
+        self.add(self.key_line(node, key), path, f"{raw!r} is not a valid date (use YYYY-MM-DD)")
+        return None
+
+    def time(self, node: Any, key: str, path: str) -> dt.time | None:
+        raw = self.text(node, key, path, required=True)
+        if raw is None:
+            return None
+        m = _TIME.match(raw)
+        if m and int(m[1]) < 24 and int(m[2]) < 60:
+            return dt.time(int(m[1]), int(m[2]))
+        self.add(
+            self.key_line(node, key), path, f"{raw!r} is not a valid time (use HH:MM, 24-hour)"
+        )
+        return None
+
+    def url(self, node: Any, key: str, path: str, mailto: bool = False) -> str | None:
+        raw = self.text(node, key, path, required=True)
+        if raw is None:
+            return None
+        schemes = ("https://", "http://", "mailto:") if mailto else ("https://", "http://")
+        if not raw.startswith(schemes) or " " in raw or len(raw) < 10:
+            allowed = "an https:// or mailto: URL" if mailto else "an https:// URL"
+            self.add(self.key_line(node, key), path, f"{raw!r} is not {allowed}")
+            return None
+        return raw
+
+    def mapping(self, node: Any, path: str, allowed: set[str], parent_line: int | None) -> bool:
+        if not isinstance(node, dict):
+            self.add(_line(node) or parent_line, path, "must be a mapping of key: value")
+            return False
+        for key in node:
+            if key not in allowed:
+                hint = _suggest(str(key), allowed)
+                self.add(
+                    self.key_line(node, key),
+                    f"{path}.{key}" if path else str(key),
+                    "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
+                )
+        return True
+
+    # -- structure -------------------------------------------------------------------------
+
+    def issue(self, slug: str, data: Any) -> Issue | None:
+        if data is None:
+            self.add(1, "", "the file is empty")
+            return None
+        if not self.mapping(data, "", _ISSUE_KEYS, 1):
+            return None
+        subject = self.text(data, "subject", "subject", required=True)
+        date = self.date(data, "date", "date", required=True)
+        preheader = self.text(data, "preheader", "preheader") or ""
+        intro = self.text(data, "intro", "intro") or ""
+        sections: list[Section] = []
+        raw_sections = data.get("sections")
+        if raw_sections is None:
+            self.add(_line(data), "sections", "is required (a list of at least one section)")
+        elif not isinstance(raw_sections, list) or not raw_sections:
+            self.add(self.key_line(data, "sections"), "sections", "must be a list of sections")
+        else:
+            for i, node in enumerate(raw_sections):
+                section = self.section(node, f"sections[{i}]", _item_line(raw_sections, i))
+                if section is not None:
+                    sections.append(section)
+        images = tuple(
+            s.image.path for s in sections if s.image is not None and s.image.path is not None
+        )
+        if subject is None or date is None or self.problems:
+            return None
+        return Issue(
+            slug=slug,
+            folder=self.folder,
+            subject=subject,
+            date=date,
+            sections=tuple(sections),
+            preheader=preheader,
+            intro=intro,
+            images=images,
+        )
+
+    def section(self, node: Any, path: str, line: int | None) -> Section | None:
+        if not isinstance(node, dict):
+            self.add(line, path, "must be a mapping with at least type: and title:")
+            return None
+        kind = self.text(node, "type", f"{path}.type", required=True)
+        if kind is not None and kind not in SECTION_TYPES:
+            self.add(
+                self.key_line(node, "type"),
+                f"{path}.type",
+                f"unknown section type {kind!r} (use one of: {', '.join(SECTION_TYPES)})",
+            )
+            kind = None
+        allowed = _COMMON_KEYS | (_EXTRA_KEYS[kind] if kind else set().union(*_EXTRA_KEYS.values()))
+        self.mapping(node, path, allowed, line)
+        title = self.text(node, "title", f"{path}.title", required=True)
+        body = self.text(node, "body", f"{path}.body") or ""
+        closes = self.date(node, "closes", f"{path}.closes")
+        image = self.image(node, f"{path}.image")
+        links = self.links(node, f"{path}.links")
+        extra: dict[str, Any] = {}
+        if kind == "awareness":
+            extra.update(self.awareness(node, path))
+        elif kind == "training":
+            extra.update(self.training(node, path))
+        if kind is None or title is None:
+            return None
+        return Section(
+            type=kind, title=title, body=body, image=image, links=links, closes=closes, **extra
+        )
+
+    def awareness(self, node: Any, path: str) -> dict[str, Any]:
+        day = self.date(node, "date", f"{path}.date")
+        start = self.date(node, "start", f"{path}.start")
+        end = self.date(node, "end", f"{path}.end")
+        if day and (start or end):
+            self.add(
+                self.key_line(node, "date"), f"{path}.date", "give either date: or start: and end:"
+            )
+        if "start" in node and "end" not in node:
+            self.add(self.key_line(node, "start"), f"{path}.end", "is required with start:")
+        if "end" in node and "start" not in node:
+            self.add(self.key_line(node, "end"), f"{path}.start", "is required with end:")
+        if start and end and end < start:
+            self.add(
+                self.key_line(node, "end"), f"{path}.end", f"{end} is before the start {start}"
+            )
+        if not (day or start or end or any(k in node for k in ("date", "start", "end"))):
+            self.add(_line(node), f"{path}.date", "is required (or start: and end: for a campaign)")
+        return {"date": day, "start": start, "end": end}
+
+    def training(self, node: Any, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "booking_url" in node:
+            out["booking_url"] = self.url(node, "booking_url", f"{path}.booking_url", mailto=True)
+        text = self.text(node, "booking_text", f"{path}.booking_text")
+        if text:
+            out["booking_text"] = text
+        raw = node.get("sessions")
+        sessions: list[Session] = []
+        if raw is None:
+            pass
+        elif not isinstance(raw, list):
+            self.add(self.key_line(node, "sessions"), f"{path}.sessions", "must be a list")
+        else:
+            for i, item in enumerate(raw):
+                session = self.session(item, f"{path}.sessions[{i}]", _item_line(raw, i))
+                if session:
+                    sessions.append(session)
+        out["sessions"] = tuple(sessions)
+        return out
+
+    def session(self, node: Any, path: str, line: int | None) -> Session | None:
+        if not self.mapping(node, path, _SESSION_KEYS, line):
+            return None
+        day = self.date(node, "date", f"{path}.date", required=True)
+        start = self.time(node, "start", f"{path}.start")
+        end = self.time(node, "end", f"{path}.end")
+        venue = self.text(node, "venue", f"{path}.venue", required=True)
+        online = node.get("online", False)
+        if not isinstance(online, bool):
+            self.add(self.key_line(node, "online"), f"{path}.online", "must be true or false")
+            online = False
+        url = self.url(node, "url", f"{path}.url") if "url" in node else None
+        note = self.text(node, "note", f"{path}.note")
+        if start and end and end <= start:
+            self.add(
+                self.key_line(node, "end"),
+                f"{path}.end",
+                f"{end:%H:%M} is not after the start {start:%H:%M}",
+            )
+            return None
+        if day is None or start is None or end is None or venue is None:
+            return None
+        return Session(day, start, end, venue, online, url, note)
+
+    def image(self, node: Any, path: str) -> Image | None:
+        if "image" not in node:
+            return None
+        raw = node["image"]
+        line = self.key_line(node, "image")
+        if not self.mapping(raw, path, _IMAGE_KEYS, line):
+            return None
+        src = self.text(raw, "src", f"{path}.src", required=True)
+        alt = self.text(raw, "alt", f"{path}.alt", required=True)
+        width = raw.get("width", 600)
+        if isinstance(width, bool) or not isinstance(width, int) or not 16 <= width <= 600:
+            self.add(
+                self.key_line(raw, "width"),
+                f"{path}.width",
+                "must be a whole number of pixels from 16 to 600",
+            )
+            width = 600
+        if src is None:
+            return None
+        # A missing alt is already reported; go on checking src so every problem shows at once.
+        if src.startswith("https://"):
+            return Image(src=src, alt=alt, width=width) if alt is not None else None
+        if src.startswith(("http://", "/")) or ".." in Path(src).parts:
+            self.add(
+                self.key_line(raw, "src"),
+                f"{path}.src",
+                f"{src!r} must be a file in the issue folder or an https:// URL",
+            )
+            return None
+        file = self.folder / src
+        if Path(src).suffix.lower() not in _IMAGE_TYPES:
+            self.add(self.key_line(raw, "src"), f"{path}.src", f"{src!r} is not a PNG, JPEG or GIF")
+            return None
+        if not file.is_file():
+            self.add(self.key_line(raw, "src"), f"{path}.src", f"image file {src} does not exist")
+            return None
+        if alt is None:
+            return None
+        return Image(src=src, alt=alt, width=width, path=file)
+
+    def links(self, node: Any, path: str) -> tuple[Link, ...]:
+        raw = node.get("links")
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.add(self.key_line(node, "links"), path, "must be a list of {text, url}")
+            return ()
+        out = []
+        for i, item in enumerate(raw):
+            p = f"{path}[{i}]"
+            if not self.mapping(item, p, _LINK_KEYS, _item_line(raw, i)):
+                continue
+            text = self.text(item, "text", f"{p}.text", required=True)
+            url = self.url(item, "url", f"{p}.url", mailto=True)
+            if text and url:
+                out.append(Link(text, url))
+        return tuple(out)
+
+
+def _line(node: Any) -> int | None:
+    if isinstance(node, CommentedMap | CommentedSeq):
+        return int(node.lc.line) + 1
+    return None
+
+
+def _item_line(seq: Any, index: int) -> int | None:
+    if isinstance(seq, CommentedSeq):
+        try:
+            return int(seq.lc.item(index)[0]) + 1
+        except (KeyError, TypeError):
+            return _line(seq)
+    return None
+
+
+def _suggest(word: str, options: set[str]) -> str | None:
+    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def load_issues(settings: Settings, slugs: Iterable[str]) -> list[Issue]:
+    """Load and validate every issue named, reporting all problems of all of them at once."""
+    issues: list[Issue] = []
+    problems: list[Problem] = []
+    for slug in slugs:
+        try:
+            issues.append(load_issue(settings.issues_dir, slug, settings.root))
+        except ContentError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ContentError(problems)
+    return issues
+
+
+def all_slugs(settings: Settings) -> list[str]:
+    """The slug of every issue folder, sorted."""
+    return [p.name for p in issue_dirs(settings.issues_dir)]

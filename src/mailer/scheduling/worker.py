@@ -1,0 +1,160 @@
+"""``mailer worker``: the long-running process that sends scheduled issues.
+
+APScheduler decides when to look; the database decides what to do. Every ``poll``
+seconds (30 by default), and exactly at each schedule's time, the worker:
+
+1. resumes sends interrupted by a crash (their process is gone) or by a stopping worker;
+2. runs every schedule that is due (:func:`mailer.scheduling.runner.run_due`), marking as missed
+   the ones that are later than the grace period;
+3. re-reads the schedules, so ones added or cancelled from the CLI take effect within one
+   poll, without a restart.
+
+SIGTERM or Ctrl-C stop it cleanly: a send in progress pauses after the messages in hand
+and is resumed by the next worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from mailer.clock import utcnow
+from mailer.config import Settings
+from mailer.formats import local_time
+from mailer.scheduling import runner
+from mailer.sending.transports import TransportFactory
+from mailer.store import schedules
+from mailer.store.database import open_db
+
+log = logging.getLogger("mailer.worker")
+DEFAULT_POLL = 30.0
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class _UTCFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def setup_logging(settings: Settings, *, stderr: bool = True) -> Path:
+    """One line per event in .mailer/mailer.log, and on stderr unless told otherwise."""
+    path = settings.state_dir / "mailer.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("mailer")
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    formatter = _UTCFormatter(LOG_FORMAT)
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    if stderr:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.propagate = False
+    return path
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        poll: float = DEFAULT_POLL,
+        clock: Callable[[], dt.datetime] = utcnow,
+        factory: TransportFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.poll = poll
+        self.clock = clock
+        self.factory = factory
+        self.database = open_db(settings)
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._scheduler: BackgroundScheduler | None = None
+
+    def tick(self) -> list[runner.RunOutcome]:
+        """One look at the database: resume, run what is due, refresh the timers."""
+        with self._lock:
+            if self.stop.is_set():
+                return []
+            runner.resume_interrupted(
+                self.settings, self.database, self.factory, stop=self.stop, now=self.clock()
+            )
+            outcomes = runner.run_due(
+                self.settings, self.database, self.clock(), factory=self.factory, stop=self.stop
+            )
+            self._sync_timers()
+            return outcomes
+
+    def _sync_timers(self) -> None:
+        """A timer per active schedule, so a send starts on the minute, not at the next poll."""
+        scheduler = self._scheduler
+        if scheduler is None or self.stop.is_set():
+            return
+        with self.database.session() as session:
+            active = schedules.upcoming(session)
+        wanted = {f"schedule-{s.id}": s.next_run_at for s in active}
+        for job in scheduler.get_jobs():
+            if job.id.startswith("schedule-") and job.id not in wanted:
+                job.remove()
+        now = self.clock()
+        for job_id, when in wanted.items():
+            if when is None or when <= now:
+                continue
+            scheduler.add_job(
+                self.tick,
+                DateTrigger(run_date=when),
+                id=job_id,
+                replace_existing=True,
+                misfire_grace_time=None,
+                coalesce=True,
+            )
+
+    def run_once(self) -> list[runner.RunOutcome]:
+        log.info("worker --once at %s", local_time(self.clock(), self.settings.tz))
+        return self.tick()
+
+    def run_forever(self) -> None:
+        scheduler = BackgroundScheduler(timezone=dt.UTC)
+        self._scheduler = scheduler
+        scheduler.add_job(
+            self.tick,
+            IntervalTrigger(seconds=self.poll),
+            id="poll",
+            next_run_time=dt.datetime.now(dt.UTC),
+            max_instances=1,
+            coalesce=True,
+        )
+        self._install_signals()
+        scheduler.start()
+        log.info("worker started: checking schedules every %g s (pid %s)", self.poll, os.getpid())
+        try:
+            while not self.stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            self.stop.set()
+        log.info("worker stopping: a send in progress pauses and resumes at the next start")
+        # The lock is free once a running tick has paused its send; shutting down without
+        # waiting then cannot deadlock with a tick that is refreshing the timers.
+        with self._lock:
+            scheduler.shutdown(wait=False)
+        log.info("worker stopped")
+
+    def _install_signals(self) -> None:
+        def handle(signum: int, frame: Any) -> None:
+            self.stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handle)

@@ -1,0 +1,85 @@
+"""Approval: a send needs someone's approval of exactly the content it delivers.
+
+An approval is bound to the compiled content's hash. When the content changes afterwards,
+the refusal names what changed (the subject, a section added, removed or changed), from a
+summary stored with the approval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from sqlmodel import Session
+
+from mailer.errors import ApprovalError
+from mailer.formats import utc_minute
+from mailer.render import CompiledIssue
+from mailer.store import sends
+from mailer.store.models import Approval
+
+
+def content_summary(compiled: CompiledIssue) -> dict[str, object]:
+    """What a reviewer approved, part by part, so a later change can be named."""
+
+    def digest(value: object) -> str:
+        blob = json.dumps(value, default=str, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    issue = compiled.issue
+    sections = []
+    for section in issue.sections:
+        data = dataclasses.asdict(section)
+        if data.get("image"):
+            data["image"].pop("path", None)
+        sections.append({"title": section.title, "hash": digest(data)})
+    return {
+        "subject": issue.subject,
+        "preheader": issue.preheader,
+        "date": issue.date.isoformat(),
+        "intro": digest(issue.intro),
+        "sections": sections,
+    }
+
+
+def approve(session: Session, compiled: CompiledIssue, by: str) -> Approval:
+    """Record that ``by`` approved exactly this compiled content."""
+    by = by.strip()
+    if not by:
+        raise ApprovalError("say who approves with --by NAME")
+    summary = json.dumps(content_summary(compiled))
+    return sends.add_approval(session, compiled.issue.slug, compiled.content_hash, by, summary)
+
+
+def require(session: Session, compiled: CompiledIssue) -> Approval:
+    """The approval of exactly this content, or an ApprovalError saying what changed."""
+    slug = compiled.issue.slug
+    approval = sends.latest_approval(session, slug)
+    again = f"review it, then run: mailer approve {slug} --by NAME"
+    if approval is None:
+        raise ApprovalError(f"{slug} has not been approved: {again}")
+    if approval.content_hash == compiled.content_hash:
+        return approval
+    when = utc_minute(approval.approved_at)
+    changes = describe_changes(json.loads(approval.summary), content_summary(compiled))
+    raise ApprovalError(
+        f"{slug} changed since {approval.approved_by} approved it on {when} "
+        f"({'; '.join(changes)}): {again}"
+    )
+
+
+def describe_changes(old: dict[str, object], new: dict[str, object]) -> list[str]:
+    changes = [
+        f"{key} changed"
+        for key in ("subject", "preheader", "date", "intro")
+        if old.get(key) != new.get(key)
+    ]
+    before = {s["title"]: s["hash"] for s in old.get("sections", [])}  # type: ignore[attr-defined]
+    after = {s["title"]: s["hash"] for s in new.get("sections", [])}  # type: ignore[attr-defined]
+    changes += [f"section '{t}' added" for t in after if t not in before]
+    changes += [f"section '{t}' removed" for t in before if t not in after]
+    changes += [f"section '{t}' changed" for t in after if t in before and before[t] != after[t]]
+    if not changes and list(before) != list(after):
+        changes.append("sections reordered")
+    return changes or ["the templates or mailer.toml changed"]

@@ -1,0 +1,313 @@
+"""The operations behind ``mailer approve``, ``send``, ``pause``, ``cancel`` and ``status``.
+
+Each function takes settings, does one job, and returns plain results for the command
+line or the worker to print. The worker's scheduled sends go through :func:`create` and
+:func:`run` too, so a send behaves the same however it was started.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session
+
+from mailer.config import Settings
+from mailer.errors import NotFound, StateError
+from mailer.render import CompiledIssue, compile_slug
+from mailer.sending import approval as approvals
+from mailer.sending import engine, transports
+from mailer.sending.engine import Progress, RunResult
+from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
+from mailer.sending.transports import TransportFactory
+from mailer.store import deliveries, people, schedules, sends
+from mailer.store.database import Database, open_db
+from mailer.store.models import Approval, DeliveryStatus, Schedule, Send, SendStatus
+from mailer.store.status import PauseReason
+from mailer.subscribers.addresses import normalise
+
+
+def approve(settings: Settings, slug: str, by: str) -> Approval:
+    compiled = compile_slug(settings, slug)
+    with open_db(settings) as database, database.session(write=True) as session:
+        return approvals.approve(session, compiled, by)
+
+
+@dataclass(frozen=True)
+class Preview:
+    compiled: CompiledIssue
+    approval: Approval
+    lists: list[str]
+    recipients: int
+
+
+def _refuse_if_open(session: Session, slug: str) -> None:
+    busy = sends.open_sends(session, slug)
+    if busy:
+        b = busy[0]
+        raise StateError(
+            f"{slug} already has a send that is {b.status} (send {b.id}): "
+            f"use `mailer send {slug} --resume`, or `mailer cancel {slug}` first"
+        )
+
+
+def preview(settings: Settings, slug: str, lists: Sequence[str]) -> Preview:
+    """Everything `mailer send` checks before asking for confirmation; changes nothing."""
+    compiled = compile_slug(settings, slug)
+    with open_db(settings) as database, database.session() as session:
+        approval = approvals.require(session, compiled)
+        found = [people.get_list(session, name) for name in dict.fromkeys(lists)]
+        if not found:
+            raise StateError("name at least one list with --list")
+        _refuse_if_open(session, slug)
+        count = deliveries.count_recipients(session, [lst.id for lst in found if lst.id], slug)
+        return Preview(compiled, approval, [lst.slug for lst in found], count)
+
+
+def create(
+    settings: Settings,
+    slug: str,
+    lists: Sequence[str],
+    *,
+    database: Database,
+    scheduled_at: datetime | None = None,
+) -> int:
+    """A new send of the approved issue to these lists, frozen as compiled; its id."""
+    compiled = compile_slug(settings, slug)
+    # Settings that would stop every message are checked before the send exists.
+    settings.require_secret_key()
+    DkimSigner.from_environment()
+    with database.session(write=True) as session:
+        approval = approvals.require(session, compiled)
+        _refuse_if_open(session, slug)
+        frozen = Send(
+            slug=slug,
+            content_hash=compiled.content_hash,
+            subject=compiled.issue.subject,
+            html=compiled.email_html,
+            text=compiled.email_text,
+            approved_by=approval.approved_by,
+            scheduled_at=scheduled_at,
+        )
+        send = sends.create(session, frozen, lists)
+        assert send.id is not None
+        return send.id
+
+
+def start(
+    settings: Settings,
+    slug: str,
+    lists: Sequence[str],
+    *,
+    factory: TransportFactory | None = None,
+    on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Create a send of the approved issue to these lists and run it."""
+    with open_db(settings) as database:
+        send_id = create(settings, slug, lists, database=database)
+        return run(
+            settings,
+            send_id,
+            database=database,
+            factory=factory,
+            on_progress=on_progress,
+            stop=stop,
+        )
+
+
+def run(
+    settings: Settings,
+    send_id: int,
+    *,
+    database: Database | None = None,
+    factory: TransportFactory | None = None,
+    on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Run a send with the configured transport and number of connections."""
+    if database is None:
+        with open_db(settings) as opened:
+            return run(
+                settings,
+                send_id,
+                database=opened,
+                factory=factory,
+                on_progress=on_progress,
+                stop=stop,
+            )
+    with database.session() as session:
+        slug = sends.get(session, send_id).slug
+    return engine.run(
+        settings,
+        database,
+        send_id,
+        factory or transports.factory(settings, slug),
+        connections=transports.connections(settings),
+        on_progress=on_progress,
+        stop=stop,
+    )
+
+
+def _latest(session: Session, slug: str, action: str) -> Send:
+    try:
+        send = sends.latest(session, slug)
+    except NotFound:
+        raise StateError(
+            f"{slug} has never been sent: nothing to {action} "
+            f"(start a send with: mailer send {slug} --list LIST)"
+        ) from None
+    assert send.id is not None
+    return send
+
+
+def resume(
+    settings: Settings,
+    slug: str,
+    *,
+    factory: TransportFactory | None = None,
+    on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Continue the latest unfinished send of ``slug`` after a crash, Ctrl-C or pause."""
+    with open_db(settings) as database:
+        with database.session() as session:
+            send = _latest(session, slug, "resume")
+            if send.status in (SendStatus.SENT, SendStatus.CANCELLED):
+                raise StateError(
+                    f"the latest send of {slug} is {send.status}: there is nothing to resume"
+                )
+            assert send.id is not None
+            send_id = send.id
+        return run(
+            settings,
+            send_id,
+            database=database,
+            factory=factory,
+            on_progress=on_progress,
+            stop=stop,
+        )
+
+
+def retry_failed(
+    settings: Settings,
+    slug: str,
+    *,
+    factory: TransportFactory | None = None,
+    on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[int, RunResult]:
+    """Send again to the recipients of the latest send that failed temporarily."""
+    with open_db(settings) as database:
+        with database.session(write=True) as session:
+            send = _latest(session, slug, "retry")
+            assert send.id is not None
+            if send.status == SendStatus.SENDING or (
+                send.claimed_by is not None
+                and not sends.abandoned(send.claimed_by, send.heartbeat_at)
+            ):
+                raise StateError(f"{slug} is being sent right now; wait for it to finish")
+            if send.status not in (SendStatus.SENT, SendStatus.PAUSED):
+                raise StateError(
+                    f"the latest send of {slug} is {send.status}: there is nothing to retry"
+                )
+            count = deliveries.reset_for_retry(session, send.id, [DeliveryStatus.FAILED_TEMPORARY])
+            if count == 0:
+                raise StateError(f"no recipient of {slug} failed temporarily: nothing to retry")
+            send_id = send.id
+        result = run(
+            settings,
+            send_id,
+            database=database,
+            factory=factory,
+            on_progress=on_progress,
+            stop=stop,
+        )
+    return count, result
+
+
+def proof(
+    settings: Settings, slug: str, to: Sequence[str], *, factory: TransportFactory | None = None
+) -> list[tuple[str, str]]:
+    """Send a ``[PROOF]`` copy to each address; no approval needed and no ledger written."""
+    compiled = compile_slug(settings, slug)
+    content = Content(slug, compiled.issue.subject, compiled.email_html, compiled.email_text)
+    template = MessageTemplate(
+        settings, content, list_id=f"proof.{settings.sender.domain}", subject_prefix="[PROOF] "
+    )
+    signer = DkimSigner.from_environment()
+    results = []
+    open_transport = factory or transports.factory(settings, f"{slug}/proofs")
+    with open_transport() as transport:
+        for address in to:
+            email = normalise(address)
+            _, data = template.render(Recipient(email))
+            if signer is not None:
+                data = signer.sign(data)
+            results.append((email, transport.send(settings.sender.from_address, email, data)))
+    return results
+
+
+def pause(settings: Settings, slug: str) -> int:
+    with open_db(settings) as database, database.session(write=True) as session:
+        for send in sends.open_sends(session, slug):
+            if send.status == SendStatus.SENDING:
+                assert send.id is not None
+                sends.transition(
+                    session,
+                    send.id,
+                    SendStatus.PAUSED,
+                    "paused by mailer pause",
+                    pause=PauseReason.OPERATOR,
+                )
+                return send.id
+        raise StateError(f"{slug} is not being sent: nothing to pause")
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    send_id: int | None
+    schedules: list[Schedule]
+
+
+def cancel(settings: Settings, slug: str) -> Cancelled:
+    """Cancel the paused or new send of ``slug`` and every active schedule that would send it."""
+    with open_db(settings) as database, database.session(write=True) as session:
+        cancelled: int | None = None
+        for send in sends.open_sends(session, slug):
+            assert send.id is not None
+            if send.status == SendStatus.SENDING:
+                raise StateError(f"{slug} is being sent: run `mailer pause {slug}` first")
+            sends.transition(session, send.id, SendStatus.CANCELLED, "cancelled by mailer cancel")
+            cancelled = send.id
+        dropped = [
+            schedules.cancel(session, item.id)
+            for item in schedules.active_for_issue(session, slug)
+            if item.id is not None
+        ]
+        if cancelled is None and not dropped:
+            raise NotFound(
+                f"{slug} has no scheduled, new or paused send to cancel "
+                "(see: mailer status and mailer schedules)"
+            )
+        return Cancelled(cancelled, dropped)
+
+
+def status(settings: Settings, slug: str) -> list[deliveries.Report]:
+    """Every send of ``slug``, newest first."""
+    with open_db(settings) as database, database.session() as session:
+        found = sends.of_issue(session, slug)
+        if not found:
+            raise NotFound(f"{slug} has never been sent: nothing to show")
+        return [deliveries.report(session, send) for send in found]
+
+
+def recent(settings: Settings, limit: int = 20) -> list[deliveries.Report]:
+    """The newest sends across issues, newest first."""
+    with open_db(settings) as database, database.session() as session:
+        return [
+            deliveries.report(session, send, failed_limit=0)
+            for send in sends.recent(session, limit)
+        ]

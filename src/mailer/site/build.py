@@ -1,0 +1,141 @@
+"""Write compiled issues to ``build/``: the email, its text part, the web page and images.
+
+Every issue is validated before anything is written, and each ``build/SLUG/`` is written
+to a temporary folder and swapped in, so a failed build leaves the previous one untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from mailer.config import Settings
+from mailer.content import Issue, load_issues
+from mailer.formats import long_date
+from mailer.render import CompiledIssue, compile_issue
+from mailer.render.compile import environment
+from mailer.site import urls
+
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+@dataclass(frozen=True)
+class BuiltFile:
+    path: Path
+    size: int
+
+
+def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) -> list[BuiltFile]:
+    """Build the named issues (and, with ``archive``, the archive page and feed)."""
+    issues = load_issues(settings, slugs)
+    compiled = [compile_issue(settings, issue) for issue in issues]
+    out = settings.build_dir
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[BuiltFile] = []
+    for item in compiled:
+        written += _write_issue(out, item)
+    if settings.brand.logo:
+        written += _copy(settings.root / settings.brand.logo, out / "assets")
+    if archive:
+        every = sorted(issues, key=lambda i: (i.date, i.slug), reverse=True)
+        written.append(_write_text(out / "index.html", _archive_html(settings, every)))
+        written.append(_write_text(out / "feed.xml", _feed_xml(settings, every)))
+    return written
+
+
+def _write_issue(out: Path, item: CompiledIssue) -> list[BuiltFile]:
+    slug = item.issue.slug
+    staging = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=out))
+    try:
+        (staging / "email.html").write_text(item.email_html, encoding="utf-8")
+        (staging / "email.txt").write_text(item.email_text, encoding="utf-8")
+        (staging / "index.html").write_text(item.web_html, encoding="utf-8")
+        for image in item.issue.images:
+            target = staging / image.relative_to(item.issue.folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image, target)
+        staging.chmod(0o755)
+        final = out / slug
+        old = out / f".{slug}-old"
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = sorted(p for p in final.rglob("*") if p.is_file())
+    order = {"email.html": 0, "email.txt": 1, "index.html": 2}
+    files.sort(key=lambda p: (order.get(p.name, 3), str(p)))
+    return [BuiltFile(p, p.stat().st_size) for p in files]
+
+
+def _copy(source: Path, folder: Path) -> list[BuiltFile]:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    shutil.copy2(source, target)
+    return [BuiltFile(target, target.stat().st_size)]
+
+
+def _write_text(path: Path, text: str) -> BuiltFile:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return BuiltFile(path, path.stat().st_size)
+
+
+def _archive_html(settings: Settings, issues: list[Issue]) -> str:
+    env = environment(settings)
+    template = env.get_template("archive.html.j2")
+    entries = [
+        {"issue": i, "url": urls.issue_url(settings, i.slug), "date": long_date(i.date)}
+        for i in issues
+    ]
+    return template.render(
+        settings=settings,
+        entries=entries,
+        feed_url=urls.feed_url(settings),
+        signup_url=urls.signup_url(settings),
+    )
+
+
+def _feed_xml(settings: Settings, issues: list[Issue]) -> str:
+    ET.register_namespace("", ATOM)
+
+    def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        el = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+        if text is not None:
+            el.text = text
+        return el
+
+    def stamp(day: dt.date) -> str:
+        return dt.datetime.combine(day, dt.time(9), tzinfo=settings.tz).isoformat()
+
+    feed = ET.Element(f"{{{ATOM}}}feed")
+    sub(feed, "id", urls.archive_url(settings))
+    sub(feed, "title", settings.name)
+    sub(feed, "subtitle", settings.organisation)
+    sub(feed, "link", href=urls.archive_url(settings))
+    sub(feed, "link", rel="self", href=urls.feed_url(settings))
+    sub(feed, "updated", stamp(issues[0].date) if issues else stamp(dt.date(2000, 1, 1)))
+    author = sub(feed, "author")
+    sub(author, "name", settings.organisation)
+    for issue in issues:
+        entry = sub(feed, "entry")
+        link = urls.issue_url(settings, issue.slug)
+        sub(entry, "id", link)
+        sub(entry, "title", issue.subject)
+        sub(entry, "link", href=link)
+        sub(entry, "updated", stamp(issue.date))
+        summary = issue.preheader or ", ".join(s.title for s in issue.sections)
+        sub(entry, "summary", summary)
+    ET.indent(feed)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="unicode") + "\n"

@@ -1,0 +1,353 @@
+"""The database tables (SQLModel) and the status enums stored in them.
+
+Layout of this file
+===================
+The status enums live in :mod:`mailer.store.status`, which imports nothing heavy.
+
+1. Shared column types and conventions: every timestamp is a timezone-aware UTC
+   ``datetime`` in Python, stored as naive UTC by :class:`UTCDateTime`, so SQLite (which has
+   no time zones) and other databases hold the same values; every enum is a ``StrEnum``
+   stored by its value (``"legitimate-interests"``, not ``LEGITIMATE_INTERESTS``) in a
+   plain VARCHAR, so adding a value later needs no table rebuild.
+2. Subscribers (Alembic revision 0001): ``mailing_list``, ``subscriber``, ``membership``,
+   ``consent`` and ``suppression``.
+3. Sending (a later revision): append new tables at the end of this file, under their own
+   heading, and create them in a new file under ``migrations/versions/``. Never change
+   revision 0001; ``tests/test_db.py`` checks that upgrading an empty database gives
+   exactly the tables declared here.
+
+Constraint names follow ``SQLModel.metadata.naming_convention`` below, because Alembic's
+batch mode needs named constraints to rebuild SQLite tables in later migrations.
+
+Personal data lives only in ``subscriber`` (address, name, organisation) and in consent
+sources typed by people. Erasure blanks those and keeps a keyed hash of the address in
+``suppression``; see :func:`mailer.store.erase`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Column, Field, SQLModel
+
+from mailer.clock import utcnow
+from mailer.store.status import (
+    DeliveryStatus,
+    LawfulBasis,
+    MembershipStatus,
+    PauseReason,
+    ScheduleKind,
+    ScheduleStatus,
+    SendStatus,
+    SubscriberStatus,
+    SuppressionReason,
+)
+
+__all__ = [
+    "Approval",
+    "Consent",
+    "Delivery",
+    "DeliveryStatus",
+    "LawfulBasis",
+    "MailingList",
+    "Membership",
+    "MembershipStatus",
+    "PauseReason",
+    "Schedule",
+    "ScheduleKind",
+    "ScheduleStatus",
+    "Send",
+    "SendList",
+    "SendStatus",
+    "Subscriber",
+    "SubscriberStatus",
+    "Suppression",
+    "SuppressionReason",
+    "UTCDateTime",
+    "as_utc",
+    "table_of",
+    "utcnow",
+]
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+# --- 1. Shared types ---------------------------------------------------------------------
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """``moment`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table behind a model, for set-based inserts and updates."""
+    return cast(sa.Table, sa.inspect(model).local_table)
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """An aware datetime converted to UTC on the way in and marked as UTC on the way out.
+
+    Naive datetimes are refused rather than guessed at: a wall-clock time without a zone is
+    an hour out for half the year in the UK.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        # A bulk insert binds the same "now" to every row; converting and formatting it
+        # 200,000 times took a quarter of a 100,000-row import. Remember the last value.
+        # The cache is one tuple, replaced in a single assignment, so threads sharing this
+        # compiled statement never see a value paired with another value's result.
+        convert = super().bind_processor(dialect)
+        cache: tuple[Any, Any] = (object(), None)
+
+        def process(value: Any) -> Any:
+            nonlocal cache
+            last = cache
+            if value is last[0]:
+                return last[1]
+            result = convert(value) if convert else value
+            cache = (value, result)
+            return result
+
+        return process
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC)
+
+
+def _enum(kind: type[StrEnum], name: str) -> sa.Enum:
+    """A StrEnum column stored by value as VARCHAR(20), without a database enum type."""
+    return sa.Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=False,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+# --- 2. Subscribers (revision 0001) ----------------------------------------------------------
+
+
+class MailingList(SQLModel, table=True):
+    __tablename__ = "mailing_list"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=2000)
+    created: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Subscriber(SQLModel, table=True):
+    """One person, identified by their normalised address.
+
+    An erased person keeps this row as a tombstone (``email`` NULL, name and organisation
+    blank, status ``erased``) so records of past sends that point at it stay valid.
+    """
+
+    __tablename__ = "subscriber"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str | None = Field(default=None, max_length=320, unique=True)
+    name: str = Field(default="", max_length=200)
+    organisation: str = Field(default="", max_length=200)
+    status: SubscriberStatus = Field(
+        default=SubscriberStatus.ACTIVE,
+        sa_column=Column(_enum(SubscriberStatus, "subscriber_status"), nullable=False),
+    )
+    created: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Membership(SQLModel, table=True):
+    """A person on a list. Unsubscribing keeps the row, so the unsubscribe is remembered."""
+
+    __tablename__ = "membership"
+    __table_args__ = (sa.Index(None, "list_id", "status"),)
+
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    list_id: int = Field(foreign_key="mailing_list.id", primary_key=True, ondelete="RESTRICT")
+    status: MembershipStatus = Field(
+        default=MembershipStatus.SUBSCRIBED,
+        sa_column=Column(_enum(MembershipStatus, "membership_status"), nullable=False),
+    )
+    changed_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Consent(SQLModel, table=True):
+    """Why a person is on a list: the evidence a partnership shows when asked (UK GDPR Art. 30)."""
+
+    __tablename__ = "consent"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["subscriber_id", "list_id"],
+            ["membership.subscriber_id", "membership.list_id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    subscriber_id: int = Field(primary_key=True)
+    list_id: int = Field(primary_key=True)
+    basis: LawfulBasis = Field(sa_column=Column(_enum(LawfulBasis, "lawful_basis"), nullable=False))
+    # Where the address came from: an import file's name, "web form", or the command used.
+    source: str = Field(max_length=500)
+    recorded_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when a web sign-up is confirmed by clicking the link in the confirmation email.
+    confirmed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must never be imported or mailed again, kept only as a keyed hash."""
+
+    __tablename__ = "suppression"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # HMAC-SHA256 of the normalised address, keyed with MAILER_SECRET_KEY, in hex.
+    email_hash: str = Field(max_length=64, unique=True)
+    reason: SuppressionReason = Field(
+        sa_column=Column(_enum(SuppressionReason, "suppression_reason"), nullable=False)
+    )
+    created: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# --- 3. Sending (revision 0002; pause_reason from 0004) ------------------------------------
+
+
+class Approval(SQLModel, table=True):
+    """Who approved which compiled content of an issue; sends require a matching one."""
+
+    __tablename__ = "approval"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    content_hash: str = Field(max_length=64)
+    approved_by: str = Field(max_length=200)
+    approved_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # JSON: the subject and a hash per section, so a refusal can say what changed.
+    summary: str = Field(default="{}", sa_type=sa.Text)
+
+
+class Send(SQLModel, table=True):
+    """One issue, frozen as compiled and approved, going to one or more lists."""
+
+    __tablename__ = "send"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    content_hash: str = Field(max_length=64)
+    subject: str = Field(max_length=500)
+    html: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    status: SendStatus = Field(
+        default=SendStatus.NEW,
+        sa_column=Column(_enum(SendStatus, "send_status"), nullable=False, index=True),
+    )
+    status_reason: str = Field(default="", max_length=1000)
+    approved_by: str = Field(default="", max_length=200)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    scheduled_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    started_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Which process is sending ("host:pid") and when it last said so: see sends.claim.
+    claimed_by: str | None = Field(default=None, max_length=200)
+    heartbeat_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Fixed when the send starts: the number of rows in its ledger.
+    total: int | None = None
+    # Why a paused send stopped: the worker resumes some reasons by itself (revision 0004).
+    pause_reason: PauseReason | None = Field(
+        default=None, sa_column=Column(_enum(PauseReason, "pause_reason"), nullable=True)
+    )
+
+
+class SendList(SQLModel, table=True):
+    """The lists a send goes to."""
+
+    __tablename__ = "send_list"
+
+    send_id: int = Field(foreign_key="send.id", primary_key=True, ondelete="CASCADE")
+    list_id: int = Field(foreign_key="mailing_list.id", primary_key=True, ondelete="RESTRICT")
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (send, subscriber), from pending to its outcome.
+
+    The address is copied here when the send starts, so the send delivers to the
+    addresses it was approved for; erasure blanks it (see suppression.erase).
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("send_id", "subscriber_id"),
+        sa.Index(None, "send_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    send_id: int = Field(foreign_key="send.id", ondelete="CASCADE")
+    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE")
+    email: str = Field(max_length=320)
+    name: str = Field(default="", max_length=200)
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING,
+        sa_column=Column(_enum(DeliveryStatus, "delivery_status"), nullable=False),
+    )
+    attempts: int = 0
+    last_error: str = Field(default="", max_length=1000)
+    message_id: str = Field(default="", max_length=200)
+    sent_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    updated_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# --- 4. Scheduling (revision 0003) -----------------------------------------------------------
+
+
+class Schedule(SQLModel, table=True):
+    """When to send what; the worker claims ``next_run_at`` with a compare-and-set."""
+
+    __tablename__ = "schedule"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: ScheduleKind = Field(
+        sa_column=Column(_enum(ScheduleKind, "schedule_kind"), nullable=False)
+    )
+    slug: str | None = Field(default=None, max_length=64)
+    rule: str | None = Field(default=None, max_length=100)
+    # JSON list of list slugs.
+    lists: str = Field(default="[]", max_length=2000)
+    status: ScheduleStatus = Field(
+        default=ScheduleStatus.ACTIVE,
+        sa_column=Column(_enum(ScheduleStatus, "schedule_status"), nullable=False),
+    )
+    next_run_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_run_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_outcome: str = Field(default="", max_length=1000)
+    last_send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")

@@ -1,0 +1,414 @@
+"""Queries on lists, subscribers and memberships; erasure.
+
+Every function takes a session (from :meth:`mailer.store.database.Database.session`) and
+expects email addresses already normalised by :func:`mailer.subscribers.addresses.normalise`.
+Functions that read many rows stream them with ``yield_per`` rather than loading them all.
+
+:func:`set_status` applies the subscriber status rules of :mod:`mailer.store.status`;
+:func:`erase` forgets a person; :func:`eligible_recipients` is who a send goes to. Who may
+join a list is decided in :mod:`mailer.store.joining`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError
+from mailer.store.models import (
+    Consent,
+    Delivery,
+    MailingList,
+    Membership,
+    MembershipStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+    table_of,
+    utcnow,
+)
+from mailer.store.status import DeliveryStatus, subscriber_may_become
+from mailer.store.suppression import address_hash, all_hashes, hash_key
+
+LIST_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+YIELD_PER = 1000
+S, M, L, C = Subscriber, Membership, MailingList, Consent
+_subscriber = table_of(Subscriber)
+
+
+# --- Lists -----------------------------------------------------------------------------------
+
+
+class ListSummary(NamedTuple):
+    slug: str
+    name: str
+    subscribed: int  # active people on the list: the next issue goes to them
+    unsubscribed: int  # left this list or everything, bounced or complained
+
+
+def create_list(session: Session, slug: str, name: str, description: str = "") -> MailingList:
+    if not LIST_SLUG.match(slug):
+        raise InvalidInput(
+            f"{slug!r} is not a valid list slug: use lower-case letters, digits and '-', "
+            "like all-practitioners"
+        )
+    if not name.strip():
+        raise InvalidInput("a list needs a name, for example --name 'All practitioners'")
+    if find_list(session, slug):
+        raise AlreadyExists(f"list {slug!r} exists already: see it with: mailer lists show {slug}")
+    mailing_list = L(slug=slug, name=name.strip(), description=description.strip())
+    session.add(mailing_list)
+    session.flush()
+    return mailing_list
+
+
+def find_list(session: Session, slug: str) -> MailingList | None:
+    return session.exec(select(L).where(L.slug == slug)).first()
+
+
+def get_list(session: Session, slug: str) -> MailingList:
+    mailing_list = find_list(session, slug)
+    if mailing_list is None:
+        raise NotFound(
+            f"no list {slug!r}: see the lists with: mailer lists list, "
+            f"or create it with: mailer lists create {slug} --name ..."
+        )
+    return mailing_list
+
+
+def rename_list(session: Session, slug: str, name: str) -> MailingList:
+    if not name.strip():
+        raise InvalidInput("the new name is empty")
+    mailing_list = get_list(session, slug)
+    mailing_list.name = name.strip()
+    session.add(mailing_list)
+    session.flush()
+    return mailing_list
+
+
+def _effective_status() -> Any:
+    """A person's status on one list: their own status first, then the membership's."""
+    return sa.case(
+        (col(S.status) != SubscriberStatus.ACTIVE, col(S.status)),
+        (col(M.status) == MembershipStatus.UNSUBSCRIBED, SubscriberStatus.UNSUBSCRIBED.value),
+        else_=SubscriberStatus.ACTIVE.value,
+    )
+
+
+def status_counts(session: Session, list_id: int) -> dict[SubscriberStatus, int]:
+    """How many people on a list are active, unsubscribed, bounced or complained."""
+    status = _effective_status()
+    rows = session.connection().execute(
+        sa.select(status, sa.func.count())
+        .select_from(M)
+        .join(S, col(S.id) == col(M.subscriber_id))
+        .where(col(M.list_id) == list_id)
+        .group_by(status)
+    )
+    counts: dict[SubscriberStatus, int] = {
+        s: 0 for s in SubscriberStatus if s != SubscriberStatus.ERASED
+    }
+    for value, n in rows:
+        counts[SubscriberStatus(value)] = n
+    return counts
+
+
+def list_summaries(session: Session) -> list[ListSummary]:
+    active = sa.and_(
+        col(M.status) == MembershipStatus.SUBSCRIBED, col(S.status) == SubscriberStatus.ACTIVE
+    )
+    rows = session.connection().execute(
+        sa.select(
+            col(L.slug),
+            col(L.name),
+            sa.func.count(col(S.id)).filter(active),
+            sa.func.count(col(S.id)).filter(sa.not_(active)),
+        )
+        .select_from(L)
+        .outerjoin(M, col(M.list_id) == col(L.id))
+        .outerjoin(S, col(S.id) == col(M.subscriber_id))
+        .group_by(col(L.id))
+        .order_by(col(L.slug))
+    )
+    return [ListSummary(*row) for row in rows]
+
+
+# --- Subscribers -----------------------------------------------------------------------------
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    return session.exec(select(S).where(S.email == email)).first()
+
+
+def get_subscriber(session: Session, email: str) -> Subscriber:
+    subscriber = find_subscriber(session, email)
+    if subscriber is None:
+        raise NotFound(f"no subscriber {email}")
+    return subscriber
+
+
+def memberships_of(
+    session: Session, subscriber_id: int
+) -> list[tuple[Membership, MailingList, Consent | None]]:
+    consent = sa.and_(
+        col(C.subscriber_id) == col(M.subscriber_id), col(C.list_id) == col(M.list_id)
+    )
+    rows = session.exec(
+        select(M, L, C)
+        .join(L, col(L.id) == col(M.list_id))
+        .outerjoin(C, consent)
+        .where(M.subscriber_id == subscriber_id)
+        .order_by(L.slug)
+    )
+    return [(m, ml, c) for m, ml, c in rows]
+
+
+def set_status(
+    session: Session, subscriber: Subscriber, status: SubscriberStatus, *, strict: bool = True
+) -> bool:
+    """Move a subscriber to ``status``; True if it changed, False if it was already there.
+
+    A transition the rules above do not allow raises :class:`StateError`, or with
+    ``strict=False`` is ignored (a late bounce for someone who already unsubscribed).
+    """
+    if subscriber.status == status:
+        return False
+    if not subscriber_may_become(subscriber.status, status):
+        if not strict:
+            return False
+        raise StateError(f"a subscriber who is {subscriber.status} cannot become {status}")
+    subscriber.status = status
+    subscriber.updated = utcnow()
+    session.add(subscriber)
+    return True
+
+
+def _mark(session: Session, subscriber_ids: Iterable[int], status: SubscriberStatus) -> int:
+    # The set-based form of set_status(strict=False), for senders that record many at once.
+    may = [s for s in SubscriberStatus if subscriber_may_become(s, status)]
+    ids = list(subscriber_ids)
+    if not ids:
+        return 0
+    session.flush()
+    result = session.connection().execute(
+        sa.update(_subscriber)
+        .where(_subscriber.c.id.in_(ids), _subscriber.c.status.in_(may))
+        .values(status=status, updated=utcnow())
+    )
+    session.expire_all()
+    return int(result.rowcount)
+
+
+def mark_bounced(session: Session, subscriber_ids: Iterable[int]) -> int:
+    """Record permanent delivery failures: these people are not mailed again.
+
+    Returns how many changed; someone already unsubscribed, complained or erased keeps that.
+    """
+    return _mark(session, subscriber_ids, SubscriberStatus.BOUNCED)
+
+
+def mark_complained(session: Session, subscriber_ids: Iterable[int]) -> int:
+    """Record spam complaints (feedback-loop reports): these people are not mailed again."""
+    return _mark(session, subscriber_ids, SubscriberStatus.COMPLAINED)
+
+
+def unsubscribe(
+    session: Session, subscriber: Subscriber, mailing_list: MailingList | None = None
+) -> bool:
+    """Unsubscribe from one list, or from everything; True if anything changed."""
+    query = select(M).where(M.subscriber_id == subscriber.id)
+    changed = False
+    if mailing_list is not None:
+        query = query.where(M.list_id == mailing_list.id)
+    else:
+        # Someone who bounced or complained keeps that stronger status.
+        changed = set_status(session, subscriber, SubscriberStatus.UNSUBSCRIBED, strict=False)
+    memberships = session.exec(query).all()
+    if mailing_list is not None and not memberships:
+        raise NotFound(f"{subscriber.email} is not on list {mailing_list.slug}")
+    # Leaving everything also leaves each list, so no membership comes back to life if the
+    # person ever signs up again.
+    now = utcnow()
+    for membership in memberships:
+        if membership.status == MembershipStatus.SUBSCRIBED:
+            membership.status = MembershipStatus.UNSUBSCRIBED
+            membership.changed_at = now
+            session.add(membership)
+            changed = True
+    session.flush()
+    return changed
+
+
+class SubscriberRow(NamedTuple):
+    id: int
+    email: str
+    name: str
+    organisation: str
+    status: SubscriberStatus  # on the list, if one was asked for; else the person's own
+    lists: str  # slugs of the lists the person is subscribed to, space-separated
+    created: dt.datetime
+
+
+def iter_subscribers(
+    session: Session,
+    *,
+    list_id: int | None = None,
+    status: SubscriberStatus | None = None,
+    search: str | None = None,
+) -> Iterator[SubscriberRow]:
+    """Subscribers in id order, streamed; erased people are never included."""
+    lists = (
+        sa.select(sa.func.aggregate_strings(col(L.slug), " "))
+        .select_from(M)
+        .join(L, col(L.id) == col(M.list_id))
+        .where(col(M.subscriber_id) == col(S.id), col(M.status) == MembershipStatus.SUBSCRIBED)
+        .scalar_subquery()
+    )
+    effective: Any = col(S.status) if list_id is None else _effective_status()
+    query = sa.select(
+        col(S.id), col(S.email), col(S.name), col(S.organisation), effective, lists, col(S.created)
+    ).where(col(S.email).is_not(None))
+    if list_id is not None:
+        on_list = sa.and_(col(M.subscriber_id) == col(S.id), col(M.list_id) == list_id)
+        query = query.join(M, on_list)
+    if status is not None:
+        query = query.where(effective == status.value)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        fields = (col(S.email), col(S.name), col(S.organisation))
+        query = query.where(sa.or_(*(f.ilike(pattern, escape="\\") for f in fields)))
+    rows = session.connection().execute(
+        query.order_by(col(S.id)).execution_options(yield_per=YIELD_PER)
+    )
+    for sid, email, name, organisation, state, slugs, created in rows:
+        yield SubscriberRow(
+            sid, email, name, organisation, SubscriberStatus(state), slugs or "", created
+        )
+
+
+# --- Sending ---------------------------------------------------------------------------------
+
+
+class Recipient(NamedTuple):
+    subscriber_id: int
+    email: str
+    name: str
+
+
+def eligible_query(list_ids: Iterable[int]) -> sa.Select[tuple[int, str, str]]:
+    """(id, email, name) of active people subscribed to any of the lists, once each, by id.
+
+    A query to refine (e.g. leave out people who already had this issue); it does not
+    apply the suppression list, which :func:`eligible_recipients` does.
+    """
+    on_a_list = (
+        sa.select(col(M.subscriber_id))
+        .where(
+            col(M.subscriber_id) == col(S.id),
+            col(M.list_id).in_(list(list_ids)),
+            col(M.status) == MembershipStatus.SUBSCRIBED,
+        )
+        .exists()
+    )
+    query = sa.select(col(S.id), col(S.email), col(S.name)).where(
+        col(S.status) == SubscriberStatus.ACTIVE, col(S.email).is_not(None), on_a_list
+    )
+    return cast("sa.Select[tuple[int, str, str]]", query.order_by(col(S.id)))
+
+
+def eligible_recipients(session: Session, list_ids: Iterable[int]) -> Iterator[Recipient]:
+    """Who a send to ``list_ids`` goes to, streamed in subscriber id order.
+
+    Active subscribers subscribed to any of the lists, each once, never a suppressed
+    address.
+    """
+    query = eligible_query(list_ids)
+    # Erasure removes the address, so this is a second line of defence: an erased address
+    # that comes back behind mailer's back (typed into the database, or restored from an
+    # export) is still never mailed.
+    erased = all_hashes(session)
+    key = hash_key(session) if erased else b""
+    rows = session.connection().execute(query.execution_options(yield_per=YIELD_PER))
+    for row in rows:
+        if erased and address_hash(key, row.email) in erased:
+            continue
+        yield Recipient(row.id, row.email, row.name)
+
+
+def count_eligible(session: Session, list_ids: Iterable[int]) -> int:
+    """How many people a send to ``list_ids`` would go to (see :func:`eligible_recipients`)."""
+    return sum(1 for _ in eligible_recipients(session, list_ids))
+
+
+# --- Erasure ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What :func:`erase` removed, for the confirmation it prints."""
+
+    email: str
+    held: bool  # whether anything was held about the address
+    already: bool  # it had been erased before
+    name: bool
+    organisation: bool
+    lists: list[str]
+
+
+def erase(session: Session, email: str) -> Erasure:
+    """Delete everything held about ``email`` and suppress it for good.
+
+    The subscriber row stays as an anonymous tombstone (no address, no name, status
+    erased) so records that point at it stay consistent; memberships and their consent
+    records are deleted. Tables added later that hold personal data must be cleared here.
+    """
+    digest = address_hash(hash_key(session), email)
+    already = session.exec(select(Suppression).where(Suppression.email_hash == digest)).first()
+    if already is None:
+        session.add(Suppression(email_hash=digest, reason=SuppressionReason.ERASED))
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+    if subscriber is None:
+        session.flush()
+        return Erasure(email, False, already is not None, False, False, [])
+    slugs = list(
+        session.exec(
+            select(MailingList.slug)
+            .join(Membership, col(Membership.list_id) == col(MailingList.id))
+            .where(Membership.subscriber_id == subscriber.id)
+            .order_by(MailingList.slug)
+        )
+    )
+    erasure = Erasure(
+        email, True, False, bool(subscriber.name), bool(subscriber.organisation), slugs
+    )
+    conn = session.connection()
+    consent, membership = table_of(Consent), table_of(Membership)
+    conn.execute(sa.delete(consent).where(consent.c.subscriber_id == subscriber.id))
+    conn.execute(sa.delete(membership).where(membership.c.subscriber_id == subscriber.id))
+    # The send ledger keeps a copy of the address and name for delivery: a copy not yet
+    # sent is dropped (the person must not be mailed), the record of one sent is blanked.
+    delivery = table_of(Delivery)
+    conn.execute(
+        sa.delete(delivery).where(
+            delivery.c.subscriber_id == subscriber.id, delivery.c.status == DeliveryStatus.PENDING
+        )
+    )
+    conn.execute(
+        sa.update(delivery)
+        .where(delivery.c.subscriber_id == subscriber.id)
+        .values(email="", name="")
+    )
+    set_status(session, subscriber, SubscriberStatus.ERASED)
+    subscriber.email, subscriber.name, subscriber.organisation = None, "", ""
+    subscriber.updated = utcnow()
+    session.add(subscriber)
+    session.flush()
+    return erasure

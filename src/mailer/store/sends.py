@@ -1,0 +1,305 @@
+"""Queries on sends, the lists they go to, and approvals; who holds a send.
+
+:func:`transition` is the only code that changes ``send.status``, by the rules of
+:data:`mailer.store.status.SEND_TRANSITIONS`. It is a compare-and-set ``UPDATE``, so two
+processes can never both move the same send (two workers, or a worker and a manual
+``mailer send``): one wins, the other gets a :class:`StateError`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlmodel import Session, col, select
+
+from mailer.errors import NotFound, StateError
+from mailer.store import people
+from mailer.store.models import (
+    Approval,
+    MailingList,
+    Send,
+    SendList,
+    SendStatus,
+    as_utc,
+    table_of,
+    utcnow,
+)
+from mailer.store.status import OPEN_SENDS, SEND_TRANSITIONS, PauseReason
+
+SEND = table_of(Send)
+SEND_LIST = table_of(SendList)
+
+S = SendStatus
+# A sender that has not touched its heartbeat for this long is presumed dead.
+STALE_AFTER = timedelta(seconds=60)
+
+
+def _start_time(pid: int) -> str | None:
+    """When a process started, in clock ticks since boot (Linux), to tell reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def this_process() -> str:
+    """``host:pid:start``: names the process that holds a send."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '-'}"
+
+
+def _conn(db: Connection | Session) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
+
+
+def transition(
+    db: Connection | Session,
+    send_id: int,
+    new: SendStatus,
+    reason: str = "",
+    *,
+    owner: str | None = None,
+    pause: PauseReason | None = None,
+) -> None:
+    """Move a send to ``new`` if its current status allows it; raise StateError if not.
+
+    ``owner`` is the process holding the send when it changes its own status. A pause from
+    anyone else (``mailer pause``) keeps the claim: the sender still holds the send until it
+    has stopped, and only then lets go (:func:`release`), so nobody resumes it too early.
+    """
+    conn = _conn(db)
+    now = utcnow()
+    values: dict[str, object] = {
+        "status": new,
+        "status_reason": reason,
+        "pause_reason": pause if new == S.PAUSED else None,
+    }
+    if new == S.SENDING:
+        values.update(
+            claimed_by=owner or this_process(),
+            heartbeat_at=now,
+            started_at=sa.func.coalesce(
+                SEND.c.started_at, sa.bindparam("now", now, type_=SEND.c.started_at.type)
+            ),
+        )
+    elif new in (S.SENT, S.CANCELLED):
+        values.update(finished_at=now, claimed_by=None)
+    elif new == S.PAUSED and owner is not None:
+        values.update(claimed_by=None)
+    condition = sa.and_(SEND.c.id == send_id, SEND.c.status.in_(list(SEND_TRANSITIONS[new])))
+    if owner is not None and new != S.SENDING:
+        # Only the process that holds a send may finish or pause it on its own behalf.
+        condition = sa.and_(
+            condition, sa.or_(SEND.c.status != S.SENDING, SEND.c.claimed_by == owner)
+        )
+    result = conn.execute(sa.update(SEND).where(condition).values(**values))
+    if result.rowcount != 1:
+        row = conn.execute(
+            sa.select(SEND.c.slug, SEND.c.status).where(SEND.c.id == send_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"there is no send {send_id}")
+        raise StateError(f"the send of {row.slug} is {row.status} and cannot become {new}")
+
+
+def release(db: Connection | Session, send_id: int, owner: str) -> None:
+    """The sender has stopped: let go of a send that someone else paused or cancelled."""
+    _conn(db).execute(
+        sa.update(SEND)
+        .where(SEND.c.id == send_id, SEND.c.claimed_by == owner)
+        .values(claimed_by=None)
+    )
+
+
+def claim(db: Connection | Session, send_id: int, owner: str) -> None:
+    """Take a send for sending; a send held by a process that is gone may be taken over.
+
+    A send is held while its ``claimed_by`` is set, whatever its status: a paused send whose
+    sender is still finishing the messages in hand cannot be resumed until it has stopped.
+    """
+    conn = _conn(db)
+    row = conn.execute(
+        sa.select(SEND.c.slug, SEND.c.status, SEND.c.claimed_by, SEND.c.heartbeat_at).where(
+            SEND.c.id == send_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"there is no send {send_id}")
+    if row.claimed_by is not None and not abandoned(row.claimed_by, row.heartbeat_at):
+        if row.status == S.SENDING:
+            raise StateError(
+                f"{row.slug} is being sent by another process ({row.claimed_by}); "
+                f"run `mailer pause {row.slug}` first if it should stop"
+            )
+        raise StateError(
+            f"{row.slug} is {row.status}, but its sender ({row.claimed_by}) is still finishing "
+            "the messages in hand: try again in a moment"
+        )
+    if row.status != S.SENDING:
+        if row.claimed_by is not None:
+            release(conn, send_id, row.claimed_by)
+        transition(conn, send_id, S.SENDING, owner=owner)
+        return
+    # Take over from a sender that is gone: compare-and-set on the old claim.
+    old = (
+        SEND.c.claimed_by.is_(None)
+        if row.claimed_by is None
+        else SEND.c.claimed_by == row.claimed_by
+    )
+    result = conn.execute(
+        sa.update(SEND)
+        .where(SEND.c.id == send_id, SEND.c.status == S.SENDING, old)
+        .values(claimed_by=owner, heartbeat_at=utcnow())
+    )
+    if result.rowcount != 1:
+        raise StateError(f"{row.slug} was just taken by another process")
+
+
+def abandoned(claimed_by: str | None, heartbeat: datetime | None) -> bool:
+    """Whether the process that holds a send is gone.
+
+    On this machine the process table answers (the start time guards against a reused
+    pid). A process on another machine is presumed gone when its heartbeat, refreshed every
+    few seconds by its ledger, is older than STALE_AFTER.
+    """
+    if not claimed_by:
+        return True
+    host, _, rest = claimed_by.partition(":")
+    pid, _, started = rest.partition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        now_started = _start_time(int(pid))
+        if now_started is None:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False
+        return started not in ("", "-") and started != now_started
+    if heartbeat is None:
+        return True
+    return utcnow() - as_utc(heartbeat) > STALE_AFTER
+
+
+# -- creating and finding sends -----------------------------------------------------------
+
+
+def create(
+    session: Session,
+    frozen: Send,
+    list_slugs: Sequence[str],
+) -> Send:
+    """Store ``frozen`` (a new send: the issue as compiled and approved) for these lists."""
+    slug = frozen.slug
+    lists = [people.get_list(session, name) for name in dict.fromkeys(list_slugs)]
+    if not lists:
+        raise StateError("name at least one list with --list")
+    busy = open_sends(session, slug)
+    if busy:
+        b = busy[0]
+        raise StateError(
+            f"{slug} already has a send that is {b.status} (send {b.id}): "
+            f"use `mailer send {slug} --resume`, or `mailer cancel {slug}` first"
+        )
+    send = frozen
+    session.add(send)
+    session.flush()
+    assert send.id is not None
+    for lst in lists:
+        assert lst.id is not None
+        session.add(SendList(send_id=send.id, list_id=lst.id))
+    session.commit()
+    session.refresh(send)
+    return send
+
+
+def open_sends(session: Session, slug: str) -> list[Send]:
+    query = select(Send).where(
+        Send.slug == slug, col(Send.status).in_([str(s) for s in OPEN_SENDS])
+    )
+    return list(session.exec(query.order_by(col(Send.id))).all())
+
+
+def latest(session: Session, slug: str) -> Send:
+    """The newest send of ``slug``."""
+    send = session.exec(select(Send).where(Send.slug == slug).order_by(col(Send.id).desc())).first()
+    if send is None:
+        raise NotFound(f"{slug} has never been sent: nothing to show")
+    return send
+
+
+def get(session: Session, send_id: int) -> Send:
+    send = session.get(Send, send_id)
+    if send is None:
+        raise NotFound(f"there is no send {send_id}")
+    return send
+
+
+def list_slugs_of(session: Session, send_id: int) -> list[str]:
+    ml = table_of(MailingList)
+    rows = session.connection().execute(
+        sa.select(ml.c.slug)
+        .join(SEND_LIST, SEND_LIST.c.list_id == ml.c.id)
+        .where(SEND_LIST.c.send_id == send_id)
+        .order_by(ml.c.slug)
+    )
+    return [r.slug for r in rows]
+
+
+def of_issue(session: Session, slug: str) -> list[Send]:
+    """Every send of ``slug``, newest first."""
+    return list(session.exec(select(Send).where(Send.slug == slug).order_by(col(Send.id).desc())))
+
+
+def recent(session: Session, limit: int = 20) -> list[Send]:
+    """The newest sends across issues."""
+    return list(session.exec(select(Send).order_by(col(Send.id).desc()).limit(limit)))
+
+
+def unfinished(session: Session) -> list[Send]:
+    """Sends that are sending or paused, oldest first: candidates for the worker to resume."""
+    query = select(Send).where(col(Send.status).in_([str(S.SENDING), str(S.PAUSED)]))
+    return list(session.exec(query.order_by(col(Send.id))))
+
+
+def issue_is_taken(session: Session, slug: str) -> bool:
+    """Whether ``slug`` has a send that is sent, sending or paused."""
+    taken = [str(s) for s in (S.SENT, S.SENDING, S.PAUSED)]
+    query = select(Send.id).where(Send.slug == slug, col(Send.status).in_(taken))
+    return session.exec(query).first() is not None
+
+
+def status_of(conn: Connection, send_id: int) -> tuple[SendStatus, str | None] | None:
+    """The send's status and who holds it, read on a plain connection (the engine's watch)."""
+    row = conn.execute(
+        sa.select(SEND.c.status, SEND.c.claimed_by).where(SEND.c.id == send_id)
+    ).first()
+    conn.rollback()
+    return None if row is None else (SendStatus(row.status), row.claimed_by)
+
+
+def set_total(conn: Connection, send_id: int, total: int) -> None:
+    conn.execute(sa.update(SEND).where(SEND.c.id == send_id).values(total=total))
+
+
+# -- approvals ------------------------------------------------------------------------------
+
+
+def add_approval(session: Session, slug: str, content_hash: str, by: str, summary: str) -> Approval:
+    approval = Approval(slug=slug, content_hash=content_hash, approved_by=by, summary=summary)
+    session.add(approval)
+    session.commit()
+    session.refresh(approval)
+    return approval
+
+
+def latest_approval(session: Session, slug: str) -> Approval | None:
+    query = select(Approval).where(Approval.slug == slug).order_by(col(Approval.id).desc())
+    return session.exec(query).first()

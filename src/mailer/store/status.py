@@ -1,0 +1,139 @@
+"""Every status mailer stores, as ``StrEnum``\\ s, and the rules for moving between them.
+
+This module imports nothing heavy, so the command line can name these values in its
+options without loading the database layer. Each status has one owner of its transitions:
+
+- :data:`SUBSCRIBER_TRANSITIONS`, applied by :func:`mailer.store.people.set_status`;
+- :data:`SEND_TRANSITIONS`, applied by :func:`mailer.store.sends.transition` (a
+  compare-and-set, so two processes never both move one send);
+- delivery rows are moved only by the ledger writer (:mod:`mailer.store.deliveries`).
+
+A send's life::
+
+    new ──► sending ──► sent ──(retry failed)──► sending
+     │        │  ▲
+     │        ▼  │
+     │      paused ──► cancelled
+     └──────────────► cancelled
+
+A *schedule* (a row in the schedule table) is a different thing from a send: it says when
+a send will be created. A send exists only once it has been started.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    """Whether a person can be mailed at all."""
+
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"  # from everything
+    BOUNCED = "bounced"  # the address does not exist any more
+    COMPLAINED = "complained"  # marked a newsletter as spam
+    ERASED = "erased"  # personal data deleted on request; only a hash is kept
+
+
+class MembershipStatus(StrEnum):
+    """Whether a person is on one particular list."""
+
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class LawfulBasis(StrEnum):
+    """The UK GDPR lawful basis for mailing a person on a list (Article 6(1))."""
+
+    CONSENT = "consent"
+    LEGITIMATE_INTERESTS = "legitimate-interests"
+    PUBLIC_TASK = "public-task"
+
+
+class SuppressionReason(StrEnum):
+    """Why an address hash is on the suppression list."""
+
+    ERASED = "erased"
+
+
+class SendStatus(StrEnum):
+    """What a send is doing."""
+
+    NEW = "new"  # created; its recipients are fixed when it first runs
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class PauseReason(StrEnum):
+    """Why a send is paused: the worker decides by this whether to resume it on its own."""
+
+    OPERATOR = "operator"  # `mailer pause`
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM on `mailer send`
+    WORKER_STOPPED = "worker-stopped"  # the worker was stopped; the next one resumes it
+    UNAVAILABLE = "unavailable"  # the server was down or refused the login
+    FAILURES = "failures"  # too many failures in a row
+    ERROR = "error"  # the ledger could not be written, or a bug
+
+    @property
+    def resumes_by_itself(self) -> bool:
+        """Whether `mailer worker` resumes a send paused for this reason without a person."""
+        return self in (PauseReason.WORKER_STOPPED, PauseReason.UNAVAILABLE)
+
+
+class DeliveryStatus(StrEnum):
+    """One recipient's copy.
+
+    ``in-flight`` is committed before the message goes to the server and replaced by the
+    outcome after it, so a crash leaves at most the rows each connection had in hand.
+    """
+
+    PENDING = "pending"
+    IN_FLIGHT = "in-flight"
+    SENT = "sent"
+    FAILED_TEMPORARY = "failed-temporary"
+    FAILED_PERMANENT = "failed-permanent"
+
+
+class ScheduleKind(StrEnum):
+    ONCE = "once"  # one issue at one time
+    MONTHLY = "monthly"  # a monthly slot that sends that month's approved issue
+
+
+class ScheduleStatus(StrEnum):
+    ACTIVE = "active"
+    DONE = "done"  # a one-off that has run
+    MISSED = "missed"  # a one-off seen later than the grace period: never sent late
+    FAILED = "failed"  # a one-off that could not be sent (not approved, unknown list...)
+    CANCELLED = "cancelled"
+
+
+# Which subscriber status may follow which. Nothing leads back to active here: only a
+# person's own, confirmed sign-up may do that. A stronger signal replaces a weaker one (a
+# complaint beats an unsubscribe), never the reverse, and nothing follows erasure.
+_SUB = SubscriberStatus
+SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
+    _SUB.ACTIVE: frozenset({_SUB.UNSUBSCRIBED, _SUB.BOUNCED, _SUB.COMPLAINED, _SUB.ERASED}),
+    _SUB.BOUNCED: frozenset({_SUB.UNSUBSCRIBED, _SUB.COMPLAINED, _SUB.ERASED}),
+    _SUB.UNSUBSCRIBED: frozenset({_SUB.COMPLAINED, _SUB.ERASED}),
+    _SUB.COMPLAINED: frozenset({_SUB.ERASED}),
+    _SUB.ERASED: frozenset(),
+}
+
+
+def subscriber_may_become(old: SubscriberStatus, new: SubscriberStatus) -> bool:
+    return new in SUBSCRIBER_TRANSITIONS[old]
+
+
+# For each send status, the statuses a send may come from (the diagram above).
+_S = SendStatus
+SEND_TRANSITIONS: dict[SendStatus, frozenset[SendStatus]] = {
+    _S.NEW: frozenset(),
+    _S.SENDING: frozenset({_S.NEW, _S.PAUSED, _S.SENT}),
+    _S.PAUSED: frozenset({_S.SENDING}),
+    _S.SENT: frozenset({_S.SENDING}),
+    _S.CANCELLED: frozenset({_S.NEW, _S.PAUSED}),
+}
+# A send in one of these is not finished: a new send of the same issue must wait.
+OPEN_SENDS = (_S.NEW, _S.SENDING, _S.PAUSED)

@@ -1,0 +1,70 @@
+"""Email addresses as people type them: validated and normalised, and names cleaned.
+
+Addresses are validated with email-validator without DNS (so it works offline) and
+normalised: trimmed, a ``mailto:`` or ``Name <...>`` wrapper removed, the domain in its
+IDNA-decoded form, and the whole address lower-cased. Mail systems treat the part before
+the @ without regard to case, and two spellings of one address would send one person two
+copies, so mailer stores one spelling.
+"""
+
+from __future__ import annotations
+
+import re
+
+import email_validator
+
+from mailer.errors import InvalidInput
+
+# Spaces that spreadsheets and copy-paste leave around addresses, including no-break and
+# zero-width ones that str.strip() alone does not remove.
+_JUNK = ' \t\r\n\u00a0\u200b\u200c\u200d\u2060\ufeff"'
+
+# The everyday shape of an address, for which email-validator's verdict is known in advance
+# (valid, normalised by lower-casing). email-validator takes about 0.1 ms per address, so
+# checking this shape first saves some ten seconds on a 100,000-row import; anything else
+# goes to email-validator. tests/test_subscribers_addresses.py checks on thousands of
+# damaged addresses that mailer decides exactly as email-validator does.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_EVERYDAY = re.compile(
+    rf"[a-z0-9_'+-]{{1,64}}(?:\.[a-z0-9_'+-]{{1,64}})*@(?:{_LABEL}\.)+[a-z]{{2,63}}",
+    re.IGNORECASE,
+)
+_SPECIAL = tuple("." + d for d in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _everyday(address: str) -> bool:
+    if len(address) > 254 or not _EVERYDAY.fullmatch(address):
+        return False
+    local, _, domain = address.rpartition("@")
+    return len(local) <= 64 and "--" not in domain and not ("." + domain.lower()).endswith(_SPECIAL)
+
+
+def parse_address(raw: str) -> tuple[str, str]:
+    """The normalised address in ``raw`` and any display name given with it.
+
+    Raises :class:`InvalidInput` saying what is wrong, in email-validator's words.
+    """
+    text = raw.strip(_JUNK)
+    if text.lower().startswith("mailto:"):
+        text = text[7:].strip(_JUNK)
+    if not text:
+        raise InvalidInput("no email address")
+    if _everyday(text):
+        return text.lower(), ""
+    try:
+        valid = email_validator.validate_email(
+            text, check_deliverability=False, allow_display_name=True
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise InvalidInput(f"{raw.strip()!r} is not a valid email address ({exc})") from None
+    return valid.normalized.lower(), (valid.display_name or "").strip()
+
+
+def normalise(raw: str) -> str:
+    """The normalised form of one email address, or :class:`InvalidInput`."""
+    return parse_address(raw)[0]
+
+
+def clean_text(value: str, limit: int = 200) -> str:
+    """A name or organisation with stray spaces removed, cut to the column's length."""
+    return " ".join(value.split())[:limit]

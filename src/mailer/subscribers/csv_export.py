@@ -1,0 +1,47 @@
+"""CSV export of subscribers, safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+from typing import TextIO
+
+from mailer.store.database import Database
+from mailer.store.models import SubscriberStatus
+from mailer.subscribers.people import rows
+
+EXPORT_COLUMNS = ("email", "name", "organisation", "status", "lists", "created")
+# Spreadsheets run a cell starting with one of these as a formula; a leading apostrophe
+# makes Excel show it as text (OWASP "CSV injection"). Names and organisations get it;
+# addresses do not, because an apostrophe is a valid address character and would change
+# the address, and a validated address cannot hold a formula's spaces or brackets.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def export_csv(
+    db: Database,
+    out: TextIO,
+    *,
+    list_slug: str | None = None,
+    status: SubscriberStatus | None = None,
+) -> int:
+    """Write subscribers as CSV to ``out`` row by row; returns how many were written."""
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for row in rows(db, list_slug=list_slug, status=status):
+        writer.writerow(
+            [
+                row.email,
+                _cell(row.name),
+                _cell(row.organisation),
+                row.status.value,
+                row.lists,
+                row.created.isoformat(),
+            ]
+        )
+        count += 1
+    return count

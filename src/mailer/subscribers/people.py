@@ -1,0 +1,118 @@
+"""People as the command line sees them: adding, unsubscribing, erasing, describing.
+
+Each function opens one session on a :class:`~mailer.store.database.Database` and calls the
+queries of :mod:`mailer.store.people`; CSV import and export live beside this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from mailer.errors import NotFound, Suppressed
+from mailer.store import joining
+from mailer.store import people as store
+from mailer.store.database import Database
+from mailer.store.joining import Candidate, Outcome
+from mailer.store.models import LawfulBasis, SubscriberStatus
+from mailer.store.suppression import suppression_of
+from mailer.subscribers.addresses import clean_text, normalise, parse_address
+
+
+def add(
+    db: Database,
+    raw_email: str,
+    list_slug: str,
+    *,
+    name: str = "",
+    organisation: str = "",
+    basis: LawfulBasis = LawfulBasis.PUBLIC_TASK,
+    source: str = "mailer subscribers add",
+) -> Outcome:
+    """Put one person on a list, under exactly the rules an import follows."""
+    email, display_name = parse_address(raw_email)
+    candidate = Candidate(email, clean_text(name or display_name), clean_text(organisation))
+    with db.session(write=True) as session:
+        mailing_list = store.get_list(session, list_slug)
+        [decision] = joining.subscribe_many(
+            session, mailing_list, [candidate], basis=basis, source=source
+        )
+    if decision.outcome is Outcome.SUPPRESSED:
+        raise Suppressed(f"{email} {decision.reason}: mailer never subscribes them again")
+    return decision.outcome
+
+
+def unsubscribe(db: Database, raw_email: str, list_slug: str | None = None) -> bool:
+    """Unsubscribe a person from one list or from everything; False if they already were."""
+    email = normalise(raw_email)
+    with db.session(write=True) as session:
+        subscriber = store.get_subscriber(session, email)
+        mailing_list = store.get_list(session, list_slug) if list_slug else None
+        return store.unsubscribe(session, subscriber, mailing_list)
+
+
+def erase(db: Database, raw_email: str) -> store.Erasure:
+    """Erase everything held about a person, keeping only a keyed hash of the address."""
+    email = normalise(raw_email)
+    with db.session(write=True) as session:
+        return store.erase(session, email)
+
+
+def describe(db: Database, raw_email: str) -> dict[str, Any]:
+    """Everything held about one person, for a subject access request (JSON-ready)."""
+    email = normalise(raw_email)
+    with db.session() as session:
+        subscriber = store.find_subscriber(session, email)
+        if subscriber is None:
+            suppression = suppression_of(session, email)
+            if suppression is None:
+                raise NotFound(f"mailer holds nothing about {email}")
+            return {
+                "email": email,
+                "status": SubscriberStatus.ERASED.value,
+                "erased_at": suppression.created.isoformat(),
+                "held": "only a keyed hash of the address, so it is never imported again",
+            }
+        assert subscriber.id is not None
+        lists = []
+        for membership, mailing_list, consent in store.memberships_of(session, subscriber.id):
+            lists.append(
+                {
+                    "slug": mailing_list.slug,
+                    "name": mailing_list.name,
+                    "status": membership.status.value,
+                    "changed_at": membership.changed_at.isoformat(),
+                    "consent": None
+                    if consent is None
+                    else {
+                        "basis": consent.basis.value,
+                        "source": consent.source,
+                        "recorded_at": consent.recorded_at.isoformat(),
+                        "confirmed_at": consent.confirmed_at.isoformat()
+                        if consent.confirmed_at
+                        else None,
+                    },
+                }
+            )
+        return {
+            "email": email,
+            "name": subscriber.name,
+            "organisation": subscriber.organisation,
+            "status": subscriber.status.value,
+            "created": subscriber.created.isoformat(),
+            "updated": subscriber.updated.isoformat(),
+            "lists": lists,
+        }
+
+
+def rows(
+    db: Database,
+    *,
+    list_slug: str | None = None,
+    status: SubscriberStatus | None = None,
+    search: str | None = None,
+) -> Iterator[store.SubscriberRow]:
+    """Subscribers matching the filters, streamed in the order they were added."""
+    with db.session() as session:
+        list_id = store.get_list(session, list_slug).id if list_slug else None
+        yield from store.iter_subscribers(session, list_id=list_id, status=status, search=search)
