@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
+from mailer.config import Settings
 from mailer.errors import BadToken
 
 _MAC_BYTES = 12
@@ -35,14 +37,28 @@ def make(key: bytes, purpose: str, *ids: int) -> str:
     return f"{payload}.{_b64(_mac(key, purpose, payload))}"
 
 
-def read(key: bytes, purpose: str, token: str) -> tuple[int, ...]:
-    """The integers a valid token carries; :class:`BadToken` otherwise."""
+def read(key: bytes | Sequence[bytes], purpose: str, token: str) -> tuple[int, ...]:
+    """The integers a valid token carries; :class:`BadToken` otherwise.
+
+    ``key`` may be several keys, the current one first: after a deliberate rotation, links
+    signed with the previous key (``MAILER_SECRET_KEY_PREVIOUS``) keep working.
+    """
     payload, _, mac = token.partition(".")
     try:
         given = _unb64(mac)
         ids = tuple(int(part) for part in payload.split("-"))
     except ValueError:
         raise BadToken("this link is not valid") from None
-    if not hmac.compare_digest(given, _mac(key, purpose, payload)):
+    keys = [key] if isinstance(key, bytes) else list(key)
+    if not any(hmac.compare_digest(given, _mac(k, purpose, payload)) for k in keys):
         raise BadToken("this link is not valid")
     return ids
+
+
+def keys_of(settings: Settings) -> list[bytes]:
+    """The keys a link may be signed with: the current one, then the previous one."""
+    found = [settings.require_secret_key()]
+    previous = settings.previous_secret_key()
+    if previous is not None:
+        found.append(previous)
+    return found
