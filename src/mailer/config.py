@@ -78,6 +78,18 @@ class TransportSettings:
 
 
 @dataclass(frozen=True)
+class ChecksSettings:
+    """The ``[checks]`` table: which preflight checks to silence, and whose bank holidays."""
+
+    # Codes of checks that are never reported (see docs/check.md).
+    ignore: tuple[str, ...] = ()
+    # Whose bank holidays a session should avoid: ENG, WLS, SCT or NIR.
+    bank_holidays: str = "ENG"
+    # Whether approve, send and the worker refuse an issue with errors.
+    enforce: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     name: str
@@ -91,6 +103,7 @@ class Settings:
     database_url: str = ""
     misfire_grace_hours: float = 6.0
     secret_key: str | None = field(default=None, repr=False)
+    checks: ChecksSettings = field(default_factory=ChecksSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -306,6 +319,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         pause_after_errors=t.get("pause_after_errors", int, 20),
     )
     t.finish()
+    checks = _checks(path, top.table("checks"))
     top.finish()
 
     secret = env.get("MAILER_SECRET_KEY") or _demo_key(root)
@@ -322,7 +336,26 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         database_url=database_url,
         misfire_grace_hours=misfire,
         secret_key=secret,
+        checks=checks,
     )
+
+
+_BANK_HOLIDAYS = ("ENG", "WLS", "SCT", "NIR")
+
+
+def _checks(path: Path, c: _Table) -> ChecksSettings:
+    ignore = c.get("ignore", list, [])
+    if not all(isinstance(code, str) for code in ignore):
+        raise ConfigError(f'{path}: checks.ignore: must be a list of codes like ["link-generic"]')
+    region = c.get("bank_holidays", str, "ENG").upper()
+    if region not in _BANK_HOLIDAYS:
+        raise ConfigError(
+            f"{path}: checks.bank_holidays: must be one of {', '.join(_BANK_HOLIDAYS)}, "
+            f"not {region!r}"
+        )
+    enforce = c.get("enforce", bool, True)
+    c.finish()
+    return ChecksSettings(ignore=tuple(ignore), bank_holidays=region, enforce=enforce)
 
 
 def _demo_key(root: Path) -> str | None:

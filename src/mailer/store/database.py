@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -80,6 +81,14 @@ def describe(url: str | sa.URL) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return str(parsed.database)
     return parsed.render_as_string(hide_password=True)
+
+
+def exists(settings: Settings) -> bool:
+    """Whether the newsletter's database is there yet: a SQLite file is made on first use."""
+    parsed = sa.make_url(settings.database_url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).is_file()
+    return True
 
 
 def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
