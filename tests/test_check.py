@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -41,7 +41,9 @@ def check_json(cli: Any, *args: str) -> tuple[int, list[dict[str, Any]]]:
 # --- The example issues ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("slug", "went_out"), [("2021-12", "2021-12-01"), ("2025-11", "2025-10-30")])
+@pytest.mark.parametrize(
+    ("slug", "went_out"), [("2021-12", "2021-12-01"), ("2025-11", "2025-10-30")]
+)
 def test_the_example_issues_have_no_errors_on_the_day_they_went_out(
     cli: Any, slug: str, went_out: str
 ) -> None:
@@ -117,6 +119,14 @@ def test_every_check_has_a_fixture_that_trips_it() -> None:
     assert set(CHECKS) == set(CASES) | elsewhere
 
 
+def test_docs_check_md_lists_every_check_with_its_severity() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "check.md").read_text(encoding="utf-8")
+    for check in CHECKS.values():
+        assert re.search(rf"^\| `{check.code}` \| {check.severity} \|", text, re.MULTILINE), (
+            check.code
+        )
+
+
 # --- SpamAssassin, for real ----------------------------------------------------------------
 
 SPAM = news(
@@ -159,10 +169,10 @@ def test_without_spamassassin_a_note_says_how_to_install_it(
 
 
 class _Site(BaseHTTPRequestHandler):
-    pages = {"/ok", "/2026-03/", "/2026-03/images/ofsted.png"}
-    agents: list[str] = []
+    pages: ClassVar[set[str]] = {"/ok", "/2026-03/", "/2026-03/images/ofsted.png"}
+    agents: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802  (the name http.server calls)
+    def do_GET(self) -> None:
         self.agents.append(self.headers.get("User-Agent", ""))
         if self.path == "/moved":
             self.send_response(301)
@@ -260,10 +270,8 @@ def test_an_unknown_code_in_ignore_is_one_line_with_a_suggestion(
 
 def test_a_wrong_bank_holiday_region_is_refused(newsletter: Path) -> None:
     path = newsletter / "mailer.toml"
-    path.write_text(
-        path.read_text(encoding="utf-8") + 'bank_holidays = "XX"\n', encoding="utf-8"
-    )
-    with pytest.raises(ConfigError, match="checks.bank_holidays: must be one of ENG, WLS"):
+    path.write_text(path.read_text(encoding="utf-8") + 'bank_holidays = "XX"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"checks\.bank_holidays: must be one of ENG, WLS"):
         config.load(newsletter)
 
 
@@ -326,7 +334,9 @@ def test_schedule_checks_for_the_day_of_at_and_the_worker_keeps_the_reason(
     database = db.open_db(settings)
     now = dt.datetime(2025, 11, 30, 12, tzinfo=UTC)
     with pytest.raises(ChecksFailed, match="for a send on Tuesday 2 December 2025"):
-        runner.schedule_once(settings, database, "2025-11", ["practitioners"], "2025-12-02 09:00", now)
+        runner.schedule_once(
+            settings, database, "2025-11", ["practitioners"], "2025-12-02 09:00", now
+        )
     item = runner.schedule_once(
         settings,
         database,
@@ -440,7 +450,9 @@ def test_mailer_new_suggests_the_coming_awareness_days(cli: Any, newsletter: Pat
     r = cli("new", "2025-11-draft", "--date", "2025-11-04")
     assert r.exit_code == 0, r.output
     text = (newsletter / "issues/2025-11-draft/issue.yaml").read_text(encoding="utf-8")
-    assert '  #   title: "Anti-Bullying Week"\n  #   start: 2025-11-10\n  #   end: 2025-11-14' in text
+    assert (
+        '  #   title: "Anti-Bullying Week"\n  #   start: 2025-11-10\n  #   end: 2025-11-14' in text
+    )
     assert '  #   title: "Private Fostering Awareness Day"\n  #   date: 2025-11-05' in text
     # The untouched template builds, but mailer check says it is the template.
     assert cli("build", "2025-11-draft").exit_code == 0

@@ -104,7 +104,7 @@ CASES: dict[str, tuple[str, str, str, str]] = {
     "session-duplicate": (
         "2026-03-02",
         training([session("2026-03-10"), session("2026-03-10", venue="Wigton")]),
-        "at 09:30 of \"Understanding the Levels of Need\" repeats session 1",
+        'at 09:30 of "Understanding the Levels of Need" repeats session 1',
         training([session("2026-03-10"), session("2026-03-10", "13:30", "16:30")]),
     ),
     "awareness-upcoming": (
@@ -183,7 +183,9 @@ CASES: dict[str, tuple[str, str, str, str]] = {
         "2026-03-02",
         links(("Guidance", "https://example.org/a"), ("Guidance", "https://example.org/b")),
         'the link text "Guidance" goes to "https://example.org/b" here',
-        links(("Guidance on A", "https://example.org/a"), ("Guidance on B", "https://example.org/b")),
+        links(
+            ("Guidance on A", "https://example.org/a"), ("Guidance on B", "https://example.org/b")
+        ),
     ),
     "link-same-url": (
         "2026-03-02",
@@ -242,9 +244,7 @@ def _line_of(root: Path, slug: str, needle: str) -> int:
 
 
 @pytest.mark.parametrize("code", sorted(CASES))
-def test_a_check_trips_on_its_fixture_and_passes_the_fixed_one(
-    code: str, newsletter: Path
-) -> None:
+def test_a_check_trips_on_its_fixture_and_passes_the_fixed_one(code: str, newsletter: Path) -> None:
     send_date, tripping, message, passing = CASES[code]
     slug = write_issue(newsletter, tripping)
     found = run_one(newsletter, slug, code, send_date)
@@ -304,9 +304,7 @@ def test_bank_holidays_are_those_of_the_part_of_the_uk_in_mailer_toml(newsletter
     slug = write_issue(newsletter, training([session("2026-03-17")]))
     assert run_one(newsletter, slug, "session-bank-holiday") == []
     path = newsletter / "mailer.toml"
-    path.write_text(
-        path.read_text(encoding="utf-8") + 'bank_holidays = "NIR"\n', encoding="utf-8"
-    )
+    path.write_text(path.read_text(encoding="utf-8") + 'bank_holidays = "NIR"\n', encoding="utf-8")
     (found,) = run_one(newsletter, slug, "session-bank-holiday")
     assert "Saint Patrick" in found.message or "St Patrick" in found.message
 

@@ -181,4 +181,7 @@ def no_shouting(ctx: Context) -> Iterator[Hit]:
     for field in ctx.source.fields():
         for m in _CAPS.finditer(field.text):
             if sum(c.isalpha() for c in m.group()) >= 15:
-                yield Hit(f"{quote(m.group())} in the {field.kind} is in capitals", field.line_at(m.start()))
+                yield Hit(
+                    f"{quote(m.group())} in the {field.kind} is in capitals",
+                    field.line_at(m.start()),
+                )

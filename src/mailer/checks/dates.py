@@ -17,7 +17,10 @@ from mailer.checks.registry import Context, Hit, Severity, check, quote
 from mailer.checks.source import Field
 from mailer.formats import long_date
 
-_DAYS = "Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Tues|Thurs|Thur|Mon|Tue|Wed|Thu|Fri|Sat|Sun"
+_DAYS = (
+    "Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday"
+    "|Tues|Thurs|Thur|Mon|Tue|Wed|Thu|Fri|Sat|Sun"
+)
 _MONTHS = (
     "January|February|March|April|May|June|July|August|September|October|November|December"
     "|Sept|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
@@ -77,7 +80,11 @@ def written_dates(ctx: Context, fields: list[Field] | None = None) -> Iterator[W
 
 def resolve(written: WrittenDate, issue_date: dt.date) -> dt.date | None:
     """The date meant: the year written, else the one nearest the issue's date."""
-    years = [written.year] if written.year else [issue_date.year - 1, issue_date.year, issue_date.year + 1]
+    years = (
+        [written.year]
+        if written.year
+        else [issue_date.year - 1, issue_date.year, issue_date.year + 1]
+    )
     found = []
     for year in years:
         try:
@@ -228,7 +235,9 @@ def deadlines_not_too_close(ctx: Context) -> Iterator[Hit]:
         closes = section.closes
         if closes and 0 <= (closes - ctx.send_date).days <= DEADLINE_SOON_DAYS:
             days = (closes - ctx.send_date).days
-            when = "on the send date" if days == 0 else f"{days} day{'s' if days > 1 else ''} after it"
+            when = (
+                "on the send date" if days == 0 else f"{days} day{'s' if days > 1 else ''} after it"
+            )
             yield Hit(
                 f"{quote(section.title, 50)} closes on {long_date(closes)}, {when}",
                 ctx.source.line("sections", i, "closes"),
@@ -274,7 +283,8 @@ def months_after(day: dt.date, months: int) -> dt.date:
 @check(
     "date-far-ahead",
     Severity.WARNING,
-    f"A session, deadline or awareness day is more than {FAR_AHEAD_MONTHS} months after the send date.",
+    f"A session, deadline or awareness day is more than {FAR_AHEAD_MONTHS} months after the "
+    "send date.",
     "check the year",
 )
 def dates_not_too_far(ctx: Context) -> Iterator[Hit]:

@@ -41,7 +41,9 @@ def no_placeholders(ctx: Context) -> Iterator[Hit]:
         urls = [link.url for link in section.links] + [section.booking_url or ""]
         for url in urls:
             if PLACEHOLDER.search(url):
-                yield Hit(f"{quote(url, 70)} is a placeholder address", ctx.source.line("sections", i))
+                yield Hit(
+                    f"{quote(url, 70)} is a placeholder address", ctx.source.line("sections", i)
+                )
 
 
 @functools.cache
@@ -120,4 +122,6 @@ def phones_linked(ctx: Context) -> Iterator[Hit]:
         if field.kind in ("link text", "alt text"):
             continue
         for m in PHONE.finditer(_outside_links(field.text)):
-            yield Hit(f"{m.group()} in the {field.kind} is not a tel: link", field.line_at(m.start()))
+            yield Hit(
+                f"{m.group()} in the {field.kind} is not a tel: link", field.line_at(m.start())
+            )

@@ -49,7 +49,9 @@ SHORTENERS = {
     "tiny.one",
 }
 _TEL = re.compile(r"^\+?[0-9][0-9().\-]*$")
-_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$")
+_HOST = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^localhost$"
+)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,9 @@ def tel_well_formed(ctx: Context) -> Iterator[Hit]:
 
 def _looks_like_url(text: str) -> bool:
     t = text.strip().lower()
-    return t.startswith(("http://", "https://", "www.")) or bool(re.match(r"^[\w-]+(\.[\w-]+)+/", t))
+    return t.startswith(("http://", "https://", "www.")) or bool(
+        re.match(r"^[\w-]+(\.[\w-]+)+/", t)
+    )
 
 
 @check(
@@ -283,7 +287,8 @@ def training_bookable(ctx: Context) -> Iterator[Hit]:
 @check(
     "link-shortener",
     Severity.WARNING,
-    "A link goes through a URL shortener: readers cannot see where it leads, and spam filters distrust it.",
+    "A link goes through a URL shortener: readers cannot see where it leads, and spam filters "
+    "distrust it.",
     "link to the full address",
 )
 def no_shorteners(ctx: Context) -> Iterator[Hit]:

@@ -58,7 +58,13 @@ def _fetch(client: httpx.Client, url: str) -> Fetched:
             return Fetched(url, status, current, redirected)
         return Fetched(url, None, current, redirected, f"more than {MAX_REDIRECTS} redirects")
     except httpx.HTTPError as exc:
-        return Fetched(url, None, current, redirected, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return Fetched(
+            url,
+            None,
+            current,
+            redirected,
+            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        )
 
 
 def fetch_all(ctx: Context, targets: list[str]) -> dict[str, Fetched]:
@@ -70,10 +76,14 @@ def fetch_all(ctx: Context, targets: list[str]) -> dict[str, Fetched]:
         return found
     headers = {"User-Agent": user_agent(ctx)}
     limits = httpx.Limits(max_connections=PARALLEL)
-    with httpx.Client(headers=headers, timeout=TIMEOUT, limits=limits, follow_redirects=False) as client:
-        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-            for result in pool.map(lambda u: _fetch(client, u), todo):
-                found[result.url] = result
+    with (
+        httpx.Client(
+            headers=headers, timeout=TIMEOUT, limits=limits, follow_redirects=False
+        ) as client,
+        ThreadPoolExecutor(max_workers=PARALLEL) as pool,
+    ):
+        for result in pool.map(lambda u: _fetch(client, u), todo):
+            found[result.url] = result
     return found
 
 

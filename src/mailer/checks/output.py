@@ -37,7 +37,8 @@ def sent_size(ctx: Context) -> int:
 @check(
     "html-clipped",
     Severity.ERROR,
-    "The email's HTML is over 102 KB: Gmail clips it and hides the rest, unsubscribe link included.",
+    "The email's HTML is over 102 KB: Gmail clips it and hides the rest, unsubscribe link "
+    "included.",
     "shorten the issue: move long text to the website and link to it",
 )
 def not_clipped(ctx: Context) -> Iterator[Hit]:
@@ -73,8 +74,10 @@ def subject_fits(ctx: Context) -> Iterator[Hit]:
 @check(
     "preheader-length",
     Severity.WARNING,
-    f"The preheader is missing, or shorter than {PREHEADER[0]} or longer than {PREHEADER[1]} characters.",
-    f"write a preheader of {PREHEADER[0]} to {PREHEADER[1]} characters: the line inboxes show after the subject",
+    f"The preheader is missing, or shorter than {PREHEADER[0]} or longer than {PREHEADER[1]} "
+    "characters.",
+    f"write a preheader of {PREHEADER[0]} to {PREHEADER[1]} characters: the line inboxes show "
+    "after the subject",
 )
 def preheader_fits(ctx: Context) -> Iterator[Hit]:
     n = len(ctx.issue.preheader)
@@ -126,7 +129,7 @@ def _stale(ctx: Context, text: str) -> Iterator[str]:
         if "this year" in sentence.lower():
             for y in _YEAR.findall(sentence):
                 if int(y) != year:
-                    yield f"{quote(sentence, 70)} says \"this year\" beside {y}"
+                    yield f'{quote(sentence, 70)} says "this year" beside {y}'
                     break
 
 

@@ -145,4 +145,3 @@ def quote(text: str, limit: int = 60) -> str:
     """Text as it appears in a message: quoted, on one line, cut if long."""
     flat = " ".join(text.split())
     return f'"{flat if len(flat) <= limit else flat[: limit - 1] + "…"}"'
-

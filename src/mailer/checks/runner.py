@@ -94,7 +94,9 @@ def clean_reason(reason: str | None) -> str | None:
         return None
     text = " ".join(reason.split())
     if not text:
-        raise InvalidInput('--skip-checks needs a reason, e.g. --skip-checks "dates confirmed by phone"')
+        raise InvalidInput(
+            '--skip-checks needs a reason, e.g. --skip-checks "dates confirmed by phone"'
+        )
     if len(text) > SKIP_REASON_MAX:
         raise InvalidInput(f"--skip-checks: keep the reason under {SKIP_REASON_MAX} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):

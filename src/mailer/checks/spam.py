@@ -20,7 +20,10 @@ WARN_ABOVE = 2.0
 SPAM_AT = 5.0
 # SpamAssassin takes about a second; give a busy machine plenty of room.
 TIMEOUT = 300
-_STATUS = re.compile(r"^X-Spam-Status: \w+, score=(-?[\d.]+) required=[\d.]+\s+tests=(.*?)\s+autolearn", re.MULTILINE | re.DOTALL)
+_STATUS = re.compile(
+    r"^X-Spam-Status: \w+, score=(-?[\d.]+) required=[\d.]+\s+tests=(.*?)\s+autolearn",
+    re.MULTILINE | re.DOTALL,
+)
 TEST_RECIPIENT = Recipient("reader@example.org", "Test Reader", subscriber_id=1, delivery_id=1)
 
 
@@ -37,8 +40,12 @@ def sample_message(ctx: Context) -> bytes:
         # Only this sample's links are signed with it; nothing is sent.
         settings = settings.with_overrides(secret_key="mailer-check-sample")
     compiled = ctx.compiled
-    content = Content(compiled.issue.slug, compiled.issue.subject, compiled.email_html, compiled.email_text)
-    template = MessageTemplate(settings, content, list_id=f"check.{settings.sender.domain}", send_id=1)
+    content = Content(
+        compiled.issue.slug, compiled.issue.subject, compiled.email_html, compiled.email_text
+    )
+    template = MessageTemplate(
+        settings, content, list_id=f"check.{settings.sender.domain}", send_id=1
+    )
     return template.render(TEST_RECIPIENT)[1]
 
 
@@ -80,7 +87,8 @@ def _rules(found: Score) -> str:
     "spam-likely",
     Severity.ERROR,
     f"SpamAssassin scores the message {SPAM_AT} or more: most filters would call it spam.",
-    "remove what the named rules object to (shouting, money words, image-only content), then check again",
+    "remove what the named rules object to (shouting, money words, image-only content), then "
+    "check again",
 )
 def not_spam(ctx: Context) -> Iterator[Hit]:
     found = score(ctx)

@@ -36,7 +36,9 @@ def _print(report: Report, why: str) -> None:
 
     counts = {s: len(report.of(s)) for s in Severity}
     summary = ", ".join(f"{n} {s}{'' if n == 1 else 's'}" for s, n in counts.items())
-    typer.echo(f"{report.slug} checked for a send on {long_date(report.send_date)} ({why}): {summary}")
+    typer.echo(
+        f"{report.slug} checked for a send on {long_date(report.send_date)} ({why}): {summary}"
+    )
     for severity in Severity:
         found = report.of(severity)
         if not found:

@@ -56,7 +56,7 @@ def schedule(
     Examples:
       mailer schedule 2025-11 --list practitioners --at "2025-12-02 09:00"
       mailer schedule --monthly "1st tue 09:00" --list practitioners
-      mailer schedule 2025-11 --list practitioners --at "2025-12-02 09:00" --skip-checks "dates agreed"
+      mailer schedule 2025-11 -l schools --at "2025-12-02 09:00" --skip-checks "agreed"
     """
     s = settings()
     if bool(at) == bool(monthly):

@@ -122,7 +122,9 @@ def _entry(raw: dict[str, Any], where: str) -> AwarenessDay:
             raise ValueError(f"{where}: {key} is required")
     rule = raw.get("rule")
     if rule is not None and not _valid_rule(rule):
-        raise ValueError(f"{where}: rule {rule!r} is not like '18 march' or 'second tuesday of may'")
+        raise ValueError(
+            f"{where}: rule {rule!r} is not like '18 march' or 'second tuesday of may'"
+        )
     dates = tuple(_span(text) for text in raw.get("dates", []))
     if rule is None and not dates:
         raise ValueError(f"{where}: give a rule or dates")
@@ -177,7 +179,9 @@ def parse(text: str, source: str = DATA_FILE) -> Calendar:
     try:
         data = tomllib.loads(text)
         entries = data.get("day", [])
-        return Calendar(tuple(_entry(raw, f"{source}: day {i + 1}") for i, raw in enumerate(entries)))
+        return Calendar(
+            tuple(_entry(raw, f"{source}: day {i + 1}") for i, raw in enumerate(entries))
+        )
     except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
         raise ConfigError(f"the awareness calendar is invalid: {exc}") from exc
 

@@ -11,15 +11,16 @@ from mailer.content.awareness import calendar
 from mailer.content.load import SLUG
 from mailer.errors import ContentError, Problem
 
-
 # Awareness days this far after the issue's date are suggested in a new issue.
 SUGGEST_DAYS = 35
-_GENERIC_AWARENESS = """\
-  # - type: awareness
-  #   title: Safer Internet Day
-  #   date: 2026-02-10                     # or, for a campaign, start: 2026-02-01 and end: 2026-02-28
-  #   body: |
-  #     What the day is about and how practitioners can take part."""
+_GENERIC_AWARENESS = (
+    "  # - type: awareness\n"
+    "  #   title: Safer Internet Day\n"
+    "  #   date: 2026-02-10                     "
+    "# or, for a campaign, start: 2026-02-01 and end: 2026-02-28\n"
+    "  #   body: |\n"
+    "  #     What the day is about and how practitioners can take part."
+)
 
 
 def awareness_suggestions(day: dt.date) -> str:

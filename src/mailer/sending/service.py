@@ -85,7 +85,9 @@ def create(
     """A new send of the approved issue to these lists, frozen as compiled; its id."""
     compiled = compile_slug(settings, slug)
     # Preflight for the day it really goes out: a schedule's slot, else today.
-    send_date = checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
+    send_date = (
+        checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
+    )
     checks.require_clean(settings, compiled, send_date, skip_checks)
     # Settings that would stop every message are checked before the send exists.
     settings.require_secret_key()
