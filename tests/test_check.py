@@ -307,6 +307,12 @@ def test_send_refuses_unless_a_reason_is_given_and_status_shows_it(
     reason = "dates confirmed with the trainers"
     r = cli("send", "2025-11", "--list", "practitioners", "--yes", "--skip-checks", reason)
     assert r.exit_code == 0, r.output
+    assert re.search(
+        r"^Going ahead despite \d+ check error\(s\) \(awareness-past, deadline-past, "
+        r"session-past\): dates confirmed with the trainers$",
+        r.stdout,
+        re.MULTILINE,
+    )
     assert sql(enforced, "SELECT checks_skipped FROM send") == [(reason,)]
     status = cli("status", "2025-11")
     assert f"  checks      skipped: {reason}" in status.stdout.splitlines()

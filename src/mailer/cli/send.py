@@ -189,6 +189,11 @@ def send(
         f'{slug}: "{p.compiled.issue.subject}", approved by {p.approval.approved_by}, '
         f"to {', '.join(p.lists)}: {p.recipients} recipient{'s' if p.recipients != 1 else ''}."
     )
+    if p.checked is not None and p.checked.errors:
+        codes = ", ".join(sorted({f.code for f in p.checked.errors}))
+        typer.echo(
+            f"Going ahead despite {len(p.checked.errors)} check error(s) ({codes}): {skip_checks}"
+        )
     if dry_run:
         typer.echo("Dry run: nothing was sent.")
         return

@@ -47,6 +47,8 @@ class Preview:
     approval: Approval
     lists: list[str]
     recipients: int
+    # The preflight checks, when they ran: errors here were skipped with a reason.
+    checked: checks.Report | None = None
 
 
 def _refuse_if_open(session: Session, slug: str) -> None:
@@ -64,7 +66,7 @@ def preview(
 ) -> Preview:
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
-    checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
+    report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
     with open_db(settings) as database, database.session() as session:
         approval = approvals.require(session, compiled)
         found = [people.get_list(session, name) for name in dict.fromkeys(lists)]
@@ -72,7 +74,7 @@ def preview(
             raise StateError("name at least one list with --list")
         _refuse_if_open(session, slug)
         count = deliveries.count_recipients(session, [lst.id for lst in found if lst.id], slug)
-        return Preview(compiled, approval, [lst.slug for lst in found], count)
+        return Preview(compiled, approval, [lst.slug for lst in found], count, report)
 
 
 def create(
