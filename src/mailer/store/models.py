@@ -287,6 +287,8 @@ class Send(SQLModel, table=True):
     pause_reason: PauseReason | None = Field(
         default=None, sa_column=Column(_enum(PauseReason, "pause_reason"), nullable=True)
     )
+    # Why it was sent despite errors from the preflight checks (revision 0007).
+    checks_skipped: str | None = Field(default=None, max_length=500)
 
 
 class SendList(SQLModel, table=True):
@@ -352,6 +354,8 @@ class Schedule(SQLModel, table=True):
     last_run_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_outcome: str = Field(default="", max_length=1000)
     last_send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")
+    # Why its sends may go despite errors from the preflight checks (revision 0007).
+    checks_skipped: str | None = Field(default=None, max_length=500)
 
 
 # --- 5. Settings kept with the data (revision 0005) ----------------------------------------
