@@ -22,6 +22,10 @@ CONFIG_NAME = "mailer.toml"
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _TRANSPORTS = ("outbox", "smtp")
 _SECURITY = ("none", "starttls", "tls")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LOCAL_PART = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
+# IMAP folder names in printable ASCII, without the characters IMAP would need quoted.
+_FOLDER = re.compile(r"^[ !#$&-)+-\[\]-~]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,40 @@ class TransportSettings:
 
 
 @dataclass(frozen=True)
+class BounceSettings:
+    """Where bounces, complaints and unsubscribe emails arrive, and what they change.
+
+    See docs/bounces.md. With no ``domain`` the From address stays the envelope sender;
+    with no ``imap_host`` there is nothing for ``mailer bounces fetch`` to read.
+    """
+
+    # Messages go out with the envelope sender local_part+TOKEN@domain (VERP).
+    domain: str | None = None
+    local_part: str = "bounces"
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_security: str = "tls"
+    imap_username: str | None = None
+    imap_password: str | None = field(default=None, repr=False)
+    imap_ca_file: str | None = None
+    folder: str = "INBOX"
+    processed_folder: str = "processed"
+    unrecognised_folder: str = "unrecognised"
+    # How often `mailer worker` reads the mailbox, in minutes.
+    fetch_every: float = 5.0
+    # A person is marked bounced after temporary failures on this many sends in a row.
+    soft_limit: int = 3
+    # Status codes (prefixes) that mean the address itself is gone: bounced at once.
+    hard_statuses: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.")
+    # Status codes (prefixes) of policy or reputation refusals: the send is flagged.
+    policy_statuses: tuple[str, ...] = ("5.7.",)
+
+    @property
+    def mailbox(self) -> bool:
+        return bool(self.imap_host)
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     name: str
@@ -91,6 +129,7 @@ class Settings:
     database_url: str = ""
     misfire_grace_hours: float = 6.0
     secret_key: str | None = field(default=None, repr=False)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -306,6 +345,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         pause_after_errors=t.get("pause_after_errors", int, 20),
     )
     t.finish()
+    bounces = _bounces(path, top.table("bounces"), env)
     top.finish()
 
     secret = env.get("MAILER_SECRET_KEY") or _demo_key(root)
@@ -322,7 +362,78 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         database_url=database_url,
         misfire_grace_hours=misfire,
         secret_key=secret,
+        bounces=bounces,
     )
+
+
+def _statuses(path: Path, key: str, value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    codes = tuple(value)
+    if not codes or not all(
+        isinstance(c, str) and re.match(r"^[245](\.\d{1,3}){0,2}\.?$", c) for c in codes
+    ):
+        raise ConfigError(
+            f'{path}: bounces.{key}: must be a list of status codes like ["5.1.", "5.2.1"]'
+        )
+    return codes
+
+
+def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
+    """The [bounces] table; the IMAP password only ever comes from the environment."""
+    d = BounceSettings()
+    if "imap_password" in b.data:
+        raise ConfigError(
+            f"{path}: bounces.imap_password: secrets never live in {CONFIG_NAME}: "
+            "set MAILER_BOUNCES_IMAP_PASSWORD in the environment instead"
+        )
+    domain = _env_str(env, "MAILER_BOUNCES_DOMAIN", b.get("domain", str))
+    if domain is not None:
+        domain = domain.strip().lower()
+        if not _DOMAIN.match(domain):
+            raise ConfigError(f"{path}: bounces.domain: {domain!r} is not a domain name")
+    local_part = b.get("local_part", str, d.local_part)
+    if not _LOCAL_PART.match(local_part):
+        raise ConfigError(
+            f"{path}: bounces.local_part: use lower-case letters, digits, '.', '_' or '-'"
+        )
+    security = b.get("imap_security", str, d.imap_security)
+    if security not in _SECURITY:
+        raise ConfigError(f"{path}: bounces.imap_security: must be one of {', '.join(_SECURITY)}")
+    default_port = {"none": 143, "starttls": 143, "tls": 993}[security]
+    folders = {}
+    for key in ("folder", "processed_folder", "unrecognised_folder"):
+        folders[key] = b.get(key, str, getattr(d, key))
+        if not _FOLDER.match(folders[key]):
+            raise ConfigError(f"{path}: bounces.{key}: {folders[key]!r} is not a folder name")
+    settings = BounceSettings(
+        domain=domain,
+        local_part=local_part,
+        imap_host=_env_str(env, "MAILER_BOUNCES_IMAP_HOST", b.get("imap_host", str)),
+        imap_port=_env_int(env, "MAILER_BOUNCES_IMAP_PORT", b.get("imap_port", int, default_port))
+        or default_port,
+        imap_security=security,
+        imap_username=_env_str(env, "MAILER_BOUNCES_IMAP_USERNAME", b.get("imap_username", str)),
+        imap_password=env.get("MAILER_BOUNCES_IMAP_PASSWORD") or None,
+        imap_ca_file=_env_str(env, "MAILER_BOUNCES_IMAP_CA_FILE", b.get("imap_ca_file", str)),
+        fetch_every=b.get("fetch_every", float, d.fetch_every),
+        soft_limit=b.get("soft_limit", int, d.soft_limit),
+        hard_statuses=_statuses(
+            path, "hard_statuses", b.get("hard_statuses", list), d.hard_statuses
+        ),
+        policy_statuses=_statuses(
+            path, "policy_statuses", b.get("policy_statuses", list), d.policy_statuses
+        ),
+        **folders,
+    )
+    b.finish()
+    if settings.soft_limit < 1:
+        raise ConfigError(f"{path}: bounces.soft_limit: must be at least 1")
+    if settings.fetch_every <= 0:
+        raise ConfigError(f"{path}: bounces.fetch_every: must be a number of minutes above 0")
+    if settings.imap_host and not settings.imap_username:
+        raise ConfigError(f"{path}: bounces.imap_username: is required with bounces.imap_host")
+    return settings
 
 
 def _demo_key(root: Path) -> str | None:

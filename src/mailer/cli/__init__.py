@@ -68,7 +68,7 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import build, db, lists, schedule, send, subscribers
+    from mailer.cli import bounces, build, db, lists, report, schedule, send, subscribers
 
     build.register(app)
     send.register(app)
@@ -76,6 +76,8 @@ def _register() -> None:
     app.add_typer(lists.app, name="lists")
     app.add_typer(subscribers.app, name="subscribers")
     app.add_typer(db.app, name="db")
+    app.add_typer(bounces.app, name="bounces")
+    report.register(app)
 
 
 _register()

@@ -38,6 +38,7 @@ from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.transports import Transport, TransportFactory
+from mailer.sending.verp import envelope_sender
 from mailer.store import deliveries, sends
 from mailer.store.database import Database
 from mailer.store.models import DeliveryStatus, SendStatus, utcnow
@@ -120,7 +121,7 @@ class _Run:
                 transport.open()
                 if not self.limiter.wait(self.stop):
                     return Outcome(row.id, D.PENDING)  # stopped while waiting: untried
-                transport.send(self.settings.sender.from_address, row.email, data)
+                transport.send(envelope_sender(self.settings, row.id), row.email, data)
             except PermanentSendError as exc:
                 self._count(error=True)
                 return Outcome(
