@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from bounce_helpers import (
+    CASES,
+    JUNK,
     add_issue,
     copies,
     events,
@@ -28,28 +30,6 @@ from conftest import REPO
 from send_helpers import addresses, sql
 
 PEOPLE = addresses(20)
-
-# (corpus file, whose copy it is about, kind recorded, status code, subscriber status after,
-#  membership of the list after, whether the message itself names the person)
-CASES = [
-    ("exchange-5.1.1.eml", 0, "hard", "5.1.1", "bounced", "subscribed", True),
-    ("m365-5.1.10.eml", 1, "hard", "5.1.10", "bounced", "subscribed", True),
-    ("gmail-5.1.1.eml", 2, "hard", "5.1.1", "bounced", "subscribed", True),
-    ("ses-5.1.1.eml", 3, "hard", "5.1.1", "bounced", "subscribed", True),
-    ("exim-text-user-unknown.eml", 4, "hard", "5.1.1", "bounced", "subscribed", True),
-    ("postfix-4.4.1-failed.eml", 5, "soft", "4.4.1", "active", "subscribed", True),
-    ("exim-dsn-5.2.2-mailbox-full.eml", 6, "soft", "5.2.2", "active", "subscribed", True),
-    ("postfix-delayed.eml", 7, "delayed", "4.4.1", "active", "subscribed", True),
-    ("m365-5.7.1-policy.eml", 8, "policy", "5.7.1", "active", "subscribed", True),
-    ("arf-yahoo-abuse.eml", 9, "complaint", "", "complained", "unsubscribed", True),
-    ("arf-jmrp-redacted.eml", 10, "complaint", "", "complained", "unsubscribed", True),
-    ("unsubscribe-mailto-subject.eml", 11, "unsubscribe", "", "active", "unsubscribed", True),
-    ("unsubscribe-mailto-body.eml", 12, "unsubscribe", "", "active", "unsubscribed", True),
-    ("ooo-exchange-automatic-reply.eml", 13, "auto-reply", "", "active", "subscribed", True),
-    ("ooo-plain-out-of-office.eml", 14, "auto-reply", "", "active", "subscribed", False),
-    ("ooo-gmail-vacation.eml", 15, "auto-reply", "", "active", "subscribed", True),
-]
-JUNK = ["junk-spam.eml", "junk-forged-verp.eml", "junk-not-a-message.eml"]
 
 
 @pytest.fixture

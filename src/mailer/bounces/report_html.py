@@ -65,11 +65,12 @@ def timeline_svg(report: SendReport, tz: ZoneInfo, colour: str) -> Markup:
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" fill="{_INK}" '
         'font-size="12">0</text>',
     ]
+    bar = min(step * 0.8, 48.0)
     for i, (_, n) in enumerate(bars):
         h = plot_h * n / peak if peak else 0
-        x = left + i * step + step * 0.1
+        x = left + i * step + (step - bar) / 2
         parts.append(
-            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{step * 0.8:.1f}" '
+            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" '
             f'height="{h:.1f}" fill="{escape(colour)}"/>'
         )
     labels = sorted({0, len(bars) // 2, len(bars) - 1}) if bars else []
