@@ -63,12 +63,15 @@ def test_fetch_acts_on_every_message_and_files_it(cli: Any, sent: Path, server: 
     total = len(CASES) + len(JUNK)
     assert f"Read {total} messages: {total} new, 0 processed before." in r.stdout
     assert "3 message(s) could not be understood: see the unrecognised folder." in r.stdout
-    for name, who, kind, code, status, _member, named in CASES:
-        assert subscriber_status(sent, PEOPLE[who]) == status, name
     recorded = events(sent)
     assert len(recorded) == total
+    for name, who, kind, code, status, _member, named in CASES:
+        assert subscriber_status(sent, PEOPLE[who]) == status, name
+        if named:
+            assert (kind, PEOPLE[who], code) in [e[:3] for e in recorded], name
     assert [e[0] for e in recorded].count("hard") == 5
     assert [e[0] for e in recorded].count("auto-reply") == 3
+    assert [e[0] for e in recorded].count("unrecognised") == len(JUNK)
     assert server.messages("INBOX") == []
     assert len(server.messages("processed")) == len(CASES)
     assert len(server.messages("unrecognised")) == len(JUNK)
