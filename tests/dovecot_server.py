@@ -3,7 +3,8 @@
 Each server gets a throwaway folder (outside pytest's private tmp, so Dovecot's unprivileged
 processes can reach it) with its configuration, a TLS certificate from trustme, one user in
 a passwd-file and a maildir. ``dovecot -F`` runs in the foreground as a child process on a
-free loopback port; the server is ready once it answers an IMAP greeting over TLS.
+free loopback port, logging to its stderr; the test waits for its "starting up" line (its
+listeners are bound by then) and logs in once, never sleeping.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import trustme
 
+from send_helpers import Lines
 from smtp_server import free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -34,7 +36,7 @@ protocols = imap
 listen = 127.0.0.1
 base_dir = {dir}/run
 state_dir = {dir}/state
-log_path = {dir}/dovecot.log
+log_path = /dev/stderr
 ssl = required
 ssl_cert = <{dir}/cert.pem
 ssl_key = <{dir}/key.pem
@@ -85,6 +87,7 @@ class Dovecot:
         self.dir = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
         self.ca_file = self.dir / "ca.pem"
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: Lines | None = None
 
     def _accounts(self) -> tuple[str, str, str, int, int]:
         """(internal user, login user, group, uid, gid) the server runs its parts as."""
@@ -124,29 +127,12 @@ class Dovecot:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        self._wait_until_ready()
+        assert self.process.stderr is not None
+        self.log = Lines(self.process.stderr)
+        # The master logs this once its listeners are bound; then the greeting must follow.
+        self.log.wait_for("starting up", timeout=START_TIMEOUT)
+        self.client().logout()
         return self
-
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dovecot exited: {self.log()}")
-            try:
-                self.client().logout()
-                return
-            except (OSError, imaplib.IMAP4.error):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"dovecot did not answer in time: {self.log()}") from None
-                time.sleep(0.05)
-
-    def log(self) -> str:
-        path = self.dir / "dovecot.log"
-        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        if self.process is not None and self.process.stderr is not None and self.process.poll():
-            text += self.process.stderr.read().decode("utf-8", "replace")
-        return text[-4000:]
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -156,8 +142,8 @@ class Dovecot:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        if self.log is not None:
+            self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- the test's own view of the mailbox ---------------------------------------------------
@@ -179,13 +165,14 @@ class Dovecot:
             imap.logout()
 
     def messages(self, folder: str = "INBOX") -> list[bytes]:
-        """Every message in ``folder``, oldest first; an absent folder has none."""
+        """Every message in ``folder`` not flagged deleted, oldest first; an absent folder
+        has none."""
         imap = self.client()
         try:
             status, _ = imap.select(f'"{folder}"', readonly=True)
             if status != "OK":
                 return []
-            _, found = imap.uid("SEARCH", "ALL")
+            _, found = imap.uid("SEARCH", "UNDELETED")
             result = []
             for uid in (found[0] or b"").split():
                 _, data = imap.uid("FETCH", uid.decode(), "(BODY.PEEK[])")

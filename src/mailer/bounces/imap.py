@@ -174,7 +174,8 @@ def fetch(
         _ensure_folders(imap, b)
         _check(imap.select(_quote(b.folder)), f"open the folder {b.folder}")
         can_move = "MOVE" in imap.capabilities
-        (found,) = _check(imap.uid("SEARCH", "ALL"), "list the messages")[:1] or [b""]
+        # A message flagged deleted is on its way out (a move cut short leaves one): skip it.
+        (found,) = _check(imap.uid("SEARCH", "UNDELETED"), "list the messages")[:1] or [b""]
         uids = bytes(found or b"").split()
         for uid in uids[:limit] if limit else uids:
             data = _check(imap.uid("FETCH", uid.decode(), "(BODY.PEEK[])"), "read a message")

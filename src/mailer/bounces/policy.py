@@ -18,14 +18,16 @@ Each threshold is a setting of ``[bounces]`` (see docs/bounces.md):
 from __future__ import annotations
 
 import logging
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.config import BounceSettings
 from mailer.store import bounces as store
 from mailer.store import people
-from mailer.store.models import Subscriber, SubscriberStatus
+from mailer.store.models import SubscriberStatus
 from mailer.store.status import BounceKind
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("mailer.bounces")
 K = BounceKind
@@ -66,7 +68,7 @@ def apply(
     The event itself must already be added to the session: a temporary failure counts the
     sends that failed in a row, this one included.
     """
-    subscriber = session.get(Subscriber, target.subscriber_id)
+    subscriber = store.subscriber(session, target.subscriber_id)
     if subscriber is None:
         return "none: the person is not held any more"
     if subscriber.status == SubscriberStatus.ERASED:

@@ -19,8 +19,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.bounces import policy
 from mailer.bounces.parse import Finding, Parsed, parse
@@ -31,6 +30,9 @@ from mailer.site import tokens
 from mailer.store import bounces as store
 from mailer.store.database import Database
 from mailer.store.status import BounceKind
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("mailer.bounces")
 K = BounceKind

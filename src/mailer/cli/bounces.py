@@ -46,10 +46,18 @@ def fetch(
       MAILER_BOUNCES_IMAP_PASSWORD=... mailer bounces fetch
     """
     from mailer.bounces.imap import fetch as fetch_mailbox
+    from mailer.bounces.process import Processed
+
+    def saved(result: Processed) -> None:
+        # One line per message as soon as its result is saved, so a long run shows progress.
+        if not result.new:
+            typer.echo(f"  {result.kind}: processed before; filing it")
+        else:
+            typer.echo(f"  {result.kind}: " + ("; ".join(result.actions) or "nothing to change"))
 
     s = settings()
     with database() as db:
-        summary = fetch_mailbox(s, db, limit=limit)
+        summary = fetch_mailbox(s, db, limit=limit, on_committed=saved)
     if not summary.read:
         typer.echo(f"No messages in {s.bounces.folder}.")
         return
@@ -59,8 +67,6 @@ def fetch(
     )
     for kind, n in sorted(summary.kinds.items()):
         typer.echo(f"  {kind + ':':<14}{n:>6}")
-    for action in summary.actions:
-        typer.echo(f"  {action}")
     if summary.unrecognised:
         typer.echo(
             f"{summary.unrecognised} message(s) could not be understood: see the "

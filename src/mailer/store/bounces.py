@@ -23,6 +23,7 @@ from mailer.store.models import (
     Membership,
     MembershipStatus,
     SendList,
+    Subscriber,
     as_utc,
     table_of,
 )
@@ -89,6 +90,10 @@ def latest_to(session: Session, email: str) -> Target | None:
         .first()
     )
     return _target(row)
+
+
+def subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
+    return session.get(Subscriber, subscriber_id)
 
 
 def seen(session: Session, key_prefix: str) -> bool:
