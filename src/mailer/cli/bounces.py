@@ -41,9 +41,12 @@ def fetch(
     Each message is moved to the processed folder once its result is saved, or to the
     unrecognised folder if mailer cannot understand it; nothing is deleted.
 
+    The mailbox password comes from MAILER_BOUNCES_IMAP_PASSWORD.
+
     \b
-    Example:
-      MAILER_BOUNCES_IMAP_PASSWORD=... mailer bounces fetch
+    Examples:
+      mailer bounces fetch
+      mailer bounces fetch --limit 100
     """
     from mailer.bounces.imap import fetch as fetch_mailbox
     from mailer.bounces.process import Processed
