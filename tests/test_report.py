@@ -163,3 +163,22 @@ def test_the_report_page_passes_axe_core_in_chromium(cli: Any, reported: Path) -
                     page.close()
         finally:
             browser.close()
+
+
+def test_what_a_server_said_cannot_become_a_spreadsheet_formula(cli: Any, reported: Path) -> None:
+    copy = copies(reported)[SCHOOLS[1]]
+    raw = render("postfix-4.4.1-failed.eml", copy, reported).decode()
+    raw = raw.replace("Status: 4.4.1", "Status:").replace(
+        "Diagnostic-Code: X-Postfix; connect", 'Diagnostic-Code: =HYPERLINK("https://x")'
+    )
+    assert cli("bounces", "process", "-", input=raw).exit_code == 0
+    assert cli("report", "2025-11", "--people", "--csv").exit_code == 0
+    rows = list(
+        csv.reader(
+            io.StringIO(
+                (reported / ".mailer/reports/2025-11/report.csv").read_text(encoding="utf-8")
+            )
+        )
+    )
+    [row] = [r for r in rows if r[:2] == ["people", SCHOOLS[1]]]
+    assert row[3].startswith("'=HYPERLINK")

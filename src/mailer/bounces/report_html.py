@@ -163,9 +163,24 @@ def csv_text(report: SendReport) -> str:
         writer.writerow(["clicks", url, "clicks", n])
     for person in report.people or []:
         writer.writerow(
-            ["people", person.email, person.outcome, f"{person.status} {person.reason}".strip()]
+            [
+                "people",
+                person.email,
+                person.outcome,
+                _cell(f"{person.status} {person.reason}".strip()),
+            ]
         )
     return out.getvalue()
+
+
+# What a remote server said is text from outside: a spreadsheet would run a cell starting
+# with one of these as a formula (OWASP "CSV injection"), so it gets a leading apostrophe,
+# as in subscribers/csv_export.py.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def _number(value: float | None) -> str:
