@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint bench clean sysdeps
+.PHONY: demo test lint bench clean sysdeps dovecot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,35 @@ sysdeps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 spamassassin >/dev/null; \
 	fi
 
+# axe-core (from npm, pinned by package-lock.json) checks the served pages for WCAG 2.2 AA.
+node_modules/.installed: package.json package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  echo "Installing Debian nodejs and npm for axe-core"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+# Debian's Dovecot is the IMAP server the bounce tests start on a loopback port. The
+# package would start a system-wide daemon on install: policy-rc.d (exit 101) forbids it,
+# and is removed again if this target put it there.
+dovecot:
+	@if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then \
+	  echo "Installing Debian dovecot-imapd for the bounce tests"; \
+	  made=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1; \
+	  fi; \
+	  apt-get update -qq -o DPkg::Lock::Timeout=600 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+	    dovecot-imapd >/dev/null; status=$$?; \
+	  if [ -n "$$made" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
+	fi
+
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
-test: $(VENV)/.installed sysdeps
+test: $(VENV)/.installed sysdeps node_modules/.installed dovecot
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed

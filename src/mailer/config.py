@@ -39,6 +39,10 @@ _SECURITY = ("none", "starttls", "tls")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # What a sender address may be: one plain address, nothing around it.
 _ADDRESS = re.compile(r"[^@\s<>(),;:\\\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LOCAL_PART = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
+# IMAP folder names in printable ASCII, without the characters IMAP would need quoted.
+_FOLDER = re.compile(r"^[ !#$&-)+-\[\]-~]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,40 @@ class ChecksSettings:
 
 
 @dataclass(frozen=True)
+class BounceSettings:
+    """Where bounces, complaints and unsubscribe emails arrive, and what they change.
+
+    See docs/bounces.md. With no ``domain`` the From address stays the envelope sender;
+    with no ``imap_host`` there is nothing for ``mailer bounces fetch`` to read.
+    """
+
+    # Messages go out with the envelope sender local_part+TOKEN@domain (VERP).
+    domain: str | None = None
+    local_part: str = "bounces"
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_security: str = "tls"
+    imap_username: str | None = None
+    imap_password: str | None = field(default=None, repr=False)
+    imap_ca_file: str | None = None
+    folder: str = "INBOX"
+    processed_folder: str = "processed"
+    unrecognised_folder: str = "unrecognised"
+    # How often `mailer worker` reads the mailbox, in minutes.
+    fetch_every: float = 5.0
+    # A person is marked bounced after temporary failures on this many sends in a row.
+    soft_limit: int = 3
+    # Status codes (prefixes) that mean the address itself is gone: bounced at once.
+    hard_statuses: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.")
+    # Status codes (prefixes) of policy or reputation refusals: the send is flagged.
+    policy_statuses: tuple[str, ...] = ("5.7.",)
+
+    @property
+    def mailbox(self) -> bool:
+        return bool(self.imap_host)
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     name: str
@@ -140,6 +178,7 @@ class Settings:
     # Where the key came from: "MAILER_SECRET_KEY", or "" for the key file (or none yet).
     secret_key_from: str = ""
     checks: ChecksSettings = field(default_factory=ChecksSettings)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -486,6 +525,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     )
     t.finish()
     checks = _checks(path, top.table("checks"))
+    bounces = _bounces(path, top.table("bounces"), env)
     top.finish()
 
     state = root / ".mailer"
@@ -522,6 +562,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         secret_key_previous=previous,
         secret_key_from="MAILER_SECRET_KEY" if secret else "",
         checks=checks,
+        bounces=bounces,
     )
 
 
@@ -541,3 +582,72 @@ def _checks(path: Path, c: _Table) -> ChecksSettings:
     enforce = c.get("enforce", bool, True)
     c.finish()
     return ChecksSettings(ignore=tuple(ignore), bank_holidays=region, enforce=enforce)
+
+
+def _statuses(path: Path, key: str, value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return default
+    codes = tuple(value)
+    if not codes or not all(
+        isinstance(c, str) and re.match(r"^[245](\.\d{1,3}){0,2}\.?$", c) for c in codes
+    ):
+        raise ConfigError(
+            f'{path}: bounces.{key}: must be a list of status codes like ["5.1.", "5.2.1"]'
+        )
+    return codes
+
+
+def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
+    """The [bounces] table; the IMAP password only ever comes from the environment."""
+    d = BounceSettings()
+    if "imap_password" in b.data:
+        raise ConfigError(
+            f"{path}: bounces.imap_password: secrets never live in {CONFIG_NAME}: "
+            "set MAILER_BOUNCES_IMAP_PASSWORD in the environment instead"
+        )
+    domain = _env_str(env, "MAILER_BOUNCES_DOMAIN", b.get("domain", str))
+    if domain is not None:
+        domain = domain.strip().lower()
+        if not _DOMAIN.match(domain):
+            raise ConfigError(f"{path}: bounces.domain: {domain!r} is not a domain name")
+    local_part = b.get("local_part", str, d.local_part)
+    if not _LOCAL_PART.match(local_part):
+        raise ConfigError(
+            f"{path}: bounces.local_part: use lower-case letters, digits, '.', '_' or '-'"
+        )
+    security = b.get("imap_security", str, d.imap_security)
+    if security not in _SECURITY:
+        raise ConfigError(f"{path}: bounces.imap_security: must be one of {', '.join(_SECURITY)}")
+    default_port = {"none": 143, "starttls": 143, "tls": 993}[security]
+    folders = {}
+    for key in ("folder", "processed_folder", "unrecognised_folder"):
+        folders[key] = b.get(key, str, getattr(d, key))
+        if not _FOLDER.match(folders[key]):
+            raise ConfigError(f"{path}: bounces.{key}: {folders[key]!r} is not a folder name")
+    settings = BounceSettings(
+        domain=domain,
+        local_part=local_part,
+        imap_host=_env_str(env, "MAILER_BOUNCES_IMAP_HOST", b.text("imap_host")),
+        imap_port=b.number("imap_port", int, default_port, env, "MAILER_BOUNCES_IMAP_PORT"),
+        imap_security=security,
+        imap_username=_env_str(env, "MAILER_BOUNCES_IMAP_USERNAME", b.text("imap_username")),
+        imap_password=env.get("MAILER_BOUNCES_IMAP_PASSWORD") or None,
+        imap_ca_file=_env_str(env, "MAILER_BOUNCES_IMAP_CA_FILE", b.get("imap_ca_file", str)),
+        fetch_every=b.get("fetch_every", float, d.fetch_every),
+        soft_limit=b.get("soft_limit", int, d.soft_limit),
+        hard_statuses=_statuses(
+            path, "hard_statuses", b.get("hard_statuses", list), d.hard_statuses
+        ),
+        policy_statuses=_statuses(
+            path, "policy_statuses", b.get("policy_statuses", list), d.policy_statuses
+        ),
+        **folders,
+    )
+    b.finish()
+    if settings.soft_limit < 1:
+        raise ConfigError(f"{path}: bounces.soft_limit: must be at least 1")
+    if settings.fetch_every <= 0:
+        raise ConfigError(f"{path}: bounces.fetch_every: must be a number of minutes above 0")
+    if settings.imap_host and not settings.imap_username:
+        raise ConfigError(f"{path}: bounces.imap_username: is required with bounces.imap_host")
+    return settings

@@ -24,6 +24,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     │   ├── ChecksFailed       the preflight checks found errors for the send date
     │   └── Suppressed         the person unsubscribed, bounced, complained or was erased
     ├── ScheduleError          a time or rule cannot be scheduled
+    ├── MailboxError           the bounce mailbox cannot be reached or refused the login
     └── SendError              delivery failed
         ├── TemporarySendError a 4xx reply or a dropped connection: worth retrying
         ├── PermanentSendError a 5xx reply for a recipient: never retry
@@ -123,6 +124,10 @@ class Suppressed(StateError):
 
 class ScheduleError(MailerError):
     """A time or a rule cannot be scheduled."""
+
+
+class MailboxError(MailerError):
+    """The bounce mailbox cannot be reached, refused the login, or refused a command."""
 
 
 class SendError(MailerError):

@@ -73,7 +73,18 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import build, check, db, key, lists, schedule, send, subscribers
+    from mailer.cli import (
+        bounces,
+        build,
+        check,
+        db,
+        key,
+        lists,
+        report,
+        schedule,
+        send,
+        subscribers,
+    )
 
     build.register(app)
     check.register(app)
@@ -83,6 +94,8 @@ def _register() -> None:
     app.add_typer(subscribers.app, name="subscribers")
     app.add_typer(db.app, name="db")
     app.add_typer(key.app, name="key")
+    app.add_typer(bounces.app, name="bounces")
+    report.register(app)
 
 
 _register()

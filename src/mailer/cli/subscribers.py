@@ -298,6 +298,12 @@ def show(
                 f"{consent['recorded_at'][:16].replace('T', ' ')} UTC"
                 + (f", confirmed {confirmed[:16].replace('T', ' ')} UTC" if confirmed else "")
             )
+    for event in held.get("returned_mail", []):
+        code = f" {event['status']}" if event["status"] else ""
+        typer.echo(
+            f"  {event['received_at'][:16].replace('T', ' ')} UTC: {event['kind']}{code} "
+            f"(send {event['send_id']}, from {event['source']}): {event['action']}"
+        )
 
 
 @app.command("unsubscribe")

@@ -9,6 +9,9 @@ seconds (30 by default), and exactly at each schedule's time, the worker:
 3. re-reads the schedules, so ones added or cancelled from the CLI take effect within one
    poll, without a restart.
 
+When a bounce mailbox is configured (``[bounces] imap_host``), it also reads it every
+``fetch_every`` minutes (5 by default), as ``mailer bounces fetch`` does.
+
 SIGTERM or Ctrl-C stop it cleanly: a send in progress pauses after the messages in hand
 and is resumed by the next worker.
 """
@@ -28,8 +31,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailer.bounces import imap
 from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.errors import MailerError
 from mailer.formats import local_time
 from mailer.scheduling import runner
 from mailer.sending.transports import TransportFactory
@@ -122,9 +127,21 @@ class Worker:
                 coalesce=True,
             )
 
+    def fetch_bounces(self) -> imap.FetchSummary | None:
+        """Read the bounce mailbox once; a mailbox that is down is logged and tried again."""
+        if not self.settings.bounces.mailbox or self.stop.is_set():
+            return None
+        try:
+            return imap.fetch(self.settings, self.database)
+        except MailerError as exc:
+            log.warning("could not read the bounce mailbox: %s", exc)
+            return None
+
     def run_once(self) -> list[runner.RunOutcome]:
         log.info("worker --once at %s", local_time(self.clock(), self.settings.tz))
-        return self.tick()
+        outcomes = self.tick()
+        self.fetch_bounces()
+        return outcomes
 
     def run_forever(self) -> None:
         scheduler = BackgroundScheduler(timezone=dt.UTC)
@@ -137,6 +154,15 @@ class Worker:
             max_instances=1,
             coalesce=True,
         )
+        if self.settings.bounces.mailbox:
+            scheduler.add_job(
+                self.fetch_bounces,
+                IntervalTrigger(minutes=self.settings.bounces.fetch_every),
+                id="bounces",
+                next_run_time=dt.datetime.now(dt.UTC),
+                max_instances=1,
+                coalesce=True,
+            )
         self._install_signals()
         scheduler.start()
         log.info("worker started: checking schedules every %g s (pid %s)", self.poll, os.getpid())

@@ -38,6 +38,7 @@ from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.transports import Transport, TransportFactory
+from mailer.sending.verp import envelope_sender
 from mailer.store import deliveries, sends
 from mailer.store.database import Database
 from mailer.store.models import DeliveryStatus, SendStatus, utcnow
@@ -120,7 +121,7 @@ class _Run:
                 transport.open()
                 if not self.limiter.wait(self.stop):
                     return Outcome(row.id, D.PENDING)  # stopped while waiting: untried
-                transport.send(self.settings.sender.from_address, row.email, data)
+                transport.send(envelope_sender(self.settings, row.id), row.email, data)
             except PermanentSendError as exc:
                 self._count(error=True)
                 return Outcome(
@@ -152,8 +153,14 @@ class _Run:
                 row = work.get()
                 if row is None or self.stop.is_set():
                     break
-                self.ledger.record(previous, begin=row.id)
+                ours = self.ledger.record(previous, begin=row.id)
                 previous = None
+                if not ours:
+                    # Paused or cancelled from elsewhere: this row was marked in flight in
+                    # the same commit that found out, and is handed back untried.
+                    self.stop.set()
+                    previous = Outcome(row.id, D.PENDING)
+                    break
                 try:
                     previous = self.deliver(box, factory, row)
                 except Exception as exc:  # a bug or an unmapped error: this row, not the run
@@ -305,7 +312,12 @@ def _drain(work: queue.Queue[Any]) -> None:
 
 
 def _put(work: queue.Queue[Any], item: Any, tick: Callable[[], None] | None, state: _Run) -> bool:
-    """Queue ``item``, ticking while the queue is full; False when the run stopped."""
+    """Queue ``item``, ticking while the queue is full; False when the run stopped.
+
+    An end marker (``tick`` None) always gets in: once the run has stopped, the rows still
+    queued are dropped (they stay pending in the ledger) to make room, since connections
+    that stopped on their own no longer take from the queue.
+    """
     while True:
         try:
             work.put(item, timeout=0.2)
@@ -315,6 +327,22 @@ def _put(work: queue.Queue[Any], item: Any, tick: Callable[[], None] | None, sta
                 tick()
                 if state.stop.is_set():
                     return False
+            elif state.stop.is_set():
+                _drain_rows(work)
+
+
+def _drain_rows(work: queue.Queue[Any]) -> None:
+    """Drop queued rows but keep the end markers already queued."""
+    kept = 0
+    while True:
+        try:
+            item = work.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            kept += 1
+    for _ in range(kept):
+        work.put_nowait(None)
 
 
 def _dispatch(

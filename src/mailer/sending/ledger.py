@@ -58,13 +58,19 @@ class Ledger:
         self._last_beat = 0.0
         self.done = 0
         self.error: BaseException | None = None
+        # Set once a commit finds the send no longer ours (`mailer pause`, `mailer cancel`).
+        self.claim_lost = False
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
         self._thread.start()
 
-    def record(self, outcome: Outcome | None, begin: int | None = None) -> None:
-        """Durably record ``outcome`` and mark row ``begin`` in flight; block until done."""
+    def record(self, outcome: Outcome | None, begin: int | None = None) -> bool:
+        """Durably record ``outcome`` and mark row ``begin`` in flight; block until done.
+
+        False when the send was paused, cancelled or taken over meanwhile: the row marked
+        in flight must then not be sent (hand it back as pending).
+        """
         if outcome is None and begin is None:
-            return
+            return not self.claim_lost
         event = threading.Event()
         with self._cond:
             if self.error is not None:
@@ -74,6 +80,7 @@ class Ledger:
         event.wait()
         if self.error is not None:
             raise StateError(f"the ledger could not be written: {self.error}")
+        return not self.claim_lost
 
     def close(self) -> None:
         with self._cond:
@@ -126,7 +133,9 @@ class Ledger:
         beat = now if tick - self._last_beat >= HEARTBEAT_EVERY else None
         if not (finals or marks or beat):
             return
-        self._retry_when_busy(lambda: self._backend.write(finals, marks, beat))
+        ours = self._retry_when_busy(lambda: self._backend.write(finals, marks, beat))
+        if not ours:
+            self.claim_lost = True
         if beat is not None:
             self._last_beat = tick
         self.done += len(finals)
@@ -140,12 +149,11 @@ class Ledger:
                 people.mark_bounced(session, bounced)
 
     @staticmethod
-    def _retry_when_busy(write: Callable[[], None]) -> None:
+    def _retry_when_busy(write: Callable[[], bool]) -> bool:
         deadline = time.monotonic() + BUSY_RETRY_FOR
         while True:
             try:
-                write()
-                return
+                return write()
             except Exception as exc:
                 if not is_busy(exc):
                     raise

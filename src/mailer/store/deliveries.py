@@ -271,7 +271,11 @@ Mark = tuple[str, dt.datetime, int]
 class LedgerWriter(Protocol):
     def write(
         self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> None: ...
+    ) -> bool:
+        """Commit the marks and outcomes in one transaction; False if, in that same
+        transaction, the send turned out to be paused, cancelled or taken by another
+        process, so the sender stops before it hands another message to the server."""
+        ...
 
     def close(self) -> None: ...
 
@@ -290,6 +294,7 @@ class SQLiteLedgerWriter:
     )
     MARK = "UPDATE delivery SET status = ?, updated_at = ? WHERE id = ?"
     BEAT = "UPDATE send SET heartbeat_at = ? WHERE id = ? AND claimed_by = ?"
+    OURS = "SELECT count(*) FROM send WHERE id = ? AND status = 'sending' AND claimed_by = ?"
 
     def __init__(self, database: Database, send_id: int, owner: str) -> None:
         self.raw: Any = database.writer.raw_connection()
@@ -297,7 +302,7 @@ class SQLiteLedgerWriter:
 
     def write(
         self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> None:
+    ) -> bool:
         cursor = self.raw.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -313,7 +318,9 @@ class SQLiteLedgerWriter:
                 cursor.executemany(self.MARK, [(s, _sqlite_time(now), i) for s, now, i in marks])
             if beat is not None:
                 cursor.execute(self.BEAT, (_sqlite_time(beat), self.send_id, self.owner))
+            ours = bool(cursor.execute(self.OURS, (self.send_id, self.owner)).fetchone()[0])
             cursor.execute("COMMIT")
+            return ours
         except BaseException:
             if self.raw.in_transaction:
                 cursor.execute("ROLLBACK")
@@ -355,7 +362,7 @@ class CoreLedgerWriter:
 
     def write(
         self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> None:
+    ) -> bool:
         conn = self.session.connection()
         try:
             if finals:
@@ -384,7 +391,15 @@ class CoreLedgerWriter:
                     .where(SEND.c.id == self.send_id, SEND.c.claimed_by == self.owner)
                     .values(heartbeat_at=beat)
                 )
+            ours = conn.execute(
+                sa.select(sa.func.count()).where(
+                    SEND.c.id == self.send_id,
+                    SEND.c.status == "sending",
+                    SEND.c.claimed_by == self.owner,
+                )
+            ).scalar_one()
             self.session.commit()
+            return bool(ours)
         except BaseException:
             self.session.rollback()
             raise

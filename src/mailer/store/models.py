@@ -37,6 +37,7 @@ from sqlmodel import Column, Field, SQLModel
 
 from mailer.clock import utcnow
 from mailer.store.status import (
+    BounceKind,
     DeliveryStatus,
     LawfulBasis,
     MembershipStatus,
@@ -50,6 +51,8 @@ from mailer.store.status import (
 
 __all__ = [
     "Approval",
+    "BounceEvent",
+    "BounceKind",
     "Consent",
     "Delivery",
     "DeliveryStatus",
@@ -369,3 +372,38 @@ class Meta(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=2000)
+
+
+# --- 6. Bounces, complaints and unsubscribe emails (revision 0008) ---------------------------
+
+
+class BounceEvent(SQLModel, table=True):
+    """One thing learnt from a message that came back: a bounce, a complaint, an unsubscribe.
+
+    ``key`` is the message's Message-ID (or a hash of it) with the position of the report in
+    it, and unique, so processing the same message twice records nothing new. ``action``
+    says what mailer changed because of it, and ``source`` where the message was read, so
+    ``mailer subscribers show`` can say why a person's status changed.
+    """
+
+    __tablename__ = "bounce_event"
+    __table_args__ = (
+        sa.Index(None, "send_id", "kind"),
+        sa.Index(None, "subscriber_id", "send_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, unique=True)
+    kind: BounceKind = Field(sa_column=Column(_enum(BounceKind, "bounce_kind"), nullable=False))
+    send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", ondelete="SET NULL"
+    )
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="SET NULL")
+    # The enhanced status code (RFC 3463) such as 5.1.1, or "" when there is none.
+    status: str = Field(default="", max_length=20)
+    # The remote server's words (Diagnostic-Code) or the complaint type; blanked on erasure.
+    reason: str = Field(default="", max_length=1000)
+    source: str = Field(default="", max_length=200)
+    action: str = Field(default="", max_length=200)
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

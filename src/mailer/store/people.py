@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError
 from mailer.store.models import (
+    BounceEvent,
     Consent,
     Delivery,
     MailingList,
@@ -423,6 +424,13 @@ def erase(session: Session, email: str) -> Erasure:
         sa.update(delivery)
         .where(delivery.c.subscriber_id == subscriber.id)
         .values(email="", name="", last_error="")
+    )
+    # What a remote server said about the address may quote it: keep only the kind of event.
+    bounce_event = table_of(BounceEvent)
+    conn.execute(
+        sa.update(bounce_event)
+        .where(bounce_event.c.subscriber_id == subscriber.id)
+        .values(reason="")
     )
     set_status(session, subscriber, SubscriberStatus.ERASED)
     subscriber.email, subscriber.name, subscriber.organisation = None, "", ""

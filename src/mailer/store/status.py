@@ -96,6 +96,20 @@ class DeliveryStatus(StrEnum):
     FAILED_PERMANENT = "failed-permanent"
 
 
+class BounceKind(StrEnum):
+    """What a message that came back to mailer was (see mailer.bounces.policy)."""
+
+    HARD = "hard"  # the address is gone (5.1.x, 5.2.1, 5.4.x): bounced at once
+    SOFT = "soft"  # a temporary failure: bounced after several sends in a row
+    POLICY = "policy"  # refused for policy or reputation (5.7.x): the send is flagged
+    COMPLAINT = "complaint"  # marked as spam (an ARF feedback report)
+    UNSUBSCRIBE = "unsubscribe"  # the List-Unsubscribe mailto: was used
+    DELAYED = "delayed"  # a warning that delivery is still being tried: changes nothing
+    DELIVERED = "delivered"  # a report of a successful delivery: changes nothing
+    AUTO_REPLY = "auto-reply"  # an out-of-office or other automatic reply: never a bounce
+    UNRECOGNISED = "unrecognised"  # not understood, or about nobody mailer sent to
+
+
 class ScheduleKind(StrEnum):
     ONCE = "once"  # one issue at one time
     MONTHLY = "monthly"  # a monthly slot that sends that month's approved issue

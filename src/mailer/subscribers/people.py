@@ -14,6 +14,7 @@ from typing import Any
 
 from mailer.errors import InvalidInput, NotFound, Suppressed
 from mailer.sending.transports.outbox import outbox_name, outbox_name_prefix
+from mailer.store import bounces as returned
 from mailer.store import joining
 from mailer.store import people as store
 from mailer.store.database import Database
@@ -145,6 +146,19 @@ def describe(db: Database, raw_email: str) -> dict[str, Any]:
             "created": subscriber.created.isoformat(),
             "updated": subscriber.updated.isoformat(),
             "lists": lists,
+            # Bounces, complaints and unsubscribe emails, and what each one changed.
+            "returned_mail": [
+                {
+                    "received_at": event.received_at.isoformat(),
+                    "kind": event.kind,
+                    "send_id": event.send_id,
+                    "status": event.status,
+                    "reason": event.reason,
+                    "source": event.source,
+                    "action": event.action,
+                }
+                for event in returned.events_of(session, subscriber.id)
+            ],
         }
 
 
