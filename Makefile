@@ -21,10 +21,19 @@ sysdeps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
 	fi
 
+# axe-core (from npm, pinned by package-lock.json) checks the served pages for WCAG 2.2 AA.
+node_modules/.installed: package.json package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  echo "Installing Debian nodejs and npm for axe-core"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
-test: $(VENV)/.installed sysdeps
+test: $(VENV)/.installed sysdeps node_modules/.installed
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed

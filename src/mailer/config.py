@@ -7,6 +7,7 @@ environment, never from the file.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
@@ -78,6 +79,30 @@ class TransportSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The public web side (``mailer serve``): sign-up, its abuse limits, click counting."""
+
+    # Shown beside the sign-up form's tick box and stored with each confirmed sign-up.
+    consent: str = (
+        "I agree to receive this newsletter by email. I can unsubscribe at any time with "
+        "the link in every issue."
+    )
+    # A confirmation link works for this many days; unsubscribe links never expire.
+    confirm_days: int = 7
+    # At most one confirmation (or preferences) email per address in this many minutes.
+    cooling_off_minutes: int = 60
+    # Sign-up and "manage" form posts allowed per IP address per hour, and per address per day.
+    per_ip_per_hour: int = 10
+    per_address_per_day: int = 5
+    # A file of disposable email domains (one a line) whose addresses the form refuses.
+    blocklist: str | None = None
+    # Count clicks per link of each issue, without recording who clicked (off by default).
+    track_clicks: bool = False
+    # When the accessibility statement was last reviewed (YYYY-MM-DD).
+    accessibility_reviewed: str = "2026-12-01"
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     name: str
@@ -91,6 +116,7 @@ class Settings:
     database_url: str = ""
     misfire_grace_hours: float = 6.0
     secret_key: str | None = field(default=None, repr=False)
+    web: WebSettings = field(default_factory=WebSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -306,6 +332,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         pause_after_errors=t.get("pause_after_errors", int, 20),
     )
     t.finish()
+    web = _web(path, root, top.table("web"))
     top.finish()
 
     secret = env.get("MAILER_SECRET_KEY") or _demo_key(root)
@@ -322,7 +349,37 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         database_url=database_url,
         misfire_grace_hours=misfire,
         secret_key=secret,
+        web=web,
     )
+
+
+def _web(path: Path, root: Path, w: _Table) -> WebSettings:
+    d = WebSettings()
+    web = WebSettings(
+        consent=w.get("consent", str, d.consent).strip(),
+        confirm_days=w.get("confirm_days", int, d.confirm_days),
+        cooling_off_minutes=w.get("cooling_off_minutes", int, d.cooling_off_minutes),
+        per_ip_per_hour=w.get("per_ip_per_hour", int, d.per_ip_per_hour),
+        per_address_per_day=w.get("per_address_per_day", int, d.per_address_per_day),
+        blocklist=w.get("blocklist", str),
+        track_clicks=w.get("track_clicks", bool, d.track_clicks),
+        accessibility_reviewed=w.get("accessibility_reviewed", str, d.accessibility_reviewed),
+    )
+    w.finish()
+    if not web.consent:
+        raise ConfigError(f"{path}: web.consent: must not be empty")
+    for key in ("confirm_days", "cooling_off_minutes", "per_ip_per_hour", "per_address_per_day"):
+        if getattr(web, key) < 1:
+            raise ConfigError(f"{path}: web.{key}: must be at least 1")
+    try:
+        dt.date.fromisoformat(web.accessibility_reviewed)
+    except ValueError:
+        raise ConfigError(
+            f"{path}: web.accessibility_reviewed: must be a date like 2026-12-01"
+        ) from None
+    if web.blocklist and not (root / web.blocklist).is_file():
+        raise ConfigError(f"{path}: web.blocklist: file {web.blocklist} does not exist")
+    return web
 
 
 def _demo_key(root: Path) -> str | None:

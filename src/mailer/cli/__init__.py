@@ -68,9 +68,10 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import build, db, lists, schedule, send, subscribers
+    from mailer.cli import build, db, lists, schedule, send, subscribers, web
 
     build.register(app)
+    web.register(app)
     send.register(app)
     schedule.register(app)
     app.add_typer(lists.app, name="lists")
