@@ -448,14 +448,16 @@ def test_signing_up_sends_a_confirmation_and_only_the_post_confirms(web: Web) ->
     assert evidence == [(None, web.settings.web.consent, "testclient", "testclient", 1, 1)]
     consent = query(
         root,
-        "SELECT basis, confirmed_at IS NOT NULL FROM consent c JOIN subscriber s ON s.id = c.subscriber_id WHERE s.email = 'dana@example.org'",
+        "SELECT basis, confirmed_at IS NOT NULL FROM consent c "
+        "JOIN subscriber s ON s.id = c.subscriber_id WHERE s.email = 'dana@example.org'",
     )
     assert consent == [("consent", 1)]
     again = web.post(link)  # a second press changes nothing
     assert again.status_code == 200
     assert query(
         root,
-        "SELECT count(*) FROM membership m JOIN subscriber s ON s.id = m.subscriber_id WHERE s.email = 'dana@example.org'",
+        "SELECT count(*) FROM membership m "
+        "JOIN subscriber s ON s.id = m.subscriber_id WHERE s.email = 'dana@example.org'",
     ) == [(1,)]
 
 
