@@ -77,14 +77,14 @@ def free_port() -> int:
 
 def start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A real `mailer serve` on 127.0.0.1:port, returned once /healthz answers."""
-    log = (root / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (root / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while True:
         assert process.poll() is None, (root / "serve.log").read_text()
