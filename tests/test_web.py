@@ -670,3 +670,28 @@ def test_counted_links_redirect_only_to_the_issues_urls_and_count_no_one(
         assert clicks.clicks_per_issue(session) == {ISSUE: 2}
     columns = [r[1] for r in query(newsletter, "PRAGMA table_info(link_click)")]
     assert columns == ["id", "slug", "url", "clicks"]  # nothing about who clicked
+
+
+# --- make demo ------------------------------------------------------------------------------
+
+
+def test_the_demo_ends_with_an_unsubscribe_url_that_works_in_mailer_serve(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mailer.cli import demo
+
+    demo.run(settings)
+    printed = capsys.readouterr().out
+    assert "mailer serve --port 8000" in printed
+    (url,) = re.findall(r"http://127\.0\.0\.1:8000/unsubscribe/\S+", printed)
+    served = Web(settings, [1_800_000_000.0])
+    try:
+        path = url.removeprefix("http://127.0.0.1:8000")
+        page = served.client.get(path)
+        assert page.status_code == 200 and "Demo practitioners" in page.text
+        assert served.client.post(path, data=ONE_CLICK).status_code == 200
+        assert "November 2025" in served.client.get("/").text  # the send published it
+    finally:
+        served.close()
+    archive = (settings.build_dir / "index.html").read_text(encoding="utf-8")
+    assert "November 2025" in archive and "December 2021" not in archive
