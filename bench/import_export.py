@@ -25,9 +25,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from mailer import config, importer, store, subscribers  # noqa: E402
 from mailer.db import open_db  # noqa: E402
 from mailer.models import Suppression, SuppressionReason  # noqa: E402
+
+from mailer import config, importer, store, subscribers  # noqa: E402
 
 FIRST = ["amira", "ben", "chloe", "dev", "erin", "finn", "grace", "harry", "isla", "jack"]
 LAST = ["hussain", "ellis", "nixon", "patel", "walsh", "robson", "jones", "smith", "khan", "lee"]

@@ -27,11 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from mailer import config, db, sender, sends, store, subscribers, urls  # noqa: E402
 from mailer.build import compile_slug  # noqa: E402
 from mailer.message import Content, MessageTemplate, Recipient  # noqa: E402
 from mailer.models import LawfulBasis  # noqa: E402
 from mailer.transports import Mailbag, MemoryTransport  # noqa: E402
+
+from mailer import config, db, sender, sends, store, subscribers, urls  # noqa: E402
 
 
 def newsletter_folder() -> Path:
