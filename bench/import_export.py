@@ -25,10 +25,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from mailer.db import open_db  # noqa: E402
-from mailer.models import Suppression, SuppressionReason  # noqa: E402
-
-from mailer import config, importer, store, subscribers  # noqa: E402
+from mailer import config  # noqa: E402
+from mailer.store import people as store  # noqa: E402
+from mailer.store.database import open_db  # noqa: E402
+from mailer.store.models import Suppression, SuppressionReason  # noqa: E402
+from mailer.store.suppression import address_hash  # noqa: E402
+from mailer.subscribers import csv_export, people  # noqa: E402
+from mailer.subscribers import csv_import as importer  # noqa: E402
 
 FIRST = ["amira", "ben", "chloe", "dev", "erin", "finn", "grace", "harry", "isla", "jack"]
 LAST = ["hussain", "ellis", "nixon", "patel", "walsh", "robson", "jones", "smith", "khan", "lee"]
@@ -108,7 +111,7 @@ def main() -> None:
                 # Some erased addresses, so every import checks the suppression list.
                 key = settings.require_secret_key()
                 for n in range(100):
-                    digest = store.address_hash(key, f"gone{n}@example.org")
+                    digest = address_hash(key, f"gone{n}@example.org")
                     session.add(Suppression(email_hash=digest, reason=SuppressionReason.ERASED))
 
             report, t_import = timed(lambda: importer.import_file(db, big_csv, "all"))
@@ -123,9 +126,9 @@ def main() -> None:
             print(f"re-import    {t_again:6.2f} s  {rows / t_again:9,.0f} rows/s  (all already on)")
             print(f"dry run      {t_dry:6.2f} s  {rows / t_dry:9,.0f} rows/s  (into another list)")
 
-            n, t_export = timed(lambda: subscribers.export_csv(db, _Sink()))
+            n, t_export = timed(lambda: csv_export.export_csv(db, _Sink()))
             print(f"export       {t_export:6.2f} s  {n / t_export:9,.0f} rows/s  ({n:,} rows)")
-            n, t_list = timed(lambda: sum(1 for _ in subscribers.rows(db)))
+            n, t_list = timed(lambda: sum(1 for _ in people.rows(db)))
             print(f"list         {t_list:6.2f} s  {n / t_list:9,.0f} rows/s")
             recipients, t_send = timed(lambda: sum(1 for _ in _recipients(db, ["all", "small"])))
             print(f"recipients   {t_send:6.2f} s  {recipients / t_send:9,.0f} rows/s")
@@ -134,13 +137,13 @@ def main() -> None:
             for label, fn_small, fn_big in (
                 (
                     "export",
-                    lambda: subscribers.export_csv(db, _Sink(), list_slug="small"),
-                    lambda: subscribers.export_csv(db, _Sink(), list_slug="all"),
+                    lambda: csv_export.export_csv(db, _Sink(), list_slug="small"),
+                    lambda: csv_export.export_csv(db, _Sink(), list_slug="all"),
                 ),
                 (
                     "list",
-                    lambda: sum(1 for _ in subscribers.rows(db, list_slug="small")),
-                    lambda: sum(1 for _ in subscribers.rows(db, list_slug="all")),
+                    lambda: sum(1 for _ in people.rows(db, list_slug="small")),
+                    lambda: sum(1 for _ in people.rows(db, list_slug="all")),
                 ),
                 (
                     "import",

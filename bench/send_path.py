@@ -4,9 +4,9 @@ Run it from the repository: ``.venv/bin/python bench/send_path.py [--recipients 
 It prints figures and asserts nothing, because timings depend on the (shared) machine.
 
 1. Making one recipient's message: splicing byte segments encoded once
-   (:class:`mailer.message.MessageTemplate`) against building an ``EmailMessage`` per
+   (:class:`mailer.sending.message.MessageTemplate`) against building an ``EmailMessage`` per
    recipient, the obvious way. The ratio says how much cheaper the splice is.
-2. The whole engine (:func:`mailer.sender.run`) with its SQLite ledger (in-flight mark
+2. The whole engine (:func:`mailer.sending.engine.run`) with its SQLite ledger (in-flight mark
    committed before each message, outcome after) over the in-memory transport, against
    rendering the same messages alone. The ratio says how much the ledger costs per
    message; the real limit of a send is the SMTP server (see docs/sending.md).
@@ -27,18 +27,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from mailer.build import compile_slug  # noqa: E402
-from mailer.message import Content, MessageTemplate, Recipient  # noqa: E402
-from mailer.models import LawfulBasis  # noqa: E402
-from mailer.transports import Mailbag, MemoryTransport  # noqa: E402
-
-from mailer import config, db, sender, sends, store, subscribers, urls  # noqa: E402
+from mailer import config  # noqa: E402
+from mailer.render import compile_slug  # noqa: E402
+from mailer.sending import approval, engine, service  # noqa: E402
+from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
+from mailer.sending.transports import Mailbag, MockTransport  # noqa: E402
+from mailer.site import urls  # noqa: E402
+from mailer.store import deliveries, joining, people  # noqa: E402
+from mailer.store.database import open_db  # noqa: E402
+from mailer.store.models import DeliveryStatus, LawfulBasis  # noqa: E402
 
 
 def newsletter_folder() -> Path:
     root = Path(tempfile.mkdtemp(prefix="mailer-bench-"))
     shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
-    shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(REPO / "issues", root / "issues")
     return root
 
@@ -82,54 +84,51 @@ def main() -> None:
             "2025-11", compiled.issue.subject, compiled.email_html, compiled.email_text
         )
         template = MessageTemplate(settings, content, list_id="bench.example.org", send_id=1)
-        people = [
+        people_ = [
             Recipient(f"person{i}@example.org", f"Person {i}", i + 1, i + 1) for i in range(n)
         ]
-        size = len(template.render(people[0])[1])
+        size = len(template.render(people_[0])[1])
 
-        splice = timed(lambda i: template.render(people[i % n]), n)
+        splice = timed(lambda i: template.render(people_[i % n]), n)
         baseline_n = max(n // 10, 200)
-        baseline = timed(lambda i: email_message(settings, content, people[i % n]), baseline_n)
+        baseline = timed(lambda i: email_message(settings, content, people_[i % n]), baseline_n)
         print(f"message size: {size / 1024:.1f} KB")
         print(f"splice:        {splice * 1e6:8.1f} µs per recipient")
         print(f"EmailMessage:  {baseline * 1e6:8.1f} µs per recipient")
         print(f"ratio:         splicing is {baseline / splice:.0f}x cheaper")
 
         # The whole engine over the in-memory transport, ledger included.
-        with db.open_db(settings) as database:
+        with open_db(settings) as database:
             with database.session(write=True) as session:
-                lst = store.create_list(session, "bench", "Bench")
-                store.subscribe_many(
+                lst = people.create_list(session, "bench", "Bench")
+                joining.subscribe_many(
                     session,
                     lst,
-                    [subscribers.Candidate(p.email, p.name, "") for p in people],
+                    [joining.Candidate(p.email, p.name, "") for p in people_],
                     basis=LawfulBasis.PUBLIC_TASK,
                     source="bench",
                 )
-                approval = sends.approve(session, compiled, "bench")
-                send = sends.create(session, compiled, ["bench"], approval)
-                assert send.id is not None
-                send_id = send.id
+                approval.approve(session, compiled, "bench")
+            send_id = service.create(settings, "2025-11", ["bench"], database=database)
             bag = Mailbag()
             for connections in (1, 4):
                 if connections == 4:
+                    # Run the finished send again from the top: every row back to pending.
                     with database.session(write=True) as session:
-                        sends.reset_for_retry(session, send_id, list(sends.DeliveryStatus))
-                        sends.transition(session, send_id, sends.SendStatus.SENDING)
-                        sends.transition(session, send_id, sends.SendStatus.PAUSED)
+                        deliveries.reset_for_retry(session, send_id, list(DeliveryStatus))
                 start = time.perf_counter()
-                result = sender.run(
+                result = engine.run(
                     settings,
                     database,
                     send_id,
-                    lambda: MemoryTransport(bag),
+                    lambda: MockTransport(None, bag),
                     connections=connections,
                 )
-                engine = (time.perf_counter() - start) / result.total
+                per = (time.perf_counter() - start) / result.total
                 print(
-                    f"engine, {connections} connection(s): {engine * 1e6:8.1f} µs per recipient "
-                    f"({1 / engine:,.0f} messages/s; render alone {splice * 1e6:.1f} µs: "
-                    f"ledger and threads add {engine / splice:.1f}x)"
+                    f"engine, {connections} connection(s): {per * 1e6:8.1f} µs per recipient "
+                    f"({1 / per:,.0f} messages/s; render alone {splice * 1e6:.1f} µs: "
+                    f"ledger and threads add {per / splice:.1f}x)"
                 )
     finally:
         shutil.rmtree(root, ignore_errors=True)

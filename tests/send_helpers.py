@@ -6,7 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,47 @@ def sql(root: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query, params).fetchall()
 
 
-def wait_for(condition: Any, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+class Lines:
+    """Every line a process writes to a stream, read as it comes, so a test can wait for a
+    line (an event the process reports) instead of sleeping."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace"))
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def wait_for(self, fragment: str, timeout: float = 120.0) -> str:
+        """The first line containing ``fragment``; fails if the stream ends or time is up."""
+
+        def found() -> str | None:
+            return next((line for line in self.lines if fragment in line), None)
+
+        with self.cond:
+            ok = self.cond.wait_for(lambda: found() is not None or self.closed, timeout)
+            line = found()
+        assert ok and line is not None, f"{fragment!r} never came; got:\n{self.text()}"
+        return line
+
+    def text(self) -> str:
+        with self.cond:
+            return "".join(self.lines)
+
+    def close(self) -> None:
+        """After the process has exited: read what is left and close the stream."""
+        self.thread.join(timeout=120)
+        self.stream.close()
 
 
 def mailer_process(

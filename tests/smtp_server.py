@@ -4,7 +4,12 @@ It stands for the network's far side: the relay mailer talks to. Faults:
 - ``temp_fail`` / ``perm_fail``: addresses answered 451 / 550 at RCPT TO;
 - ``drop_after``: after that many accepted messages, the next DATA drops the line once
   without accepting the message;
+- ``hold_after``: after that many accepted messages, every further DATA waits at the
+  server until the test calls :meth:`Handler.release`, so a test can act while messages
+  are in hand (kill the sender, pause it) without depending on timing;
 - ``require_auth``: AUTH (over STARTTLS) with ``user`` / ``password``.
+
+Tests wait for the server's state with :meth:`Handler.wait_until`, never with sleeps.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import email.policy
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -42,12 +46,24 @@ class Handler:
     temp_fail: set[str] = field(default_factory=set)
     perm_fail: set[str] = field(default_factory=set)
     drop_after: int | None = None
+    hold_after: int | None = None
     received: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
     drops: int = 0
-    times: list[float] = field(default_factory=list)
-    # Seconds each DATA takes, like a slow relay.
-    delay: float = 0.0
+    # How many DATA commands are waiting for release().
+    held: int = 0
+    _gate: threading.Event = field(default_factory=threading.Event)
+    _accept_held: bool = True
+
+    def release(self, *, accept: bool = True) -> None:
+        """Let held messages go: accepted, or refused with 451 (their sender is gone)."""
+        self._accept_held = accept
+        self._gate.set()
+
+    def wait_until(self, condition: Any, timeout: float = 60.0) -> None:
+        """Block until ``condition(self)`` holds; fail after ``timeout`` seconds."""
+        with self.lock:
+            assert self.lock.wait_for(lambda: condition(self), timeout), "timed out"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -60,8 +76,15 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        with self.lock:
+            hold = self.hold_after is not None and len(self.received) >= self.hold_after
+            if hold:
+                self.held += 1
+                self.lock.notify_all()
+        if hold and not self._gate.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self._gate.wait)
+        if hold and not self._accept_held:
+            return "451 4.3.0 not accepted"
         with self.lock:
             if (
                 self.drop_after is not None
@@ -74,7 +97,7 @@ class Handler:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
             )
-            self.times.append(time.monotonic())
+            self.lock.notify_all()
         return "250 2.0.0 Message accepted"
 
     def recipients(self) -> list[str]:
@@ -134,6 +157,7 @@ class SMTPServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.handler.release(accept=False)  # no handler thread may outlive the server
         self.controller.stop()
 
     @property

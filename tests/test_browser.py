@@ -57,10 +57,13 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def refused() -> list[str]:
-    """Requests the pages tried to make to anywhere but the newsletter's own address."""
-    return []
+@pytest.fixture
+def refused() -> Iterator[list[str]]:
+    """Requests a test's pages tried to make to anywhere but the newsletter's own address:
+    checked after every test, so each page is held to it on its own."""
+    found: list[str] = []
+    yield found
+    assert found == [], f"the page asked for things from elsewhere: {found}"
 
 
 def open_page(browser: Browser, site: Site, refused: list[str], width: int, *parts: str) -> Page:
@@ -196,8 +199,3 @@ def test_the_archive_links_to_both_issues(browser: Browser, site: Site, refused:
         assert shoot(page, f"archive-{PHONE}").stat().st_size > 10_000
     finally:
         page.close()
-
-
-def test_the_pages_asked_for_nothing_from_elsewhere(refused: list[str]) -> None:
-    # Runs last in the module: by now every page above has been loaded.
-    assert refused == []

@@ -20,7 +20,7 @@ from mailer import config
 from mailer.errors import ScheduleError
 from mailer.scheduling import rules, runner
 from mailer.store import database as db
-from send_helpers import addresses, mailer_process, make_list, smtp_env, sql, wait_for
+from send_helpers import Lines, addresses, mailer_process, make_list, smtp_env, sql
 from smtp_server import Handler, SMTPServer
 
 LONDON = ZoneInfo("Europe/London")
@@ -224,16 +224,33 @@ def test_two_workers_at_once_never_send_twice(ready: Path) -> None:
     assert sql(ready, "SELECT COUNT(*) FROM send") == [(1,)]
 
 
+def _worker(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], Lines]:
+    """A real `mailer worker` whose clock runs ten minutes ahead of this process's, so a
+    schedule made "five minutes from now" is due for it at once (and well within grace)."""
+    env = {**os.environ, "MAILER_CLOCK_OFFSET": "600"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "worker", "--poll", "0.5", *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    return process, Lines(process.stderr)
+
+
+def _in_five_minutes() -> str:
+    return (dt.datetime.now(LONDON) + dt.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M")
+
+
 def test_a_running_worker_picks_up_a_schedule_made_from_another_process(
     ready: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with SMTPServer() as server:
         smtp_env(monkeypatch, server.port)
-        env = dict(os.environ)
-        worker = mailer_process(ready, "worker", "--poll", "0.5")
+        worker, lines = _worker(ready)
         try:
-            wait_for(lambda: (ready / ".mailer/mailer.log").exists())
-            at = (dt.datetime.now(LONDON) + dt.timedelta(seconds=3)).strftime("%Y-%m-%d %H:%M:%S")
+            lines.wait_for("worker started")
             scheduled = subprocess.run(
                 [
                     sys.executable,
@@ -244,21 +261,21 @@ def test_a_running_worker_picks_up_a_schedule_made_from_another_process(
                     "--list",
                     "practitioners",
                     "--at",
-                    at,
+                    _in_five_minutes(),
                 ],
                 cwd=ready,
-                env=env,
+                env=dict(os.environ),
                 capture_output=True,
                 text=True,
                 check=False,
             )
             assert scheduled.returncode == 0, scheduled.stderr
-            wait_for(lambda: len(server.received) == 5)
-            wait_for(lambda: "finished 2025-11" in (ready / ".mailer/mailer.log").read_text())
+            lines.wait_for("finished 2025-11")
         finally:
             worker.send_signal(signal.SIGTERM)
-            _, err = worker.communicate(timeout=30)
-        assert worker.returncode == 0, err
+            worker.wait(timeout=120)
+            lines.close()
+        assert worker.returncode == 0, lines.text()
         assert Counter(server.handler.recipients()) == Counter(addresses(5))
         log = (ready / ".mailer/mailer.log").read_text()
         for event in (
@@ -269,24 +286,26 @@ def test_a_running_worker_picks_up_a_schedule_made_from_another_process(
             "worker stopped",
         ):
             assert event in log
-        assert b"finished 2025-11" in err  # the same lines on stderr
+        assert "finished 2025-11" in lines.text()  # the same lines on stderr
 
 
 def test_worker_once_resumes_a_send_killed_half_way(
     ready: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_list(cli, ready, "everyone", addresses(60, "all"), name="Everyone")
-    with SMTPServer() as server:
-        smtp_env(monkeypatch, server.port, MAILER_SMTP_RATE_PER_SECOND="30")
+    with SMTPServer(Handler(hold_after=15)) as server:
+        smtp_env(monkeypatch, server.port)
         process = mailer_process(ready, "send", "2025-11", "--list", "everyone", "--yes")
-        wait_for(lambda: len(server.received) >= 15)
+        server.handler.wait_until(lambda h: h.held >= 1)
         process.send_signal(signal.SIGKILL)
         process.communicate()
+        server.handler.release(accept=False)
+        server.handler.hold_after = None
         r = cli("worker", "--once")
         assert r.exit_code == 0, r.output
         got = Counter(server.handler.recipients())
         assert set(got) == set(addresses(60, "all"))
-        assert sum(got.values()) - 60 <= 4  # only messages in flight at the kill may repeat
+        assert sum(got.values()) - 60 <= 2  # only the messages in flight at the kill
         assert sql(ready, "SELECT status FROM send") == [("sent",)]
 
 
@@ -299,21 +318,24 @@ def test_sigterm_during_a_scheduled_send_pauses_it_and_the_next_worker_finishes_
     ready: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_list(cli, ready, "everyone", addresses(40, "all"), name="Everyone")
-    with SMTPServer(Handler(delay=0.1)) as server:
+    with SMTPServer(Handler(hold_after=5)) as server:
         smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="2")
-        at = (dt.datetime.now(LONDON) + dt.timedelta(seconds=2)).strftime("%Y-%m-%d %H:%M:%S")
-        r = cli("schedule", "2025-11", "--list", "everyone", "--at", at)
+        r = cli("schedule", "2025-11", "--list", "everyone", "--at", _in_five_minutes())
         assert r.exit_code == 0, r.output
-        worker = mailer_process(ready, "worker", "--poll", "0.5", stdout=subprocess.DEVNULL)
-        wait_for(lambda: len(server.received) >= 5)
+        worker, lines = _worker(ready)
+        server.handler.wait_until(lambda h: h.held >= 1)
         worker.send_signal(signal.SIGTERM)
-        _, err = worker.communicate(timeout=30)
-        assert worker.returncode == 0, err
-        assert b"worker stopped" in err
-        assert sql(ready, "SELECT status, status_reason FROM send") == [
-            ("paused", "the worker stopped")
+        lines.wait_for("worker stopping")
+        server.handler.release()  # the messages in hand are accepted, then it stops
+        worker.wait(timeout=120)
+        lines.close()
+        assert worker.returncode == 0, lines.text()
+        assert "worker stopped" in lines.text()
+        assert sql(ready, "SELECT status, status_reason, pause_reason FROM send") == [
+            ("paused", "the worker stopped", "worker-stopped")
         ]
-        assert 0 < len(server.received) < 40
+        assert 5 <= len(server.received) < 40
+        server.handler.hold_after = None
         r = cli("worker", "--once")
         assert r.exit_code == 0, r.output
         assert Counter(server.handler.recipients()) == Counter(addresses(40, "all"))

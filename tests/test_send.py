@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -51,7 +52,8 @@ def test_a_change_after_approval_is_refused_and_named(cli: Any, approved: Path) 
     r = cli("send", "2025-11", "--list", "practitioners", "--yes")
     assert r.exit_code == 1
     assert "changed since Sam Patel approved it" in r.stderr
-    assert "section 'Impact Chronologies' added" in r.stderr or "changed" in r.stderr
+    assert "section 'Impact Chronologies' added" in r.stderr
+    assert "section 'Impact Chronology' removed" in r.stderr
     assert "Traceback" not in r.output
     # Approving again makes it sendable.
     assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
@@ -85,6 +87,21 @@ def test_declining_the_confirmation_sends_nothing(cli: Any, approved: Path) -> N
     assert r.exit_code == 1
     assert "Send to 12 recipients now?" in r.stdout
     assert not (approved / "outbox/2025-11").exists()
+
+
+def test_status_json_reports_every_send_for_scripts(cli: Any, approved: Path) -> None:
+    assert cli("send", "2025-11", "--list", "practitioners", "--yes").exit_code == 0
+    r = cli("status", "2025-11", "--json")
+    assert r.exit_code == 0, r.output
+    (report,) = json.loads(r.stdout)
+    assert report["slug"] == "2025-11" and report["status"] == "sent"
+    assert report["lists"] == ["practitioners"]
+    assert report["total"] == 12 and report["sent"] == 12
+    assert report["counts"]["sent"] == 12 and report["counts"]["pending"] == 0
+    assert report["failed"] == [] and report["in_flight"] == []
+    assert report["started_at"] and report["finished_at"]
+    missing = cli("status", "2021-12", "--json")
+    assert missing.exit_code == 1 and "2021-12 has never been sent" in missing.stderr
 
 
 def test_outbox_send_writes_one_message_per_recipient(cli: Any, approved: Path) -> None:
@@ -302,6 +319,7 @@ def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(
         MAILER_DKIM_KEY_FILE=str(tmp_path / "dkim.pem"),
     )
     assert cli("send", "2025-11", "--list", "practitioners", "--yes").exit_code == 0
+    assert len(server.received) == 12
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
         assert name == b"news._domainkey.example.org."

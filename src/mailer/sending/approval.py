@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.errors import ApprovalError
 from mailer.formats import utc_minute
 from mailer.render import CompiledIssue
 from mailer.store import sends
 from mailer.store.models import Approval
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 
 def content_summary(compiled: CompiledIssue) -> dict[str, object]:

@@ -10,18 +10,16 @@ transaction (group commit), through the fastest writer the database has
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from mailer.errors import StateError
 from mailer.store import people
 from mailer.store.database import Database
 from mailer.store.deliveries import Final, Mark, ledger_writer
+from mailer.store.engine import is_busy
 from mailer.store.models import DeliveryStatus, utcnow
 
 log = logging.getLogger("mailer.sender")
@@ -148,8 +146,8 @@ class Ledger:
             try:
                 write()
                 return
-            except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+            except Exception as exc:
+                if not is_busy(exc):
                     raise
                 if time.monotonic() > deadline:
                     raise

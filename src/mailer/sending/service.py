@@ -11,8 +11,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.errors import NotFound, StateError
@@ -27,6 +26,9 @@ from mailer.store.database import Database, open_db
 from mailer.store.models import Approval, DeliveryStatus, Schedule, Send, SendStatus
 from mailer.store.status import PauseReason, PublishedBy
 from mailer.subscribers.addresses import normalise
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 
 def approve(settings: Settings, slug: str, by: str) -> Approval:

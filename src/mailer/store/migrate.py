@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import Settings
 from mailer.errors import SchemaTooNew, StoreError
-from mailer.store.database import WRITE_OPTION, describe, make_engine, store_error
+from mailer.store.engine import WRITE_OPTION, describe, make_engine, store_error
 
 if TYPE_CHECKING:
     from alembic.config import Config

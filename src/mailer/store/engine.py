@@ -1,0 +1,84 @@
+"""Engines: SQLite's pragmas and transactions, and database errors in one line.
+
+Kept apart from :mod:`.database` so that :mod:`.migrate` can open an engine without
+importing the sessions that call it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from mailer.errors import StoreError
+
+# How long a writer waits for another writer (an import, a send) before giving up.
+BUSY_TIMEOUT_MS = 5000
+# Mark connections of the write engine so their transactions start with BEGIN IMMEDIATE.
+WRITE_OPTION = "mailer_write"
+
+
+def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
+    """An engine for ``url``; SQLite connections get WAL, foreign keys and a busy timeout."""
+    try:
+        engine = sa.create_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StoreError(f"database_url {url!r} cannot be used: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, foreign_keys=foreign_keys)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling does not put SELECTs or DDL inside
+        # transactions; turn it off and issue BEGIN ourselves (see _on_begin) so an
+        # import, and a migration, are each exactly one transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # Overwrite deleted content with zeros, so an erased person's address does not
+        # linger in the file's free space.
+        cursor.execute("PRAGMA secure_delete=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the write lock up front. A deferred transaction that reads first
+        # and writes later fails at once with "database is locked" if another writer
+        # committed in between; BEGIN IMMEDIATE waits for the busy timeout instead.
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def describe(url: str | sa.URL) -> str:
+    """The database as people know it: the SQLite file's path, or the URL without password."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
+
+
+def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
+    """One line saying what the database refused, for the CLI to print."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if "database is locked" in text:
+        text = "the database is busy: another mailer command is writing to it; try again shortly"
+    elif "unable to open database file" in text:
+        text = "cannot open the database file: does its folder exist, and may mailer write to it?"
+    elif "file is not a database" in text:
+        text = "this file is not a SQLite database"
+    return StoreError(f"{where}: {text}")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another writer holds the database (worth trying again)."""
+    text = str(exc)
+    return "locked" in text or "busy" in text

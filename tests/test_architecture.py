@@ -1,0 +1,176 @@
+"""The shape of the package: stages that import in one direction, SQL only in the store,
+and a command line that starts without the heavy libraries.
+
+The import graph is read from the source with ``ast``, imports inside functions included,
+so an import moved into a function to dodge a cycle is still a cycle here.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+SRC = REPO / "src"
+PACKAGE = SRC / "mailer"
+# Libraries that take tens of milliseconds each to import.
+HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "jinja2", "mjml", "premailer", "apscheduler")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {
+        module_name(p): p
+        for p in PACKAGE.rglob("*.py")
+        if "migrations" not in p.parts  # Alembic loads these itself
+    }
+
+
+def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
+    """The mailer modules ``path`` imports, anywhere in the file."""
+    found: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target in known and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    names = set(known)
+    return {name: imports_of(path, name, names) for name, path in known.items()}
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            # A package's __init__ re-exporting its own modules is not a cycle of flow.
+            if node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if state.get(nxt) is None and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if state.get(node) is None and (found := visit(node)):
+            return found
+    return None
+
+
+def test_there_is_no_import_cycle() -> None:
+    assert _cycle(graph()) is None, f"import cycle: {' -> '.join(_cycle(graph()) or [])}"
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_library_never_imports_the_command_line() -> None:
+    offenders = {
+        name: sorted(i for i in imported if i.startswith("mailer.cli"))
+        for name, imported in graph().items()
+        if not name.startswith("mailer.cli") and name != "mailer.__main__"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_sql_outside_the_store() -> None:
+    offenders = []
+    for name, path in modules().items():
+        if name.startswith("mailer.store"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []  # type-only imports are not queries
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                mods = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                if any(m.split(".")[0] in ("sqlalchemy", "sqlmodel", "sqlite3") for m in mods):
+                    offenders.append(f"{name}: imports {mods[0]}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                words = node.value.upper().split()
+                if words[:1] in (["SELECT"], ["UPDATE"], ["INSERT"], ["DELETE"]) and any(
+                    w in words for w in ("FROM", "SET", "INTO", "WHERE")
+                ):
+                    offenders.append(f"{name}: SQL text {node.value[:40]!r}")
+    assert offenders == []
+
+
+def _imported_by(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return {m.split(".")[0] for m in json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def test_help_and_version_load_no_heavy_library() -> None:
+    loaded = _imported_by(
+        "from mailer.cli import app\n"
+        "for args in (['--help'], ['--version'], ['send', '--help']):\n"
+        "    try:\n"
+        "        app(args, prog_name='mailer')\n"
+        "    except SystemExit:\n"
+        "        pass"
+    )
+    assert "mailer" in loaded
+    assert sorted(set(HEAVY) & loaded) == []
+
+
+def test_listing_lists_loads_only_the_database_layer(newsletter: Path) -> None:
+    loaded = _imported_by(
+        "import os\n"
+        f"os.chdir({str(newsletter)!r})\n"
+        "from mailer.store.database import open_db\n"
+        "from mailer import config\n"
+        "open_db(config.load()).close()  # the schema exists, as after any earlier command\n"
+        "for m in [m for m in __import__('sys').modules if m.startswith(('alembic',))]:\n"
+        "    del __import__('sys').modules[m]\n"
+        "from mailer.cli import app\n"
+        "try:\n"
+        "    app(['lists', 'list'], prog_name='mailer')\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    assert "sqlalchemy" in loaded
+    assert sorted({"jinja2", "mjml", "premailer", "apscheduler"} & loaded) == []

@@ -1,0 +1,305 @@
+"""The sending engine against a scripted transport and a fake clock.
+
+Rate limits, retries with backoff, dropped lines, an unavailable server, failures in a
+row and pauses are scripted here in ``MockTransport(handler)``; waits go through
+:class:`fake_clock.FakeClock`, so every test takes milliseconds and none depends on the
+machine's speed. The ledger is a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fake_clock import FakeClock, busiest_window
+from mailer import config
+from mailer.config import Settings
+from mailer.errors import PermanentSendError, TemporarySendError, TransportUnavailable
+from mailer.sending import engine, service
+from mailer.sending.engine import RunResult
+from mailer.sending.transports import Envelope, Mailbag, MockTransport
+from mailer.store.database import Database, open_db
+from mailer.store.status import PauseReason, SendStatus
+from send_helpers import addresses, ledger, make_list, sql
+
+SLUG = "2025-11"
+
+
+@pytest.fixture
+def people(cli: Any, newsletter: Path) -> list[str]:
+    emails = addresses(40)
+    make_list(cli, newsletter, "practitioners", emails)
+    assert cli("approve", SLUG, "--by", "Sam Patel").exit_code == 0
+    return emails
+
+
+def tuned(settings: Settings, **transport: Any) -> Settings:
+    """The settings with transport options (and SMTP rate limits) replaced."""
+    smtp = {k: transport.pop(k) for k in list(transport) if k.startswith("rate_")}
+    t = dataclasses.replace(settings.transport, **transport)
+    t = dataclasses.replace(t, smtp=dataclasses.replace(t.smtp, **smtp))
+    return dataclasses.replace(settings, transport=t)
+
+
+class Run:
+    """One send driven through the engine: the bag of accepted messages and the clock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database: Database = open_db(settings)
+        self.bag = Mailbag()
+        self.clock = FakeClock()
+        self.send_id = service.create(settings, SLUG, ["practitioners"], database=self.database)
+
+    def __call__(
+        self,
+        handler: Callable[[Envelope], str | None] | None = None,
+        *,
+        connections: int = 2,
+        on_open: Callable[[], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunResult:
+        def factory() -> MockTransport:
+            return MockTransport(handler, self.bag, on_open=on_open)
+
+        return engine.run(
+            self.settings,
+            self.database,
+            self.send_id,
+            factory,
+            connections=connections,
+            clock=self.clock,
+            stop=stop,
+        )
+
+
+def test_every_recipient_gets_one_message_and_the_ledger_says_so(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    result = run(connections=4)
+    assert result.status == SendStatus.SENT
+    assert Counter(run.bag.recipients()) == Counter(people)
+    assert set(ledger(newsletter).values()) == {"sent"}
+    message_ids = {row[0] for row in sql(newsletter, "SELECT message_id FROM delivery")}
+    assert len(message_ids) == 40
+
+
+def test_the_rate_per_second_holds_in_every_one_second_window(
+    settings: Settings, people: list[str]
+) -> None:
+    run = Run(tuned(settings, rate_per_second=7.0))
+    times: list[float] = []
+
+    def server(envelope: Envelope) -> None:
+        times.append(run.clock.time())
+
+    assert run(server, connections=4).status == SendStatus.SENT
+    assert len(times) == 40
+    assert busiest_window(times, 1.0) == 7
+    assert max(times) - min(times) == pytest.approx(39 / 7, abs=0.01)
+
+
+def test_the_hourly_rate_counts_what_was_sent_before_a_resume(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(tuned(settings, rate_per_hour=15))
+    times: list[float] = []
+    stop = threading.Event()
+
+    def server(envelope: Envelope) -> None:
+        times.append(run.clock.time())
+        if len(times) == 10:
+            stop.set()  # the worker running it is stopped
+
+    first = run(server, connections=1, stop=stop)
+    assert first.status == SendStatus.PAUSED
+    # The resume reads from the ledger when the first run's messages went (real times), so
+    # the clock is set to the real time now for the window to include them.
+    before = [
+        dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC).timestamp()
+        for (t,) in sql(newsletter, "SELECT sent_at FROM delivery WHERE status = 'sent'")
+    ]
+    run.clock.now = max(before)
+    times.clear()
+    second = run(server, connections=2)
+    assert second.status == SendStatus.SENT
+    assert len(times) == first.counts["pending"]
+    assert busiest_window(before + times, 3600.0) == 15
+
+
+def test_a_temporary_failure_is_retried_after_a_backoff_on_the_clock(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(tuned(settings, retry_backoff=30.0, max_attempts=3))
+    tries: Counter[str] = Counter()
+
+    def server(envelope: Envelope) -> None:
+        tries[envelope.to] += 1
+        if envelope.to == people[3] and tries[envelope.to] < 3:
+            raise TemporarySendError("451 4.3.0 try again later")
+
+    result = run(server)
+    assert result.status == SendStatus.SENT
+    assert tries[people[3]] == 3
+    assert sorted(run.clock.slept)[-2:] == [30.0, 60.0]  # 30 s, then twice that
+    assert sql(newsletter, "SELECT attempts FROM delivery WHERE email = ?", people[3]) == [(3,)]
+
+
+def test_a_recipient_that_keeps_failing_is_failed_temporary_and_retried_on_request(
+    cli: Any, settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(tuned(settings, max_attempts=3))
+
+    def server(envelope: Envelope) -> None:
+        if envelope.to == people[5]:
+            raise TemporarySendError("451 4.3.0 mailbox busy")
+
+    result = run(server)
+    assert result.status == SendStatus.SENT  # finished; one recipient failed
+    assert ledger(newsletter)[people[5]] == "failed-temporary"
+    assert (
+        "failed-temporary after 3 attempt(s): 451 4.3.0 mailbox busy" in cli("status", SLUG).stdout
+    )
+
+
+def test_a_refused_address_bounces_and_a_refused_message_does_not(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+
+    def server(envelope: Envelope) -> None:
+        if envelope.to == people[1]:
+            raise PermanentSendError("550 5.1.1 no such user", bounce=True)
+        if envelope.to == people[2]:
+            raise PermanentSendError("554 5.7.1 message refused", bounce=False)
+
+    run(server)
+    status = ledger(newsletter)
+    assert status[people[1]] == status[people[2]] == "failed-permanent"
+    subscribers = dict(sql(newsletter, "SELECT email, status FROM subscriber"))
+    assert subscribers[people[1]] == "bounced"
+    assert subscribers[people[2]] == "active"
+
+
+def test_a_dropped_line_is_retried_and_nothing_is_lost(
+    settings: Settings, people: list[str]
+) -> None:
+    run = Run(settings)
+    dropped = threading.Event()
+
+    def server(envelope: Envelope) -> None:
+        if not dropped.is_set() and envelope.to == people[7]:
+            dropped.set()
+            raise TemporarySendError("connection to relay lost")
+
+    assert run(server).status == SendStatus.SENT
+    assert set(run.bag.recipients()) == set(people)
+
+
+def test_an_unavailable_server_pauses_with_nobody_failed_and_resume_finishes(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+
+    def down() -> None:
+        raise TransportUnavailable("cannot connect to the SMTP server relay:25")
+
+    first = run(on_open=down)
+    assert first.status == SendStatus.PAUSED
+    assert sql(newsletter, "SELECT pause_reason FROM send") == [(PauseReason.UNAVAILABLE,)]
+    assert set(ledger(newsletter).values()) == {"pending"}
+    assert run.bag.messages == []
+    second = run()
+    assert second.status == SendStatus.SENT
+    assert Counter(run.bag.recipients()) == Counter(people)
+
+
+def test_too_many_failures_in_a_row_pause_the_send(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(tuned(settings, pause_after_errors=4))
+
+    def server(envelope: Envelope) -> None:
+        raise PermanentSendError("550 5.1.1 no such user")
+
+    result = run(server, connections=1)
+    assert result.status == SendStatus.PAUSED
+    assert "4 failures in a row" in result.reason
+    counts = Counter(ledger(newsletter).values())
+    assert counts["failed-permanent"] == 4 and counts["pending"] == 36
+
+
+def test_mailer_pause_from_elsewhere_stops_the_send_and_resume_sends_the_rest_once(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    once = threading.Lock()
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) >= 9 and once.acquire(blocking=False):
+            service.pause(settings, SLUG)  # as `mailer pause` from another process
+
+    first = run(server)
+    assert first.status == SendStatus.PAUSED
+    assert first.reason == "paused by mailer pause"
+    states = Counter(ledger(newsletter).values())
+    assert states["in-flight"] == 0
+    assert states["sent"] == len(run.bag.messages) < 40
+    second = run()
+    assert second.status == SendStatus.SENT
+    assert Counter(run.bag.recipients()) == Counter(people)
+
+
+def test_a_stopping_worker_pauses_the_send_for_the_next_worker(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    stop = threading.Event()
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) == 5:
+            stop.set()
+
+    first = run(server, stop=stop)
+    assert first.status == SendStatus.PAUSED
+    assert sql(newsletter, "SELECT pause_reason FROM send") == [(PauseReason.WORKER_STOPPED,)]
+    assert run().status == SendStatus.SENT
+    assert Counter(run.bag.recipients()) == Counter(people)
+
+
+def test_a_bug_in_one_delivery_fails_that_recipient_alone(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+
+    def server(envelope: Envelope) -> None:
+        if envelope.to == people[0]:
+            raise KeyError("surprise")
+
+    assert run(server).status == SendStatus.SENT
+    assert ledger(newsletter)[people[0]] == "failed-temporary"
+    assert len(run.bag.messages) == 39
+
+
+def test_two_runs_of_one_send_at_once_are_refused(settings: Settings, people: list[str]) -> None:
+    run = Run(settings)
+    refused: list[str] = []
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) == 3 and not refused:
+            other = config.load(settings.root)
+            try:
+                engine.run(other, open_db(other), run.send_id, MockTransport, clock=FakeClock())
+            except Exception as exc:
+                refused.append(str(exc))
+
+    assert run(server).status == SendStatus.SENT
+    assert refused and "is being sent by another process" in refused[0]
