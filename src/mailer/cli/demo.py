@@ -3,8 +3,8 @@
 It creates a demo list of made-up subscribers, approves the 2025-11 issue, sends it to
 the demo list through the outbox transport (``.eml`` files, no mail server needed), which
 publishes it, builds every example issue and the archive, and says where everything is,
-ending with how to start ``mailer serve`` and an unsubscribe link that works in it. It is safe to run again: an issue
-already sent to the demo list is not sent twice.
+ending with how to start ``mailer serve`` and an unsubscribe link that works in it. It is
+safe to run again: an issue already sent to the demo list is not sent twice.
 """
 
 from __future__ import annotations

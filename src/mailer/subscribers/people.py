@@ -7,9 +7,7 @@ queries of :mod:`mailer.store.people`; CSV import and export live beside this mo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING, Any
 
 from mailer.errors import NotFound, Suppressed
 from mailer.store import joining, optouts, signups
@@ -19,6 +17,9 @@ from mailer.store.joining import Candidate, Outcome
 from mailer.store.models import LawfulBasis, Subscriber, SubscriberStatus
 from mailer.store.suppression import suppression_of
 from mailer.subscribers.addresses import clean_text, normalise, parse_address
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 
 def add(
