@@ -695,3 +695,50 @@ def test_the_demo_ends_with_an_unsubscribe_url_that_works_in_mailer_serve(
         served.close()
     archive = (settings.build_dir / "index.html").read_text(encoding="utf-8")
     assert "November 2025" in archive and "December 2021" not in archive
+
+
+# --- tokens and the migration ---------------------------------------------------------------
+
+
+def test_confirmation_tokens_expire_and_others_are_refused_for_any_other_purpose() -> None:
+    from mailer.errors import BadToken, ExpiredToken
+
+    key, now = b"key", 1_800_000_000.0
+    token = tokens.make_expiring(key, tokens.CONFIRM, now, 42)
+    week = 7 * 86400
+    assert tokens.read_expiring(
+        key, tokens.CONFIRM, token, now=now + week, max_age_seconds=week
+    ) == (42,)
+    with pytest.raises(ExpiredToken):
+        tokens.read_expiring(
+            key, tokens.CONFIRM, token, now=now + week + 3600, max_age_seconds=week
+        )
+    for purpose in (tokens.UNSUBSCRIBE, tokens.PREFERENCES, tokens.CLICK):
+        with pytest.raises(BadToken) as caught:
+            tokens.read_expiring(key, purpose, token, now=now, max_age_seconds=week)
+        assert not isinstance(caught.value, ExpiredToken)
+    text = tokens.sign_text(key, tokens.CLICK, "2025-11\nhttps://example.org/a?b=c")
+    assert tokens.read_text(key, tokens.CLICK, text) == "2025-11\nhttps://example.org/a?b=c"
+    with pytest.raises(BadToken):
+        tokens.read_text(key, tokens.CONFIRM, text)
+
+
+def test_the_migration_publishes_issues_already_sent(settings: Settings) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from mailer.store import migrate
+
+    migrate.upgrade(settings, to="0004")
+    with closing(sqlite3.connect(settings.root / "subscribers.sqlite")) as conn, conn:
+        for slug, started in (("2025-10", "2025-10-07 09:00:00.000000"), ("2025-11", None)):
+            conn.execute(
+                "INSERT INTO send (slug, content_hash, subject, html, text, status, "
+                "status_reason, approved_by, created_at, started_at) "
+                "VALUES (?, 'h', 's', '', '', 'sent', '', 'x', '2025-10-01 09:00:00', ?)",
+                (slug, started),
+            )
+    migrate.upgrade(settings)
+    rows = query(settings.root, "SELECT slug, published_at, published_by FROM publication")
+    assert rows == [("2025-10", "2025-10-07 09:00:00.000000", "send")]
+    assert query(settings.root, "SELECT count(*) FROM mailing_list WHERE public") == [(0,)]

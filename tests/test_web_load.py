@@ -14,7 +14,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 
-import web_load  # noqa: E402
+import web_load
 
 
 def test_unsubscribes_during_a_big_send_all_succeed_and_stop_the_mail(tmp_path: Path) -> None:
