@@ -742,3 +742,25 @@ def test_the_migration_publishes_issues_already_sent(settings: Settings) -> None
     rows = query(settings.root, "SELECT slug, published_at, published_by FROM publication")
     assert rows == [("2025-10", "2025-10-07 09:00:00.000000", "send")]
     assert query(settings.root, "SELECT count(*) FROM mailing_list WHERE public") == [(0,)]
+
+
+def test_a_huge_form_is_refused_before_it_is_read(web: Web) -> None:
+    answer = web.client.post(
+        "/subscribe",
+        content=b"email=" + b"a" * 100_000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 413
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert outbox_web(web.settings.root) == []
+
+
+def test_the_sign_up_page_without_public_lists(cli: Cli, newsletter: Path) -> None:
+    served = Web(config.load(newsletter), [1_800_000_000.0])
+    try:
+        page = served.client.get("/subscribe")
+        assert page.status_code == 200 and "not open at the moment" in page.text
+        refused = served.client.post("/subscribe", data=SIGNUP)
+        assert refused.status_code == 400 and "not open at the moment" in refused.text
+    finally:
+        served.close()
