@@ -116,8 +116,8 @@ def test_the_archive_and_an_issue(served: Served, page: Page) -> None:
     assert links.count() == 2
     assert "November 2025" in links.nth(0).inner_text()
     accessible(page)
-    links.nth(1).click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        links.nth(1).click()
     assert page.url == f"{served.url}/2021-12/"
     sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
     assert sizes and all(complete and width > 0 for complete, width in sizes)
@@ -130,8 +130,8 @@ def test_unsubscribe_through_the_link_in_a_message(served: Served, page: Page) -
     main = page.locator("main")
     assert "am•••a@example.org" in main.inner_text()
     accessible(page)
-    page.get_by_role("button", name="Unsubscribe from this list").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Unsubscribe from this list").click()
     assert "is unsubscribed" in page.locator("[role=status]").inner_text()
     accessible(page)
     rows = query(
@@ -151,8 +151,8 @@ def test_sign_up_and_confirm_through_the_email(served: Served, page: Page) -> No
     page.get_by_label("Name").fill("Dana Reader")
     page.get_by_label("Schools DSLs").check()
     page.get_by_label(served.settings.web.consent).check()
-    page.get_by_role("button", name="Sign up").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Sign up").click()
     assert page.locator("h1").inner_text() == "Check your email"
     accessible(page)
     (link,) = [
@@ -163,8 +163,8 @@ def test_sign_up_and_confirm_through_the_email(served: Served, page: Page) -> No
     page.goto(link)
     assert "Schools DSLs" in page.locator("main").inner_text()
     accessible(page)
-    page.get_by_role("button", name="Confirm my subscription").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Confirm my subscription").click()
     assert page.locator("h1").inner_text() == "You are subscribed"
     accessible(page)
     rows = query(
@@ -177,8 +177,8 @@ def test_sign_up_and_confirm_through_the_email(served: Served, page: Page) -> No
     )
     assert rows == [("schools", "subscribed", "consent")]
     # The confirmation page links to the preferences page.
-    page.get_by_role("link", name="change your choices").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("link", name="change your choices").click()
     assert page.locator("h1").inner_text() == "Your subscription"
 
 
@@ -197,16 +197,16 @@ def test_manage_by_email(served: Served, page: Page) -> None:
     page.goto(served.url + "/manage")
     accessible(page)
     page.get_by_label("Email address").fill(PEOPLE[1])
-    page.get_by_role("button", name="Email me a link").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Email me a link").click()
     assert page.locator("h1").inner_text() == "Check your email"
     (link,) = [u for u in body_links(message_to(root, PEOPLE[1], "_web")) if "/preferences/" in u]
     page.goto(link)
     accessible(page)
     page.get_by_label("Organisation").fill("Carlisle Youth Zone")
     page.get_by_label("Schools DSLs").check()
-    page.get_by_role("button", name="Save my choices").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Save my choices").click()
     assert "Your choices are saved" in page.locator("[role=status]").inner_text()
     accessible(page)
     rows = query(root, "SELECT organisation FROM subscriber WHERE email = ?", PEOPLE[1])
