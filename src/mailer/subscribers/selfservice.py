@@ -21,7 +21,7 @@ import functools
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailer.config import Settings
 from mailer.errors import BadToken, InvalidInput, TooManyRequests
@@ -31,6 +31,7 @@ from mailer.store import people as store
 from mailer.store.database import Database
 from mailer.store.models import (
     MailingList,
+    Signup,
     Subscriber,
     SubscriberStatus,
     UnsubscribeMethod,
@@ -40,6 +41,9 @@ from mailer.store.suppression import erased_among
 from mailer.subscribers import notices
 from mailer.subscribers.addresses import clean_text, mask, normalise
 from mailer.subscribers.people import held_about
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 GONE = (SubscriberStatus.ERASED,)
 
@@ -67,7 +71,7 @@ def _unsubscribe_ids(settings: Settings, token: str) -> tuple[int, int]:
     return subscriber_id, send_id
 
 
-def _page(session: Any, who: Subscriber | None, lists: list[MailingList]) -> UnsubscribePage:
+def _page(session: Session, who: Subscriber | None, lists: list[MailingList]) -> UnsubscribePage:
     if who is None or who.status in GONE or who.id is None:
         return UnsubscribePage("", [], False)
     on = optouts.subscribed_list_ids(session, who.id)
@@ -131,14 +135,14 @@ def _preferences_id(settings: Settings, token: str) -> int:
     return ids[0]
 
 
-def _person(session: Any, subscriber_id: int) -> Subscriber:
+def _person(session: Session, subscriber_id: int) -> Subscriber:
     who = optouts.subscriber(session, subscriber_id)
     if who is None or who.status in GONE:
         raise BadToken("nothing is held about you any more, so there is nothing to manage")
     return who
 
 
-def _offered(session: Any, who: Subscriber) -> tuple[list[MailingList], set[int]]:
+def _offered(session: Session, who: Subscriber) -> tuple[list[MailingList], set[int]]:
     """The public lists, and any other list the person is on (so they can leave it)."""
     assert who.id is not None
     on = optouts.subscribed_list_ids(session, who.id)
@@ -148,7 +152,7 @@ def _offered(session: Any, who: Subscriber) -> tuple[list[MailingList], set[int]
     return sorted(offered.values(), key=lambda ml: ml.name), on
 
 
-def _preferences(session: Any, who: Subscriber) -> Preferences:
+def _preferences(session: Session, who: Subscriber) -> Preferences:
     offered, on = _offered(session, who)
     return Preferences(
         mask(who.email or ""),
@@ -229,7 +233,7 @@ def _blocked(settings: Settings, email: str) -> bool:
     return domain in _blocklist(path, path.stat().st_mtime)
 
 
-def _limit(session: Any, settings: Settings, kind: str, ip: str, email: str) -> None:
+def _limit(session: Session, settings: Settings, kind: str, ip: str, email: str) -> None:
     web = settings.web
     if ip and not signups.allow(
         session, f"{kind}-ip", ip, limit=web.per_ip_per_hour, window=dt.timedelta(hours=1)
@@ -245,7 +249,7 @@ def _limit(session: Any, settings: Settings, kind: str, ip: str, email: str) -> 
         raise TooManyRequests("too many requests for this address: try again tomorrow")
 
 
-def _cooling_off(session: Any, settings: Settings, kind: str, email: str) -> bool:
+def _cooling_off(session: Session, settings: Settings, kind: str, email: str) -> bool:
     """Whether another email may go to this address now (and count it if so)."""
     window = dt.timedelta(minutes=settings.web.cooling_off_minutes)
     return signups.allow(session, f"{kind}-mail", email, limit=1, window=window)
@@ -324,7 +328,7 @@ class Confirmation:
     preferences_token: str = ""
 
 
-def _signup(session: Any, settings: Settings, token: str, now: float) -> Any:
+def _signup(session: Session, settings: Settings, token: str, now: float) -> Signup:
     ids = tokens.read_expiring(
         settings.require_secret_key(),
         tokens.CONFIRM,
@@ -338,7 +342,7 @@ def _signup(session: Any, settings: Settings, token: str, now: float) -> Any:
     return signup
 
 
-def _names(session: Any, slugs: list[str]) -> list[MailingList]:
+def _names(session: Session, slugs: list[str]) -> list[MailingList]:
     found = [store.find_list(session, slug) for slug in slugs]
     return [ml for ml in found if ml is not None]
 

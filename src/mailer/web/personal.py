@@ -9,7 +9,6 @@ cookie, answered 200 without a redirect, harmless when repeated).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,7 +25,6 @@ from mailer.subscribers import selfservice
 from mailer.subscribers.selfservice import SignupRequest
 from mailer.web.render import Site
 
-log = logging.getLogger("mailer.web")
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 T = TypeVar("T")
 
