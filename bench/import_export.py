@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     rows, small = args.rows, args.rows // 10
-    os.environ.setdefault("MAILER_SECRET_KEY", "bench-only-secret-key")
+    os.environ.setdefault("MAILER_SECRET_KEY", "bench-only-secret-key-with-at-least-32-bytes")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=5000)
     args = parser.parse_args()
     n = args.recipients
-    os.environ.setdefault("MAILER_SECRET_KEY", "bench-key")
+    os.environ.setdefault("MAILER_SECRET_KEY", "bench-key-with-at-least-thirty-two-bytes")
     root = newsletter_folder()
     try:
         settings = config.load(root)

@@ -199,7 +199,7 @@ def run(workdir: Path, recipients: int = 10_000, posts: int = 200) -> Figures:
     """The whole load test in ``workdir``; returns its figures (see the module doc)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env["MAILER_SECRET_KEY"] = "load-test-key"
+    env["MAILER_SECRET_KEY"] = "load-test-key-with-at-least-32-bytes-of-it"
     workdir.mkdir(parents=True, exist_ok=True)
     root = workdir / "newsletter"
     settings = prepare(root, recipients, port, env)

@@ -42,7 +42,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = tmp_path_factory.mktemp("browser") / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
-    settings = config.load(root, env={"MAILER_SECRET_KEY": "test-secret-key"})
+    settings = config.load(
+        root, env={"MAILER_SECRET_KEY": "test-secret-key-with-at-least-32-bytes"}
+    )
     for slug in all_slugs(settings):  # drafts are left out of the archive
         builder.publish(settings, slug)
     builder.build(settings, all_slugs(settings), archive=True)

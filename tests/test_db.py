@@ -248,7 +248,7 @@ def test_a_database_in_a_folder_that_does_not_exist(
 
 def test_an_unusable_database_url(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILER_DATABASE_URL", "nosuchdb://somewhere/x")
-    fails(cli("lists", "list"), "database_url 'nosuchdb://somewhere/x' cannot be used")
+    fails(cli("lists", "list"), "the database 'nosuchdb://somewhere/x' cannot be used")
 
 
 def test_a_session_rolls_back_everything_when_its_block_fails(settings: Settings) -> None:

@@ -93,9 +93,7 @@ def test_every_setting_is_documented() -> None:
     text = (REPO / "docs" / "rendering.md").read_text(encoding="utf-8")
     source = (REPO / "src" / "mailer" / "config.py").read_text(encoding="utf-8")
     # Every key config.py reads from mailer.toml, and every MAILER_ variable it reads.
-    keys = set(re.findall(r'\b[a-z]\.get\("(\w+)"', source)) | set(
-        re.findall(r'top\.get\("(\w+)"', source)
-    )
+    keys = set(re.findall(r'\b[a-z]+\.(?:get|text|number)\("(\w+)"', source))
     assert {"name", "base_url", "postal_address", "logo", "connections"} <= keys
     for key in sorted(keys):
         assert f"`{key}`" in text, key

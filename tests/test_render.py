@@ -67,7 +67,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     root = tmp_path_factory.mktemp("render") / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
-    settings = config.load(root, env={"MAILER_SECRET_KEY": "test-secret-key"})
+    settings = config.load(
+        root, env={"MAILER_SECRET_KEY": "test-secret-key-with-at-least-32-bytes"}
+    )
     for slug in SLUGS:  # drafts are left out of the archive and the feed
         builder.publish(settings, slug)
     started = time.perf_counter()

@@ -59,7 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env["MAILER_SECRET_KEY"] = "browser-test-key"
+    env["MAILER_SECRET_KEY"] = "browser-test-key-with-at-least-32-bytes"
     settings = config.load(root, env=env)
     assert settings.base_url == url
     lists.create(

@@ -1,28 +1,45 @@
 """Newsletter settings: ``mailer.toml`` in the newsletter folder, overridden by the environment.
 
 Commands find ``mailer.toml`` in the current folder or its parents, like git finds ``.git``.
-Secrets (the SMTP password, the signing key, the DKIM key) only ever come from the
-environment, never from the file.
+Secrets never come from ``mailer.toml``: the SMTP password and the DKIM key from the
+environment, the signing key from ``MAILER_SECRET_KEY`` or from ``.mailer/secret_key``, a
+file mailer creates once, readable only by its owner.
+
+Every value is checked where it is read: a value that reaches an email header (names,
+addresses) may hold no control character, CR or LF; numbers must be in range. A mistake is
+one line naming the file (or variable) and the key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
+import secrets
+import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 
 CONFIG_NAME = "mailer.toml"
+KEY_FILE = "secret_key"
+# A key shorter than this is refused: the links it signs must not be guessable.
+MIN_KEY_BYTES = 32
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _TRANSPORTS = ("outbox", "smtp")
 _SECURITY = ("none", "starttls", "tls")
+# C0 and C1 control characters (CR and LF among them) and the Unicode line separators:
+# none may reach an email header.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# What a sender address may be: one plain address, nothing around it.
+_ADDRESS = re.compile(r"[^@\s<>(),;:\\\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,21 @@ class SMTPSettings:
     timeout: float = 30.0
     # A CA bundle to trust for STARTTLS/TLS, for relays with a private certificate authority.
     ca_file: str | None = None
+    # AUTH over an unencrypted connection, allowed only to a loopback address, on request.
+    plain_auth_on_loopback: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes mailer refuses (or warns about) before they reach an inbox."""
+
+    # Gmail clips a message whose HTML is over about 102 KB, hiding the unsubscribe link.
+    html_warn_kb: int = 90
+    html_max_kb: int = 102
+    issue_file_max_kb: int = 1024
+    # YAML anchors and aliases can make a small file expand enormously.
+    yaml_max_nodes: int = 20_000
+    image_max_kb: int = 2048
 
 
 @dataclass(frozen=True)
@@ -115,7 +147,11 @@ class Settings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     database_url: str = ""
     misfire_grace_hours: float = 6.0
+    limits: Limits = field(default_factory=Limits)
     secret_key: str | None = field(default=None, repr=False)
+    secret_key_previous: str | None = field(default=None, repr=False)
+    # Where the key came from: "MAILER_SECRET_KEY", or "" for the key file (or none yet).
+    secret_key_from: str = ""
     web: WebSettings = field(default_factory=WebSettings)
 
     @property
@@ -143,17 +179,87 @@ class Settings:
         """Machine-local state that never goes into git (demo key, logs)."""
         return self.root / ".mailer"
 
+    @property
+    def key_file(self) -> Path:
+        return self.state_dir / KEY_FILE
+
+    @property
+    def has_secret_key(self) -> bool:
+        return bool(self.secret_key) or self.key_file.is_file()
+
     def require_secret_key(self) -> bytes:
+        """The signing key: MAILER_SECRET_KEY, else .mailer/secret_key, created on first use.
+
+        The database remembers the key's fingerprint (see mailer.store.keys), so a key that
+        is lost or replaced is refused there rather than silently breaking links.
+        """
         if not self.secret_key:
-            raise ConfigError(
-                "MAILER_SECRET_KEY is not set: export a long random value "
-                "(for example: export MAILER_SECRET_KEY=$(python3 -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))'))"
-            )
+            object.__setattr__(self, "secret_key", _read_or_create_key(self.key_file))
+        assert self.secret_key
         return self.secret_key.encode()
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+    def previous_secret_key(self) -> bytes | None:
+        """The key before a deliberate rotation, so links signed with it keep working."""
+        if self.secret_key_previous:
+            return self.secret_key_previous.encode()
+        previous = self.key_file.with_name(KEY_FILE + ".previous")
+        if previous.is_file():
+            return _read_key(previous).encode()
+        return None
+
+
+def _read_key(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{path} can be read by other users of this machine: run chmod 600 {path}"
+            )
+        key = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not a mailer key file (not text)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the signing key: {exc.strerror}") from None
+    _check_key(key, str(path))
+    return key
+
+
+def _check_key(key: str, where: str) -> None:
+    if len(key.encode()) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{where}: the signing key is too short ({len(key.encode())} bytes; at least "
+            f"{MIN_KEY_BYTES}): make one with: python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
+        )
+
+
+def _read_or_create_key(path: Path) -> str:
+    """The key in ``path``; a new random one, written with mode 0600, if there is none."""
+    if path.is_file():
+        return _read_key(path)
+    key = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once never both write a key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the signing key: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -175,9 +281,13 @@ def load(start: Path | None = None, env: Mapping[str, str] | None = None) -> Set
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     return _parse(root, path, data, env)
 
 
@@ -206,6 +316,29 @@ class _Table:
             raise ConfigError(f"{self._where(key)}: must be a {kind.__name__}, not {value!r}")
         return value
 
+    def text(self, key: str, default: Any = None, required: bool = False) -> Any:
+        """A string that may reach an email header: no control characters, CR or LF."""
+        value = self.get(key, str, default, required)
+        if isinstance(value, str) and CONTROL.search(value):
+            raise ConfigError(f"{self._where(key)}: must be one line with no control characters")
+        return value
+
+    def number(self, key: str, kind: type, default: Any, env: Mapping[str, str], var: str) -> Any:
+        """A number from the environment (``var``) or the file, which must be positive."""
+        raw = env.get(var)
+        if raw:
+            try:
+                value: Any = kind(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r}: must be a {_KIND[kind]}") from None
+            where = var
+        else:
+            value = self.get(key, kind, default)
+            where = self._where(key)
+        if value is not None and (value <= 0 or value != value):
+            raise ConfigError(f"{where}: must be more than 0, not {value!r}")
+        return value
+
     def table(self, key: str) -> _Table:
         self.used.add(key)
         return _Table(
@@ -218,18 +351,18 @@ class _Table:
             raise ConfigError(f"{self._where(unknown[0])}: unknown setting (is it misspelt?)")
 
 
+_KIND = {int: "whole number", float: "number"}
+
+
+def _address(value: str, where: str) -> str:
+    """A sender or reply-to address: one plain address, nothing else."""
+    if not _ADDRESS.fullmatch(value) or CONTROL.search(value):
+        raise ConfigError(f"{where}: {value!r} is not one email address (like news@example.org)")
+    return value
+
+
 def _env_str(env: Mapping[str, str], key: str, default: Any) -> Any:
     return env.get(key) or default
-
-
-def _env_int(env: Mapping[str, str], key: str, default: int | None) -> int | None:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r}: must be a whole number") from None
 
 
 def _env_float(env: Mapping[str, str], key: str, default: float | None) -> float | None:
@@ -244,11 +377,12 @@ def _env_float(env: Mapping[str, str], key: str, default: float | None) -> float
 
 def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str]) -> Settings:
     top = _Table(path, "", data)
-    name = top.get("name", str, required=True)
-    organisation = top.get("organisation", str, required=True)
-    base_url = top.get("base_url", str, required=True).rstrip("/")
-    if not base_url.startswith(("https://", "http://")):
-        raise ConfigError(f"{path}: base_url: must start with https://, not {base_url!r}")
+    name = top.text("name", required=True)
+    organisation = top.text("organisation", required=True)
+    base_url = top.text("base_url", required=True).rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or " " in base_url:
+        raise ConfigError(f"{path}: base_url: must be a web address like https://news.example.org")
     timezone = top.get("timezone", str, "Europe/London")
     try:
         ZoneInfo(timezone)
@@ -256,26 +390,38 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         raise ConfigError(f"{path}: timezone: unknown time zone {timezone!r}") from None
     database_url = _env_str(env, "MAILER_DATABASE_URL", top.get("database_url", str, ""))
     if not database_url:
+        # Built from the folder's path, never parsed as a URL: a folder named "q?mark" or
+        # "pct%41dir" must not move the database elsewhere.
         database_url = f"sqlite:///{root / 'subscribers.sqlite'}"
-    misfire = top.get("misfire_grace", float, 6.0)
+    misfire = top.number("misfire_grace", float, 6.0, {}, "")
 
     s = top.table("sender")
     sender = Sender(
-        from_name=s.get("from_name", str, required=True),
-        from_address=s.get("from_address", str, required=True),
-        reply_to=s.get("reply_to", str),
+        from_name=s.text("from_name", required=True),
+        from_address=_address(s.text("from_address", required=True), s._where("from_address")),
+        reply_to=s.text("reply_to"),
     )
+    if sender.reply_to is not None:
+        _address(sender.reply_to, s._where("reply_to"))
     s.finish()
-    if "@" not in sender.from_address:
-        raise ConfigError(f"{path}: sender.from_address: not an email address")
 
     f = top.table("footer")
     footer = Footer(
-        postal_address=f.get("postal_address", str, required=True),
-        contact=f.get("contact", str, ""),
-        why=f.get("why", str, Footer.why),
+        postal_address=f.text("postal_address", required=True),
+        contact=f.text("contact", ""),
+        why=f.text("why", Footer.why),
     )
     f.finish()
+
+    lim = top.table("limits")
+    limits = Limits(
+        html_warn_kb=lim.number("html_warn_kb", int, Limits.html_warn_kb, {}, ""),
+        html_max_kb=lim.number("html_max_kb", int, Limits.html_max_kb, {}, ""),
+        issue_file_max_kb=lim.number("issue_file_max_kb", int, Limits.issue_file_max_kb, {}, ""),
+        yaml_max_nodes=lim.number("yaml_max_nodes", int, Limits.yaml_max_nodes, {}, ""),
+        image_max_kb=lim.number("image_max_kb", int, Limits.image_max_kb, {}, ""),
+    )
+    lim.finish()
 
     b = top.table("brand")
     brand = Brand(
@@ -288,8 +434,12 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     for key in ("primary", "accent", "background"):
         if not _COLOUR.match(getattr(brand, key)):
             raise ConfigError(f"{path}: brand.{key}: must be a colour like #5b2a86")
-    if brand.logo and not (root / brand.logo).is_file():
-        raise ConfigError(f"{path}: brand.logo: file {brand.logo} does not exist")
+    if brand.logo:
+        logo = (root / brand.logo).resolve()
+        if not logo.is_relative_to(root.resolve()) or not logo.is_file():
+            raise ConfigError(
+                f"{path}: brand.logo: {brand.logo} must be a file inside the newsletter folder"
+            )
 
     t = top.table("transport")
     # Every key is read before the environment overrides it, so none is reported as unknown.
@@ -307,35 +457,62 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
             f"MAILER_SMTP_SECURITY={security!r}: must be one of {', '.join(_SECURITY)}"
         )
     default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
+    host = _env_str(env, "MAILER_SMTP_HOST", t.text("host", "localhost"))
+    if CONTROL.search(host) or " " in host:
+        raise ConfigError(f"MAILER_SMTP_HOST={host!r}: must be a host name or address")
+    port = t.number("port", int, default_port, env, "MAILER_SMTP_PORT")
+    if port > 65535:
+        raise ConfigError(f"{t._where('port')}: {port} is not a port number (1 to 65535)")
+    plain_auth = t.get("plain_auth_on_loopback", bool, False)
+    if env.get("MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"):
+        plain_auth = env["MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"].lower() in ("1", "true", "yes")
     smtp = SMTPSettings(
-        host=_env_str(env, "MAILER_SMTP_HOST", t.get("host", str, "localhost")),
-        port=_env_int(env, "MAILER_SMTP_PORT", t.get("port", int, default_port)) or default_port,
+        host=host,
+        port=port,
         security=security,
-        username=_env_str(env, "MAILER_SMTP_USERNAME", t.get("username", str)),
+        username=_env_str(env, "MAILER_SMTP_USERNAME", t.text("username")),
         password=env.get("MAILER_SMTP_PASSWORD") or None,
-        connections=_env_int(env, "MAILER_SMTP_CONNECTIONS", t.get("connections", int, 4)) or 4,
-        rate_per_second=_env_float(
-            env, "MAILER_SMTP_RATE_PER_SECOND", t.get("rate_per_second", float)
+        connections=t.number("connections", int, 4, env, "MAILER_SMTP_CONNECTIONS"),
+        rate_per_second=t.number(
+            "rate_per_second", float, None, env, "MAILER_SMTP_RATE_PER_SECOND"
         ),
-        rate_per_hour=_env_int(env, "MAILER_SMTP_RATE_PER_HOUR", t.get("rate_per_hour", int)),
-        timeout=_env_float(env, "MAILER_SMTP_TIMEOUT", t.get("timeout", float, 30.0)) or 30.0,
-        ca_file=_env_str(env, "MAILER_SMTP_CA_FILE", t.get("ca_file", str)),
+        rate_per_hour=t.number("rate_per_hour", int, None, env, "MAILER_SMTP_RATE_PER_HOUR"),
+        timeout=t.number("timeout", float, 30.0, env, "MAILER_SMTP_TIMEOUT"),
+        ca_file=_env_str(env, "MAILER_SMTP_CA_FILE", t.text("ca_file")),
+        plain_auth_on_loopback=plain_auth,
     )
-    if smtp.connections < 1:
-        raise ConfigError("MAILER_SMTP_CONNECTIONS must be at least 1")
+    unencrypted = transport_name == "smtp" and bool(smtp.username) and security == "none"
+    if unencrypted and not (plain_auth and is_loopback(smtp.host)):
+        raise ConfigError(
+            f"the SMTP password would be sent unencrypted to {smtp.host}: set "
+            '[transport] security = "starttls" (or "tls"), or MAILER_SMTP_SECURITY'
+        )
+    backoff = _env_float(env, "MAILER_RETRY_BACKOFF", t.get("retry_backoff", float, 1.0))
+    if backoff is None or backoff < 0 or backoff != backoff:
+        raise ConfigError(f"MAILER_RETRY_BACKOFF={backoff!r}: must be 0 or more seconds")
     transport = TransportSettings(
         name=transport_name,
         smtp=smtp,
-        max_attempts=t.get("max_attempts", int, 3),
-        retry_backoff=_env_float(env, "MAILER_RETRY_BACKOFF", t.get("retry_backoff", float, 1.0))
-        or 0.0,
-        pause_after_errors=t.get("pause_after_errors", int, 20),
+        max_attempts=t.number("max_attempts", int, 3, {}, ""),
+        retry_backoff=backoff,
+        pause_after_errors=t.number("pause_after_errors", int, 20, {}, ""),
     )
     t.finish()
     web = _web(path, root, top.table("web"))
     top.finish()
 
-    secret = env.get("MAILER_SECRET_KEY") or _demo_key(root)
+    state = root / ".mailer"
+    if state.exists() and not state.is_dir():
+        raise ConfigError(
+            f"{state} is a file, but mailer keeps its key and log in a folder of that name: "
+            "move the file away"
+        )
+    secret = env.get("MAILER_SECRET_KEY") or None
+    if secret:
+        _check_key(secret, "MAILER_SECRET_KEY")
+    previous = env.get("MAILER_SECRET_KEY_PREVIOUS") or None
+    if previous:
+        _check_key(previous, "MAILER_SECRET_KEY_PREVIOUS")
     return Settings(
         root=root,
         name=name,
@@ -348,7 +525,15 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         transport=transport,
         database_url=database_url,
         misfire_grace_hours=misfire,
-        secret_key=secret,
+        limits=limits,
+        secret_key=secret
+        or (
+            _read_key(root / ".mailer" / KEY_FILE)
+            if (root / ".mailer" / KEY_FILE).is_file()
+            else None
+        ),
+        secret_key_previous=previous,
+        secret_key_from="MAILER_SECRET_KEY" if secret else "",
         web=web,
     )
 
@@ -356,12 +541,12 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
 def _web(path: Path, root: Path, w: _Table) -> WebSettings:
     d = WebSettings()
     web = WebSettings(
-        consent=w.get("consent", str, d.consent).strip(),
+        consent=w.text("consent", d.consent).strip(),
         confirm_days=w.get("confirm_days", int, d.confirm_days),
         cooling_off_minutes=w.get("cooling_off_minutes", int, d.cooling_off_minutes),
         per_ip_per_hour=w.get("per_ip_per_hour", int, d.per_ip_per_hour),
         per_address_per_day=w.get("per_address_per_day", int, d.per_address_per_day),
-        blocklist=w.get("blocklist", str),
+        blocklist=w.text("blocklist"),
         track_clicks=w.get("track_clicks", bool, d.track_clicks),
         accessibility_reviewed=w.get("accessibility_reviewed", str, d.accessibility_reviewed),
     )
@@ -380,9 +565,3 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
     if web.blocklist and not (root / web.blocklist).is_file():
         raise ConfigError(f"{path}: web.blocklist: file {web.blocklist} does not exist")
     return web
-
-
-def _demo_key(root: Path) -> str | None:
-    """The key ``make demo`` generated for this machine, kept in .mailer/ outside git."""
-    path = root / ".mailer" / "secret_key"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None

@@ -32,6 +32,11 @@ class MailerGroup(TyperGroup):
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 typer.echo(f"Error: {line}", err=True)
             raise typer.Exit(1) from None
+        except OSError as exc:
+            # A file or folder in the way (build/ is a file, a disk is full): one line.
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -68,7 +73,7 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import build, db, lists, schedule, send, subscribers, web
+    from mailer.cli import build, db, key, lists, schedule, send, subscribers, web
 
     build.register(app)
     web.register(app)
@@ -77,6 +82,7 @@ def _register() -> None:
     app.add_typer(lists.app, name="lists")
     app.add_typer(subscribers.app, name="subscribers")
     app.add_typer(db.app, name="db")
+    app.add_typer(key.app, name="key")
 
 
 _register()

@@ -51,6 +51,9 @@ def build(
     width = max(len(str(_rel(f.path, s.root))) for f in files)
     for f in files:
         typer.echo(f"{str(_rel(f.path, s.root)).ljust(width)}  {human_size(f.size):>9}")
+    for f in files:
+        if f.warning:
+            typer.echo(f"Warning: {f.warning}", err=True)
     plural = "s" if len(names) != 1 else ""
     typer.echo(f"Built {len(names)} issue{plural} into {_rel(s.build_dir, s.root)}/")
 

@@ -147,6 +147,7 @@ def _print_report(report: ImportReport) -> None:
     _notes(report, "Invalid (not imported)", report.invalid)
     _notes(report, "Suppressed (never subscribed again)", report.suppressed)
     _notes(report, "Duplicates (imported once)", report.duplicates)
+    _notes(report, "Cleaned (imported without the control characters)", report.cleaned)
     if report.dry_run:
         typer.echo("Dry run: nothing was changed.")
 
@@ -216,6 +217,10 @@ def export(
             with partial.open("w", encoding="utf-8-sig", newline="") as out:
                 count = export_csv(db, out, list_slug=list_slug, status=status)
             os.replace(partial, output)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot write {output}: {exc.strerror} (does the folder exist?)"
+            ) from None
         finally:
             partial.unlink(missing_ok=True)
     typer.echo(f"Wrote {count:,} subscriber{'s' if count != 1 else ''} to {output}", err=True)

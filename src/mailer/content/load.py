@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import html
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
+from mailer.config import Limits
 from mailer.content.model import Image, Issue, Link, Section, Session
 from mailer.errors import ContentError, Problem
 
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 
 ISSUE_FILE = "issue.yaml"
 SECTION_TYPES = ("news", "training", "nspcc", "awareness")
-SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -42,12 +45,42 @@ _EXTRA_KEYS = {
 _SESSION_KEYS = {"date", "start", "end", "venue", "online", "url", "note"}
 _IMAGE_KEYS = {"src", "alt", "width"}
 _LINK_KEYS = {"text", "url"}
-_IMAGE_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+# Keys whose text is one line (Markdown bodies and the intro may hold line breaks).
+_MULTILINE = {"body", "intro"}
+# The start of mailer's per-recipient placeholders: typed into content, such a string could
+# send every reader's personal unsubscribe link to wherever the content points.
+PLACEHOLDER_MARK = "%%MAILER_"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def image_kind(head: bytes) -> str | None:
+    """What an image file really is, from its first bytes; None if not PNG, JPEG, GIF, WebP."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _count_nodes(data: Any, budget: int) -> int:
+    """How many nodes ``data`` has once aliases are expanded, counting no further than
+    ``budget`` (a few aliases can otherwise stand for millions of nodes)."""
+    seen = 0
+    stack = [data]
+    while stack and seen <= budget:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return seen
 
 
 class _Constructor(RoundTripConstructor):
@@ -74,20 +107,42 @@ def issue_dirs(issues_dir: Path) -> list[Path]:
     return sorted(p for p in issues_dir.iterdir() if (p / ISSUE_FILE).is_file())
 
 
-def load_issue(issues_dir: Path, slug: str, display_root: Path | None = None) -> Issue:
+def load_issue(
+    issues_dir: Path,
+    slug: str,
+    display_root: Path | None = None,
+    limits: Limits | None = None,
+) -> Issue:
     """Read and validate one issue; raise ContentError listing every problem."""
+    limits = limits or Limits()
     folder = issues_dir / slug
     path = folder / ISSUE_FILE
     shown = _display(path, display_root)
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):
         raise ContentError([Problem(shown, None, "", f"{slug!r} is not a valid issue slug")])
     if not path.is_file():
         known = ", ".join(p.name for p in issue_dirs(issues_dir)) or "none"
         raise ContentError([Problem(shown, None, "", f"no issue {slug!r} (known issues: {known})")])
+    size = path.stat().st_size
+    if size > limits.issue_file_max_kb * 1024:
+        raise ContentError(
+            [
+                Problem(
+                    shown,
+                    None,
+                    "",
+                    f"the file is {size // 1024:,} KB, over the {limits.issue_file_max_kb:,} KB "
+                    "limit ([limits] issue_file_max_kb in mailer.toml)",
+                )
+            ]
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ContentError([Problem(shown, None, "", f"not UTF-8 text ({exc.reason})")]) from exc
+        bad_line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        raise ContentError(
+            [Problem(shown, bad_line, "", f"not UTF-8 text ({exc.reason}): save the file as UTF-8")]
+        ) from None
     try:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -98,8 +153,20 @@ def load_issue(issues_dir: Path, slug: str, display_root: Path | None = None) ->
         start = exc.context_mark.line + 1 if exc.context_mark else None
         if exc.context and start is not None and start != line:
             message += f" ({exc.context} that starts on line {start})"
-        raise ContentError([Problem(shown, line, "", message)]) from exc
-    checker = _Checker(shown, folder)
+        raise ContentError([Problem(shown, line, "", message)]) from None
+    if _count_nodes(data, limits.yaml_max_nodes) > limits.yaml_max_nodes:
+        raise ContentError(
+            [
+                Problem(
+                    shown,
+                    None,
+                    "",
+                    f"the file expands to more than {limits.yaml_max_nodes:,} values (through "
+                    "YAML anchors and aliases): write each section out in full",
+                )
+            ]
+        )
+    checker = _Checker(shown, folder, limits)
     issue = checker.issue(slug, data)
     if checker.problems:
         # In file order, so a user can fix them from the top down.
@@ -120,9 +187,10 @@ def _display(path: Path, root: Path | None) -> str:
 class _Checker:
     """Walks the parsed YAML, building typed objects and collecting located problems."""
 
-    def __init__(self, file: str, folder: Path) -> None:
+    def __init__(self, file: str, folder: Path, limits: Limits | None = None) -> None:
         self.file = file
         self.folder = folder
+        self.limits = limits or Limits()
         self.problems: list[Problem] = []
 
     # -- reporting -------------------------------------------------------------------------
@@ -150,6 +218,16 @@ class _Checker:
         value = str(value).strip()
         if required and not value:
             self.add(self.key_line(node, key), path, "must not be empty")
+            return None
+        line = self.key_line(node, key)
+        if _CONTROL.search(value):
+            self.add(line, path, "contains a control character: retype it")
+            return None
+        if key not in _MULTILINE and _LINE_BREAK.search(value):
+            self.add(line, path, "must be one line (use quotes, not | or >)")
+            return None
+        if PLACEHOLDER_MARK in html.unescape(unquote(value)).upper():
+            self.add(line, path, f"must not contain {PLACEHOLDER_MARK}...%%: it is reserved")
             return None
         return value
 
@@ -365,16 +443,43 @@ class _Checker:
                 f"{src!r} must be a file in the issue folder or an https:// URL",
             )
             return None
-        file = self.folder / src
-        if Path(src).suffix.lower() not in _IMAGE_TYPES:
-            self.add(self.key_line(raw, "src"), f"{path}.src", f"{src!r} is not a PNG, JPEG or GIF")
-            return None
-        if not file.is_file():
-            self.add(self.key_line(raw, "src"), f"{path}.src", f"image file {src} does not exist")
-            return None
-        if alt is None:
+        file = self.image_file(src, self.key_line(raw, "src"), f"{path}.src")
+        if file is None or alt is None:
             return None
         return Image(src=src, alt=alt, width=width, path=file)
+
+    def image_file(self, src: str, line: int | None, path: str) -> Path | None:
+        """The image file ``src`` names, if it is a real picture inside the issue folder.
+
+        Symbolic links are followed before the check, so a link to a file elsewhere (the
+        signing key, say) is refused rather than published in build/.
+        """
+        if Path(src).suffix.lower() not in _IMAGE_SUFFIXES:
+            self.add(line, path, f"{src!r} is not a PNG, JPEG, GIF or WebP file")
+            return None
+        folder = self.folder.resolve()
+        file = (self.folder / src).resolve()
+        if not file.is_relative_to(folder):
+            self.add(line, path, f"{src!r} leads outside the issue folder: copy the image into it")
+            return None
+        if not file.is_file():
+            self.add(line, path, f"image file {src} does not exist")
+            return None
+        size = file.stat().st_size
+        if size > self.limits.image_max_kb * 1024:
+            self.add(
+                line,
+                path,
+                f"{src} is {size // 1024:,} KB, over the {self.limits.image_max_kb:,} KB limit: "
+                "make it smaller",
+            )
+            return None
+        with file.open("rb") as f:
+            kind = image_kind(f.read(16))
+        if kind is None:
+            self.add(line, path, f"{src} is not really a PNG, JPEG, GIF or WebP picture")
+            return None
+        return file
 
     def links(self, node: Any, path: str) -> tuple[Link, ...]:
         raw = node.get("links")
@@ -421,7 +526,7 @@ def load_issues(settings: Settings, slugs: Iterable[str]) -> list[Issue]:
     problems: list[Problem] = []
     for slug in slugs:
         try:
-            issues.append(load_issue(settings.issues_dir, slug, settings.root))
+            issues.append(load_issue(settings.issues_dir, slug, settings.root, settings.limits))
         except ContentError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -24,7 +24,7 @@ def new_issue(settings: Settings, slug: str, day: dt.date) -> Path:
     folder = settings.issues_dir / slug
     # Name the folder as the user sees it from the newsletter folder, like mailer build does.
     shown = f"{settings.issues_dir.relative_to(settings.root)}/{slug}"
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):
         message = (
             f"{slug!r} is not a valid slug: use lower-case letters, digits and '-' like 2026-01"
         )

@@ -11,8 +11,9 @@ file, and otherwise from the defaults shipped in this package (``render/template
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -41,6 +42,9 @@ class CompiledIssue:
     email_html: str
     email_text: str
     web_html: str
+    # Everything else a recipient receives: the sender's headers, the list's name, and a
+    # digest of each image's bytes (pictures are fetched from the web, not in the HTML).
+    envelope: dict[str, str] = field(default_factory=dict)
 
     @property
     def content_hash(self) -> str:
@@ -49,7 +53,28 @@ class CompiledIssue:
         for part in (self.issue.subject, self.email_html, self.email_text):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
+        digest.update(json.dumps(self.envelope, sort_keys=True).encode("utf-8"))
         return digest.hexdigest()[:16]
+
+
+def envelope_of(settings: Settings, issue: Issue) -> dict[str, str]:
+    """What a recipient receives besides the two parts, for the approval to cover."""
+    sender = settings.sender
+    found = {
+        "From": f"{sender.from_name} <{sender.from_address}>",
+        "Reply-To": sender.reply_to or "",
+        "List-Id name": settings.name,
+        "organisation": settings.organisation,
+    }
+    for path in issue.images:
+        name = (
+            str(path.relative_to(issue.folder)) if path.is_relative_to(issue.folder) else path.name
+        )
+        found[f"image {name}"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if settings.brand.logo:
+        logo = settings.root / settings.brand.logo
+        found["logo"] = hashlib.sha256(logo.read_bytes()).hexdigest()[:16]
+    return found
 
 
 def environment(settings: Settings) -> jinja2.Environment:
@@ -110,6 +135,23 @@ def _mjml(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: boo
     return inline_css(mjml_html(settings, issue, env, web=web))
 
 
+def _check_placeholders(email_html: str, email_text: str) -> None:
+    """Per-recipient values go only where the templates mark them: as a whole attribute
+    value in the HTML, as a whole line in the text. Content can never make one (it is
+    refused when read); this is the second line of defence."""
+    for placeholder in urls.PLACEHOLDERS:
+        if email_html.count(placeholder) != email_html.count(f'"{placeholder}"'):
+            raise RenderError(
+                f"{placeholder} appears in the email HTML outside a link the template "
+                "marks: only templates may use it"
+            )
+        if email_text.count(placeholder) != email_text.count(f"\n{placeholder}\n"):
+            raise RenderError(
+                f"{placeholder} appears in the text part outside a line of its own: only "
+                "templates may use it"
+            )
+
+
 def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
     env = environment(settings)
     email_html = _mjml(settings, issue, env, web=False)
@@ -123,8 +165,20 @@ def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
         unsubscribe_url=urls.UNSUBSCRIBE_PLACEHOLDER,
         preferences_url=urls.PREFERENCES_PLACEHOLDER,
     )
+    _check_placeholders(email_html, email_text)
+    size = len(email_html.encode("utf-8"))
+    if size > settings.limits.html_max_kb * 1024:
+        raise RenderError(
+            f"issues/{issue.slug}/issue.yaml: the email's HTML is {size / 1024:.0f} KB, over the "
+            f"{settings.limits.html_max_kb} KB limit: Gmail would clip it and hide the unsubscribe "
+            "link; shorten the issue or move sections to another one"
+        )
     return CompiledIssue(
-        issue=issue, email_html=email_html, email_text=email_text, web_html=web_html
+        issue=issue,
+        email_html=email_html,
+        email_text=email_text,
+        web_html=web_html,
+        envelope=envelope_of(settings, issue),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 
 from mailer.config import Settings
 from mailer.site import tokens, urls
@@ -23,7 +24,7 @@ def link_token(key: bytes, slug: str, url: str) -> str:
     return tokens.sign_text(key, tokens.CLICK, f"{slug}\n{url}")
 
 
-def read_link_token(key: bytes, token: str) -> tuple[str, str]:
+def read_link_token(key: bytes | Sequence[bytes], token: str) -> tuple[str, str]:
     """``(slug, url)`` of a genuine click token; :class:`~mailer.errors.BadToken` otherwise."""
     slug, _, url = tokens.read_text(key, tokens.CLICK, token).partition("\n")
     return slug, url

@@ -42,6 +42,7 @@ def content_summary(compiled: CompiledIssue) -> dict[str, object]:
         "date": issue.date.isoformat(),
         "intro": digest(issue.intro),
         "sections": sections,
+        "envelope": compiled.envelope,
     }
 
 
@@ -82,6 +83,15 @@ def describe_changes(old: dict[str, object], new: dict[str, object]) -> list[str
     changes += [f"section '{t}' added" for t in after if t not in before]
     changes += [f"section '{t}' removed" for t in before if t not in after]
     changes += [f"section '{t}' changed" for t in after if t in before and before[t] != after[t]]
+    was: dict[str, str] = old.get("envelope", {})  # type: ignore[assignment]
+    now: dict[str, str] = new.get("envelope", {})  # type: ignore[assignment]
+    changes += [
+        f"{key} changed" + (f" (now {now[key]!r})" if key in ("From", "Reply-To") else "")
+        for key in sorted(set(was) | set(now))
+        if was.get(key) != now.get(key) and (key in was and key in now)
+    ]
+    changes += [f"{key} added" for key in sorted(set(now) - set(was)) if was]
+    changes += [f"{key} removed" for key in sorted(set(was) - set(now)) if now]
     if not changes and list(before) != list(after):
         changes.append("sections reordered")
     return changes or ["the templates or mailer.toml changed"]

@@ -13,18 +13,17 @@ line and no line ever exceeds 76 characters.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.header import Header
 from email.utils import formatdate
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
+from mailer.sending import headers
 from mailer.site import tokens, urls
 
 # Token purposes, named in mailer.site.tokens with every other purpose.
@@ -53,68 +52,6 @@ class Content:
     text: str
 
 
-def _header(name: str, value: str) -> bytes:
-    """One header line, RFC 2047-encoded and folded when it is not plain short ASCII."""
-    if value.isascii():
-        return f"{name}: {value}\r\n".encode("ascii")
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {encoded}\r\n".encode("ascii")
-
-
-_SPECIALS = set('()<>@,;:\\".[]')
-
-
-def _encoded_words(run: str) -> list[str]:
-    """``run`` as RFC 2047 base64 words of at most 75 characters, split between characters."""
-    words, chunk = [], ""
-    for char in run:
-        if len((chunk + char).encode()) > 45:  # 45 bytes -> 60 base64 characters + 12 framing
-            words.append(chunk)
-            chunk = ""
-        chunk += char
-    words.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(w.encode()).decode('ascii')}?=" for w in words]
-
-
-def _phrase(name: str) -> list[str]:
-    """A display name as header atoms: plain ASCII words as they are, every other run of
-    words (with the spaces inside it, which RFC 2047 would otherwise drop) encoded."""
-    if name.isascii() and not (_SPECIALS & set(name)):
-        return name.split()
-    atoms: list[str] = []
-    run: list[str] = []
-    for word in name.split():
-        if word.isascii() and not (_SPECIALS & set(word)):
-            if run:
-                atoms += _encoded_words(" ".join(run))
-                run = []
-            atoms.append(word)
-        else:
-            run.append(word)
-    if run:
-        atoms += _encoded_words(" ".join(run))
-    return atoms
-
-
-def _fold(header: str, atoms: list[str]) -> bytes:
-    """``Header: atom atom ...`` folded at spaces so lines stay within 78 characters."""
-    lines, line = [], f"{header}:"
-    for atom in atoms:
-        if len(line) + 1 + len(atom) > 78 and line != f"{header}:":
-            lines.append(line)
-            line = ""
-        line += f" {atom}"
-    lines.append(line)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
-
-
-def _address_header(header: str, name: str, email: str) -> bytes:
-    """An address header with an optional display name; an internationalised mailbox
-    (RFC 6531) travels as UTF-8, only the name is encoded."""
-    atoms = _phrase(name) if name else []
-    return _fold(header, [*atoms, f"<{email}>" if name else email])
-
-
 def _qp(text: str) -> bytes:
     data = text.replace("\r\n", "\n").encode("utf-8")
     encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
@@ -139,7 +76,7 @@ def _qp_open(text: str) -> bytes:
     return encoded + _SOFT_BREAK
 
 
-def _segments(text: str, placeholders: Sequence[str]) -> list[bytes | int]:
+def _segments(text: str, placeholders: Sequence[str], offset: int = 0) -> list[bytes | int]:
     """Quoted-printable segments of ``text``, with placeholder indexes between them."""
     out: list[bytes | int] = []
     rest = text
@@ -150,7 +87,7 @@ def _segments(text: str, placeholders: Sequence[str]) -> list[bytes | int]:
             return out
         at, index = min(found)
         out.append(_qp_open(rest[:at]))
-        out.append(index)
+        out.append(index + offset)
         rest = rest[at + len(placeholders[index]) :]
 
 
@@ -176,16 +113,16 @@ class MessageTemplate:
         self._boundary = f"=_mailer_{secrets.token_hex(12)}"
         sender = settings.sender
         shared = [
-            _address_header("From", sender.from_name, sender.from_address),
-            _header("Subject", subject_prefix + content.subject),
+            headers.address("From", sender.from_name, sender.from_address),
+            headers.text("Subject", subject_prefix + content.subject),
         ]
         if sender.reply_to:
-            shared.append(_header("Reply-To", sender.reply_to))
+            shared.append(headers.address("Reply-To", "", sender.reply_to))
         shared += [
-            _fold("List-Id", [*_phrase(settings.name), f"<{list_id}>"]),
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            b"MIME-Version: 1.0\r\n",
-            f'Content-Type: multipart/alternative;\r\n boundary="{self._boundary}"\r\n'.encode(),
+            headers.list_id(settings.name, list_id),
+            headers.ONE_CLICK,
+            headers.MIME_VERSION,
+            headers.multipart_alternative(self._boundary),
         ]
         self._shared = b"".join(shared)
         part = (
@@ -196,9 +133,9 @@ class MessageTemplate:
         self._body: list[bytes | int] = [
             b"\r\nThis is a multipart message in MIME format.\r\n\r\n",
             part.format(b=b, kind="plain").encode(),
-            *_segments(content.text, self._placeholders),
+            *_segments(content.text, [f"\n{p}\n" for p in self._placeholders]),
             f"\r\n{part.format(b=b, kind='html')}".encode(),
-            *_segments(content.html, self._placeholders),
+            *_segments(content.html, [f'"{p}"' for p in self._placeholders], offset=2),
             f"\r\n--{b}--\r\n".encode(),
         ]
         self._date_second = -1
@@ -213,7 +150,7 @@ class MessageTemplate:
         second = int(now)
         if second != self._date_second:
             self._date_second = second
-            self._date = f"Date: {formatdate(now, localtime=False, usegmt=True)}\r\n".encode()
+            self._date = headers.raw("Date", formatdate(now, localtime=False, usegmt=True))
         return self._date
 
     def message_id(self, recipient: Recipient) -> str:
@@ -233,15 +170,22 @@ class MessageTemplate:
         preferences = urls.preferences_url(
             self.settings, tokens.make(self._key, PREFERENCES, recipient.subscriber_id)
         )
-        values = (_qp_open(unsubscribe), _qp_open(preferences))
+        # Filled only where the templates put a placeholder as a whole line of the text
+        # part or a whole attribute value in the HTML (see mailer.render.compile).
+        values = (
+            _qp_open(f"\n{unsubscribe}\n"),
+            _qp_open(f"\n{preferences}\n"),
+            _qp_open(f'"{unsubscribe}"'),
+            _qp_open(f'"{preferences}"'),
+        )
         message_id = self.message_id(recipient)
         mailto = urls.unsubscribe_mailto(self.settings, token)
         head = b"".join(
             (
-                _address_header("To", recipient.name, recipient.email),
+                headers.address("To", recipient.name, recipient.email),
                 self._date_header(),
-                f"Message-ID: {message_id}\r\n".encode(),
-                f"List-Unsubscribe: <{unsubscribe}>,\r\n <{mailto}>\r\n".encode(),
+                headers.raw("Message-ID", message_id),
+                headers.list_unsubscribe(unsubscribe, mailto),
                 self._shared,
             )
         )

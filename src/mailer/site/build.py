@@ -11,6 +11,7 @@ same functions.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -22,6 +23,7 @@ from xml.etree import ElementTree as ET
 
 from mailer.config import Settings
 from mailer.content import Issue, load_issues
+from mailer.errors import InvalidInput
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment
@@ -37,6 +39,7 @@ ATOM = "http://www.w3.org/2005/Atom"
 class BuiltFile:
     path: Path
     size: int
+    warning: str = ""
 
 
 def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) -> list[BuiltFile]:
@@ -44,10 +47,20 @@ def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) ->
     issues = load_issues(settings, slugs)
     compiled = [compile_issue(settings, issue) for issue in issues]
     out = settings.build_dir
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"{out} is a file, not a folder: move it away so mailer can build")
     out.mkdir(parents=True, exist_ok=True)
     written: list[BuiltFile] = []
+    warn_at = settings.limits.html_warn_kb * 1024
     for item in compiled:
-        written += _write_issue(out, item)
+        files = _write_issue(out, item)
+        if files and files[0].size > warn_at:
+            files[0] = dataclasses.replace(
+                files[0],
+                warning=f"{item.issue.slug}: the email is {files[0].size / 1024:.0f} KB; Gmail "
+                f"clips messages over 102 KB, so keep it under {settings.limits.html_warn_kb} KB",
+            )
+        written += files
     if settings.brand.logo:
         written += _copy(settings.root / settings.brand.logo, out / "assets")
     if archive:

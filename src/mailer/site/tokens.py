@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
+from mailer.config import Settings
 from mailer.errors import BadToken, ExpiredToken
 
 _MAC_BYTES = 12
@@ -50,17 +52,31 @@ def make(key: bytes, purpose: str, *ids: int) -> str:
     return f"{payload}.{_b64(_mac(key, purpose, payload))}"
 
 
-def read(key: bytes, purpose: str, token: str) -> tuple[int, ...]:
-    """The integers a valid token carries; :class:`BadToken` otherwise."""
+def read(key: bytes | Sequence[bytes], purpose: str, token: str) -> tuple[int, ...]:
+    """The integers a valid token carries; :class:`BadToken` otherwise.
+
+    ``key`` may be several keys, the current one first: after a deliberate rotation, links
+    signed with the previous key (``MAILER_SECRET_KEY_PREVIOUS``) keep working.
+    """
     payload, _, mac = token.partition(".")
     try:
         given = _unb64(mac)
         ids = tuple(int(part) for part in payload.split("-"))
     except ValueError:
         raise BadToken("this link is not valid") from None
-    if not hmac.compare_digest(given, _mac(key, purpose, payload)):
+    keys = [key] if isinstance(key, bytes) else list(key)
+    if not any(hmac.compare_digest(given, _mac(k, purpose, payload)) for k in keys):
         raise BadToken("this link is not valid")
     return ids
+
+
+def keys_of(settings: Settings) -> list[bytes]:
+    """The keys a link may be signed with: the current one, then the previous one."""
+    found = [settings.require_secret_key()]
+    previous = settings.previous_secret_key()
+    if previous is not None:
+        found.append(previous)
+    return found
 
 
 def make_expiring(key: bytes, purpose: str, now: float, *ids: int) -> str:
@@ -69,7 +85,7 @@ def make_expiring(key: bytes, purpose: str, now: float, *ids: int) -> str:
 
 
 def read_expiring(
-    key: bytes, purpose: str, token: str, *, now: float, max_age_seconds: float
+    key: bytes | Sequence[bytes], purpose: str, token: str, *, now: float, max_age_seconds: float
 ) -> tuple[int, ...]:
     """The ids of a valid token made less than ``max_age_seconds`` ago.
 
@@ -88,7 +104,7 @@ def sign_text(key: bytes, purpose: str, text: str) -> str:
     return f"{body}.{_b64(_mac(key, purpose, body))}"
 
 
-def read_text(key: bytes, purpose: str, token: str) -> str:
+def read_text(key: bytes | Sequence[bytes], purpose: str, token: str) -> str:
     """The text a valid :func:`sign_text` token carries; :class:`BadToken` otherwise."""
     body, _, mac = token.partition(".")
     try:
@@ -96,6 +112,7 @@ def read_text(key: bytes, purpose: str, token: str) -> str:
         text = _unb64(body).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         raise BadToken("this link is not valid") from None
-    if not hmac.compare_digest(given, _mac(key, purpose, body)):
+    keys = [key] if isinstance(key, bytes) else list(key)
+    if not any(hmac.compare_digest(given, _mac(k, purpose, body)) for k in keys):
         raise BadToken("this link is not valid")
     return text

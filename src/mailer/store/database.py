@@ -28,6 +28,7 @@ from sqlmodel import Session
 
 from mailer.config import Settings
 from mailer.errors import StoreError
+from mailer.store import keys
 from mailer.store import migrate as migrations
 from mailer.store.engine import WRITE_OPTION, describe, make_engine, store_error
 
@@ -83,13 +84,25 @@ class Database:
 _SETTINGS: dict[str, Settings] = {}
 
 
-def open_db(settings: Settings, *, migrate: bool = True) -> Database:
+def open_db(settings: Settings, *, migrate: bool = True, check_key: bool = True) -> Database:
     """Open the newsletter's database, creating or upgrading its schema if needed."""
     if migrate:
         migrations.ensure_current(settings)
     opened = make_engine(settings.database_url)
     _SETTINGS[str(opened.url)] = settings
-    return Database(settings, opened)
+    database = Database(settings, opened)
+    if not check_key:
+        return database
+    try:
+        with database.session() as session:
+            first_use = keys.check(session, settings)
+        if first_use:
+            with database.session(write=True) as session:
+                keys.remember(session, settings)
+    except BaseException:
+        database.close()
+        raise
+    return database
 
 
 def settings_for(session: Session) -> Settings:

@@ -6,6 +6,7 @@ importing the sessions that call it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,12 +21,40 @@ BUSY_TIMEOUT_MS = 5000
 WRITE_OPTION = "mailer_write"
 
 
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary"}
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced, for messages and logs."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def parse_url(url: str) -> sa.URL:
+    """``url`` as SQLAlchemy reads it; one clear line, without the password, if it cannot."""
+    try:
+        return sa.make_url(url)
+    except (SQLAlchemyError, ValueError):
+        raise StoreError(
+            f"the database URL {redact(url)!r} (MAILER_DATABASE_URL or database_url) is not a "
+            "database URL: use sqlite:///path/to/file.sqlite or "
+            "postgresql+psycopg://user@host/database"
+        ) from None
+
+
 def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """An engine for ``url``; SQLite connections get WAL, foreign keys and a busy timeout."""
+    parsed = parse_url(url)
     try:
-        engine = sa.create_engine(url)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StoreError(f"database_url {url!r} cannot be used: {exc}") from exc
+        engine = sa.create_engine(parsed)
+    except ImportError as exc:
+        driver = _DRIVERS.get(exc.name or "", exc.name or "its driver")
+        raise StoreError(
+            f"the database {redact(url)!r} needs the Python package {driver}: install it "
+            "beside mailer"
+        ) from None
+    except (SQLAlchemyError, ValueError) as exc:
+        raise StoreError(f"the database {redact(url)!r} cannot be used: {exc}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, foreign_keys=foreign_keys)
     return engine
@@ -59,7 +88,7 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
 
 def describe(url: str | sa.URL) -> str:
     """The database as people know it: the SQLite file's path, or the URL without password."""
-    parsed = sa.make_url(url)
+    parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return str(parsed.database)
     return parsed.render_as_string(hide_password=True)

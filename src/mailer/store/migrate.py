@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import Settings
 from mailer.errors import SchemaTooNew, StoreError
-from mailer.store.engine import WRITE_OPTION, describe, make_engine, store_error
+from mailer.store.engine import WRITE_OPTION, describe, make_engine, parse_url, store_error
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -58,7 +58,7 @@ def known_revisions() -> set[str]:
 
 
 def _database_exists(url: str) -> bool:
-    parsed = sa.make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return True
     return Path(parsed.database).is_file()

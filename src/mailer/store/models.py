@@ -60,6 +60,7 @@ __all__ = [
     "MailingList",
     "Membership",
     "MembershipStatus",
+    "Meta",
     "PauseReason",
     "Publication",
     "PublishedBy",
@@ -242,7 +243,7 @@ class Suppression(SQLModel, table=True):
     __tablename__ = "suppression"
 
     id: int | None = Field(default=None, primary_key=True)
-    # HMAC-SHA256 of the normalised address, keyed with MAILER_SECRET_KEY, in hex.
+    # HMAC-SHA256 of the normalised address, keyed with the suppression key (store/keys.py).
     email_hash: str = Field(max_length=64, unique=True)
     reason: SuppressionReason = Field(
         sa_column=Column(_enum(SuppressionReason, "suppression_reason"), nullable=False)
@@ -364,7 +365,20 @@ class Schedule(SQLModel, table=True):
     last_send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")
 
 
-# --- 5. The public web side (revision 0006; mailing_list.public) ------------------------------
+# --- 5. Settings kept with the data (revision 0005) ----------------------------------------
+
+
+class Meta(SQLModel, table=True):
+    """Facts about the database itself: the signing key's fingerprint, and the key of the
+    suppression hashes wrapped with the signing key (see mailer.store.keys)."""
+
+    __tablename__ = "meta"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=2000)
+
+
+# --- 6. The public web side (revision 0006; mailing_list.public) ------------------------------
 
 
 class Publication(SQLModel, table=True):

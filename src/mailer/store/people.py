@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from mailer.store.models import (
     MailingList,
     Membership,
     MembershipStatus,
+    Send,
     Subscriber,
     SubscriberStatus,
     Suppression,
@@ -38,7 +39,7 @@ from mailer.store.models import (
 from mailer.store.status import DeliveryStatus, subscriber_may_become
 from mailer.store.suppression import address_hash, all_hashes, hash_key
 
-LIST_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 YIELD_PER = 1000
 S, M, L, C = Subscriber, Membership, MailingList, Consent
 _subscriber = table_of(Subscriber)
@@ -57,7 +58,7 @@ class ListSummary(NamedTuple):
 def create_list(
     session: Session, slug: str, name: str, description: str = "", *, public: bool = False
 ) -> MailingList:
-    if not LIST_SLUG.match(slug):
+    if not LIST_SLUG.fullmatch(slug):
         raise InvalidInput(
             f"{slug!r} is not a valid list slug: use lower-case letters, digits and '-', "
             "like all-practitioners"
@@ -364,6 +365,8 @@ class Erasure:
     name: bool
     organisation: bool
     lists: list[str]
+    # (issue slug, Message-ID) of each copy sent, so files written for them can be removed.
+    copies: list[tuple[str, str]] = field(default_factory=list)
 
 
 def erase(session: Session, email: str) -> Erasure:
@@ -390,16 +393,31 @@ def erase(session: Session, email: str) -> Erasure:
             .order_by(MailingList.slug)
         )
     )
-    erasure = Erasure(
-        email, True, False, bool(subscriber.name), bool(subscriber.organisation), slugs
-    )
     conn = session.connection()
+    delivery, send = table_of(Delivery), table_of(Send)
+    copies = [
+        (slug, message_id)
+        for slug, message_id in conn.execute(
+            sa.select(send.c.slug, delivery.c.message_id)
+            .join(send, send.c.id == delivery.c.send_id)
+            .where(delivery.c.subscriber_id == subscriber.id, delivery.c.message_id != "")
+        )
+    ]
+    erasure = Erasure(
+        email,
+        True,
+        False,
+        bool(subscriber.name),
+        bool(subscriber.organisation),
+        slugs,
+        copies,
+    )
     consent, membership = table_of(Consent), table_of(Membership)
     conn.execute(sa.delete(consent).where(consent.c.subscriber_id == subscriber.id))
     conn.execute(sa.delete(membership).where(membership.c.subscriber_id == subscriber.id))
     # The send ledger keeps a copy of the address and name for delivery: a copy not yet
-    # sent is dropped (the person must not be mailed), the record of one sent is blanked.
-    delivery = table_of(Delivery)
+    # sent is dropped (the person must not be mailed), the record of one sent is blanked,
+    # and so is the server's last reply, which often quotes the address.
     conn.execute(
         sa.delete(delivery).where(
             delivery.c.subscriber_id == subscriber.id, delivery.c.status == DeliveryStatus.PENDING
@@ -408,7 +426,7 @@ def erase(session: Session, email: str) -> Erasure:
     conn.execute(
         sa.update(delivery)
         .where(delivery.c.subscriber_id == subscriber.id)
-        .values(email="", name="")
+        .values(email="", name="", last_error="")
     )
     set_status(session, subscriber, SubscriberStatus.ERASED)
     subscriber.email, subscriber.name, subscriber.organisation = None, "", ""
@@ -416,3 +434,10 @@ def erase(session: Session, email: str) -> Erasure:
     session.add(subscriber)
     session.flush()
     return erasure
+
+
+def checkpoint(session: Session) -> None:
+    """Fold SQLite's write-ahead log into the database file and empty it, so an erased
+    address does not linger in the log after the erasure committed."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -2,9 +2,10 @@
 
 Erasure (UK GDPR Article 17) deletes what is held about a person but must not let the
 address come back with the next spreadsheet. So mailer keeps, in the ``suppression``
-table, only an HMAC-SHA256 of the normalised address keyed with ``MAILER_SECRET_KEY``:
+table, only an HMAC-SHA256 of the normalised address keyed with the suppression key:
 enough to recognise the address when it is offered again, useless for recovering it.
-Keep the key safe and unchanged: with a different key old hashes no longer match.
+The hashes' key is kept in the database wrapped with the signing key, so a rotation of
+the signing key (``mailer key rotate``) keeps every hash valid.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session, col, select
 
+from mailer.store import keys
 from mailer.store.database import settings_for
 from mailer.store.models import Suppression
 
@@ -28,8 +30,8 @@ def address_hash(key: bytes, email: str) -> str:
 
 
 def hash_key(session: Session) -> bytes:
-    """MAILER_SECRET_KEY, from the settings the session's database was opened with."""
-    return settings_for(session).require_secret_key()
+    """The key of the suppression hashes (see :mod:`mailer.store.keys`)."""
+    return keys.suppression_key(session, settings_for(session))
 
 
 def any_suppressed(session: Session) -> bool:

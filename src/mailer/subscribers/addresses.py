@@ -65,9 +65,19 @@ def normalise(raw: str) -> str:
     return parse_address(raw)[0]
 
 
+# Control characters (ESC, NUL, BEL...) would reach terminals and the To: header.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_controls(value: str) -> bool:
+    """Whether a name holds a control character other than a tab or line break."""
+    return bool(CONTROL.search(value.replace("\t", " ").replace("\r", " ").replace("\n", " ")))
+
+
 def clean_text(value: str, limit: int = 200) -> str:
-    """A name or organisation with stray spaces removed, cut to the column's length."""
-    return " ".join(value.split())[:limit]
+    """A name or organisation with control characters and stray spaces removed, cut to the
+    column's length."""
+    return " ".join(CONTROL.sub(" ", value).split())[:limit]
 
 
 def mask(email: str) -> str:

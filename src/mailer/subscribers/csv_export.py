@@ -11,14 +11,14 @@ from mailer.subscribers.people import rows
 
 EXPORT_COLUMNS = ("email", "name", "organisation", "status", "lists", "created")
 # Spreadsheets run a cell starting with one of these as a formula; a leading apostrophe
-# makes Excel show it as text (OWASP "CSV injection"). Names and organisations get it;
-# addresses do not, because an apostrophe is a valid address character and would change
-# the address, and a validated address cannot hold a formula's spaces or brackets.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# makes them show it as text (OWASP "CSV injection"). Every text cell gets it, addresses
+# too (``=cmd@example.org`` is a valid address), and the import of mailer's own export
+# takes it off again (see csv_import.unneutralise), so names round-trip exactly.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_START) else value
+def neutralise(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 def export_csv(
@@ -35,9 +35,9 @@ def export_csv(
     for row in rows(db, list_slug=list_slug, status=status):
         writer.writerow(
             [
-                row.email,
-                _cell(row.name),
-                _cell(row.organisation),
+                neutralise(row.email),
+                neutralise(row.name),
+                neutralise(row.organisation),
                 row.status.value,
                 row.lists,
                 row.created.isoformat(),

@@ -25,7 +25,8 @@ from mailer.store import joining, people
 from mailer.store.database import Database
 from mailer.store.joining import Candidate, Outcome
 from mailer.store.models import LawfulBasis
-from mailer.subscribers.addresses import clean_text, parse_address
+from mailer.subscribers.addresses import clean_text, has_controls, parse_address
+from mailer.subscribers.csv_export import FORMULA_START
 
 BATCH = 1000
 # Header names, lower-cased with everything but letters and digits removed.
@@ -86,6 +87,7 @@ class ImportReport:
     invalid: list[Note] = field(default_factory=list)
     duplicates: list[Note] = field(default_factory=list)
     suppressed: list[Note] = field(default_factory=list)
+    cleaned: list[Note] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -215,7 +217,16 @@ def _records(source: _Source) -> Iterator[tuple[int, list[str], int]]:
 
 
 def _cell(cells: list[str], index: int | None) -> str:
-    return cells[index] if index is not None and index < len(cells) else ""
+    value = cells[index] if index is not None and index < len(cells) else ""
+    return unneutralise(value)
+
+
+def unneutralise(value: str) -> str:
+    """Take off the apostrophe mailer's export puts before a cell that starts like a
+    formula, so an export imports back exactly."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
+    return value
 
 
 def import_file(
@@ -276,11 +287,16 @@ def import_file(
             name = _cell(cells, columns.name) or " ".join(
                 (_cell(cells, columns.first), _cell(cells, columns.last))
             )
+            organisation = _cell(cells, columns.organisation)
+            if has_controls(name) or has_controls(organisation):
+                report.cleaned.append(
+                    Note(line, f"{email}: control characters removed from the name or organisation")
+                )
             batch.append(
                 Candidate(
                     email,
                     clean_text(name) or clean_text(display_name),
-                    clean_text(_cell(cells, columns.organisation)),
+                    clean_text(organisation),
                     line,
                 )
             )

@@ -6,17 +6,21 @@ queries of :mod:`mailer.store.people`; CSV import and export live beside this mo
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailer.errors import NotFound, Suppressed
+from mailer.errors import InvalidInput, NotFound, Suppressed
+from mailer.sending.transports.outbox import outbox_name, outbox_name_prefix
 from mailer.store import joining, optouts, signups
 from mailer.store import people as store
 from mailer.store.database import Database
 from mailer.store.joining import Candidate, Outcome
 from mailer.store.models import LawfulBasis, Subscriber, SubscriberStatus
 from mailer.store.suppression import suppression_of
-from mailer.subscribers.addresses import clean_text, normalise, parse_address
+from mailer.subscribers.addresses import clean_text, has_controls, normalise, parse_address
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -34,6 +38,9 @@ def add(
 ) -> Outcome:
     """Put one person on a list, under exactly the rules an import follows."""
     email, display_name = parse_address(raw_email)
+    for label, value in (("name", name), ("organisation", organisation)):
+        if has_controls(value):
+            raise InvalidInput(f"the {label} contains a control character: retype it")
     candidate = Candidate(email, clean_text(name or display_name), clean_text(organisation))
     with db.session(write=True) as session:
         mailing_list = store.get_list(session, list_slug)
@@ -55,10 +62,46 @@ def unsubscribe(db: Database, raw_email: str, list_slug: str | None = None) -> b
 
 
 def erase(db: Database, raw_email: str) -> store.Erasure:
-    """Erase everything held about a person, keeping only a keyed hash of the address."""
+    """Erase everything held about a person, keeping only a keyed hash of the address.
+
+    Besides the database: the outbox files of the messages sent to them, and their address
+    wherever it appears in mailer's log, are removed; the database's write-ahead log is then
+    emptied so no old page keeps the address.
+    """
     email = normalise(raw_email)
     with db.session(write=True) as session:
-        return store.erase(session, email)
+        erasure = store.erase(session, email)
+    with db.session() as session:
+        store.checkpoint(session)
+    settings = db.settings
+    for slug, message_id in erasure.copies:
+        for folder in (settings.outbox_dir / slug, settings.outbox_dir / slug / "proofs"):
+            (folder / outbox_name(message_id)).unlink(missing_ok=True)
+    _scrub_outbox_names(settings.outbox_dir, email)
+    _scrub_log(settings.state_dir / "mailer.log", email)
+    return erasure
+
+
+def _scrub_outbox_names(outbox: Path, email: str) -> None:
+    """Files written before outbox names carried no address were named after it."""
+    if not outbox.is_dir():
+        return
+    legacy = outbox_name_prefix(email)
+    for path in outbox.glob(f"*/{legacy}*.eml"):
+        path.unlink(missing_ok=True)
+
+
+def _scrub_log(path: Path, email: str) -> None:
+    """Replace the address wherever an older log line recorded it."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if email not in text.lower():
+        return
+    scrubbed = re.sub(re.escape(email), "[erased]", text, flags=re.IGNORECASE)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(scrubbed, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def describe(db: Database, raw_email: str) -> dict[str, Any]:

@@ -62,7 +62,7 @@ class UnsubscribePage:
 
 
 def _unsubscribe_ids(settings: Settings, token: str) -> tuple[int, int]:
-    ids = tokens.read(settings.require_secret_key(), tokens.UNSUBSCRIBE, token)
+    ids = tokens.read(tokens.keys_of(settings), tokens.UNSUBSCRIBE, token)
     if len(ids) != 2:
         raise BadToken("this link is not valid")
     subscriber_id, send_id = ids
@@ -129,7 +129,7 @@ class Preferences:
 
 
 def _preferences_id(settings: Settings, token: str) -> int:
-    ids = tokens.read(settings.require_secret_key(), tokens.PREFERENCES, token)
+    ids = tokens.read(tokens.keys_of(settings), tokens.PREFERENCES, token)
     if len(ids) != 1 or ids[0] == 0:
         raise BadToken("this link is not valid")
     return ids[0]
@@ -330,7 +330,7 @@ class Confirmation:
 
 def _signup(session: Session, settings: Settings, token: str, now: float) -> Signup:
     ids = tokens.read_expiring(
-        settings.require_secret_key(),
+        tokens.keys_of(settings),
         tokens.CONFIRM,
         token,
         now=now,

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailer.errors import BadToken, InvalidInput
 from mailer.render.links import read_link_token
-from mailer.site import urls
+from mailer.site import tokens, urls
 from mailer.store import clicks
 from mailer.store.models import UnsubscribeMethod
 from mailer.subscribers import selfservice
@@ -204,7 +204,7 @@ def router(site: Site) -> APIRouter:
 
     @api.get(urls.CLICK_PATH)
     def click(token: str) -> Response:
-        slug, url = read_link_token(settings.require_secret_key(), token)
+        slug, url = read_link_token(tokens.keys_of(settings), token)
         if not url.startswith(("https://", "http://")):
             raise BadToken("this link is not valid")
         if settings.web.track_clicks:
