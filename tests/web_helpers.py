@@ -33,15 +33,23 @@ def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> 
     ok(cli("send", ISSUE, "--list", "all", "--yes"))
 
 
+def messages(root: Path, folder: str = ISSUE) -> list[email.message.EmailMessage]:
+    """Every message in ``outbox/folder``, parsed (file names carry no address)."""
+    found = []
+    for path in sorted((root / "outbox" / folder).glob("*.eml")):
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        found.append(parsed)
+    return found
+
+
+def recipient(message: email.message.EmailMessage) -> str:
+    return str(message["To"].addresses[0].addr_spec).lower()
+
+
 def message_to(root: Path, address: str, folder: str = ISSUE) -> email.message.EmailMessage:
-    (path,) = [
-        p
-        for p in (root / "outbox" / folder).glob("*.eml")
-        if p.name.startswith(re.sub(r"[^A-Za-z0-9._-]+", "_", address) + "--")
-    ]
-    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    assert isinstance(parsed, email.message.EmailMessage)
-    return parsed
+    (found,) = [m for m in messages(root, folder) if recipient(m) == address]
+    return found
 
 
 def unsubscribe_link(root: Path, address: str) -> str:
