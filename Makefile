@@ -14,11 +14,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Debian's Chromium renders pages in the browser tests.
+# Debian's Chromium renders pages in the browser tests; SpamAssassin scores messages for
+# `mailer check`, whose tests run it for real.
 sysdeps:
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  echo "Installing Debian chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+	fi
+	@if ! command -v spamassassin >/dev/null; then \
+	  echo "Installing Debian spamassassin for the preflight checks"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 spamassassin >/dev/null; \
 	fi
 
 # axe-core (from npm, pinned by package-lock.json) checks the served pages for WCAG 2.2 AA.

@@ -111,6 +111,18 @@ class TransportSettings:
 
 
 @dataclass(frozen=True)
+class ChecksSettings:
+    """The ``[checks]`` table: which preflight checks to silence, and whose bank holidays."""
+
+    # Codes of checks that are never reported (see docs/check.md).
+    ignore: tuple[str, ...] = ()
+    # Whose bank holidays a session should avoid: ENG, WLS, SCT or NIR.
+    bank_holidays: str = "ENG"
+    # Whether approve, send and the worker refuse an issue with errors.
+    enforce: bool = True
+
+
+@dataclass(frozen=True)
 class WebSettings:
     """The public web side (``mailer serve``): sign-up, its abuse limits, click counting."""
 
@@ -152,6 +164,7 @@ class Settings:
     secret_key_previous: str | None = field(default=None, repr=False)
     # Where the key came from: "MAILER_SECRET_KEY", or "" for the key file (or none yet).
     secret_key_from: str = ""
+    checks: ChecksSettings = field(default_factory=ChecksSettings)
     web: WebSettings = field(default_factory=WebSettings)
 
     @property
@@ -498,6 +511,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         pause_after_errors=t.number("pause_after_errors", int, 20, {}, ""),
     )
     t.finish()
+    checks = _checks(path, top.table("checks"))
     web = _web(path, root, top.table("web"))
     top.finish()
 
@@ -534,8 +548,27 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         ),
         secret_key_previous=previous,
         secret_key_from="MAILER_SECRET_KEY" if secret else "",
+        checks=checks,
         web=web,
     )
+
+
+_BANK_HOLIDAYS = ("ENG", "WLS", "SCT", "NIR")
+
+
+def _checks(path: Path, c: _Table) -> ChecksSettings:
+    ignore = c.get("ignore", list, [])
+    if not all(isinstance(code, str) for code in ignore):
+        raise ConfigError(f'{path}: checks.ignore: must be a list of codes like ["link-generic"]')
+    region = c.get("bank_holidays", str, "ENG").upper()
+    if region not in _BANK_HOLIDAYS:
+        raise ConfigError(
+            f"{path}: checks.bank_holidays: must be one of {', '.join(_BANK_HOLIDAYS)}, "
+            f"not {region!r}"
+        )
+    enforce = c.get("enforce", bool, True)
+    c.finish()
+    return ChecksSettings(ignore=tuple(ignore), bank_holidays=region, enforce=enforce)
 
 
 def _web(path: Path, root: Path, w: _Table) -> WebSettings:

@@ -22,6 +22,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     │   └── ImportFileError    a subscriber file cannot be read at all
     ├── StateError             an action is not allowed in the current state
     │   ├── ApprovalError      the issue is not approved, or changed since approval
+    │   ├── ChecksFailed       the preflight checks found errors for the send date
     │   ├── Suppressed         the person unsubscribed, bounced, complained or was erased
     │   └── TooManyRequests    a web form was posted too often from one place or for one address
     ├── ScheduleError          a time or rule cannot be scheduled
@@ -116,6 +117,10 @@ class StateError(MailerError):
 
 class ApprovalError(StateError):
     """The issue is not approved, or its content changed since it was approved."""
+
+
+class ChecksFailed(StateError):
+    """The preflight checks (``mailer check``) found errors for the date the issue goes out."""
 
 
 class Suppressed(StateError):

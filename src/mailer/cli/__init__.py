@@ -73,9 +73,10 @@ def _root(
 
 
 def _register() -> None:
-    from mailer.cli import build, db, key, lists, schedule, send, subscribers, web
+    from mailer.cli import build, check, db, key, lists, schedule, send, subscribers, web
 
     build.register(app)
+    check.register(app)
     web.register(app)
     send.register(app)
     schedule.register(app)

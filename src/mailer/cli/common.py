@@ -21,6 +21,16 @@ TargetLists = Annotated[
     list[str] | None, typer.Option("--list", "-l", help="A list to send to (repeat for more).")
 ]
 
+# Send despite errors from the preflight checks; the reason is kept with the send.
+SkipChecks = Annotated[
+    str | None,
+    typer.Option(
+        "--skip-checks",
+        metavar="REASON",
+        help="Go ahead despite errors from mailer check; the reason is recorded.",
+    ),
+]
+
 
 def settings() -> Settings:
     """The settings of the newsletter folder around the current directory."""

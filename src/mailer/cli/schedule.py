@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailer.cli.common import TargetLists, database, settings
+from mailer.cli.common import SkipChecks, TargetLists, database, settings
 from mailer.clock import utcnow
 from mailer.errors import ScheduleError
 from mailer.formats import local_time
@@ -41,6 +41,7 @@ def schedule(
             "--monthly", help='A monthly slot: "1st tue 09:00", "last fri 14:30", "15 09:00".'
         ),
     ] = None,
+    skip_checks: SkipChecks = None,
 ) -> None:
     """Schedule an approved issue for a time, or a monthly slot; `mailer worker` sends them.
 
@@ -48,16 +49,25 @@ def schedule(
     and stored in UTC. A monthly slot sends the approved, not-yet-sent issue dated in that
     month; if there is none it sends nothing and records why.
 
+    The preflight checks (mailer check) run now for the day of --at, and again when the
+    worker sends; an issue with errors is refused unless --skip-checks gives a reason.
+
     \b
     Examples:
       mailer schedule 2025-11 --list practitioners --at "2025-12-02 09:00"
       mailer schedule --monthly "1st tue 09:00" --list practitioners
+      mailer schedule 2025-11 -l schools --at "2025-12-02 09:00" --skip-checks "agreed"
     """
     s = settings()
     if bool(at) == bool(monthly):
         raise ScheduleError("give either SLUG with --at, or --monthly without a slug")
     if monthly and slug:
         raise ScheduleError("--monthly picks the issue of each month itself: leave out the slug")
+    if monthly and skip_checks is not None:
+        raise ScheduleError(
+            "--skip-checks is for one issue: a monthly slot sends a different issue each month "
+            "(schedule that issue with SLUG --at instead)"
+        )
     if at and not slug:
         raise ScheduleError(
             "name the issue to send at that time, e.g. mailer schedule 2025-11 --at ..."
@@ -69,7 +79,7 @@ def schedule(
     setup_logging(s, stderr=False)
     if at:
         assert slug is not None
-        item = runner.schedule_once(s, db, slug, lists or [], at, utcnow())
+        item = runner.schedule_once(s, db, slug, lists or [], at, utcnow(), skip_checks)
         what = slug
     else:
         assert monthly is not None
@@ -80,6 +90,8 @@ def schedule(
         f"Scheduled {what} (schedule {item.id}) to {', '.join(json.loads(item.lists))}: next run "
         f"{local_time(item.next_run_at, s.tz)} ({item.next_run_at:%Y-%m-%d %H:%M} UTC)."
     )
+    if item.checks_skipped:
+        typer.echo(f"The preflight checks will be skipped: {item.checks_skipped}")
     typer.echo("Make sure `mailer worker` is running (see docs/scheduling.md).")
 
 
@@ -95,6 +107,7 @@ def _row(item: Schedule, tz: ZoneInfo) -> dict[str, object]:
         "next_run_utc": item.next_run_at.isoformat() if item.next_run_at else None,
         "last_run_utc": item.last_run_at.isoformat() if item.last_run_at else None,
         "last_outcome": item.last_outcome or None,
+        "checks_skipped": item.checks_skipped,
         "cancel_with": (
             f"mailer cancel {item.slug}" if item.slug else f"mailer unschedule {item.id}"
         ),

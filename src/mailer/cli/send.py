@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from mailer.cli.common import TargetLists, settings
+from mailer.cli.common import SkipChecks, TargetLists, settings
 from mailer.errors import InvalidInput
 from mailer.formats import local_time
 
@@ -33,10 +33,13 @@ def approve(
     by: Annotated[
         str, typer.Option("--by", help="Who approves it (recorded with the content hash).")
     ],
+    skip_checks: SkipChecks = None,
 ) -> None:
     """Record that NAME approved the issue as it is now; sends require this.
 
-    If the issue changes afterwards, sending refuses until it is approved again.
+    The preflight checks (mailer check) run first, for the date the issue is scheduled
+    for or else today, and an issue with errors is refused. If the issue changes
+    afterwards, sending refuses until it is approved again.
 
     \b
     Example:
@@ -44,7 +47,7 @@ def approve(
     """
     from mailer.sending import service
 
-    approval = service.approve(settings(), slug, by)
+    approval = service.approve(settings(), slug, by, skip_checks)
     typer.echo(f"Approved {slug} (content {approval.content_hash}) by {approval.approved_by}.")
 
 
@@ -134,11 +137,14 @@ def send(
         bool,
         typer.Option("--retry-failed", help="Try again the recipients that failed temporarily."),
     ] = False,
+    skip_checks: SkipChecks = None,
 ) -> None:
     """Send an approved issue to one or more lists, a proof to an address, or resume a send.
 
     Every subscriber gets exactly one copy; the ledger records each one, so a crash or a
-    pause can be resumed without repeats or gaps.
+    pause can be resumed without repeats or gaps. A send to lists runs the preflight checks
+    (mailer check) for today first and refuses an issue with errors, unless --skip-checks
+    gives a reason, which is kept with the send and shown by mailer status.
 
     \b
     Examples:
@@ -147,6 +153,7 @@ def send(
       mailer send 2025-11 --list practitioners --list schools
       mailer send 2025-11 --resume                     # after a crash, Ctrl-C or pause
       mailer send 2025-11 --retry-failed
+      mailer send 2025-11 --list practitioners --skip-checks "venue confirmed by phone"
     """
     modes = [bool(to), bool(lists), resume, retry_failed]
     if sum(modes) != 1:
@@ -177,18 +184,25 @@ def send(
         _summary(result)
         return
     assert lists
-    p = service.preview(s, slug, lists)
+    p = service.preview(s, slug, lists, skip_checks)
     typer.echo(
         f'{slug}: "{p.compiled.issue.subject}", approved by {p.approval.approved_by}, '
         f"to {', '.join(p.lists)}: {p.recipients} recipient{'s' if p.recipients != 1 else ''}."
     )
+    if p.checked is not None and p.checked.errors:
+        codes = ", ".join(sorted({f.code for f in p.checked.errors}))
+        typer.echo(
+            f"Going ahead despite {len(p.checked.errors)} check error(s) ({codes}): {skip_checks}"
+        )
     if dry_run:
         typer.echo("Dry run: nothing was sent.")
         return
     if not yes and not typer.confirm(f"Send to {p.recipients} recipients now?"):
         typer.echo("Nothing was sent.")
         raise typer.Exit(1)
-    _summary(_run(lambda bar: service.start(s, slug, lists, on_progress=bar)))
+    _summary(
+        _run(lambda bar: service.start(s, slug, lists, on_progress=bar, skip_checks=skip_checks))
+    )
     where = s.outbox_dir / slug
     if s.transport.name == "outbox":
         typer.echo(f"Messages are in {where}/")
@@ -229,11 +243,13 @@ def cancel(
         typer.echo(f"Cancelled schedule {item.id} of {slug}.")
 
 
-def _print_report(r: Report, tz: ZoneInfo) -> None:
+def _print_report(r: Report, tz: ZoneInfo, skipped: str | None = None) -> None:
     typer.echo(
         f"{r.slug}: send {r.send_id} to {', '.join(r.lists) or '-'}: {r.status}"
         + (f" ({r.reason})" if r.reason else "")
     )
+    if skipped:
+        typer.echo(f"  checks      skipped: {skipped}")
     typer.echo(f"  recipients  {r.total}")
     for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent"):
         typer.echo(f"  {key:<17} {r.counts.get(key, 0)}")
@@ -271,13 +287,15 @@ def status(
 
     s = settings()
     reports = service.status(s, slug)
+    skipped = service.skipped_checks(s, slug)
     if as_json:
-        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2, default=str))
+        rows = [{**r.as_dict(), "checks_skipped": skipped.get(r.send_id)} for r in reports]
+        typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for i, report in enumerate(reports):
         if i:
             typer.echo("")
-        _print_report(report, s.tz)
+        _print_report(report, s.tz, skipped.get(report.send_id))
 
 
 def sends_(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailer import checks
 from mailer.config import Settings
 from mailer.content import all_slugs, load_issues
 from mailer.errors import ContentError, MailerError, ScheduleError, StateError
@@ -55,6 +56,7 @@ def schedule_once(
     lists: Sequence[str],
     at: str,
     now: dt.datetime,
+    skip_checks: str | None = None,
 ) -> Schedule:
     when = parse_at(at, settings.tz)
     if when <= now:
@@ -62,10 +64,19 @@ def schedule_once(
             f"--at {at!r} is in the past (it is now {local_time(now, settings.tz)})"
         )
     compiled = compile_slug(settings, slug)
+    # Refuse now what the worker would refuse at the time: the checks for that day.
+    checks.require_clean(settings, compiled, checks.local_date(settings, when), skip_checks)
     with database.session(write=True) as session:
         approval.require(session, compiled)
         names = _check_lists(session, lists)
-        item = schedules.add(session, ScheduleKind.ONCE, names, when, slug=slug)
+        item = schedules.add(
+            session,
+            ScheduleKind.ONCE,
+            names,
+            when,
+            slug=slug,
+            checks_skipped=checks.clean_reason(skip_checks),
+        )
     log.info(
         "scheduled %s for %s to %s (schedule %s)",
         slug,
@@ -211,7 +222,14 @@ def _run_one(
     try:
         if slug is None:
             slug = issue_for_month(settings, database, slot.astimezone(settings.tz).date())
-        send_id = service.create(settings, slug, lists, database=database, scheduled_at=slot)
+        send_id = service.create(
+            settings,
+            slug,
+            lists,
+            database=database,
+            scheduled_at=slot,
+            skip_checks=item.checks_skipped,
+        )
     except MailerError as exc:
         outcome = f"not sent: {exc}"
         log.warning("schedule %s %s", item.id, outcome)

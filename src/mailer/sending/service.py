@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mailer import checks
 from mailer.config import Settings
 from mailer.errors import NotFound, StateError
 from mailer.render import CompiledIssue, compile_slug
@@ -31,8 +32,11 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
 
-def approve(settings: Settings, slug: str, by: str) -> Approval:
+def approve(settings: Settings, slug: str, by: str, skip_checks: str | None = None) -> Approval:
     compiled = compile_slug(settings, slug)
+    # Preflight: judged on the date it is scheduled for, else today.
+    send_date, _ = checks.planned_send_date(settings, compiled.issue)
+    checks.require_clean(settings, compiled, send_date, skip_checks)
     with open_db(settings) as database, database.session(write=True) as session:
         return approvals.approve(session, compiled, by)
 
@@ -43,6 +47,8 @@ class Preview:
     approval: Approval
     lists: list[str]
     recipients: int
+    # The preflight checks, when they ran: errors here were skipped with a reason.
+    checked: checks.Report | None = None
 
 
 def _refuse_if_open(session: Session, slug: str) -> None:
@@ -55,9 +61,12 @@ def _refuse_if_open(session: Session, slug: str) -> None:
         )
 
 
-def preview(settings: Settings, slug: str, lists: Sequence[str]) -> Preview:
+def preview(
+    settings: Settings, slug: str, lists: Sequence[str], skip_checks: str | None = None
+) -> Preview:
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
+    report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
     with open_db(settings) as database, database.session() as session:
         approval = approvals.require(session, compiled)
         found = [people.get_list(session, name) for name in dict.fromkeys(lists)]
@@ -65,7 +74,7 @@ def preview(settings: Settings, slug: str, lists: Sequence[str]) -> Preview:
             raise StateError("name at least one list with --list")
         _refuse_if_open(session, slug)
         count = deliveries.count_recipients(session, [lst.id for lst in found if lst.id], slug)
-        return Preview(compiled, approval, [lst.slug for lst in found], count)
+        return Preview(compiled, approval, [lst.slug for lst in found], count, report)
 
 
 def create(
@@ -75,9 +84,15 @@ def create(
     *,
     database: Database,
     scheduled_at: datetime | None = None,
+    skip_checks: str | None = None,
 ) -> int:
     """A new send of the approved issue to these lists, frozen as compiled; its id."""
     compiled = compile_slug(settings, slug)
+    # Preflight for the day it really goes out: a schedule's slot, else today.
+    send_date = (
+        checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
+    )
+    checks.require_clean(settings, compiled, send_date, skip_checks)
     # Settings that would stop every message are checked before the send exists.
     settings.require_secret_key()
     DkimSigner.from_environment()
@@ -92,6 +107,7 @@ def create(
             text=compiled.email_text,
             approved_by=approval.approved_by,
             scheduled_at=scheduled_at,
+            checks_skipped=checks.clean_reason(skip_checks),
         )
         send = sends.create(session, frozen, lists)
         assert send.id is not None
@@ -108,10 +124,11 @@ def start(
     factory: TransportFactory | None = None,
     on_progress: Progress | None = None,
     stop: threading.Event | None = None,
+    skip_checks: str | None = None,
 ) -> RunResult:
     """Create a send of the approved issue to these lists and run it."""
     with open_db(settings) as database:
-        send_id = create(settings, slug, lists, database=database)
+        send_id = create(settings, slug, lists, database=database, skip_checks=skip_checks)
         return run(
             settings,
             send_id,
@@ -297,6 +314,12 @@ def cancel(settings: Settings, slug: str) -> Cancelled:
                 "(see: mailer status and mailer schedules)"
             )
         return Cancelled(cancelled, dropped)
+
+
+def skipped_checks(settings: Settings, slug: str) -> dict[int, str]:
+    """Why each send of ``slug`` that skipped the preflight checks did, by send id."""
+    with open_db(settings) as database, database.session() as session:
+        return sends.checks_skipped(session, slug)
 
 
 def status(settings: Settings, slug: str) -> list[deliveries.Report]:

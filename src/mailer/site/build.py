@@ -26,7 +26,7 @@ from mailer.content import Issue, load_issues
 from mailer.errors import InvalidInput
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
-from mailer.render.compile import environment
+from mailer.render.compile import environment, require_size
 from mailer.site import urls
 from mailer.store import publications
 from mailer.store.database import open_db
@@ -45,7 +45,7 @@ class BuiltFile:
 def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) -> list[BuiltFile]:
     """Build the named issues (and, with ``archive``, the archive page and feed)."""
     issues = load_issues(settings, slugs)
-    compiled = [compile_issue(settings, issue) for issue in issues]
+    compiled = [require_size(settings, compile_issue(settings, issue)) for issue in issues]
     out = settings.build_dir
     if out.exists() and not out.is_dir():
         raise InvalidInput(f"{out} is a file, not a folder: move it away so mailer can build")

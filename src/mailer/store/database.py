@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -32,7 +34,23 @@ from mailer.store import keys
 from mailer.store import migrate as migrations
 from mailer.store.engine import WRITE_OPTION, describe, make_engine, store_error
 
-__all__ = ["Database", "describe", "make_engine", "open_db", "settings_for", "store_error"]
+__all__ = [
+    "Database",
+    "describe",
+    "exists",
+    "make_engine",
+    "open_db",
+    "settings_for",
+    "store_error",
+]
+
+
+def exists(settings: Settings) -> bool:
+    """Whether the newsletter's database is there yet: a SQLite file is made on first use."""
+    parsed = sa.make_url(settings.database_url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).is_file()
+    return True
 
 
 class Database:

@@ -175,7 +175,7 @@ class MailingList(SQLModel, table=True):
     name: str = Field(max_length=200)
     description: str = Field(default="", max_length=2000)
     created: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    # Offered on the sign-up form and the preferences page (revision 0006).
+    # Offered on the sign-up form and the preferences page (revision 0008).
     public: bool = Field(default=False)
 
 
@@ -298,6 +298,8 @@ class Send(SQLModel, table=True):
     pause_reason: PauseReason | None = Field(
         default=None, sa_column=Column(_enum(PauseReason, "pause_reason"), nullable=True)
     )
+    # Why it was sent despite errors from the preflight checks (revision 0007).
+    checks_skipped: str | None = Field(default=None, max_length=500)
 
 
 class SendList(SQLModel, table=True):
@@ -363,6 +365,8 @@ class Schedule(SQLModel, table=True):
     last_run_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_outcome: str = Field(default="", max_length=1000)
     last_send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")
+    # Why its sends may go despite errors from the preflight checks (revision 0007).
+    checks_skipped: str | None = Field(default=None, max_length=500)
 
 
 # --- 5. Settings kept with the data (revision 0005) ----------------------------------------
@@ -378,7 +382,7 @@ class Meta(SQLModel, table=True):
     value: str = Field(max_length=2000)
 
 
-# --- 6. The public web side (revision 0006; mailing_list.public) ------------------------------
+# --- 6. The public web side (revision 0008; mailing_list.public) ------------------------------
 
 
 class Publication(SQLModel, table=True):

@@ -28,9 +28,15 @@ def add(
     *,
     slug: str | None = None,
     rule: str | None = None,
+    checks_skipped: str | None = None,
 ) -> Schedule:
     item = Schedule(
-        kind=kind, slug=slug, rule=rule, lists=json.dumps(list(lists)), next_run_at=next_run_at
+        kind=kind,
+        slug=slug,
+        rule=rule,
+        lists=json.dumps(list(lists)),
+        next_run_at=next_run_at,
+        checks_skipped=checks_skipped,
     )
     session.add(item)
     session.flush()

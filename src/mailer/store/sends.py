@@ -258,6 +258,14 @@ def of_issue(session: Session, slug: str) -> list[Send]:
     return list(session.exec(select(Send).where(Send.slug == slug).order_by(col(Send.id).desc())))
 
 
+def checks_skipped(session: Session, slug: str) -> dict[int, str]:
+    """Send id -> why the preflight checks were skipped, for the sends of ``slug`` that did."""
+    query = select(Send.id, Send.checks_skipped).where(
+        Send.slug == slug, col(Send.checks_skipped).is_not(None)
+    )
+    return {send_id: reason for send_id, reason in session.exec(query) if send_id and reason}
+
+
 def recent(session: Session, limit: int = 20) -> list[Send]:
     """The newest sends across issues."""
     return list(session.exec(select(Send).order_by(col(Send.id).desc()).limit(limit)))

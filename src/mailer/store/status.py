@@ -139,7 +139,7 @@ SEND_TRANSITIONS: dict[SendStatus, frozenset[SendStatus]] = {
 OPEN_SENDS = (_S.NEW, _S.SENDING, _S.PAUSED)
 
 
-# -- the public web side (revision 0006) ------------------------------------------------------
+# -- the public web side (revision 0008) ------------------------------------------------------
 
 
 class UnsubscribeMethod(StrEnum):

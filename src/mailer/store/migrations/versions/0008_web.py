@@ -1,8 +1,8 @@
 """The public web side: public lists, published issues, sign-ups, unsubscribes, rate limits
 and aggregate link clicks.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01
 
 Existing issues stay drafts until their next send starts or `mailer publish` names them;
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,28 @@
+"""Preflight checks: what a comms officer would be embarrassed to send (``mailer check``).
+
+Each check is a small function with a stable code, a severity and a fix hint, registered
+in :mod:`.registry`; the modules group them: :mod:`.dates`, :mod:`.awareness`,
+:mod:`.links`, :mod:`.access`, :mod:`.leftovers`, :mod:`.output`, :mod:`.spam` and, for
+``--online``, :mod:`.online`. :func:`run` runs them for a send date; :func:`require_clean`
+is what approve, send and the worker call, and refuses an issue with errors.
+"""
+
+from __future__ import annotations
+
+from mailer.checks.registry import CHECKS, Check, Finding, Severity
+from mailer.checks.runner import Report, clean_reason, require_clean, run
+from mailer.checks.when import local_date, planned_send_date, today
+
+__all__ = [
+    "CHECKS",
+    "Check",
+    "Finding",
+    "Report",
+    "Severity",
+    "clean_reason",
+    "local_date",
+    "planned_send_date",
+    "require_clean",
+    "run",
+    "today",
+]
