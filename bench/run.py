@@ -8,6 +8,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("startup.py", "import_export.py", "send_path.py"):
+for script in ("startup.py", "import_export.py", "send_path.py", "web_load.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

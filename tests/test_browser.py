@@ -45,6 +45,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     settings = config.load(
         root, env={"MAILER_SECRET_KEY": "test-secret-key-with-at-least-32-bytes"}
     )
+    for slug in all_slugs(settings):  # drafts are left out of the archive
+        builder.publish(settings, slug)
     builder.build(settings, all_slugs(settings), archive=True)
     return Site(settings)
 

@@ -12,6 +12,7 @@ one line naming the file (or variable) and the key.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -160,6 +161,30 @@ class BounceSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The public web side (``mailer serve``): sign-up, its abuse limits, click counting."""
+
+    # Shown beside the sign-up form's tick box and stored with each confirmed sign-up.
+    consent: str = (
+        "I agree to receive this newsletter by email. I can unsubscribe at any time with "
+        "the link in every issue."
+    )
+    # A confirmation link works for this many days; unsubscribe links never expire.
+    confirm_days: int = 7
+    # At most one confirmation (or preferences) email per address in this many minutes.
+    cooling_off_minutes: int = 60
+    # Sign-up and "manage" form posts allowed per IP address per hour, and per address per day.
+    per_ip_per_hour: int = 10
+    per_address_per_day: int = 5
+    # A file of disposable email domains (one a line) whose addresses the form refuses.
+    blocklist: str | None = None
+    # Count clicks per link of each issue, without recording who clicked (off by default).
+    track_clicks: bool = False
+    # When the accessibility statement was last reviewed (YYYY-MM-DD).
+    accessibility_reviewed: str = "2026-12-01"
+
+
+@dataclass(frozen=True)
 class Settings:
     root: Path
     name: str
@@ -179,6 +204,7 @@ class Settings:
     secret_key_from: str = ""
     checks: ChecksSettings = field(default_factory=ChecksSettings)
     bounces: BounceSettings = field(default_factory=BounceSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -526,6 +552,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     t.finish()
     checks = _checks(path, top.table("checks"))
     bounces = _bounces(path, top.table("bounces"), env)
+    web = _web(path, root, top.table("web"))
     top.finish()
 
     state = root / ".mailer"
@@ -563,6 +590,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         secret_key_from="MAILER_SECRET_KEY" if secret else "",
         checks=checks,
         bounces=bounces,
+        web=web,
     )
 
 
@@ -651,3 +679,32 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
     if settings.imap_host and not settings.imap_username:
         raise ConfigError(f"{path}: bounces.imap_username: is required with bounces.imap_host")
     return settings
+
+
+def _web(path: Path, root: Path, w: _Table) -> WebSettings:
+    d = WebSettings()
+    web = WebSettings(
+        consent=w.text("consent", d.consent).strip(),
+        confirm_days=w.get("confirm_days", int, d.confirm_days),
+        cooling_off_minutes=w.get("cooling_off_minutes", int, d.cooling_off_minutes),
+        per_ip_per_hour=w.get("per_ip_per_hour", int, d.per_ip_per_hour),
+        per_address_per_day=w.get("per_address_per_day", int, d.per_address_per_day),
+        blocklist=w.text("blocklist"),
+        track_clicks=w.get("track_clicks", bool, d.track_clicks),
+        accessibility_reviewed=w.get("accessibility_reviewed", str, d.accessibility_reviewed),
+    )
+    w.finish()
+    if not web.consent:
+        raise ConfigError(f"{path}: web.consent: must not be empty")
+    for key in ("confirm_days", "cooling_off_minutes", "per_ip_per_hour", "per_address_per_day"):
+        if getattr(web, key) < 1:
+            raise ConfigError(f"{path}: web.{key}: must be at least 1")
+    try:
+        dt.date.fromisoformat(web.accessibility_reviewed)
+    except ValueError:
+        raise ConfigError(
+            f"{path}: web.accessibility_reviewed: must be a date like 2026-12-01"
+        ) from None
+    if web.blocklist and not (root / web.blocklist).is_file():
+        raise ConfigError(f"{path}: web.blocklist: file {web.blocklist} does not exist")
+    return web

@@ -14,6 +14,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── InvalidInput           a value given to a command is not valid (an address, a slug)
     │   ├── NothingImported    no row of a subscriber file could be imported
     │   └── BadToken           an unsubscribe or preferences link was altered or forged
+    │       └── ExpiredToken   a genuine confirmation link that is too old
     ├── StoreError             the database refused or is unusable
     │   ├── NotFound           a list, subscriber, issue or send does not exist
     │   ├── AlreadyExists      a list with that slug exists already
@@ -22,7 +23,8 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── StateError             an action is not allowed in the current state
     │   ├── ApprovalError      the issue is not approved, or changed since approval
     │   ├── ChecksFailed       the preflight checks found errors for the send date
-    │   └── Suppressed         the person unsubscribed, bounced, complained or was erased
+    │   ├── Suppressed         the person unsubscribed, bounced, complained or was erased
+    │   └── TooManyRequests    a web form was posted too often from one place or for one address
     ├── ScheduleError          a time or rule cannot be scheduled
     ├── MailboxError           the bounce mailbox cannot be reached or refused the login
     └── SendError              delivery failed
@@ -82,6 +84,10 @@ class BadToken(InvalidInput):
     """A signed link was altered, truncated, or signed with another key."""
 
 
+class ExpiredToken(BadToken):
+    """A genuine link that has expired (confirmation links do; unsubscribe links never)."""
+
+
 class NothingImported(InvalidInput):
     """No row of a subscriber file could be imported; the report says why for each row."""
 
@@ -120,6 +126,10 @@ class ChecksFailed(StateError):
 
 class Suppressed(StateError):
     """The person unsubscribed, bounced, complained or was erased: never subscribed again."""
+
+
+class TooManyRequests(StateError):
+    """A web form was posted too often from one IP address or for one email address."""
 
 
 class ScheduleError(MailerError):

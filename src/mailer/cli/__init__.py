@@ -84,10 +84,12 @@ def _register() -> None:
         schedule,
         send,
         subscribers,
+        web,
     )
 
     build.register(app)
     check.register(app)
+    web.register(app)
     send.register(app)
     schedule.register(app)
     app.add_typer(lists.app, name="lists")

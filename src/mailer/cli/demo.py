@@ -1,17 +1,21 @@
 """``make demo``: the whole pipeline on the embedded defaults, end to end.
 
-It builds every example issue, creates a demo list of made-up subscribers, approves the
-2025-11 issue, sends it to the demo list through the outbox transport (``.eml`` files, no
-mail server needed) and says where everything is. It is safe to run again: an issue
-already sent to the demo list is not sent twice.
+It creates a demo list of made-up subscribers, approves the 2025-11 issue, sends it to
+the demo list through the outbox transport (``.eml`` files, no mail server needed), which
+publishes it, builds every example issue and the archive, and says where everything is,
+ending with how to start ``mailer serve`` and an unsubscribe link that works in it. It is
+safe to run again: an issue already sent to the demo list is not sent twice.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 from dataclasses import replace
+from email.parser import BytesParser
+from email.policy import default
 from pathlib import Path
 
 from mailer import config
@@ -20,12 +24,14 @@ from mailer.content import all_slugs
 from mailer.errors import MailerError
 from mailer.formats import human_size
 from mailer.sending import service
-from mailer.site import build
+from mailer.site import build, urls
 from mailer.store.database import describe
 from mailer.store.models import SendStatus
 from mailer.subscribers.demo import seed_demo
 
 DEMO_ISSUE = "2025-11"
+DEMO_PORT = 8000
+DEMO_ORIGIN = f"http://127.0.0.1:{DEMO_PORT}"
 DEMO_APPROVER = "Demo Editor"
 # The example issue went out in 2025: its dates are past, so the preflight checks would
 # refuse it. The demo says so and goes ahead, as a person would with --skip-checks.
@@ -49,13 +55,7 @@ def run(settings: Settings) -> None:
     settings = replace(settings, transport=replace(settings.transport, name="outbox"))
     root = settings.root
 
-    print("1. Building every example issue")
-    files = build.build(settings, all_slugs(settings), archive=True)
-    for f in files:
-        if f.path.name in ("email.html", "email.txt", "index.html", "feed.xml"):
-            print(f"   {f.path.relative_to(root)}  {human_size(f.size)}")
-
-    print("2. Subscribers")
+    print("1. Subscribers")
     summary = seed_demo(settings)
     print(
         f"   list '{summary.list_slug}': {summary.subscribed} subscribed, "
@@ -63,12 +63,12 @@ def run(settings: Settings) -> None:
     )
     print(f"   database: {describe(settings.database_url)}")
 
-    print(f"3. Approving {DEMO_ISSUE}")
+    print(f"2. Approving {DEMO_ISSUE}")
     print(f"   checks skipped: {DEMO_SKIP} (see: mailer check {DEMO_ISSUE})")
     approval = service.approve(settings, DEMO_ISSUE, DEMO_APPROVER, DEMO_SKIP)
     print(f"   approved by {approval.approved_by} (content {approval.content_hash})")
 
-    print(f"4. Sending {DEMO_ISSUE} to '{summary.list_slug}' through the outbox")
+    print(f"3. Sending {DEMO_ISSUE} to '{summary.list_slug}' through the outbox")
     preview = service.preview(settings, DEMO_ISSUE, [summary.list_slug], DEMO_SKIP)
     if preview.recipients == 0:
         print("   everyone on the demo list already has this issue: nothing sent again")
@@ -82,6 +82,13 @@ def run(settings: Settings) -> None:
         f"   {len(messages)} message(s) in {(settings.outbox_dir / DEMO_ISSUE).relative_to(root)}/"
     )
 
+    # Built after the send, which published the issue: drafts stay out of the archive.
+    print("4. Building every example issue, and the archive of the published ones")
+    files = build.build(settings, all_slugs(settings), archive=True)
+    for f in files:
+        if f.path.name in ("email.html", "email.txt", "index.html", "feed.xml"):
+            print(f"   {f.path.relative_to(root)}  {human_size(f.size)}")
+
     issue_dir = (settings.build_dir / DEMO_ISSUE).relative_to(root)
     print("\nDone. Look at:")
     print(f"   {issue_dir / 'email.html'}   the email as sent")
@@ -90,6 +97,25 @@ def run(settings: Settings) -> None:
     if messages:
         print(f"   {messages[0].relative_to(root)}")
     print(f"   mailer status {DEMO_ISSUE}")
+    unsubscribe = local_unsubscribe_url(settings, messages)
+    print("\nThe web side (archive, unsubscribe, preferences, sign-up) runs with:")
+    print(f"   .venv/bin/mailer serve --port {DEMO_PORT}      # Ctrl-C stops it")
+    print(f"   then open {DEMO_ORIGIN}/")
+    if unsubscribe:
+        print("   and this unsubscribe link, taken from the first message in the outbox:")
+        print(f"   {unsubscribe}")
+
+
+def local_unsubscribe_url(settings: Settings, messages: list[Path]) -> str | None:
+    """The first message's List-Unsubscribe link, pointed at a local `mailer serve`."""
+    origin = settings.base_url.removesuffix(urls.base_path(settings))
+    for path in messages:
+        with path.open("rb") as f:
+            headers = BytesParser(policy=default).parse(f, headersonly=True)
+        found = re.search(r"<(https?://[^>]+)>", str(headers.get("List-Unsubscribe", "")))
+        if found and found.group(1).startswith(origin):
+            return DEMO_ORIGIN + found.group(1).removeprefix(origin)
+    return None
 
 
 def main() -> None:

@@ -29,17 +29,22 @@ def create(
     slug: Slug,
     name: Annotated[str, typer.Option("--name", help="The name people see.")],
     description: Annotated[str, typer.Option(help="What the list is for.")] = "",
+    public: Annotated[
+        bool,
+        typer.Option("--public", help="Offer it on the sign-up form and the preferences page."),
+    ] = False,
 ) -> None:
     """Create a mailing list.
 
     \b
     Example:
-      mailer lists create all-practitioners --name "All practitioners"
+      mailer lists create all-practitioners --name "All practitioners" --public
     """
     from mailer.subscribers import lists
 
-    created = lists.create(settings(), slug, name, description)
-    typer.echo(f"Created list {created.slug}: {created.name}")
+    created = lists.create(settings(), slug, name, description, public=public)
+    shown = " (public: offered on the sign-up form)" if created.public else ""
+    typer.echo(f"Created list {created.slug}: {created.name}{shown}")
 
 
 @app.command("list")
@@ -81,6 +86,7 @@ def show(slug: Slug) -> None:
     typer.echo(f"name:          {mailing_list.name}")
     if mailing_list.description:
         typer.echo(f"description:   {mailing_list.description}")
+    typer.echo(f"public:        {'yes (on the sign-up form)' if mailing_list.public else 'no'}")
     typer.echo(f"created:       {utc_minute(mailing_list.created)}")
     for status, n in counts.items():
         label = "subscribed" if status == "active" else status.value
@@ -102,3 +108,26 @@ def rename(
 
     old, renamed = lists.rename(settings(), slug, name)
     typer.echo(f"Renamed list {renamed.slug}: {old!r} is now {renamed.name!r}")
+
+
+@app.command("public")
+def public(
+    slug: Slug,
+    off: Annotated[
+        bool, typer.Option("--off", help="Stop offering it (people on it stay on it).")
+    ] = False,
+) -> None:
+    """Offer a list on the sign-up form and the preferences page of mailer serve, or stop.
+
+    \b
+    Example:
+      mailer lists public all-practitioners
+      mailer lists public schools-dsl --off
+    """
+    from mailer.subscribers import lists
+
+    changed = lists.set_public(settings(), slug, not off)
+    if off:
+        typer.echo(f"List {changed.slug} is no longer offered on the sign-up form.")
+    else:
+        typer.echo(f"List {changed.slug} is offered on the sign-up form and preferences page.")

@@ -308,22 +308,54 @@ def show(
 
 @app.command("unsubscribe")
 def unsubscribe(
-    email: Email,
+    email: Annotated[
+        str | None, typer.Argument(help="The person's email address (or use --token).")
+    ] = None,
     list_slug: Annotated[
         str | None,
         typer.Option("--list", "-l", help="Only from this list (default: from everything)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="The token from an unsubscribe email (the mailto: in List-Unsubscribe): "
+            "unsubscribes its recipient from the lists that issue went to."
+        ),
     ] = None,
 ) -> None:
     """Unsubscribe a person from one list, or from everything. It is never undone by an
     import or by 'add'.
 
+    With --token, the person is named by the token in an "unsubscribe TOKEN" email sent to
+    the List-Unsubscribe mailto: address.
+
     \b
     Example:
       mailer subscribers unsubscribe jo.bloggs@example.org --list health
+      mailer subscribers unsubscribe --token 12-7.Zx3kq9Lw0aBcDeFg
     """
     from mailer.subscribers import people
     from mailer.subscribers.addresses import normalise
 
+    if token is not None:
+        if email is not None or list_slug is not None:
+            raise InvalidInput("give either an address (with --list) or --token, not both")
+        from mailer.store.models import UnsubscribeMethod
+        from mailer.subscribers import selfservice
+
+        with database() as db:
+            page = selfservice.unsubscribe(
+                db, token.strip(), everything=False, method=UnsubscribeMethod.EMAIL
+            )
+        if not page.masked:
+            typer.echo("Nothing is held about this person any more; nothing changed.")
+        elif page.changed:
+            typer.echo(f"Unsubscribed {page.masked} (by token).")
+        else:
+            typer.echo(f"{page.masked} was already unsubscribed; nothing changed.")
+        return
+    if email is None:
+        raise InvalidInput("name the person's email address, or give --token TOKEN")
     with database() as db:
         changed = people.unsubscribe(db, email, list_slug)
     address = normalise(email)

@@ -25,6 +25,7 @@ from mailer.config import Settings
 from mailer.content import Issue, load_issues
 from mailer.errors import RenderError
 from mailer.render.inline import inline_css
+from mailer.render.links import count_clicks
 from mailer.render.markdown import to_html
 from mailer.render.text import LABELS, render_text
 from mailer.site import urls
@@ -111,9 +112,7 @@ def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web:
         "unsubscribe": urls.generic_unsubscribe_url(settings)
         if web
         else urls.UNSUBSCRIBE_PLACEHOLDER,
-        "preferences": urls.generic_unsubscribe_url(settings)
-        if web
-        else urls.PREFERENCES_PLACEHOLDER,
+        "preferences": urls.manage_url(settings) if web else urls.PREFERENCES_PLACEHOLDER,
     }
     try:
         source = env.get_template(LAYOUT).render(
@@ -156,6 +155,8 @@ def _check_placeholders(email_html: str, email_text: str) -> None:
 def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
     env = environment(settings)
     email_html = _mjml(settings, issue, env, web=False)
+    if settings.web.track_clicks:
+        email_html = count_clicks(settings, issue.slug, email_html)
     web_html = _mjml(settings, issue, env, web=True)
     email_text = render_text(
         settings,

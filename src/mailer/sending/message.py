@@ -26,8 +26,9 @@ from mailer.errors import ConfigError
 from mailer.sending import headers
 from mailer.site import tokens, urls
 
-UNSUBSCRIBE = "unsubscribe"
-PREFERENCES = "preferences"
+# Token purposes, named in mailer.site.tokens with every other purpose.
+UNSUBSCRIBE = tokens.UNSUBSCRIBE
+PREFERENCES = tokens.PREFERENCES
 _SOFT_BREAK = b"=\r\n"
 
 
@@ -156,7 +157,7 @@ class MessageTemplate:
         """The same for every copy of one ledger row, so a copy sent again after a crash
         carries the Message-ID of the first and mail programs can drop the duplicate."""
         if recipient.delivery_id:
-            tag = tokens.make(self._key, "message-id", self.send_id, recipient.delivery_id)
+            tag = tokens.make(self._key, tokens.MESSAGE_ID, self.send_id, recipient.delivery_id)
             nonce = tag.partition(".")[2][:10].lower().replace("-", "x").replace("_", "y")
         else:
             nonce = secrets.token_hex(5)  # proofs: every one is a new message

@@ -22,10 +22,10 @@ from mailer.sending import engine, transports
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
-from mailer.store import deliveries, people, schedules, sends
+from mailer.store import deliveries, people, publications, schedules, sends
 from mailer.store.database import Database, open_db
 from mailer.store.models import Approval, DeliveryStatus, Schedule, Send, SendStatus
-from mailer.store.status import PauseReason
+from mailer.store.status import PauseReason, PublishedBy
 from mailer.subscribers.addresses import normalise
 
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ def create(
         )
         send = sends.create(session, frozen, lists)
         assert send.id is not None
+        # The first send of an issue puts it in the public archive and feed.
+        publications.publish(session, slug, PublishedBy.SEND)
         return send.id
 
 

@@ -2,6 +2,11 @@
 
 Every issue is validated before anything is written, and each ``build/SLUG/`` is written
 to a temporary folder and swapped in, so a failed build leaves the previous one untouched.
+
+The archive page and the feed list only published issues (:func:`publish`; an issue is
+also published when its first send starts): a draft's own page is built for a preview,
+but nothing public links to it. ``mailer serve`` renders its archive and feed with the
+same functions.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment, require_size
 from mailer.site import urls
+from mailer.store import publications
+from mailer.store.database import open_db
+from mailer.store.status import PublishedBy
 
 ATOM = "http://www.w3.org/2005/Atom"
 
@@ -56,10 +64,35 @@ def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) ->
     if settings.brand.logo:
         written += _copy(settings.root / settings.brand.logo, out / "assets")
     if archive:
-        every = sorted(issues, key=lambda i: (i.date, i.slug), reverse=True)
-        written.append(_write_text(out / "index.html", _archive_html(settings, every)))
-        written.append(_write_text(out / "feed.xml", _feed_xml(settings, every)))
+        shown = newest_first(published_only(settings, issues))
+        written.append(_write_text(out / "index.html", archive_html(settings, shown)))
+        written.append(_write_text(out / "feed.xml", feed_xml(settings, shown)))
     return written
+
+
+def published_slugs(settings: Settings) -> set[str]:
+    with open_db(settings) as db, db.session() as session:
+        return set(publications.published(session))
+
+
+def published_only(settings: Settings, issues: Iterable[Issue]) -> list[Issue]:
+    """The issues that are published; drafts never reach the archive or the feed."""
+    slugs = published_slugs(settings)
+    return [i for i in issues if i.slug in slugs]
+
+
+def newest_first(issues: Iterable[Issue]) -> list[Issue]:
+    return sorted(issues, key=lambda i: (i.date, i.slug), reverse=True)
+
+
+def publish(settings: Settings, slug: str) -> bool:
+    """Put an issue in the archive and the feed (``mailer publish``); False if it was already.
+
+    The issue must load and validate, so a broken draft is never published.
+    """
+    load_issues(settings, [slug])
+    with open_db(settings) as db, db.session(write=True) as session:
+        return publications.publish(session, slug, PublishedBy.COMMAND)[1]
 
 
 def _write_issue(out: Path, item: CompiledIssue) -> list[BuiltFile]:
@@ -105,7 +138,8 @@ def _write_text(path: Path, text: str) -> BuiltFile:
     return BuiltFile(path, path.stat().st_size)
 
 
-def _archive_html(settings: Settings, issues: list[Issue]) -> str:
+def archive_html(settings: Settings, issues: list[Issue]) -> str:
+    """The archive page: ``issues`` newest first, with their dates and section titles."""
     env = environment(settings)
     template = env.get_template("archive.html.j2")
     entries = [
@@ -117,10 +151,13 @@ def _archive_html(settings: Settings, issues: list[Issue]) -> str:
         entries=entries,
         feed_url=urls.feed_url(settings),
         signup_url=urls.signup_url(settings),
+        manage_url=urls.manage_url(settings),
+        accessibility_url=urls.accessibility_url(settings),
     )
 
 
-def _feed_xml(settings: Settings, issues: list[Issue]) -> str:
+def feed_xml(settings: Settings, issues: list[Issue]) -> str:
+    """The Atom feed of ``issues`` (newest first)."""
     ET.register_namespace("", ATOM)
 
     def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:

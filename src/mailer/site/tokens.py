@@ -1,9 +1,15 @@
-"""Signed, URL-safe tokens for unsubscribe and preference links.
+"""Signed, URL-safe tokens for every personal link: unsubscribe, preferences, confirmation,
+and the aggregate click counter.
 
 A token names its purpose and a few integers (a subscriber id, a send id) and carries a
 truncated HMAC-SHA256 made with ``MAILER_SECRET_KEY``, so nobody can unsubscribe someone
-else by editing a number in a link. Tokens are deterministic: the same subscriber gets
-the same link in every copy, which keeps resends and retries identical.
+else by editing a number in a link, and a token made for one purpose is refused for any
+other. Tokens are deterministic: the same subscriber gets the same link in every copy,
+which keeps resends and retries identical.
+
+Unsubscribe and preferences tokens never expire (RFC 8058 and the law expect an
+unsubscribe link to keep working). A confirmation token carries the minute it was made
+and expires (:func:`make_expiring`, :func:`read_expiring`).
 """
 
 from __future__ import annotations
@@ -14,9 +20,18 @@ import hmac
 from collections.abc import Sequence
 
 from mailer.config import Settings
-from mailer.errors import BadToken
+from mailer.errors import BadToken, ExpiredToken
 
 _MAC_BYTES = 12
+
+# Every purpose a token can have. Two of them are in emails already sent, so their names
+# and payloads never change: UNSUBSCRIBE (subscriber id, send id) and PREFERENCES
+# (subscriber id).
+UNSUBSCRIBE = "unsubscribe"
+PREFERENCES = "preferences"
+CONFIRM = "confirm"  # (sign-up id, minute made): expires
+CLICK = "click"  # a link of an issue: (slug, URL) as text
+MESSAGE_ID = "message-id"  # (send id, delivery id): not a link, a stable Message-ID
 
 
 def _b64(data: bytes) -> str:
@@ -92,3 +107,42 @@ def read_for_address(key: bytes, purpose: str, token: str) -> tuple[int, ...]:
     ):
         raise BadToken("this address token is not valid")
     return ids
+
+
+def make_expiring(key: bytes, purpose: str, now: float, *ids: int) -> str:
+    """A token that :func:`read_expiring` refuses once it is too old; ``now`` in epoch seconds."""
+    return make(key, purpose, *ids, int(now // 60))
+
+
+def read_expiring(
+    key: bytes | Sequence[bytes], purpose: str, token: str, *, now: float, max_age_seconds: float
+) -> tuple[int, ...]:
+    """The ids of a valid token made less than ``max_age_seconds`` ago.
+
+    :class:`ExpiredToken` when it is genuine but too old, :class:`BadToken` otherwise.
+    """
+    *ids, minute = read(key, purpose, token)
+    age = now - minute * 60
+    if age > max_age_seconds + 60 or age < -120:
+        raise ExpiredToken("this link has expired")
+    return tuple(ids)
+
+
+def sign_text(key: bytes, purpose: str, text: str) -> str:
+    """``text`` and its signature as one URL-safe token: for values that are not numbers."""
+    body = _b64(text.encode("utf-8"))
+    return f"{body}.{_b64(_mac(key, purpose, body))}"
+
+
+def read_text(key: bytes | Sequence[bytes], purpose: str, token: str) -> str:
+    """The text a valid :func:`sign_text` token carries; :class:`BadToken` otherwise."""
+    body, _, mac = token.partition(".")
+    try:
+        given = _unb64(mac)
+        text = _unb64(body).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise BadToken("this link is not valid") from None
+    keys = [key] if isinstance(key, bytes) else list(key)
+    if not any(hmac.compare_digest(given, _mac(k, purpose, body)) for k in keys):
+        raise BadToken("this link is not valid")
+    return text

@@ -6,7 +6,7 @@ functions, so they cannot drift apart.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from mailer.config import Settings
 
@@ -18,12 +18,55 @@ PREFERENCES_PLACEHOLDER = "%%MAILER_PREFERENCES_URL%%"
 PLACEHOLDERS = (UNSUBSCRIBE_PLACEHOLDER, PREFERENCES_PLACEHOLDER)
 
 
+# The paths ``mailer serve`` answers, below base_url's own path. The web app's routes are
+# declared with these, and the functions below build the links in emails from them.
+ARCHIVE_PATH = "/"
+FEED_PATH = "/feed.xml"
+ISSUE_PATH = "/{slug}/"
+ISSUE_FILE_PATH = "/{slug}/{path:path}"
+ISSUES_ALIAS_PATH = "/issues/{slug}/"
+ASSET_PATH = "/assets/{name}"
+UNSUBSCRIBE_PATH = "/unsubscribe/{token}"
+GENERIC_UNSUBSCRIBE_PATH = "/unsubscribe"
+PREFERENCES_PATH = "/preferences/{token}"
+PREFERENCES_DATA_PATH = "/preferences/{token}/data.json"
+SIGNUP_PATH = "/subscribe"
+CONFIRM_PATH = "/confirm/{token}"
+MANAGE_PATH = "/manage"
+CLICK_PATH = "/c/{token}"
+ACCESSIBILITY_PATH = "/accessibility"
+STYLESHEET_PATH = "/site.css"
+HEALTH_PATH = "/healthz"
+# Issue slugs that would be shadowed by a page of mailer serve.
+RESERVED_SLUGS = frozenset(
+    {
+        "unsubscribe",
+        "preferences",
+        "subscribe",
+        "confirm",
+        "manage",
+        "c",
+        "accessibility",
+        "assets",
+        "issues",
+        "healthz",
+        "feed.xml",
+        "site.css",
+    }
+)
+
+
+def base_path(settings: Settings) -> str:
+    """The path part of base_url ("" or "/newsletter"), under which every page is served."""
+    return urlsplit(settings.base_url).path.rstrip("/")
+
+
 def archive_url(settings: Settings) -> str:
     return f"{settings.base_url}/"
 
 
 def feed_url(settings: Settings) -> str:
-    return f"{settings.base_url}/feed.xml"
+    return f"{settings.base_url}{FEED_PATH}"
 
 
 def issue_url(settings: Settings, slug: str) -> str:
@@ -43,20 +86,47 @@ def asset_url(settings: Settings, path: str) -> str:
 
 def unsubscribe_url(settings: Settings, token: str) -> str:
     """One-click unsubscribe (RFC 8058): GET shows a confirmation page, POST unsubscribes."""
-    return f"{settings.base_url}/unsubscribe/{token}"
+    return f"{settings.base_url}{UNSUBSCRIBE_PATH.format(token=token)}"
 
 
 def preferences_url(settings: Settings, token: str) -> str:
-    return f"{settings.base_url}/preferences/{token}"
+    return f"{settings.base_url}{PREFERENCES_PATH.format(token=token)}"
 
 
 def generic_unsubscribe_url(settings: Settings) -> str:
     """Used on the shareable web version, which must carry no personal token."""
-    return f"{settings.base_url}/unsubscribe"
+    return f"{settings.base_url}{GENERIC_UNSUBSCRIBE_PATH}"
 
 
 def signup_url(settings: Settings) -> str:
-    return f"{settings.base_url}/subscribe"
+    return f"{settings.base_url}{SIGNUP_PATH}"
+
+
+def confirm_url(settings: Settings, token: str) -> str:
+    """The link in a confirmation email: GET shows a button, only its POST confirms."""
+    return f"{settings.base_url}{CONFIRM_PATH.format(token=token)}"
+
+
+def manage_url(settings: Settings) -> str:
+    """Where someone types their address to be sent a link to their preferences."""
+    return f"{settings.base_url}{MANAGE_PATH}"
+
+
+def click_url(settings: Settings, token: str) -> str:
+    """A counted link (``track_clicks``): redirects to the URL the signed token names."""
+    return f"{settings.base_url}{CLICK_PATH.format(token=token)}"
+
+
+def accessibility_url(settings: Settings) -> str:
+    return f"{settings.base_url}{ACCESSIBILITY_PATH}"
+
+
+def preferences_data_url(settings: Settings, token: str) -> str:
+    return f"{settings.base_url}{PREFERENCES_DATA_PATH.format(token=token)}"
+
+
+def stylesheet_url(settings: Settings) -> str:
+    return f"{settings.base_url}{STYLESHEET_PATH}"
 
 
 def unsubscribe_mailto(settings: Settings, token: str) -> str:

@@ -42,11 +42,13 @@ from mailer.store.status import (
     LawfulBasis,
     MembershipStatus,
     PauseReason,
+    PublishedBy,
     ScheduleKind,
     ScheduleStatus,
     SendStatus,
     SubscriberStatus,
     SuppressionReason,
+    UnsubscribeMethod,
 )
 
 __all__ = [
@@ -57,22 +59,29 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "LawfulBasis",
+    "LinkClick",
     "MailingList",
     "Membership",
     "MembershipStatus",
     "Meta",
     "PauseReason",
+    "Publication",
+    "PublishedBy",
+    "RateEvent",
     "Schedule",
     "ScheduleKind",
     "ScheduleStatus",
     "Send",
     "SendList",
     "SendStatus",
+    "Signup",
     "Subscriber",
     "SubscriberStatus",
     "Suppression",
     "SuppressionReason",
     "UTCDateTime",
+    "UnsubscribeMethod",
+    "Unsubscription",
     "as_utc",
     "table_of",
     "utcnow",
@@ -169,6 +178,8 @@ class MailingList(SQLModel, table=True):
     name: str = Field(max_length=200)
     description: str = Field(default="", max_length=2000)
     created: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Offered on the sign-up form and the preferences page (revision 0009).
+    public: bool = Field(default=False)
 
 
 class Subscriber(SQLModel, table=True):
@@ -407,3 +418,81 @@ class BounceEvent(SQLModel, table=True):
     source: str = Field(default="", max_length=200)
     action: str = Field(default="", max_length=200)
     received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+# --- 7. The public web side (revision 0009; mailing_list.public) ------------------------------
+
+
+class Publication(SQLModel, table=True):
+    """An issue shown in the archive and the feed; an issue without a row is a draft."""
+
+    __tablename__ = "publication"
+
+    slug: str = Field(max_length=64, primary_key=True)
+    published_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    published_by: PublishedBy = Field(
+        sa_column=Column(_enum(PublishedBy, "published_by"), nullable=False)
+    )
+
+
+class Signup(SQLModel, table=True):
+    """A sign-up from the web form: pending until its link is confirmed, then the evidence
+    of consent (when, from which IP address, the wording shown). The address, name and
+    organisation are blanked once they are copied to the subscriber."""
+
+    __tablename__ = "signup"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str | None = Field(default=None, max_length=320, index=True)
+    name: str = Field(default="", max_length=200)
+    organisation: str = Field(default="", max_length=200)
+    # JSON list of the list slugs ticked on the form.
+    lists: str = Field(default="[]", max_length=2000)
+    wording: str = Field(sa_type=sa.Text)
+    requested_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    requested_ip: str = Field(default="", max_length=64)
+    confirmed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    confirmed_ip: str = Field(default="", max_length=64)
+    subscriber_id: int | None = Field(
+        default=None, foreign_key="subscriber.id", ondelete="CASCADE", index=True
+    )
+
+
+class Unsubscription(SQLModel, table=True):
+    """When and how someone unsubscribed; list_id NULL means from everything."""
+
+    __tablename__ = "unsubscription"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE", index=True)
+    list_id: int | None = Field(default=None, foreign_key="mailing_list.id", ondelete="CASCADE")
+    send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")
+    method: UnsubscribeMethod = Field(
+        sa_column=Column(_enum(UnsubscribeMethod, "unsubscribe_method"), nullable=False)
+    )
+    at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RateEvent(SQLModel, table=True):
+    """One form post or email counted against a limit, by a keyed hash of the IP or address,
+    so the limits hold across processes and nothing readable is kept."""
+
+    __tablename__ = "rate_event"
+    __table_args__ = (sa.Index(None, "bucket", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    bucket: str = Field(max_length=20)
+    key: str = Field(max_length=64)
+    at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LinkClick(SQLModel, table=True):
+    """How many times a link of an issue was followed; never who followed it."""
+
+    __tablename__ = "link_click"
+    __table_args__ = (sa.UniqueConstraint("slug", "url"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64)
+    url: str = Field(max_length=2000)
+    clicks: int = 0

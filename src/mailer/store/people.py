@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError
+from mailer.store import signups
 from mailer.store.models import (
     BounceEvent,
     Consent,
@@ -55,7 +56,9 @@ class ListSummary(NamedTuple):
     unsubscribed: int  # left this list or everything, bounced or complained
 
 
-def create_list(session: Session, slug: str, name: str, description: str = "") -> MailingList:
+def create_list(
+    session: Session, slug: str, name: str, description: str = "", *, public: bool = False
+) -> MailingList:
     if not LIST_SLUG.fullmatch(slug):
         raise InvalidInput(
             f"{slug!r} is not a valid list slug: use lower-case letters, digits and '-', "
@@ -65,7 +68,7 @@ def create_list(session: Session, slug: str, name: str, description: str = "") -
         raise InvalidInput("a list needs a name, for example --name 'All practitioners'")
     if find_list(session, slug):
         raise AlreadyExists(f"list {slug!r} exists already: see it with: mailer lists show {slug}")
-    mailing_list = L(slug=slug, name=name.strip(), description=description.strip())
+    mailing_list = L(slug=slug, name=name.strip(), description=description.strip(), public=public)
     session.add(mailing_list)
     session.flush()
     return mailing_list
@@ -379,6 +382,7 @@ def erase(session: Session, email: str) -> Erasure:
     if already is None:
         session.add(Suppression(email_hash=digest, reason=SuppressionReason.ERASED))
     subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+    signups.erase(session, email, subscriber.id if subscriber else None)
     if subscriber is None:
         session.flush()
         return Erasure(email, False, already is not None, False, False, [])

@@ -151,3 +151,22 @@ SEND_TRANSITIONS: dict[SendStatus, frozenset[SendStatus]] = {
 }
 # A send in one of these is not finished: a new send of the same issue must wait.
 OPEN_SENDS = (_S.NEW, _S.SENDING, _S.PAUSED)
+
+
+# -- the public web side (revision 0009) ------------------------------------------------------
+
+
+class UnsubscribeMethod(StrEnum):
+    """How a person unsubscribed, recorded with when (see mailer.store.optouts)."""
+
+    ONE_CLICK = "one-click"  # the mail program's button: an RFC 8058 POST
+    WEB_PAGE = "web-page"  # the button on the unsubscribe page
+    PREFERENCES = "preferences"  # the preferences page
+    EMAIL = "email"  # the mailto: in List-Unsubscribe, read by a command
+
+
+class PublishedBy(StrEnum):
+    """What made an issue public in the archive and the feed."""
+
+    SEND = "send"  # its first send to a list started
+    COMMAND = "command"  # `mailer publish`

@@ -78,3 +78,13 @@ def clean_text(value: str, limit: int = 200) -> str:
     """A name or organisation with control characters and stray spaces removed, cut to the
     column's length."""
     return " ".join(CONTROL.sub(" ", value).split())[:limit]
+
+
+def mask(email: str) -> str:
+    """An address partly hidden, for pages a forwarded link may show: ``am•••a@example.org``.
+
+    Enough for its owner to recognise it, not enough for a stranger to read it.
+    """
+    local, _, domain = email.rpartition("@")
+    shown = local[:1] + "•••" if len(local) <= 2 else local[:2] + "•••" + local[-1]
+    return f"{shown}@{domain}"

@@ -34,7 +34,7 @@ def seed_demo(settings: Settings) -> DemoSummary:
     slug, name, description = DEMO_LIST
     with open_db(settings) as db, db.session(write=True) as session:
         mailing_list = people.find_list(session, slug) or people.create_list(
-            session, slug, name, description
+            session, slug, name, description, public=True
         )
         joining.subscribe_many(
             session,

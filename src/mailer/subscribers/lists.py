@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailer.config import Settings
-from mailer.store import people
+from mailer.store import optouts, people
 from mailer.store.database import open_db
 from mailer.store.models import MailingList, SubscriberStatus
 
 
-def create(settings: Settings, slug: str, name: str, description: str = "") -> MailingList:
+def create(
+    settings: Settings, slug: str, name: str, description: str = "", *, public: bool = False
+) -> MailingList:
     with open_db(settings) as db, db.session(write=True) as session:
-        return people.create_list(session, slug, name, description)
+        return people.create_list(session, slug, name, description, public=public)
 
 
 def summaries(settings: Settings) -> list[people.ListSummary]:
@@ -38,3 +40,9 @@ def rename(settings: Settings, slug: str, name: str) -> tuple[str, MailingList]:
     with open_db(settings) as db, db.session(write=True) as session:
         old = people.get_list(session, slug).name
         return old, people.rename_list(session, slug, name)
+
+
+def set_public(settings: Settings, slug: str, public: bool) -> MailingList:
+    """Offer a list on the sign-up form and the preferences page, or stop offering it."""
+    with open_db(settings) as db, db.session(write=True) as session:
+        return optouts.set_public(session, slug, public)

@@ -10,18 +10,21 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailer.errors import InvalidInput, NotFound, Suppressed
 from mailer.sending.transports.outbox import outbox_name, outbox_name_prefix
 from mailer.store import bounces as returned
-from mailer.store import joining
+from mailer.store import joining, optouts, signups
 from mailer.store import people as store
 from mailer.store.database import Database
 from mailer.store.joining import Candidate, Outcome
-from mailer.store.models import LawfulBasis, SubscriberStatus
+from mailer.store.models import LawfulBasis, Subscriber, SubscriberStatus
 from mailer.store.suppression import suppression_of
 from mailer.subscribers.addresses import clean_text, has_controls, normalise, parse_address
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 
 def add(
@@ -117,49 +120,79 @@ def describe(db: Database, raw_email: str) -> dict[str, Any]:
                 "erased_at": suppression.created.isoformat(),
                 "held": "only a keyed hash of the address, so it is never imported again",
             }
-        assert subscriber.id is not None
-        lists = []
-        for membership, mailing_list, consent in store.memberships_of(session, subscriber.id):
-            lists.append(
-                {
-                    "slug": mailing_list.slug,
-                    "name": mailing_list.name,
-                    "status": membership.status.value,
-                    "changed_at": membership.changed_at.isoformat(),
-                    "consent": None
-                    if consent is None
-                    else {
-                        "basis": consent.basis.value,
-                        "source": consent.source,
-                        "recorded_at": consent.recorded_at.isoformat(),
-                        "confirmed_at": consent.confirmed_at.isoformat()
-                        if consent.confirmed_at
-                        else None,
-                    },
-                }
-            )
-        return {
-            "email": email,
-            "name": subscriber.name,
-            "organisation": subscriber.organisation,
-            "status": subscriber.status.value,
-            "created": subscriber.created.isoformat(),
-            "updated": subscriber.updated.isoformat(),
-            "lists": lists,
-            # Bounces, complaints and unsubscribe emails, and what each one changed.
-            "returned_mail": [
-                {
-                    "received_at": event.received_at.isoformat(),
-                    "kind": event.kind,
-                    "send_id": event.send_id,
-                    "status": event.status,
-                    "reason": event.reason,
-                    "source": event.source,
-                    "action": event.action,
-                }
-                for event in returned.events_of(session, subscriber.id)
-            ],
-        }
+        return held_about(session, subscriber)
+
+
+def held_about(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """What :func:`describe` shows for a known person (also their preferences page's JSON)."""
+    assert subscriber.id is not None
+    lists = []
+    for membership, mailing_list, consent in store.memberships_of(session, subscriber.id):
+        lists.append(
+            {
+                "slug": mailing_list.slug,
+                "name": mailing_list.name,
+                "status": membership.status.value,
+                "changed_at": membership.changed_at.isoformat(),
+                "consent": None
+                if consent is None
+                else {
+                    "basis": consent.basis.value,
+                    "source": consent.source,
+                    "recorded_at": consent.recorded_at.isoformat(),
+                    "confirmed_at": consent.confirmed_at.isoformat()
+                    if consent.confirmed_at
+                    else None,
+                },
+            }
+        )
+    held: dict[str, Any] = {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "organisation": subscriber.organisation,
+        "status": subscriber.status.value,
+        "created": subscriber.created.isoformat(),
+        "updated": subscriber.updated.isoformat(),
+        "lists": lists,
+        # Bounces, complaints and unsubscribe emails, and what each one changed.
+        "returned_mail": [
+            {
+                "received_at": event.received_at.isoformat(),
+                "kind": event.kind,
+                "send_id": event.send_id,
+                "status": event.status,
+                "reason": event.reason,
+                "source": event.source,
+                "action": event.action,
+            }
+            for event in returned.events_of(session, subscriber.id)
+        ],
+    }
+    sign_ups = signups.of_subscriber(session, subscriber.id)
+    if sign_ups:
+        held["web_signups"] = [
+            {
+                "requested_at": s.requested_at.isoformat(),
+                "requested_ip": s.requested_ip,
+                "confirmed_at": s.confirmed_at.isoformat() if s.confirmed_at else None,
+                "confirmed_ip": s.confirmed_ip,
+                "wording_shown": s.wording,
+                "lists": signups.list_slugs(s),
+            }
+            for s in sign_ups
+        ]
+    left = optouts.unsubscriptions(session, subscriber.id)
+    if left:
+        names = {ml.id: ml.slug for _, ml, _ in store.memberships_of(session, subscriber.id)}
+        held["unsubscribes"] = [
+            {
+                "at": u.at.isoformat(),
+                "how": u.method.value,
+                "list": names.get(u.list_id, "") if u.list_id else "everything",
+            }
+            for u in left
+        ]
+    return held
 
 
 def rows(

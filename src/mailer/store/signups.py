@@ -1,0 +1,103 @@
+"""Queries on web sign-ups (pending, then the evidence of consent) and on rate limits.
+
+Rate limits are rows in ``rate_event`` keyed by a keyed hash of the IP address or email
+address, so they hold across every ``mailer serve`` process sharing the database and the
+table never holds either in a readable form. Writers take the write lock first (BEGIN
+IMMEDIATE), so two processes cannot both squeeze under a limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from mailer.store.models import RateEvent, Signup, Subscriber, table_of, utcnow
+from mailer.store.suppression import address_hash, hash_key
+
+_rate = table_of(RateEvent)
+_signup = table_of(Signup)
+# Rate events older than this are deleted as new ones are written.
+KEEP_RATE_EVENTS = dt.timedelta(days=2)
+
+
+def allow(session: Session, bucket: str, value: str, *, limit: int, window: dt.timedelta) -> bool:
+    """Count one event for ``value`` in ``bucket`` unless ``limit`` were reached within
+    ``window``; whether it was allowed."""
+    key = address_hash(hash_key(session), f"{bucket}:{value}")
+    conn = session.connection()
+    now = utcnow()
+    conn.execute(sa.delete(_rate).where(_rate.c.at < now - KEEP_RATE_EVENTS))
+    recent = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(_rate)
+        .where(_rate.c.bucket == bucket, _rate.c.key == key, _rate.c.at >= now - window)
+    ).scalar_one()
+    if recent >= limit:
+        return False
+    conn.execute(sa.insert(_rate).values(bucket=bucket, key=key, at=now))
+    return True
+
+
+def create(
+    session: Session,
+    email: str,
+    name: str,
+    organisation: str,
+    lists: Sequence[str],
+    wording: str,
+    ip: str,
+) -> Signup:
+    signup = Signup(
+        email=email,
+        name=name,
+        organisation=organisation,
+        lists=json.dumps(list(lists)),
+        wording=wording,
+        requested_ip=ip,
+    )
+    session.add(signup)
+    session.flush()
+    return signup
+
+
+def get(session: Session, signup_id: int) -> Signup | None:
+    return session.get(Signup, signup_id)
+
+
+def list_slugs(signup: Signup) -> list[str]:
+    return [str(s) for s in json.loads(signup.lists)]
+
+
+def confirmed(session: Session, signup: Signup, who: Subscriber, ip: str, now: dt.datetime) -> None:
+    """Keep the sign-up as evidence of consent; the address and name now live in ``who``."""
+    signup.confirmed_at, signup.confirmed_ip, signup.subscriber_id = now, ip, who.id
+    signup.email, signup.name, signup.organisation = None, "", ""
+    session.add(signup)
+    session.flush()
+
+
+def forget_unconfirmed(session: Session, older_than: dt.datetime) -> int:
+    """Delete sign-ups nobody confirmed in time: they hold an address without consent."""
+    result = session.connection().execute(
+        sa.delete(_signup).where(
+            _signup.c.confirmed_at.is_(None), _signup.c.requested_at < older_than
+        )
+    )
+    return int(result.rowcount)
+
+
+def of_subscriber(session: Session, subscriber_id: int) -> list[Signup]:
+    query = select(Signup).where(Signup.subscriber_id == subscriber_id)
+    return list(session.exec(query.order_by(col(Signup.id))))
+
+
+def erase(session: Session, email: str, subscriber_id: int | None) -> None:
+    """Delete every sign-up of a person being erased (see mailer.store.people.erase)."""
+    condition = _signup.c.email == email
+    if subscriber_id is not None:
+        condition = sa.or_(condition, _signup.c.subscriber_id == subscriber_id)
+    session.connection().execute(sa.delete(_signup).where(condition))

@@ -1,0 +1,405 @@
+"""What a person can do for themselves from a link or a form: unsubscribe, choose lists and
+details, download what is held about them, sign up with double opt-in, ask for a link.
+
+``mailer serve`` and ``mailer subscribers unsubscribe --token`` call these; each takes an
+open :class:`~mailer.store.database.Database` and returns plain results for a page.
+
+Rules that hold throughout:
+
+- a link's token is checked first; a forged, altered or wrong-purpose token is a
+  :class:`~mailer.errors.BadToken` and changes nothing;
+- the sign-up and "manage" forms answer the same whether or not the address is known, and
+  never change or unsubscribe an address that is already confirmed;
+- forms are limited per IP address and per email address, in the database, and at most
+  one email goes to an address per cooling-off period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mailer.config import Settings
+from mailer.errors import BadToken, InvalidInput, TooManyRequests
+from mailer.site import tokens, urls
+from mailer.store import optouts, signups
+from mailer.store import people as store
+from mailer.store.database import Database
+from mailer.store.models import (
+    MailingList,
+    Signup,
+    Subscriber,
+    SubscriberStatus,
+    UnsubscribeMethod,
+    utcnow,
+)
+from mailer.store.suppression import erased_among
+from mailer.subscribers import notices
+from mailer.subscribers.addresses import clean_text, mask, normalise
+from mailer.subscribers.people import held_about
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+GONE = (SubscriberStatus.ERASED,)
+
+
+# --- unsubscribe links -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsubscribePage:
+    """What the unsubscribe page shows (GET) or did (POST)."""
+
+    masked: str  # the address, partly hidden; "" if nothing is held any more
+    lists: list[str]  # names of the lists this email came from that the person is still on
+    active: bool  # whether they are still mailed anything at all
+    changed: bool = False
+
+
+def _unsubscribe_ids(settings: Settings, token: str) -> tuple[int, int]:
+    ids = tokens.read(tokens.keys_of(settings), tokens.UNSUBSCRIBE, token)
+    if len(ids) != 2:
+        raise BadToken("this link is not valid")
+    subscriber_id, send_id = ids
+    if subscriber_id == 0:
+        raise BadToken("this link came in a proof copy, which was not sent to a subscriber")
+    return subscriber_id, send_id
+
+
+def _page(session: Session, who: Subscriber | None, lists: list[MailingList]) -> UnsubscribePage:
+    if who is None or who.status in GONE or who.id is None:
+        return UnsubscribePage("", [], False)
+    on = optouts.subscribed_list_ids(session, who.id)
+    return UnsubscribePage(
+        mask(who.email or ""),
+        [ml.name for ml in lists if ml.id in on],
+        who.status == SubscriberStatus.ACTIVE and bool(on),
+    )
+
+
+def unsubscribe_page(db: Database, token: str) -> UnsubscribePage:
+    """What GET /unsubscribe/TOKEN shows; changes nothing."""
+    subscriber_id, send_id = _unsubscribe_ids(db.settings, token)
+    with db.session() as session:
+        who = optouts.subscriber(session, subscriber_id)
+        return _page(session, who, optouts.lists_of_send(session, send_id))
+
+
+def unsubscribe(
+    db: Database, token: str, *, everything: bool, method: UnsubscribeMethod
+) -> UnsubscribePage:
+    """Unsubscribe the person a token names from the lists of the email it came in, or from
+    everything; idempotent."""
+    subscriber_id, send_id = _unsubscribe_ids(db.settings, token)
+    with db.session(write=True) as session:
+        who = optouts.subscriber(session, subscriber_id)
+        if who is None or who.status in GONE:
+            return UnsubscribePage("", [], False)
+        lists = optouts.lists_of_send(session, send_id)
+        scope = None if everything or not lists else lists
+        send = send_id if lists else None
+        changed = optouts.unsubscribe(session, who, scope, method, send)
+        page = _page(session, who, lists)
+    return UnsubscribePage(page.masked, page.lists, page.active, changed)
+
+
+# --- preferences -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    slug: str
+    name: str
+    description: str
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class Preferences:
+    masked: str
+    name: str
+    organisation: str
+    status: SubscriberStatus
+    choices: list[Choice] = field(default_factory=list)
+
+
+def _preferences_id(settings: Settings, token: str) -> int:
+    ids = tokens.read(tokens.keys_of(settings), tokens.PREFERENCES, token)
+    if len(ids) != 1 or ids[0] == 0:
+        raise BadToken("this link is not valid")
+    return ids[0]
+
+
+def _person(session: Session, subscriber_id: int) -> Subscriber:
+    who = optouts.subscriber(session, subscriber_id)
+    if who is None or who.status in GONE:
+        raise BadToken("nothing is held about you any more, so there is nothing to manage")
+    return who
+
+
+def _offered(session: Session, who: Subscriber) -> tuple[list[MailingList], set[int]]:
+    """The public lists, and any other list the person is on (so they can leave it)."""
+    assert who.id is not None
+    on = optouts.subscribed_list_ids(session, who.id)
+    public = optouts.public_lists(session)
+    theirs = [ml for _, ml, _ in store.memberships_of(session, who.id) if ml.id in on]
+    offered = {ml.id: ml for ml in [*public, *theirs]}
+    return sorted(offered.values(), key=lambda ml: ml.name), on
+
+
+def _preferences(session: Session, who: Subscriber) -> Preferences:
+    offered, on = _offered(session, who)
+    return Preferences(
+        mask(who.email or ""),
+        who.name,
+        who.organisation,
+        who.status,
+        [Choice(ml.slug, ml.name, ml.description, ml.id in on) for ml in offered],
+    )
+
+
+def preferences(db: Database, token: str) -> Preferences:
+    subscriber_id = _preferences_id(db.settings, token)
+    with db.session() as session:
+        return _preferences(session, _person(session, subscriber_id))
+
+
+def save_preferences(
+    db: Database, token: str, *, name: str, organisation: str, chosen: Collection[str]
+) -> Preferences:
+    """Apply the preferences form: details, and which of the offered lists to be on."""
+    subscriber_id = _preferences_id(db.settings, token)
+    with db.session(write=True) as session:
+        who = _person(session, subscriber_id)
+        optouts.update_details(session, who, clean_text(name), clean_text(organisation))
+        if who.status == SubscriberStatus.ACTIVE:
+            offered, on = _offered(session, who)
+            leave = [ml for ml in offered if ml.id in on and ml.slug not in chosen]
+            join = [ml for ml in offered if ml.id not in on and ml.slug in chosen and ml.public]
+            if leave:
+                optouts.unsubscribe(session, who, leave, UnsubscribeMethod.PREFERENCES)
+            if join:
+                optouts.join(session, who, join, source="preferences page")
+        return _preferences(session, who)
+
+
+def unsubscribe_everything(db: Database, token: str) -> Preferences:
+    subscriber_id = _preferences_id(db.settings, token)
+    with db.session(write=True) as session:
+        who = _person(session, subscriber_id)
+        optouts.unsubscribe(session, who, None, UnsubscribeMethod.PREFERENCES)
+        return _preferences(session, who)
+
+
+def held_data(db: Database, token: str) -> dict[str, Any]:
+    """Everything held about the person, as ``mailer subscribers show --json`` prints it."""
+    subscriber_id = _preferences_id(db.settings, token)
+    with db.session() as session:
+        return held_about(session, _person(session, subscriber_id))
+
+
+# --- sign-up with double opt-in --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    email: str
+    name: str
+    organisation: str
+    lists: list[str]
+    consent: bool
+    honeypot: str  # a field people never see; bots fill it in
+    ip: str
+
+
+@functools.cache
+def _blocklist(path: Path, mtime: float) -> frozenset[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return frozenset(
+        line.strip().lower() for line in lines if line.strip() and not line.startswith("#")
+    )
+
+
+def _blocked(settings: Settings, email: str) -> bool:
+    if not settings.web.blocklist:
+        return False
+    path = settings.root / settings.web.blocklist
+    domain = email.rpartition("@")[2]
+    return domain in _blocklist(path, path.stat().st_mtime)
+
+
+def _limit(session: Session, settings: Settings, kind: str, ip: str, email: str) -> None:
+    web = settings.web
+    if ip and not signups.allow(
+        session, f"{kind}-ip", ip, limit=web.per_ip_per_hour, window=dt.timedelta(hours=1)
+    ):
+        raise TooManyRequests("too many requests from your network: try again in an hour")
+    if not signups.allow(
+        session,
+        f"{kind}-address",
+        email,
+        limit=web.per_address_per_day,
+        window=dt.timedelta(days=1),
+    ):
+        raise TooManyRequests("too many requests for this address: try again tomorrow")
+
+
+def _cooling_off(session: Session, settings: Settings, kind: str, email: str) -> bool:
+    """Whether another email may go to this address now (and count it if so)."""
+    window = dt.timedelta(minutes=settings.web.cooling_off_minutes)
+    return signups.allow(session, f"{kind}-mail", email, limit=1, window=window)
+
+
+def signup_lists(db: Database) -> list[MailingList]:
+    with db.session() as session:
+        return optouts.public_lists(session)
+
+
+def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
+    """Check the form and send a confirmation email if one is due.
+
+    Raises :class:`InvalidInput` for a mistake in the form (said on the form) and
+    :class:`TooManyRequests` past a limit. Otherwise returns the same way whether or not
+    the address is known, was mailed, or was left alone.
+    """
+    settings = db.settings
+    if form.honeypot:
+        return
+    email = normalise(form.email)
+    if not form.lists:
+        raise InvalidInput("choose at least one list")
+    if not form.consent:
+        raise InvalidInput("tick the box to agree to receive the newsletter")
+    if _blocked(settings, email):
+        raise InvalidInput("addresses at this domain are not accepted: use your work address")
+    with db.session(write=True) as session:
+        public = {ml.slug: ml for ml in optouts.public_lists(session)}
+        chosen = [slug for slug in dict.fromkeys(form.lists) if slug in public]
+        if not chosen:
+            raise InvalidInput("choose at least one list")
+        _limit(session, settings, "signup", form.ip, email)
+        expiry = dt.timedelta(days=settings.web.confirm_days)
+        signups.forget_unconfirmed(session, utcnow() - expiry)
+        known = store.find_subscriber(session, email)
+        if known is not None:
+            assert known.id is not None
+            if known.status in (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED):
+                return
+            on = optouts.subscribed_list_ids(session, known.id)
+            if known.status == SubscriberStatus.ACTIVE and all(public[s].id in on for s in chosen):
+                return
+        if erased_among(session, [email]):
+            return
+        if not _cooling_off(session, settings, "signup", email):
+            return
+        signup = signups.create(
+            session,
+            email,
+            clean_text(form.name),
+            clean_text(form.organisation),
+            chosen,
+            settings.web.consent,
+            form.ip,
+        )
+        assert signup.id is not None
+        token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup.id)
+        names = [public[s].name for s in chosen]
+    text = notices.confirmation_text(
+        settings, urls.confirm_url(settings, token), names, settings.web.confirm_days
+    )
+    notices.send(
+        settings,
+        email,
+        f"Confirm your subscription to {settings.name}",
+        text,
+        about=f"sign-up {signup.id}",
+    )
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    lists: list[str]  # names of the lists
+    done: bool  # confirmed already (GET) or now (POST)
+    preferences_token: str = ""
+
+
+def _signup(session: Session, settings: Settings, token: str, now: float) -> Signup:
+    ids = tokens.read_expiring(
+        tokens.keys_of(settings),
+        tokens.CONFIRM,
+        token,
+        now=now,
+        max_age_seconds=settings.web.confirm_days * 86400,
+    )
+    signup = signups.get(session, ids[0]) if len(ids) == 1 else None
+    if signup is None:
+        raise BadToken("this sign-up is no longer waiting to be confirmed: please sign up again")
+    return signup
+
+
+def _names(session: Session, slugs: list[str]) -> list[MailingList]:
+    found = [store.find_list(session, slug) for slug in slugs]
+    return [ml for ml in found if ml is not None]
+
+
+def confirmation(db: Database, token: str, *, now: float) -> Confirmation:
+    """What GET /confirm/TOKEN shows; changes nothing."""
+    with db.session() as session:
+        signup = _signup(session, db.settings, token, now)
+        lists = _names(session, signups.list_slugs(signup))
+        return Confirmation([ml.name for ml in lists], signup.confirmed_at is not None)
+
+
+def confirm(db: Database, token: str, *, ip: str, now: float) -> Confirmation:
+    """Confirm a sign-up: the person joins the lists with a record of their consent."""
+    settings = db.settings
+    with db.session(write=True) as session:
+        signup = _signup(session, settings, token, now)
+        lists = _names(session, signups.list_slugs(signup))
+        if signup.confirmed_at is not None:
+            return Confirmation([ml.name for ml in lists], True)
+        when = utcnow()
+        email = signup.email or ""
+        who = store.find_subscriber(session, email)
+        if who is None:
+            who = Subscriber(email=email, name=signup.name, organisation=signup.organisation)
+            session.add(who)
+            session.flush()
+        if who.status in (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED):
+            raise BadToken("this sign-up can no longer be confirmed: please contact us")
+        assert who.id is not None and signup.id is not None
+        optouts.join(session, who, lists, source=f"web sign-up {signup.id}", now=when)
+        signups.confirmed(session, signup, who, ip, when)
+        key = settings.require_secret_key()
+        return Confirmation(
+            [ml.name for ml in lists], True, tokens.make(key, tokens.PREFERENCES, who.id)
+        )
+
+
+# --- manage by email -------------------------------------------------------------------------
+
+
+def request_manage_link(db: Database, email_typed: str, *, honeypot: str, ip: str) -> None:
+    """Email a link to the preferences page if the address is known; the same answer if not."""
+    settings = db.settings
+    if honeypot:
+        return
+    email = normalise(email_typed)
+    with db.session(write=True) as session:
+        _limit(session, settings, "manage", ip, email)
+        who = store.find_subscriber(session, email)
+        if who is None or who.status in GONE or who.id is None:
+            return
+        if not _cooling_off(session, settings, "manage", email):
+            return
+        token = tokens.make(settings.require_secret_key(), tokens.PREFERENCES, who.id)
+        who_id = who.id
+    text = notices.preferences_text(settings, urls.preferences_url(settings, token))
+    notices.send(
+        settings, email, f"Your {settings.name} subscription", text, about=f"subscriber {who_id}"
+    )

@@ -1,0 +1,91 @@
+"""The public pages: the archive, each published issue's web version and images, the feed,
+the stylesheet, the accessibility statement and the health check.
+
+Drafts are never served: an issue that is not published answers 404 like one that does
+not exist. Images are served only if the issue names them, so no other file of the
+newsletter folder can be reached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+
+from mailer.errors import NotFound
+from mailer.site import urls
+from mailer.store import publications
+from mailer.web.render import Site
+
+
+def router(site: Site) -> APIRouter:
+    settings = site.settings
+    api = APIRouter()
+
+    def published(slug: str) -> None:
+        if slug not in site.published():
+            raise NotFound(f"no published issue {slug}")
+
+    @api.get(urls.HEALTH_PATH)
+    def healthz() -> PlainTextResponse:
+        with site.db.session() as session:
+            publications.is_published(session, "")
+        return PlainTextResponse("ok\n")
+
+    @api.get(urls.STYLESHEET_PATH)
+    def stylesheet() -> Response:
+        return Response(
+            site.stylesheet,
+            media_type="text/css",
+            headers={"cache-control": "public, max-age=3600"},
+        )
+
+    @api.get(urls.ACCESSIBILITY_PATH)
+    def accessibility() -> HTMLResponse:
+        reviewed = dt.date.fromisoformat(settings.web.accessibility_reviewed)
+        return site.page(
+            "accessibility.html.j2", title="Accessibility statement", reviewed=reviewed
+        )
+
+    @api.get(urls.ARCHIVE_PATH)
+    def archive() -> HTMLResponse:
+        return HTMLResponse(site.archive()[0])
+
+    @api.get(urls.FEED_PATH)
+    def feed() -> Response:
+        return Response(site.archive()[1], media_type="application/atom+xml")
+
+    @api.get(urls.ASSET_PATH)
+    def asset(name: str) -> FileResponse:
+        logo = settings.brand.logo
+        if not logo or name != logo.rpartition("/")[2]:
+            raise NotFound("no such file")
+        return FileResponse(settings.root / logo)
+
+    @api.get(urls.ISSUES_ALIAS_PATH)
+    def issue_alias(slug: str) -> RedirectResponse:
+        published(slug)
+        return RedirectResponse(site.path(urls.ISSUE_PATH, slug=slug), status_code=308)
+
+    @api.get(urls.ISSUE_PATH)
+    def issue(slug: str) -> HTMLResponse:
+        published(slug)
+        return HTMLResponse(site.web_html(slug))
+
+    @api.get(urls.ISSUE_FILE_PATH)
+    def issue_file(slug: str, path: str) -> FileResponse:
+        published(slug)
+        found = site.issue(slug)
+        for image in found.images:
+            if image.relative_to(found.folder).as_posix() == path:
+                return FileResponse(image, headers={"cache-control": "public, max-age=86400"})
+        raise NotFound("no such file")
+
+    return api

@@ -1,0 +1,220 @@
+"""The pages a personal link or a form leads to.
+
+A GET never changes anything: link scanners (Microsoft 365 Safe Links, corporate
+gateways) open every link in a message before its reader does. Unsubscribing and
+confirming happen on POST, from a button on the page or, for unsubscribing, from the mail
+program's one-click button (RFC 8058: a POST with ``List-Unsubscribe=One-Click``, no
+cookie, answered 200 without a redirect, harmless when repeated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mailer.errors import BadToken, InvalidInput
+from mailer.render.links import read_link_token
+from mailer.site import tokens, urls
+from mailer.store import clicks
+from mailer.store.models import UnsubscribeMethod
+from mailer.subscribers import selfservice
+from mailer.subscribers.selfservice import SignupRequest
+from mailer.web.render import Site
+
+ONE_CLICK = ("List-Unsubscribe", "One-Click")
+T = TypeVar("T")
+
+
+def _ip(request: Request) -> str:
+    # Behind a reverse proxy, uvicorn puts the forwarded address here when the proxy is
+    # trusted (mailer serve --forwarded-allow-ips).
+    return request.client.host if request.client else ""
+
+
+def router(site: Site) -> APIRouter:
+    settings = site.settings
+    db = site.db
+    api = APIRouter()
+
+    # -- unsubscribe ---------------------------------------------------------------------------
+
+    @api.get(urls.GENERIC_UNSUBSCRIBE_PATH)
+    def unsubscribe_help() -> HTMLResponse:
+        return site.page("unsubscribe_help.html.j2", title="Unsubscribe")
+
+    @api.get(urls.UNSUBSCRIBE_PATH)
+    def unsubscribe_form(token: str) -> HTMLResponse:
+        view = selfservice.unsubscribe_page(db, token)
+        return site.page("unsubscribe.html.j2", title="Unsubscribe", view=view, done=False)
+
+    @api.post(urls.UNSUBSCRIBE_PATH)
+    async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+        form = await request.form()
+        one_click = form.get(ONE_CLICK[0]) == ONE_CLICK[1]
+        everything = not one_click and form.get("scope") == "all"
+        method = UnsubscribeMethod.ONE_CLICK if one_click else UnsubscribeMethod.WEB_PAGE
+        view = await _threaded(
+            lambda: selfservice.unsubscribe(db, token, everything=everything, method=method)
+        )
+        return site.page(
+            "unsubscribe.html.j2",
+            title="You are unsubscribed",
+            view=view,
+            done=True,
+            everything=everything,
+        )
+
+    # -- preferences ---------------------------------------------------------------------------
+
+    def preferences_page(token: str, view: selfservice.Preferences, note: str = "") -> HTMLResponse:
+        return site.page(
+            "preferences.html.j2",
+            title="Your subscription",
+            view=view,
+            note=note,
+            data_path=site.path(urls.PREFERENCES_DATA_PATH, token=token),
+        )
+
+    @api.get(urls.PREFERENCES_PATH)
+    def preferences(token: str) -> HTMLResponse:
+        return preferences_page(token, selfservice.preferences(db, token))
+
+    @api.post(urls.PREFERENCES_PATH)
+    async def save_preferences(token: str, request: Request) -> HTMLResponse:
+        form = await request.form()
+        if form.get("action") == "unsubscribe-all":
+            view = await _threaded(lambda: selfservice.unsubscribe_everything(db, token))
+            return preferences_page(token, view, "You are unsubscribed from everything.")
+        chosen = {str(v) for v in form.getlist("lists")}
+        view = await _threaded(
+            lambda: selfservice.save_preferences(
+                db,
+                token,
+                name=str(form.get("name", "")),
+                organisation=str(form.get("organisation", "")),
+                chosen=chosen,
+            )
+        )
+        return preferences_page(token, view, "Your choices are saved.")
+
+    @api.get(urls.PREFERENCES_DATA_PATH)
+    def held_data(token: str) -> JSONResponse:
+        return JSONResponse(
+            selfservice.held_data(db, token),
+            headers={"content-disposition": 'attachment; filename="what-we-hold-about-you.json"'},
+        )
+
+    # -- sign-up -------------------------------------------------------------------------------
+
+    def signup_page(
+        status: int = 200, error: str = "", values: dict[str, object] | None = None
+    ) -> HTMLResponse:
+        return site.page(
+            "subscribe.html.j2",
+            status=status,
+            title=f"Sign up to {settings.name}",
+            lists=selfservice.signup_lists(db),
+            error=error,
+            values=values or {},
+        )
+
+    @api.get(urls.SIGNUP_PATH)
+    def signup_form() -> HTMLResponse:
+        return signup_page()
+
+    @api.post(urls.SIGNUP_PATH)
+    async def signup(request: Request) -> HTMLResponse:
+        form = await request.form()
+        values: dict[str, object] = {
+            "email": str(form.get("email", ""))[:320],
+            "name": str(form.get("name", ""))[:200],
+            "organisation": str(form.get("organisation", ""))[:200],
+            "lists": [str(v) for v in form.getlist("lists")][:50],
+            "consent": form.get("consent") == "yes",
+        }
+        signup_request = SignupRequest(
+            email=str(values["email"]),
+            name=str(values["name"]),
+            organisation=str(values["organisation"]),
+            lists=[str(v) for v in form.getlist("lists")][:50],
+            consent=bool(values["consent"]),
+            honeypot=str(form.get("website", "")),
+            ip=_ip(request),
+        )
+        try:
+            await _threaded(
+                lambda: selfservice.request_signup(db, signup_request, now=site.clock())
+            )
+        except InvalidInput as exc:
+            return signup_page(400, str(exc), values)
+        return site.page("check_email.html.j2", title="Check your email", kind="signup")
+
+    @api.get(urls.CONFIRM_PATH)
+    def confirm_form(token: str) -> HTMLResponse:
+        view = selfservice.confirmation(db, token, now=site.clock())
+        return site.page("confirm.html.j2", title="Confirm your subscription", view=view)
+
+    @api.post(urls.CONFIRM_PATH)
+    async def confirm(token: str, request: Request) -> HTMLResponse:
+        ip = _ip(request)
+        view = await _threaded(lambda: selfservice.confirm(db, token, ip=ip, now=site.clock()))
+        preferences_path = (
+            site.path(urls.PREFERENCES_PATH, token=view.preferences_token)
+            if view.preferences_token
+            else ""
+        )
+        return site.page(
+            "confirmed.html.j2",
+            title="You are subscribed",
+            view=view,
+            preferences_path=preferences_path,
+        )
+
+    # -- manage by email -----------------------------------------------------------------------
+
+    @api.get(urls.MANAGE_PATH)
+    def manage_form() -> HTMLResponse:
+        return site.page("manage.html.j2", title="Manage your subscription", error="", email="")
+
+    @api.post(urls.MANAGE_PATH)
+    async def manage(request: Request) -> HTMLResponse:
+        form = await request.form()
+        email = str(form.get("email", ""))[:320]
+        honeypot = str(form.get("website", ""))
+        ip = _ip(request)
+        try:
+            await _threaded(
+                lambda: selfservice.request_manage_link(db, email, honeypot=honeypot, ip=ip)
+            )
+        except InvalidInput as exc:
+            return site.page(
+                "manage.html.j2",
+                status=400,
+                title="Manage your subscription",
+                error=str(exc),
+                email=email,
+            )
+        return site.page("check_email.html.j2", title="Check your email", kind="manage")
+
+    # -- counted links -------------------------------------------------------------------------
+
+    @api.get(urls.CLICK_PATH)
+    def click(token: str) -> Response:
+        slug, url = read_link_token(tokens.keys_of(settings), token)
+        if not url.startswith(("https://", "http://")):
+            raise BadToken("this link is not valid")
+        if settings.web.track_clicks:
+            with db.session(write=True) as session:
+                clicks.record_click(session, slug, url)
+        return RedirectResponse(url, status_code=302)
+
+    return api
+
+
+async def _threaded(work: Callable[[], T]) -> T:
+    """Run blocking database and mail work off the event loop."""
+    return await run_in_threadpool(work)

@@ -1,0 +1,115 @@
+"""Helpers for the web tests: a newsletter with lists, people and a sent issue, and the
+links taken from the messages in its outbox as a reader would take them."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import quopri
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from subscriber_helpers import Cli, ok
+
+ISSUE = "2025-11"
+PEOPLE = ["amira@example.org", "ben@example.org", "chloe@example.org"]
+
+
+def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> None:
+    """Lists 'all' (public) and 'schools' (public), people on 'all', and ISSUE sent to 'all'
+    through the outbox, all with the real commands."""
+    ok(cli("lists", "create", "all", "--name", "All practitioners", "--public"))
+    ok(cli("lists", "create", "schools", "--name", "Schools DSLs", "--public"))
+    ok(cli("lists", "create", "board", "--name", "Board members"))
+    for address in people:
+        ok(cli("subscribers", "add", address, "--list", "all", "--name", address.split("@")[0]))
+    ok(cli("approve", ISSUE, "--by", "Sam Patel"))
+    ok(cli("send", ISSUE, "--list", "all", "--yes"))
+
+
+def messages(root: Path, folder: str = ISSUE) -> list[email.message.EmailMessage]:
+    """Every message in ``outbox/folder``, parsed (file names carry no address)."""
+    found = []
+    for path in sorted((root / "outbox" / folder).glob("*.eml")):
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        found.append(parsed)
+    return found
+
+
+def recipient(message: email.message.EmailMessage) -> str:
+    return str(message["To"].addresses[0].addr_spec).lower()
+
+
+def message_to(root: Path, address: str, folder: str = ISSUE) -> email.message.EmailMessage:
+    (found,) = [m for m in messages(root, folder) if recipient(m) == address]
+    return found
+
+
+def unsubscribe_link(root: Path, address: str) -> str:
+    """The https link of the List-Unsubscribe header of ``address``'s copy."""
+    header = str(message_to(root, address)["List-Unsubscribe"])
+    return re.findall(r"<(https?://[^>]+)>", header)[0]
+
+
+def mailto_token(root: Path, address: str) -> str:
+    header = str(message_to(root, address)["List-Unsubscribe"])
+    return re.findall(r"subject=unsubscribe%20([^>]+)>", header)[0]
+
+
+def body_links(message: email.message.EmailMessage) -> list[str]:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return re.findall(r"https?://\S+", part.get_content())
+
+
+def html_part(message: email.message.EmailMessage) -> str:
+    part = message.get_body(("html",))
+    assert part is not None
+    raw = part.get_payload(decode=True)
+    assert isinstance(raw, bytes)
+    return raw.decode("utf-8") if b"=\r\n" not in raw else quopri.decodestring(raw).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A real `mailer serve` on 127.0.0.1:port, returned once /healthz answers."""
+    with (root / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, (root / "serve.log").read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return process
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "mailer serve did not answer /healthz"
+        time.sleep(0.05)
+
+
+def stop_server(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
