@@ -9,7 +9,6 @@ changed, except that a missing database is created, as any command would.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -101,9 +100,7 @@ def _key(s: Settings) -> Iterator[Line]:
             f"no signing key yet: the first send or mailer serve creates {path}",
         )
         return
-    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        yield Line(Verdict.FAIL, "key", f"{path} can be read by others: run chmod 600 {path}")
-        return
+    # A key others can read was refused with the settings already (config._read_key).
     yield Line(Verdict.OK, "key", f"{path} (mode 600): back it up (docs/security.md)")
 
 

@@ -112,7 +112,7 @@ def preview(
     require_written(compiled)
     report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
     with open_db(settings) as database, database.session() as session:
-        approval = approvals.require(session, compiled)
+        approval = approvals.require(session, compiled, settings.tz)
         build.require_built(settings, compiled)
         found = [people.get_list(session, name) for name in dict.fromkeys(lists)]
         if not found:
@@ -167,7 +167,7 @@ def create(
     settings.require_secret_key()
     DkimSigner.from_environment()
     with database.session(write=True) as session:
-        approval = approvals.require(session, compiled)
+        approval = approvals.require(session, compiled, settings.tz)
         build.require_built(settings, compiled)
         _refuse_if_open(session, slug)
         _require_someone(session, slug, [people.get_list(session, n) for n in lists])

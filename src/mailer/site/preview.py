@@ -166,6 +166,7 @@ class Preview:
     def built(self, slug: str) -> Built:
         with self._cond:
             found = self._built.get(slug)
+            version = self.version
         if found is not None:
             return found
         try:
@@ -177,7 +178,9 @@ class Preview:
         except MailerError as exc:
             found = Built(None, [str(exc)])
         with self._cond:
-            self._built[slug] = found
+            # A file that changed while this compiled makes the result stale: keep it out.
+            if self.version == version:
+                self._built[slug] = found
         return found
 
 
