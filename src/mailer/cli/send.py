@@ -251,7 +251,7 @@ def _print_report(r: Report, tz: ZoneInfo, skipped: str | None = None) -> None:
     if skipped:
         typer.echo(f"  checks      skipped: {skipped}")
     typer.echo(f"  recipients  {r.total}")
-    for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent"):
+    for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent", "skipped"):
         typer.echo(f"  {key:<17} {r.counts.get(key, 0)}")
     if r.scheduled_at:
         typer.echo(f"  scheduled   {local_time(r.scheduled_at, tz)}")
