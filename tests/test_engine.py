@@ -303,3 +303,51 @@ def test_two_runs_of_one_send_at_once_are_refused(settings: Settings, people: li
 
     assert run(server).status == SendStatus.SENT
     assert refused and "is being sent by another process" in refused[0]
+
+
+def test_someone_who_unsubscribes_during_a_send_is_skipped_when_their_turn_comes(
+    cli: Any, settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    once = threading.Lock()
+    done = threading.Event()
+    leaving = {people[30], people[31], people[39]}
+
+    def connecting() -> None:
+        # The recipients are fixed by now; they leave before their turn comes, while every
+        # connection waits with its first message in hand.
+        if once.acquire(blocking=False):
+            for email in sorted(leaving):
+                r = cli("subscribers", "unsubscribe", email)
+                assert r.exit_code == 0, r.output
+            done.set()
+        assert done.wait(60)
+
+    result = run(on_open=connecting)
+    assert result.status == SendStatus.SENT
+    assert leaving.isdisjoint(run.bag.recipients())
+    assert Counter(run.bag.recipients()) == Counter(p for p in people if p not in leaving)
+    status = ledger(newsletter)
+    assert {e for e, s in status.items() if s == "skipped"} == leaving
+    assert result.counts["skipped"] == 3
+    assert "skipped           3" in cli("status", SLUG).stdout
+
+
+def test_a_send_paused_while_people_leave_skips_them_on_resume(
+    cli: Any, settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    once = threading.Lock()
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) >= 5 and once.acquire(blocking=False):
+            service.pause(settings, SLUG)
+
+    assert run(server).status == SendStatus.PAUSED
+    sent_before = set(run.bag.recipients())
+    left = [p for p in people if p not in sent_before][-3:]
+    for email in left:
+        assert cli("subscribers", "unsubscribe", email, "--list", "practitioners").exit_code == 0
+    assert run().status == SendStatus.SENT
+    assert set(left).isdisjoint(run.bag.recipients())
+    assert {e for e, s in ledger(newsletter).items() if s == "skipped"} == set(left)

@@ -9,9 +9,7 @@ safe to run again: an issue already sent to the demo list is not sent twice.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import sys
 from dataclasses import replace
 from email.parser import BytesParser
@@ -36,18 +34,6 @@ DEMO_APPROVER = "Demo Editor"
 # The example issue went out in 2025: its dates are past, so the preflight checks would
 # refuse it. The demo says so and goes ahead, as a person would with --skip-checks.
 DEMO_SKIP = "make demo sends an example issue whose dates have passed"
-
-
-def ensure_demo_key(root: Path) -> None:
-    """The demo's signing key, generated once into .mailer/ (git-ignored), never committed."""
-    if os.environ.get("MAILER_SECRET_KEY"):
-        return
-    path = root / ".mailer" / "secret_key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
-        path.chmod(0o600)
-        print(f"Generated a signing key for the demo in {path.relative_to(root)} (not in git).")
 
 
 def run(settings: Settings) -> None:
@@ -126,9 +112,12 @@ def local_unsubscribe_url(settings: Settings, messages: list[Path]) -> str | Non
 
 def main() -> None:
     try:
-        root = config.find_root()
-        ensure_demo_key(root)
-        run(config.load(root))
+        settings = config.load(config.find_root())
+        if not settings.has_secret_key:
+            settings.require_secret_key()  # created once, mode 0600, never committed
+            shown = settings.key_file.relative_to(settings.root)
+            print(f"Created the signing key in {shown} (git-ignored): back it up.")
+        run(settings)
     except MailerError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)

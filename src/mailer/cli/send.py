@@ -141,8 +141,9 @@ def send(
 ) -> None:
     """Send an approved issue to one or more lists, a proof to an address, or resume a send.
 
-    Every subscriber gets exactly one copy; the ledger records each one, so a crash or a
-    pause can be resumed without repeats or gaps. A send to lists runs the preflight checks
+    The ledger records each recipient, so a crash or a pause can be resumed: nobody
+    recorded as sent is mailed again and nobody is skipped (see docs/sending.md for the
+    few messages in flight when a process dies). A send to lists runs the preflight checks
     (mailer check) for today first and refuses an issue with errors, unless --skip-checks
     gives a reason, which is kept with the send and shown by mailer status.
 
@@ -262,7 +263,7 @@ def _print_report(
     if skipped:
         typer.echo(f"  checks      skipped: {skipped}")
     typer.echo(f"  recipients  {r.total}")
-    for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent"):
+    for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent", "skipped"):
         typer.echo(f"  {key:<17} {r.counts.get(key, 0)}")
     if r.scheduled_at:
         typer.echo(f"  scheduled   {local_time(r.scheduled_at, tz)}")

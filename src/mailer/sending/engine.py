@@ -34,7 +34,7 @@ from typing import Any
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
 from mailer.errors import PermanentSendError, TemporarySendError, TransportUnavailable
-from mailer.sending.ledger import Ledger, Outcome
+from mailer.sending.ledger import Ledger, Outcome, Turn
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.transports import Transport, TransportFactory
@@ -153,14 +153,16 @@ class _Run:
                 row = work.get()
                 if row is None or self.stop.is_set():
                     break
-                ours = self.ledger.record(previous, begin=row.id)
+                turn = self.ledger.record(previous, begin=row.id)
                 previous = None
-                if not ours:
+                if turn is Turn.STOP:
                     # Paused or cancelled from elsewhere: this row was marked in flight in
                     # the same commit that found out, and is handed back untried.
                     self.stop.set()
                     previous = Outcome(row.id, D.PENDING)
                     break
+                if turn is Turn.SKIP:
+                    continue
                 try:
                     previous = self.deliver(box, factory, row)
                 except Exception as exc:  # a bug or an unmapped error: this row, not the run

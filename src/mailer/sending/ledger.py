@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from mailer.errors import StateError
 from mailer.store import people
 from mailer.store.database import Database
-from mailer.store.deliveries import Final, Mark, ledger_writer
+from mailer.store.deliveries import Final, Mark, Written, ledger_writer
 from mailer.store.engine import is_busy
 from mailer.store.models import DeliveryStatus, utcnow
 
@@ -30,6 +31,14 @@ HEARTBEAT_EVERY = 1.0
 HEARTBEAT_IDLE = 5.0
 # A writer that finds the database locked (a large import committing) keeps trying this long.
 BUSY_RETRY_FOR = 120.0
+
+
+class Turn(Enum):
+    """What a connection does with the row it just asked to mark in flight."""
+
+    SEND = "send"
+    SKIP = "skip"  # the person may no longer be mailed: marked skipped
+    STOP = "stop"  # the send was paused, cancelled or taken over
 
 
 @dataclass
@@ -60,17 +69,21 @@ class Ledger:
         self.error: BaseException | None = None
         # Set once a commit finds the send no longer ours (`mailer pause`, `mailer cancel`).
         self.claim_lost = False
+        # Rows whose person may no longer be mailed, found by the commit that marked them.
+        self._skipped: set[int] = set()
+        self.skipped = 0
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
         self._thread.start()
 
-    def record(self, outcome: Outcome | None, begin: int | None = None) -> bool:
+    def record(self, outcome: Outcome | None, begin: int | None = None) -> Turn:
         """Durably record ``outcome`` and mark row ``begin`` in flight; block until done.
 
-        False when the send was paused, cancelled or taken over meanwhile: the row marked
-        in flight must then not be sent (hand it back as pending).
+        ``Turn.STOP`` when the send was paused, cancelled or taken over meanwhile: the row
+        marked in flight must not be sent (hand it back as pending). ``Turn.SKIP`` when its
+        person may no longer be mailed: the row is already marked skipped.
         """
         if outcome is None and begin is None:
-            return not self.claim_lost
+            return Turn.STOP if self.claim_lost else Turn.SEND
         event = threading.Event()
         with self._cond:
             if self.error is not None:
@@ -80,7 +93,13 @@ class Ledger:
         event.wait()
         if self.error is not None:
             raise StateError(f"the ledger could not be written: {self.error}")
-        return not self.claim_lost
+        if self.claim_lost:
+            return Turn.STOP
+        with self._cond:
+            if begin is not None and begin in self._skipped:
+                self._skipped.discard(begin)
+                return Turn.SKIP
+        return Turn.SEND
 
     def close(self) -> None:
         with self._cond:
@@ -133,9 +152,13 @@ class Ledger:
         beat = now if tick - self._last_beat >= HEARTBEAT_EVERY else None
         if not (finals or marks or beat):
             return
-        ours = self._retry_when_busy(lambda: self._backend.write(finals, marks, beat))
-        if not ours:
+        written = self._retry_when_busy(lambda: self._backend.write(finals, marks, beat))
+        if not written.ours:
             self.claim_lost = True
+        if written.skipped:
+            with self._cond:
+                self._skipped.update(written.skipped)
+            self.skipped += len(written.skipped)
         if beat is not None:
             self._last_beat = tick
         self.done += len(finals)
@@ -149,7 +172,7 @@ class Ledger:
                 people.mark_bounced(session, bounced)
 
     @staticmethod
-    def _retry_when_busy(write: Callable[[], bool]) -> bool:
+    def _retry_when_busy(write: Callable[[], Written]) -> Written:
         deadline = time.monotonic() + BUSY_RETRY_FOR
         while True:
             try:

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -22,7 +22,18 @@ from sqlmodel import Session
 
 from mailer.store import people, sends
 from mailer.store.database import Database
-from mailer.store.models import Delivery, DeliveryStatus, Send, as_utc, table_of, utcnow
+from mailer.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Membership,
+    MembershipStatus,
+    Send,
+    Subscriber,
+    SubscriberStatus,
+    as_utc,
+    table_of,
+    utcnow,
+)
 
 DELIVERY = table_of(Delivery)
 SEND = sends.SEND
@@ -270,14 +281,46 @@ Final = tuple[str, int, str, str, dt.datetime | None, dt.datetime, int]
 Mark = tuple[str, dt.datetime, int]
 
 
+class Written(NamedTuple):
+    """What a ledger commit found out: whether the send is still the writer's (not paused,
+    cancelled or taken by another process), and which rows just marked in flight belong to
+    people who may no longer be mailed, and were marked skipped instead."""
+
+    ours: bool
+    skipped: frozenset[int]
+
+
 class LedgerWriter(Protocol):
     def write(
         self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> bool:
-        """Commit the marks and outcomes in one transaction; False if, in that same
-        transaction, the send turned out to be paused, cancelled or taken by another
-        process, so the sender stops before it hands another message to the server."""
+    ) -> Written:
+        """Commit the marks and outcomes in one transaction, checking in that same
+        transaction that the send is still ours and that each person about to be mailed
+        still may be, so the sender never hands the server a message it should not."""
         ...
+
+    def close(self) -> None: ...
+
+
+def _ineligible_query(send_id: int, ids: Sequence[int]) -> sa.Select[Any]:
+    """Of the rows ``ids``, those whose person is not active and subscribed to one of the
+    send's lists any more: decided at the last moment, not when the send started."""
+    s, m, sl = table_of(Subscriber).c, table_of(Membership), sends.SEND_LIST
+    still = (
+        sa.select(sa.literal(1))
+        .select_from(m)
+        .join(sl, sl.c.list_id == m.c.list_id)
+        .join(table_of(Subscriber), s.id == m.c.subscriber_id)
+        .where(
+            m.c.subscriber_id == DELIVERY.c.subscriber_id,
+            sl.c.send_id == send_id,
+            m.c.status == MembershipStatus.SUBSCRIBED,
+            s.status == SubscriberStatus.ACTIVE,
+            s.email.is_not(None),
+        )
+        .exists()
+    )
+    return sa.select(DELIVERY.c.id).where(DELIVERY.c.id.in_(list(ids)), sa.not_(still))
 
     def close(self) -> None: ...
 
@@ -297,6 +340,13 @@ class SQLiteLedgerWriter:
     MARK = "UPDATE delivery SET status = ?, updated_at = ? WHERE id = ?"
     BEAT = "UPDATE send SET heartbeat_at = ? WHERE id = ? AND claimed_by = ?"
     OURS = "SELECT count(*) FROM send WHERE id = ? AND status = 'sending' AND claimed_by = ?"
+    INELIGIBLE = (
+        "SELECT d.id FROM delivery d WHERE d.id IN ({ids}) AND NOT EXISTS ("
+        "SELECT 1 FROM membership m JOIN send_list sl ON sl.list_id = m.list_id "
+        "JOIN subscriber s ON s.id = m.subscriber_id WHERE m.subscriber_id = d.subscriber_id "
+        "AND sl.send_id = d.send_id AND m.status = 'subscribed' AND s.status = 'active' "
+        "AND s.email IS NOT NULL)"
+    )
 
     def __init__(self, database: Database, send_id: int, owner: str) -> None:
         self.raw: Any = database.writer.raw_connection()
@@ -304,7 +354,7 @@ class SQLiteLedgerWriter:
 
     def write(
         self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> bool:
+    ) -> Written:
         cursor = self.raw.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -321,8 +371,19 @@ class SQLiteLedgerWriter:
             if beat is not None:
                 cursor.execute(self.BEAT, (_sqlite_time(beat), self.send_id, self.owner))
             ours = bool(cursor.execute(self.OURS, (self.send_id, self.owner)).fetchone()[0])
+            skipped = frozenset[int]()
+            starting = [i for s, _, i in marks if s == D.IN_FLIGHT.value]
+            if starting:
+                marks_at = ",".join("?" * len(starting))
+                found = cursor.execute(self.INELIGIBLE.format(ids=marks_at), starting)
+                skipped = frozenset(row[0] for row in found.fetchall())
+                if skipped:
+                    now = _sqlite_time(marks[0][1])
+                    cursor.executemany(
+                        self.MARK, [(D.SKIPPED.value, now, i) for i in sorted(skipped)]
+                    )
             cursor.execute("COMMIT")
-            return ours
+            return Written(ours, skipped)
         except BaseException:
             if self.raw.in_transaction:
                 cursor.execute("ROLLBACK")
@@ -364,7 +425,7 @@ class CoreLedgerWriter:
 
     def write(
         self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> bool:
+    ) -> Written:
         conn = self.session.connection()
         try:
             if finals:
@@ -400,8 +461,19 @@ class CoreLedgerWriter:
                     SEND.c.claimed_by == self.owner,
                 )
             ).scalar_one()
+            skipped = frozenset[int]()
+            starting = [i for s, _, i in marks if s == D.IN_FLIGHT.value]
+            if starting:
+                query = _ineligible_query(self.send_id, starting)
+                skipped = frozenset(conn.execute(query).scalars())
+                if skipped:
+                    now = marks[0][1]
+                    conn.execute(
+                        self.MARK,
+                        [{"b_status": D.SKIPPED.value, "b_now": now, "b_id": i} for i in skipped],
+                    )
             self.session.commit()
-            return bool(ours)
+            return Written(bool(ours), skipped)
         except BaseException:
             self.session.rollback()
             raise

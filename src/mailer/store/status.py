@@ -94,6 +94,9 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED_TEMPORARY = "failed-temporary"
     FAILED_PERMANENT = "failed-permanent"
+    # No longer to be mailed when its turn came (unsubscribed, bounced, complained while
+    # the send was paused or running): checked in the commit that would have sent it.
+    SKIPPED = "skipped"
 
 
 class BounceKind(StrEnum):
