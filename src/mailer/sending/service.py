@@ -170,6 +170,8 @@ def create(
         approval = approvals.require(session, compiled, settings.tz)
         build.require_built(settings, compiled)
         _refuse_if_open(session, slug)
+        if not lists:
+            raise StateError("name at least one list with --list")
         _require_someone(session, slug, [people.get_list(session, n) for n in lists])
         frozen = Send(
             slug=slug,
