@@ -32,7 +32,7 @@ from mailer.render import compile_slug  # noqa: E402
 from mailer.sending import approval, engine, service  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
 from mailer.sending.transports import Mailbag, MockTransport  # noqa: E402
-from mailer.site import urls  # noqa: E402
+from mailer.site import build, urls  # noqa: E402
 from mailer.store import deliveries, joining, people  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
 from mailer.store.models import DeliveryStatus, LawfulBasis  # noqa: E402
@@ -79,6 +79,7 @@ def main() -> None:
     root = newsletter_folder()
     try:
         settings = config.load(root)
+        build.build(settings, ["2025-11"])  # a send needs its web version built
         compiled = compile_slug(settings, "2025-11")
         content = Content(
             "2025-11", compiled.issue.subject, compiled.email_html, compiled.email_text

@@ -29,6 +29,7 @@ def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> 
     ok(cli("lists", "create", "board", "--name", "Board members"))
     for address in people:
         ok(cli("subscribers", "add", address, "--list", "all", "--name", address.split("@")[0]))
+    ok(cli("build", ISSUE))
     ok(cli("approve", ISSUE, "--by", "Sam Patel"))
     ok(cli("send", ISSUE, "--list", "all", "--yes"))
 

@@ -46,13 +46,15 @@ FETCH = 500
 
 
 def _already_mailed(conn: Connection, slug: str, send_id: int | None) -> set[int]:
-    """Subscribers an earlier send of this issue reached (or may have reached)."""
+    """Subscribers an earlier send of this issue reached (or may have reached); a rehearsal
+    through the outbox reached nobody."""
     query = (
         sa.select(DELIVERY.c.subscriber_id)
         .join(SEND, SEND.c.id == DELIVERY.c.send_id)
         .where(
             SEND.c.slug == slug,
             DELIVERY.c.status.in_([D.SENT, D.IN_FLIGHT]),
+            sends.NOT_A_REHEARSAL,
         )
     )
     if send_id is not None:
