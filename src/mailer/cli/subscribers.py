@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from mailer.cli.common import database
+from mailer.cli.common import database, settings
 from mailer.errors import InvalidInput, NothingImported
+from mailer.formats import local_time
 from mailer.store.status import LawfulBasis, SubscriberStatus
 
 if TYPE_CHECKING:
@@ -280,6 +282,11 @@ def show(
     """
     from mailer.subscribers import people
 
+    s = settings()
+
+    def when(iso: str) -> str:
+        return local_time(dt.datetime.fromisoformat(iso), s.tz)
+
     with database() as db:
         held = people.describe(db, email)
     if as_json:
@@ -287,35 +294,32 @@ def show(
         return
     typer.echo(held["email"])
     if held["status"] == SubscriberStatus.ERASED:
-        typer.echo(
-            f"  erased on {held['erased_at'][:16].replace('T', ' ')} UTC: mailer holds "
-            f"{held['held']}."
-        )
+        typer.echo(f"  erased on {when(held['erased_at'])}: mailer holds {held['held']}.")
         return
     for label in ("name", "organisation", "status", "created", "updated"):
         value = held[label]
         if label in ("created", "updated"):
-            value = value[:16].replace("T", " ") + " UTC"
+            value = when(value)
         typer.echo(f"  {label + ':':<14}{value or '-'}")
     if not held["lists"]:
         typer.echo("  lists:        none")
     for entry in held["lists"]:
         typer.echo(
             f"  list {entry['slug']} ({entry['name']}): {entry['status']} since "
-            f"{entry['changed_at'][:16].replace('T', ' ')} UTC"
+            f"{when(entry['changed_at'])}"
         )
         consent = entry["consent"]
         if consent:
             confirmed = consent["confirmed_at"]
             typer.echo(
                 f"    lawful basis {consent['basis']}, source {consent['source']!r}, recorded "
-                f"{consent['recorded_at'][:16].replace('T', ' ')} UTC"
-                + (f", confirmed {confirmed[:16].replace('T', ' ')} UTC" if confirmed else "")
+                f"{when(consent['recorded_at'])}"
+                + (f", confirmed {when(confirmed)}" if confirmed else "")
             )
     for event in held.get("returned_mail", []):
         code = f" {event['status']}" if event["status"] else ""
         typer.echo(
-            f"  {event['received_at'][:16].replace('T', ' ')} UTC: {event['kind']}{code} "
+            f"  {when(event['received_at'])}: {event['kind']}{code} "
             f"(send {event['send_id']}, from {event['source']}): {event['action']}"
         )
 
