@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -94,6 +95,12 @@ class Lines:
         self.stream.close()
 
 
+def ctrl_c_works() -> None:
+    """In a child process: Ctrl-C (SIGINT) raises KeyboardInterrupt as in a terminal, even
+    when the tests themselves run in the background, where the shell ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def mailer_process(
     root: Path, *args: str, stdout: Any = subprocess.PIPE
 ) -> subprocess.Popen[bytes]:
@@ -104,4 +111,5 @@ def mailer_process(
         env=dict(os.environ),
         stdout=stdout,
         stderr=subprocess.PIPE,
+        preexec_fn=ctrl_c_works,
     )

@@ -130,8 +130,8 @@ def test_a_database_made_by_revision_0001_upgrades_with_its_data(
 
     shown = ok(cli("subscribers", "show", "ann@example.org")).stdout
     assert "  organisation: NHS" in shown
-    assert "  created:      2025-06-01 09:30 UTC" in shown
-    assert "lawful basis public-task, source 'old.csv', recorded 2025-06-01 09:30 UTC" in shown
+    assert "  created:      Sun 01 Jun 2025 10:30 BST" in shown
+    assert "lawful basis public-task, source 'old.csv', recorded Sun 01 Jun 2025 10:30 BST" in shown
     assert (
         "lawful basis consent, source 'web form'"
         in ok(cli("subscribers", "show", "bob@example.org")).stdout

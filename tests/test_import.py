@@ -15,6 +15,7 @@ import pytest
 
 from mailer.cli.subscribers import LazyProgress
 from mailer.config import Settings
+from send_helpers import ctrl_c_works
 from subscriber_helpers import (
     Cli,
     add,
@@ -385,6 +386,7 @@ def _start_import(newsletter: Path, path: Path, **kwargs: object) -> subprocess.
         [sys.executable, "-m", "mailer", "subscribers", "import", str(path), "--list", "all"],
         cwd=newsletter,
         env=env,
+        preexec_fn=ctrl_c_works,
         **kwargs,  # type: ignore[call-overload]
     )
 
