@@ -49,7 +49,7 @@ from mailer import config  # noqa: E402
 from mailer.render import compile_slug  # noqa: E402
 from mailer.sending import approval, engine, service, transports  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
-from mailer.site import urls  # noqa: E402
+from mailer.site import build, urls  # noqa: E402
 from mailer.store import deliveries, joining, people, sends  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
 from mailer.store.models import LawfulBasis  # noqa: E402
@@ -102,7 +102,14 @@ def prepare(root: Path, recipients: int) -> int:
     root.mkdir(parents=True)
     shutil.copy(REPO / "mailer.toml", root / "mailer.toml")
     shutil.copytree(REPO / "issues", root / "issues")
-    settings = config.load(root)
+    # The send is made for SMTP (through the outbox it would be a rehearsal), and an issue
+    # is sent only once its web version is built.
+    os.environ["MAILER_TRANSPORT"] = "smtp"
+    try:
+        settings = config.load(root)
+    finally:
+        del os.environ["MAILER_TRANSPORT"]
+    build.build(settings, [SLUG])
     compiled = compile_slug(settings, SLUG)
     with open_db(settings) as database:
         with database.session(write=True) as session:

@@ -46,7 +46,7 @@ from mailer import config  # noqa: E402
 from mailer.config import Settings  # noqa: E402
 from mailer.sending import service  # noqa: E402
 from mailer.sending.transports import OutboxTransport  # noqa: E402
-from mailer.site import tokens, urls  # noqa: E402
+from mailer.site import build, tokens, urls  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
 from mailer.subscribers import lists  # noqa: E402
 from mailer.subscribers.csv_import import import_file  # noqa: E402
@@ -106,6 +106,7 @@ def prepare(root: Path, recipients: int, port: int, env: dict[str, str]) -> Sett
             out.write(f"person{i:05d}@example.org,Person {i}\n")
     with open_db(settings) as db:
         import_file(db, csv, "all")
+    build.build(settings, [ISSUE])
     service.approve(settings, ISSUE, "Load Test")
     return settings
 

@@ -61,6 +61,8 @@ def add_issue(root: Path, slug: str, date: str) -> None:
 
 
 def send_issue(cli: Any, slug: str, list_slug: str = "practitioners") -> None:
+    r = cli("build", slug)
+    assert r.exit_code == 0, r.output
     r = cli("approve", slug, "--by", "Sam Patel")
     assert r.exit_code == 0, r.output
     r = cli("send", slug, "--list", list_slug, "--yes")

@@ -46,12 +46,27 @@ def _reset_logging() -> Iterator[None]:
     logger.propagate = True
 
 
+@pytest.fixture(scope="session")
+def example_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example issues built once, as `mailer build` leaves them: approve and send refuse
+    an issue that is not built as it is now."""
+    from mailer.site import build
+
+    root = tmp_path_factory.mktemp("example-build") / "newsletter"
+    shutil.copytree(EXAMPLE, root)
+    settings = config.load(root, env={})
+    build.build(settings, ["2021-12", "2025-11"])
+    return root / "build"
+
+
 @pytest.fixture
-def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh copy of the tests' example newsletter folder (mailer.toml, issues); cwd."""
+def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_build: Path) -> Path:
+    """A fresh copy of the tests' example newsletter folder (mailer.toml, issues, and their
+    build/, as after `mailer build`); cwd."""
     root = tmp_path / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
+    shutil.copytree(example_build, root / "build")
     monkeypatch.chdir(root)
     return root
 

@@ -382,7 +382,8 @@ def test_the_worker_refuses_a_scheduled_issue_with_errors_on_its_day(
         r"  issues/2025-11/issue\.yaml:\d+: ",
         outcome.outcome,
     )
-    assert sql(newsletter, "SELECT status FROM schedule") == [("failed",)]
+    # The slot is kept, to be tried again once the issue is fixed, until the grace period ends.
+    assert sql(newsletter, "SELECT status FROM schedule") == [("active",)]
     assert sql(newsletter, "SELECT COUNT(*) FROM send") == [(0,)]
 
 
@@ -401,6 +402,7 @@ def test_a_clean_issue_is_approved_without_a_reason(cli: Any, enforced: Path) ->
     settings = config.load(enforced)
     report = checks.run(settings, compile_slug(settings, slug), today)
     assert report.errors == [], report.errors
+    assert cli("build", slug).exit_code == 0
     r = cli("approve", slug, "--by", "Sam Patel")
     assert r.exit_code == 0, r.output
 

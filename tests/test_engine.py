@@ -438,6 +438,8 @@ def test_rows_a_crash_left_in_flight_become_unknown_and_go_again_only_when_asked
 def test_cancelling_after_a_crash_leaves_nobody_out_of_the_next_send(
     cli: Any, settings: Settings, people: list[str], newsletter: Path
 ) -> None:
+    # Through SMTP: a send through the outbox is a rehearsal that a later send ignores.
+    settings = tuned(settings, name="smtp")
     run = Run(settings)
     stop = threading.Event()
 
@@ -456,3 +458,53 @@ def test_cancelling_after_a_crash_leaves_nobody_out_of_the_next_send(
     # Everyone not recorded as sent is mailed now, the three of unknown outcome included.
     assert Counter(again.bag.recipients()) == Counter(p for p in people if p not in before)
     assert set(crashed) <= set(again.bag.recipients())
+
+
+def test_someone_who_unsubscribes_during_a_send_is_skipped_when_their_turn_comes(
+    cli: Any, settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    once = threading.Lock()
+    done = threading.Event()
+    # Beyond the rows the connections claim first (a batch each): claimed, and checked,
+    # only after these people have left.
+    leaving = {people[2 * BATCH], people[2 * BATCH + 1], people[39]}
+
+    def connecting() -> None:
+        # The recipients are fixed by now; they leave before their turn comes, while every
+        # connection waits with its first message in hand.
+        if once.acquire(blocking=False):
+            for email in sorted(leaving):
+                r = cli("subscribers", "unsubscribe", email)
+                assert r.exit_code == 0, r.output
+            done.set()
+        assert done.wait(60)
+
+    result = run(on_open=connecting)
+    assert result.status == SendStatus.SENT
+    assert leaving.isdisjoint(run.bag.recipients())
+    assert Counter(run.bag.recipients()) == Counter(p for p in people if p not in leaving)
+    status = ledger(newsletter)
+    assert {e for e, s in status.items() if s == "skipped"} == leaving
+    assert result.counts["skipped"] == 3
+    assert "skipped           3" in cli("status", SLUG).stdout
+
+
+def test_a_send_paused_while_people_leave_skips_them_on_resume(
+    cli: Any, settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    once = threading.Lock()
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) >= 5 and once.acquire(blocking=False):
+            service.pause(settings, SLUG)
+
+    assert run(server).status == SendStatus.PAUSED
+    sent_before = set(run.bag.recipients())
+    left = [p for p in people if p not in sent_before][-3:]
+    for email in left:
+        assert cli("subscribers", "unsubscribe", email, "--list", "practitioners").exit_code == 0
+    assert run().status == SendStatus.SENT
+    assert set(left).isdisjoint(run.bag.recipients())
+    assert {e for e, s in ledger(newsletter).items() if s == "skipped"} == set(left)

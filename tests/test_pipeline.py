@@ -51,15 +51,16 @@ def test_every_message_arrives_once_and_whole(
 ) -> None:
     # Lines that start with a dot right where a personal link is spliced in, and a line
     # holding one dot, which would end the message early if it were not stuffed.
-    settings = config.load(approved)
-    with open_db(settings) as database:
-        send_id = service.create(settings, SLUG, ["practitioners"], database=database)
-    placeholder = f"\n{urls.UNSUBSCRIBE_PLACEHOLDER}\n"
-    (text,) = sql(approved, "SELECT text FROM send WHERE id = ?", send_id)[0]
-    assert placeholder in text
-    sql(approved, "UPDATE send SET text = ?", text.replace(placeholder, placeholder + DOTS, 1))
     with SMTPServer(Handler(pipelining=pipelining)) as server:
         smtp_env(monkeypatch, server.port)
+        settings = config.load(approved)
+        with open_db(settings) as database:
+            send_id = service.create(settings, SLUG, ["practitioners"], database=database)
+        placeholder = f"\n{urls.UNSUBSCRIBE_PLACEHOLDER}\n"
+        (text,) = sql(approved, "SELECT text FROM send WHERE id = ?", send_id)[0]
+        assert placeholder in text
+        dotted = text.replace(placeholder, placeholder + DOTS, 1)
+        sql(approved, "UPDATE send SET text = ?", dotted)
         r = cli("send", SLUG, "--resume")
         assert r.exit_code == 0, r.output
     assert Counter(server.handler.recipients()) == Counter(addresses(12))

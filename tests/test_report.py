@@ -182,3 +182,25 @@ def test_what_a_server_said_cannot_become_a_spreadsheet_formula(cli: Any, report
     )
     [row] = [r for r in rows if r[:2] == ["people", SCHOOLS[1]]]
     assert row[3].startswith("'=HYPERLINK")
+
+
+def test_the_report_shows_clicks_per_link_when_they_are_counted(cli: Any, reported: Path) -> None:
+    from mailer import config
+    from mailer.store import clicks
+    from mailer.store.database import open_db
+
+    toml = reported / "mailer.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "\n[web]\ntrack_clicks = true\n")
+    settings = config.load(reported)
+    with open_db(settings) as database, database.session(write=True) as session:
+        for url, n in (("https://learning.nspcc.org.uk/a", 3), ("https://example.org/b", 1)):
+            for _ in range(n):
+                clicks.record_click(session, "2025-11", url)
+    r = cli("report", "2025-11", "--csv")
+    assert r.exit_code == 0, r.output
+    got = figures((reported / "build/2025-11/report.csv").read_text(encoding="utf-8"))
+    assert got[("clicks", "https://learning.nspcc.org.uk/a", "clicks")] == "3"
+    assert got[("clicks", "https://example.org/b", "clicks")] == "1"
+    html = (reported / "build/2025-11/report.html").read_text(encoding="utf-8")
+    assert "Link clicks are not counted" not in html
+    assert "https://learning.nspcc.org.uk/a" in html

@@ -78,7 +78,7 @@ def test_monthly_rule_keeps_nine_oclock_london_through_the_year() -> None:
     [
         (
             ["2025-11", "--list", "practitioners", "--at", "next tuesday"],
-            "write the time as YYYY-MM-DD HH:MM",
+            'write the date and time like "2026-12-31 09:00" or "31/12/2026 9.30am"',
         ),
         (
             ["2025-11", "--list", "practitioners", "--at", "2026-02-30 09:00"],
@@ -95,7 +95,9 @@ def test_monthly_rule_keeps_nine_oclock_london_through_the_year() -> None:
             "2021-12 has not been approved",
         ),
         (["2099-99", "--list", "practitioners", "--at", "2099-01-06 09:00"], "no issue '2099-99'"),
-        (["--monthly", "1st tuesday 09:00", "--list", "practitioners"], "--monthly"),
+        (["--monthly", "31 09:00", "--list", "practitioners"], 'use "last day 09:00"'),
+        (["--monthly", "5th mon 09:00", "--list", "practitioners"], 'use "last mon 09:00"'),
+        (["--monthly", "last sun 01:30", "--list", "practitioners"], "does not exist on Sunday"),
         (["--monthly", "every month", "--list", "practitioners"], "write a day and a time"),
         (["--monthly", "32 09:00", "--list", "practitioners"], "--monthly"),
         (["--monthly", "1st tue 25:00", "--list", "practitioners"], "is not a time of day"),
@@ -118,7 +120,7 @@ def test_bad_schedules_are_refused_in_one_line(
 def test_schedule_lists_and_unschedule(cli: Any, ready: Path) -> None:
     r = cli("schedule", "2025-11", "--list", "practitioners", "--at", "2099-07-07 09:00")
     assert r.exit_code == 0, r.output
-    assert "next run Tue 07 Jul 2099 09:00 BST (2099-07-07 08:00 UTC)" in r.stdout
+    assert "next run Tuesday 7 July 2099 at 9am BST (2099-07-07 08:00 UTC)" in r.stdout
     r = cli("schedule", "--monthly", "1st tue 09:00", "--list", "practitioners")
     assert r.exit_code == 0, r.output
     listing = cli("schedules")
@@ -190,15 +192,19 @@ def test_monthly_slot_sends_the_approved_issue_of_its_month_or_records_why_not(
     (outcome,) = runner.run_due(settings, database, utc(2025, 10, 30, 9, 1))
     assert outcome.sent and outcome.slug == "2025-11"
     assert len(outbox(ready)) == 5
-    # November has no issue: nothing is sent and the reason is kept.
+    # November has no issue: nothing is sent, the reason is kept, and the slot is tried
+    # again at every look until the grace period ends.
     (outcome,) = runner.run_due(settings, database, utc(2025, 11, 27, 9, 1))
-    assert not outcome.sent
-    assert (
-        "nothing to send for November 2025" in outcome.outcome
-        or "no issue is dated in November 2025" in outcome.outcome
-    )
+    assert not outcome.sent and outcome.problem
+    assert "no issue is dated in November 2025" in outcome.outcome
     listing = cli("schedules").stdout
+    assert "FAILING   since Thu 27 Nov 2025 09:01 GMT" in listing
     assert "no issue is dated in November 2025" in listing
+    (outcome,) = runner.run_due(settings, database, utc(2025, 11, 27, 15, 2))
+    assert not outcome.sent and outcome.problem
+    assert outcome.outcome.startswith("not sent: still failing at the end of the 6 h grace")
+    listing = cli("schedules").stdout
+    assert "FAILING" not in listing
     assert "Thu 25 Dec 2025 09:00 GMT" in listing
 
 

@@ -55,7 +55,8 @@ def test_a_change_after_approval_is_refused_and_named(cli: Any, approved: Path) 
     assert "section 'Impact Chronologies' added" in r.stderr
     assert "section 'Impact Chronology' removed" in r.stderr
     assert "Traceback" not in r.output
-    # Approving again makes it sendable.
+    # Building and approving again makes it sendable.
+    assert cli("build", "2025-11").exit_code == 0
     assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
     assert cli("send", "2025-11", "--list", "practitioners", "--yes").exit_code == 0
 
@@ -76,7 +77,7 @@ def test_proof_needs_no_approval_and_writes_no_ledger(cli: Any, newsletter: Path
 def test_dry_run_counts_and_sends_nothing(cli: Any, approved: Path) -> None:
     r = cli("send", "2025-11", "--list", "practitioners", "--dry-run")
     assert r.exit_code == 0, r.output
-    assert "12 recipients" in r.stdout
+    assert "To:         practitioners: 12 people" in r.stdout
     assert "approved by Sam Patel" in r.stdout
     assert "Dry run: nothing was sent." in r.stdout
     assert sql(approved, "SELECT COUNT(*) FROM send") == [(0,)]
@@ -85,7 +86,7 @@ def test_dry_run_counts_and_sends_nothing(cli: Any, approved: Path) -> None:
 def test_declining_the_confirmation_sends_nothing(cli: Any, approved: Path) -> None:
     r = cli("send", "2025-11", "--list", "practitioners", input="n\n")
     assert r.exit_code == 1
-    assert "Send to 12 recipients now?" in r.stdout
+    assert "Send to 12 people now (a rehearsal through the outbox)?" in r.stdout
     assert not (approved / "outbox/2025-11").exists()
 
 

@@ -69,6 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with open_db(settings) as db:
         for address in PEOPLE:
             subscribers.add(db, address, "all", name=address.split("@")[0].title())
+    build.build(settings, [ISSUE])
     service.approve(settings, ISSUE, "Sam Patel")
     service.start(settings, ISSUE, ["all"])
     build.publish(settings, "2021-12")

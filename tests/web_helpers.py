@@ -10,11 +10,11 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from send_helpers import Lines
 from subscriber_helpers import Cli, ok
 
 ISSUE = "2025-11"
@@ -29,6 +29,7 @@ def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> 
     ok(cli("lists", "create", "board", "--name", "Board members"))
     for address in people:
         ok(cli("subscribers", "add", address, "--list", "all", "--name", address.split("@")[0]))
+    ok(cli("build", ISSUE))
     ok(cli("approve", ISSUE, "--by", "Sam Patel"))
     ok(cli("send", ISSUE, "--list", "all", "--yes"))
 
@@ -84,26 +85,25 @@ def free_port() -> int:
 
 
 def start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A real `mailer serve` on 127.0.0.1:port, returned once /healthz answers."""
-    with (root / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, (root / "serve.log").read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                if r.status == 200:
-                    return process
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "mailer serve did not answer /healthz"
-        time.sleep(0.05)
+    """A real `mailer serve` on 127.0.0.1:port, returned once it says it is listening and
+    /healthz answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
+        cwd=root,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines = Lines(process.stdout)
+    _SERVERS[process.pid] = lines
+    lines.wait_for(f"on http://127.0.0.1:{port}/")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as r:
+        assert r.status == 200
+    return process
+
+
+# The output readers of running servers, closed when each server stops.
+_SERVERS: dict[int, Lines] = {}
 
 
 def stop_server(process: subprocess.Popen[Any]) -> None:
@@ -113,3 +113,6 @@ def stop_server(process: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    lines = _SERVERS.pop(process.pid, None)
+    if lines is not None:
+        lines.close()

@@ -205,6 +205,8 @@ class Settings:
     checks: ChecksSettings = field(default_factory=ChecksSettings)
     bounces: BounceSettings = field(default_factory=BounceSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    # Who is emailed when a scheduled send fails, pauses for a person, or is missed.
+    alerts_to: tuple[str, ...] = ()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -343,6 +345,17 @@ def load(start: Path | None = None, env: Mapping[str, str] | None = None) -> Set
     return _parse(root, path, data, env)
 
 
+def from_text(root: Path, text: str, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``text`` would give as ``root/mailer.toml``: checks a file before it is
+    written (``mailer init``)."""
+    path = root / CONFIG_NAME
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return _parse(root, path, data, {} if env is None else env)
+
+
 class _Table:
     """Reads one TOML table, remembering which keys were used so leftovers can be reported."""
 
@@ -406,9 +419,19 @@ class _Table:
 _KIND = {int: "whole number", float: "number"}
 
 
+def is_address(value: str) -> bool:
+    """Whether ``value`` is one plain email address, as a sender or reply-to must be."""
+    return bool(_ADDRESS.fullmatch(value)) and not CONTROL.search(value)
+
+
+def is_colour(value: str) -> bool:
+    """Whether ``value`` is a colour like ``#5b2a86``, as the brand's colours must be."""
+    return bool(_COLOUR.match(value))
+
+
 def _address(value: str, where: str) -> str:
     """A sender or reply-to address: one plain address, nothing else."""
-    if not _ADDRESS.fullmatch(value) or CONTROL.search(value):
+    if not is_address(value):
         raise ConfigError(f"{where}: {value!r} is not one email address (like news@example.org)")
     return value
 
@@ -446,6 +469,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         # "pct%41dir" must not move the database elsewhere.
         database_url = f"sqlite:///{root / 'subscribers.sqlite'}"
     misfire = top.number("misfire_grace", float, 6.0, {}, "")
+    alerts_to = _alerts_to(top)
 
     s = top.table("sender")
     sender = Sender(
@@ -591,7 +615,21 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         checks=checks,
         bounces=bounces,
         web=web,
+        alerts_to=alerts_to,
     )
+
+
+def _alerts_to(top: _Table) -> tuple[str, ...]:
+    """``alerts_to``: one address, or a list of them."""
+    top.used.add("alerts_to")
+    value = top.data.get("alerts_to", [])
+    found = [value] if isinstance(value, str) else value
+    if not isinstance(found, list) or not all(isinstance(a, str) for a in found):
+        raise ConfigError(
+            f"{top._where('alerts_to')}: must be an address or a list of addresses, like "
+            '"comms@example.org"'
+        )
+    return tuple(_address(a.strip(), top._where("alerts_to")) for a in found)
 
 
 _BANK_HOLIDAYS = ("ENG", "WLS", "SCT", "NIR")

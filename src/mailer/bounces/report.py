@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from mailer.bounces.parse import status_code
 from mailer.config import Settings
+from mailer.store import clicks as link_clicks
 from mailer.store import deliveries, reports, sends
 from mailer.store.database import Database
 from mailer.store.status import BounceKind, DeliveryStatus
@@ -205,6 +206,9 @@ def build(
         )
         lists = reports.lists_of(session, send.id)
         members = reports.members(session, send.id)
+        if clicks is None and settings.web.track_clicks:
+            # Counted by `mailer serve` per link, never per person.
+            clicks = [(c.url, c.clicks) for c in link_clicks.clicks_per_link(session, slug)]
     status = {c.subscriber_id: c.status for c in copies}
     kinds: dict[int, set[str]] = {}
     for event in came_back:

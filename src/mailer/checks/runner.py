@@ -12,6 +12,7 @@ from mailer.checks import access, awareness, dates, leftovers, links, online, ou
 from mailer.checks.registry import CHECKS, Context, Finding, Severity
 from mailer.checks.source import Source
 from mailer.config import CONFIG_NAME, Settings
+from mailer.content.overrides import issue_settings
 from mailer.errors import ChecksFailed, ConfigError, InvalidInput
 from mailer.formats import long_date
 from mailer.render import CompiledIssue
@@ -55,7 +56,9 @@ def run(
 ) -> Report:
     """Every check not silenced in mailer.toml; the network ones only when ``online``."""
     ignored = _ignored(settings)
-    ctx = Context(settings, compiled, send_date, Source(compiled.issue, settings.root), online)
+    # Judged with the issue's own settings (its brand colours, its footer), as it is sent.
+    issue_wide = issue_settings(settings, compiled.issue)
+    ctx = Context(issue_wide, compiled, send_date, Source(compiled.issue, settings.root), online)
     findings = []
     for check in CHECKS.values():
         if check.code in ignored or (check.online and not online):

@@ -10,18 +10,38 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+
+# Typer vendors Click: its usage errors (a misspelt command or option) are Click's.
+from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from mailer import __version__
 from mailer.errors import ContentError, MailerError
 
 
+def _usage(exc: UsageError) -> typer.Exit:
+    """A misspelt command or option: one line with Click's suggestion, and exit 1 (not
+    Click's four lines of usage and exit 2)."""
+    message = exc.format_message().rstrip(".").replace(". Did you mean", ": did you mean")
+    where = exc.ctx.command_path if exc.ctx is not None else "mailer"
+    typer.echo(f"Error: {message} (see: {where} --help)", err=True)
+    return typer.Exit(1)
+
+
 class MailerGroup(TyperGroup):
     """Turns every domain error raised by any command into a clean message and exit 1."""
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            raise _usage(exc) from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            raise _usage(exc) from None
         except ContentError as exc:
             for problem in exc.problems:
                 typer.echo(str(problem), err=True)
@@ -78,6 +98,7 @@ def _register() -> None:
         build,
         check,
         db,
+        folder,
         key,
         lists,
         report,
@@ -87,6 +108,7 @@ def _register() -> None:
         web,
     )
 
+    folder.register(app)
     build.register(app)
     check.register(app)
     web.register(app)

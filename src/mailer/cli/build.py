@@ -1,4 +1,5 @@
-"""Commands that work on issue content: ``mailer build`` and ``mailer new``."""
+"""Commands that work on issue content: ``mailer build``, ``mailer new`` and ``mailer
+preview``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mailer.formats import human_size
 def register(app: typer.Typer) -> None:
     app.command("build")(build)
     app.command("new")(new)
+    app.command("preview")(preview)
 
 
 def build(
@@ -63,14 +65,27 @@ def new(
     date: Annotated[
         str | None, typer.Option(help="The date it goes out, YYYY-MM-DD (default: today).")
     ] = None,
+    previous: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="PREVIOUS",
+            help="Start from this issue: keep its sections, drop what is past by --date.",
+        ),
+    ] = None,
 ) -> None:
-    """Create issues/SLUG/issue.yaml from a commented template.
+    """Create issues/SLUG/issue.yaml from a commented template, or from an earlier issue.
+
+    With --from, the sections of the earlier issue are kept (with their images), and
+    training sessions, awareness days and closing dates that are past by the new date are
+    dropped; every line to check is marked with a REVIEW comment.
 
     \b
-    Example:
+    Examples:
       mailer new 2026-01 --date 2026-01-06
+      mailer new 2026-02 --date 2026-02-03 --from 2026-01
     """
-    from mailer.content import scaffold
+    from mailer.content import carry, scaffold
 
     s = settings()
     day = dt.date.today()
@@ -81,6 +96,13 @@ def new(
             raise ContentError(
                 [Problem("--date", None, "", f"{date!r} is not a valid date (use YYYY-MM-DD)")]
             ) from None
+    if previous:
+        path = carry.start_from(s, slug, previous, day)
+        typer.echo(
+            f"Created {_rel(path, s.root)} from {previous}: check the lines marked REVIEW, "
+            f"then run: mailer build {slug}"
+        )
+        return
     path = scaffold.new_issue(s, slug, day)
     typer.echo(f"Created {_rel(path, s.root)}: edit it, then run: mailer build {slug}")
 
@@ -90,3 +112,56 @@ def _rel(path: Path, root: Path) -> Path:
         return path.relative_to(root)
     except ValueError:
         return path
+
+
+def preview(
+    slug: Annotated[
+        str | None, typer.Argument(help="The issue to show (default: the list of issues).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="The port to listen on (0: any free one).")] = 8100,
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open it in a web browser.")
+    ] = True,
+) -> None:
+    """Show an issue as readers will see it, and rebuild it whenever you save.
+
+    A local web page shows the email at phone and desktop widths, its text part and its
+    web version, with the images from the issue folder. It reloads itself when issue.yaml,
+    an image, a template or mailer.toml changes, and shows any mistake with its line.
+    Stop it with Ctrl-C. Nothing is written to build/.
+
+    \b
+    Example:
+      mailer preview 2025-11
+    """
+    import os
+    import sys
+    import webbrowser
+
+    from mailer.content import ISSUE_FILE, load_issue
+    from mailer.site.preview import PREFIX, serve
+
+    s = settings()
+    if slug is not None and not (s.issues_dir / slug / ISSUE_FILE).is_file():
+        # A misspelt slug is refused now, with the closest one suggested; a mistake inside
+        # the issue is shown in the page instead, until it is fixed.
+        load_issue(s.issues_dir, slug, s.root, s.limits)
+    server, watched = serve(s.root, host, port)
+    url = watched.base_url + (f"{PREFIX}/{slug}/" if slug else "/")
+    typer.echo(f"Previewing on {url} (Ctrl-C to stop)")
+    # Only a desktop session has a browser to open; on a server, webbrowser could start a
+    # text browser in this terminal instead.
+    desktop = sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if browser and desktop:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watched.stop()
+        server.server_close()
+    typer.echo("Preview stopped.")

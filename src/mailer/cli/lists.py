@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mailer.cli.common import settings
-from mailer.formats import utc_minute
+from mailer.formats import local_time
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -80,14 +80,15 @@ def show(slug: Slug) -> None:
     """
     from mailer.subscribers import lists
 
-    detail = lists.show(settings(), slug)
+    s = settings()
+    detail = lists.show(s, slug)
     mailing_list, counts = detail.mailing_list, detail.counts
     typer.echo(f"list:          {mailing_list.slug}")
     typer.echo(f"name:          {mailing_list.name}")
     if mailing_list.description:
         typer.echo(f"description:   {mailing_list.description}")
     typer.echo(f"public:        {'yes (on the sign-up form)' if mailing_list.public else 'no'}")
-    typer.echo(f"created:       {utc_minute(mailing_list.created)}")
+    typer.echo(f"created:       {local_time(mailing_list.created, s.tz)}")
     for status, n in counts.items():
         label = "subscribed" if status == "active" else status.value
         typer.echo(f"{label + ':':<14} {n:,}")

@@ -54,8 +54,7 @@ def report(
 
     s = settings()
     with database() as db:
-        # Clicks per link come from `mailer serve` when track_clicks is on (not built yet).
-        found = build(s, db, slug, people=people, clicks=None)
+        found = build(s, db, slug, people=people)
     for line in report_html.text(found, s):
         typer.echo(line)
     folder = s.state_dir / "reports" / slug if people else s.build_dir / slug

@@ -33,12 +33,17 @@ def schedule(
     lists: TargetLists = None,
     at: Annotated[
         str | None,
-        typer.Option("--at", help='When, in the newsletter\'s time zone: "YYYY-MM-DD HH:MM".'),
+        typer.Option(
+            "--at",
+            help='When, in the newsletter\'s time zone: "2025-12-02 09:00" or "2/12/2025 9am".',
+        ),
     ] = None,
     monthly: Annotated[
         str | None,
         typer.Option(
-            "--monthly", help='A monthly slot: "1st tue 09:00", "last fri 14:30", "15 09:00".'
+            "--monthly",
+            help='A monthly slot: "1st tue 09:00", "first Tuesday 9am", "last fri 2.30pm", '
+            '"15 09:00", "last day 09:00".',
         ),
     ] = None,
     skip_checks: SkipChecks = None,
@@ -72,7 +77,7 @@ def schedule(
         raise ScheduleError(
             "name the issue to send at that time, e.g. mailer schedule 2025-11 --at ..."
         )
-    from mailer.scheduling import runner
+    from mailer.scheduling import rules, runner
     from mailer.scheduling.worker import setup_logging
 
     db = database()
@@ -86,9 +91,11 @@ def schedule(
         item = runner.schedule_monthly(s, db, monthly, lists or [], utcnow())
         what = f"monthly {item.rule}"
     assert item.next_run_at is not None
+    if item.rule:
+        typer.echo(f"That is {rules.parse_rule(item.rule).describe()} ({s.timezone} time).")
     typer.echo(
         f"Scheduled {what} (schedule {item.id}) to {', '.join(json.loads(item.lists))}: next run "
-        f"{local_time(item.next_run_at, s.tz)} ({item.next_run_at:%Y-%m-%d %H:%M} UTC)."
+        f"{rules.in_words(item.next_run_at, s.tz)} ({item.next_run_at:%Y-%m-%d %H:%M} UTC)."
     )
     if item.checks_skipped:
         typer.echo(f"The preflight checks will be skipped: {item.checks_skipped}")
@@ -108,6 +115,7 @@ def _row(item: Schedule, tz: ZoneInfo) -> dict[str, object]:
         "last_run_utc": item.last_run_at.isoformat() if item.last_run_at else None,
         "last_outcome": item.last_outcome or None,
         "checks_skipped": item.checks_skipped,
+        "failing_since_local": local_time(item.failing_since, tz) if item.failing_since else None,
         "cancel_with": (
             f"mailer cancel {item.slug}" if item.slug else f"mailer unschedule {item.id}"
         ),
@@ -142,6 +150,10 @@ def schedules(
         typer.echo(f"{r['id']:>3}  {what}  to {', '.join(r['lists'])}  [{r['status']}]")  # type: ignore[arg-type]
         if r["next_run_local"]:
             typer.echo(f"     next run  {r['next_run_local']}  ({r['next_run_utc']})")
+        if r["failing_since_local"]:
+            typer.echo(
+                f"     FAILING   since {r['failing_since_local']}: fix it, and the worker sends it"
+            )
         if r["last_outcome"]:
             typer.echo(f"     last      {r['last_outcome']}")
         if r["status"] == "active":
@@ -196,8 +208,17 @@ def worker(
     if once:
         outcomes = w.run_once()
         for o in outcomes:
-            typer.echo(f"schedule {o.schedule_id}: {o.outcome}")
+            typer.echo(str(o))
         if not outcomes:
             typer.echo("Nothing was due.")
+        problems = [o for o in outcomes if o.problem]
+        if problems:
+            # Cron and systemd timers report a non-zero exit: the newsletter did not go out.
+            typer.echo(
+                f"{len(problems)} problem(s) need a person: see mailer schedules and "
+                ".mailer/mailer.log",
+                err=True,
+            )
+            raise typer.Exit(1)
         return
     w.run_forever()

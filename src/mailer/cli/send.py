@@ -242,10 +242,13 @@ def send(
         return
     assert lists
     p = service.preview(s, slug, lists, skip_checks)
-    typer.echo(
-        f'{slug}: "{p.compiled.issue.subject}", approved by {p.approval.approved_by}, '
-        f"to {', '.join(p.lists)}: {p.recipients} recipient{'s' if p.recipients != 1 else ''}."
-    )
+    people = f"{p.recipients} {'person' if p.recipients == 1 else 'people'}"
+    # Everything that decides who gets what, said before anyone is asked to say yes.
+    typer.echo(f"{slug}, approved by {p.approval.approved_by}:")
+    typer.echo(f"  Subject:    {p.compiled.issue.subject}")
+    typer.echo(f"  From:       {p.sender}")
+    typer.echo(f"  To:         {', '.join(p.lists)}: {people}")
+    typer.echo(f"  Transport:  {p.transport}")
     if p.checked is not None and p.checked.errors:
         codes = ", ".join(sorted({f.code for f in p.checked.errors}))
         typer.echo(
@@ -254,7 +257,8 @@ def send(
     if dry_run:
         typer.echo("Dry run: nothing was sent.")
         return
-    if not yes and not typer.confirm(f"Send to {p.recipients} recipients now?"):
+    rehearsal = " (a rehearsal through the outbox)" if s.transport.name == "outbox" else ""
+    if not yes and not typer.confirm(f"Send to {people} now{rehearsal}?"):
         typer.echo("Nothing was sent.")
         raise typer.Exit(1)
     _summary(
@@ -262,7 +266,10 @@ def send(
     )
     where = s.outbox_dir / slug
     if s.transport.name == "outbox":
-        typer.echo(f"Messages are in {where}/")
+        typer.echo(
+            f"Messages are in {where}/. This was a rehearsal: nobody was emailed, and a real "
+            "send later still goes to everyone."
+        )
 
 
 def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should stop.")]) -> None:
@@ -301,11 +308,15 @@ def cancel(
         typer.echo(f"Cancelled schedule {item.id} of {slug}.")
 
 
-def _print_report(r: Report, tz: ZoneInfo, skipped: str | None = None) -> None:
+def _print_report(
+    r: Report, tz: ZoneInfo, skipped: str | None = None, rehearsal: bool = False
+) -> None:
     typer.echo(
         f"{r.slug}: send {r.send_id} to {', '.join(r.lists) or '-'}: {r.status}"
         + (f" ({r.reason})" if r.reason else "")
     )
+    if rehearsal:
+        typer.echo("  rehearsal   through the outbox: nobody was emailed")
     if skipped:
         typer.echo(f"  checks      skipped: {skipped}")
     typer.echo(f"  recipients  {r.total}")
@@ -362,14 +373,22 @@ def status(
     s = settings()
     reports = service.status(s, slug)
     skipped = service.skipped_checks(s, slug)
+    rehearsals = service.rehearsals(s, slug)
     if as_json:
-        rows = [{**r.as_dict(), "checks_skipped": skipped.get(r.send_id)} for r in reports]
+        rows = [
+            {
+                **r.as_dict(),
+                "checks_skipped": skipped.get(r.send_id),
+                "rehearsal": r.send_id in rehearsals,
+            }
+            for r in reports
+        ]
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     for i, report in enumerate(reports):
         if i:
             typer.echo("")
-        _print_report(report, s.tz, skipped.get(report.send_id))
+        _print_report(report, s.tz, skipped.get(report.send_id), report.send_id in rehearsals)
 
 
 def sends_(

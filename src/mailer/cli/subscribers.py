@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from mailer.cli.common import database
+from mailer.cli.common import database, settings
 from mailer.errors import InvalidInput, NothingImported
+from mailer.formats import local_time
 from mailer.store.status import LawfulBasis, SubscriberStatus
 
 if TYPE_CHECKING:
@@ -113,7 +115,7 @@ class LazyProgress:
 _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
-def _notes(report: ImportReport, title: str, notes: list[Note]) -> None:
+def _notes(report: ImportReport, title: str, notes: Sequence[Note]) -> None:
     if not notes:
         return
     typer.echo(f"{title}:")
@@ -129,10 +131,21 @@ def _print_report(report: ImportReport) -> None:
         f"({report.encoding}, {_SEPARATORS[report.delimiter]}-separated) "
         f"for list {report.list_slug} in {report.seconds:.1f} s."
     )
+    used = ", ".join(f"{field} from '{heading}'" for field, heading in report.used.items())
+    typer.echo(f"  Columns used: {used}.")
+    if report.ignored:
+        typer.echo(f"  Columns ignored: {', '.join(repr(h) for h in report.ignored)}.")
+    if report.title_lines:
+        lines = ", ".join(str(n) for n in report.title_lines)
+        typer.echo(
+            f"  Skipped line(s) {lines} above the column names, taken to be titles: delete "
+            "them from the file next time."
+        )
     if report.encoding == "Windows-1252":
         typer.echo(
             "  The file is not UTF-8, so it was read as Windows-1252 (Excel's 'CSV (Comma "
-            "delimited)'). Check accented names below; next time save as 'CSV UTF-8'."
+            "delimited)'). Check the accented names listed below; next time save as "
+            "'CSV UTF-8'."
         )
     counts = [
         ("added", report.added),
@@ -148,6 +161,7 @@ def _print_report(report: ImportReport) -> None:
     _notes(report, "Suppressed (never subscribed again)", report.suppressed)
     _notes(report, "Duplicates (imported once)", report.duplicates)
     _notes(report, "Cleaned (imported without the control characters)", report.cleaned)
+    _notes(report, "Accented names to check", report.accented)
     if report.dry_run:
         typer.echo("Dry run: nothing was changed.")
 
@@ -164,8 +178,10 @@ def import_(
     """Import people from a CSV file into a list, all or nothing.
 
     The file needs a header line with an 'email' column; 'name' and 'organisation' are
-    optional. Commas, semicolons or tabs; UTF-8 or Excel's Windows-1252. Exits with 1 if
-    no row could be imported.
+    optional. Google, Outlook and Mailchimp exports work as they are, and title lines above
+    the column names are skipped. Commas, semicolons or tabs; UTF-8, UTF-16 or Excel's
+    Windows-1252. FILE may be - for standard input. Exits with 1 if no row could be
+    imported.
 
     \b
     Example:
@@ -266,6 +282,11 @@ def show(
     """
     from mailer.subscribers import people
 
+    s = settings()
+
+    def when(iso: str) -> str:
+        return local_time(dt.datetime.fromisoformat(iso), s.tz)
+
     with database() as db:
         held = people.describe(db, email)
     if as_json:
@@ -273,35 +294,32 @@ def show(
         return
     typer.echo(held["email"])
     if held["status"] == SubscriberStatus.ERASED:
-        typer.echo(
-            f"  erased on {held['erased_at'][:16].replace('T', ' ')} UTC: mailer holds "
-            f"{held['held']}."
-        )
+        typer.echo(f"  erased on {when(held['erased_at'])}: mailer holds {held['held']}.")
         return
     for label in ("name", "organisation", "status", "created", "updated"):
         value = held[label]
         if label in ("created", "updated"):
-            value = value[:16].replace("T", " ") + " UTC"
+            value = when(value)
         typer.echo(f"  {label + ':':<14}{value or '-'}")
     if not held["lists"]:
         typer.echo("  lists:        none")
     for entry in held["lists"]:
         typer.echo(
             f"  list {entry['slug']} ({entry['name']}): {entry['status']} since "
-            f"{entry['changed_at'][:16].replace('T', ' ')} UTC"
+            f"{when(entry['changed_at'])}"
         )
         consent = entry["consent"]
         if consent:
             confirmed = consent["confirmed_at"]
             typer.echo(
                 f"    lawful basis {consent['basis']}, source {consent['source']!r}, recorded "
-                f"{consent['recorded_at'][:16].replace('T', ' ')} UTC"
-                + (f", confirmed {confirmed[:16].replace('T', ' ')} UTC" if confirmed else "")
+                f"{when(consent['recorded_at'])}"
+                + (f", confirmed {when(confirmed)}" if confirmed else "")
             )
     for event in held.get("returned_mail", []):
         code = f" {event['status']}" if event["status"] else ""
         typer.echo(
-            f"  {event['received_at'][:16].replace('T', ' ')} UTC: {event['kind']}{code} "
+            f"  {when(event['received_at'])}: {event['kind']}{code} "
             f"(send {event['send_id']}, from {event['source']}): {event['action']}"
         )
 

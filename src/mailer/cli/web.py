@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,10 +44,9 @@ def serve(
     s = settings()
     app = create_app(s)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    typer.echo(f"Serving {s.name} on http://{host}:{port}/ (public address {s.base_url}/)")
     # uvicorn's own access log prints each path, tokens included: mailer.web.access logs
     # the route pattern instead.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -57,6 +56,17 @@ def serve(
         log_level="warning",
         server_header=False,
     )
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                # Said once the socket listens, so a supervisor (or a test) can wait for it.
+                typer.echo(
+                    f"Serving {s.name} on http://{host}:{port}/ (public address {s.base_url}/)"
+                )
+
+    Server(config).run()
 
 
 def publish(

@@ -22,6 +22,7 @@ from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from mailer.config import Limits
+from mailer.content import hints, overrides
 from mailer.content.model import Image, Issue, Link, Section, Session
 from mailer.errors import ContentError, Problem
 
@@ -34,7 +35,7 @@ SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
-_ISSUE_KEYS = {"subject", "preheader", "date", "intro", "sections"}
+_ISSUE_KEYS = {"subject", "preheader", "date", "intro", "sections", "settings"}
 _COMMON_KEYS = {"type", "title", "body", "image", "links", "closes"}
 _EXTRA_KEYS = {
     "news": set(),
@@ -121,8 +122,14 @@ def load_issue(
     if not SLUG.fullmatch(slug):
         raise ContentError([Problem(shown, None, "", f"{slug!r} is not a valid issue slug")])
     if not path.is_file():
-        known = ", ".join(p.name for p in issue_dirs(issues_dir)) or "none"
-        raise ContentError([Problem(shown, None, "", f"no issue {slug!r} (known issues: {known})")])
+        names = [p.name for p in issue_dirs(issues_dir)]
+        close = difflib.get_close_matches(slug, names, n=1, cutoff=0.6)
+        if close:
+            message = f"no issue {slug!r}: did you mean {close[0]!r}?"
+        else:
+            known = ", ".join(names[-12:]) or "none yet (start one with: mailer new SLUG)"
+            message = f"no issue {slug!r} (known issues: {known})"
+        raise ContentError([Problem(shown, None, "", message)])
     size = path.stat().st_size
     if size > limits.issue_file_max_kb * 1024:
         raise ContentError(
@@ -139,20 +146,12 @@ def load_issue(
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        bad_line = path.read_bytes().count(b"\n", 0, exc.start) + 1
-        raise ContentError(
-            [Problem(shown, bad_line, "", f"not UTF-8 text ({exc.reason}): save the file as UTF-8")]
-        ) from None
+        bad_line, message = hints.not_utf8(path.read_bytes(), exc.start)
+        raise ContentError([Problem(shown, bad_line, "", message)]) from None
     try:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        message = f"malformed YAML: {exc.problem}"
-        # An unclosed quote or bracket is only noticed lines later, so name where it began.
-        start = exc.context_mark.line + 1 if exc.context_mark else None
-        if exc.context and start is not None and start != line:
-            message += f" ({exc.context} that starts on line {start})"
+        line, message = hints.yaml_error(exc, text)
         raise ContentError([Problem(shown, line, "", message)]) from None
     if _count_nodes(data, limits.yaml_max_nodes) > limits.yaml_max_nodes:
         raise ContentError(
@@ -240,7 +239,8 @@ class _Checker:
                 return dt.date.fromisoformat(raw)
             except ValueError:
                 pass
-        self.add(self.key_line(node, key), path, f"{raw!r} is not a valid date (use YYYY-MM-DD)")
+        hint = hints.curly_quotes(raw) or "use YYYY-MM-DD"
+        self.add(self.key_line(node, key), path, f"{raw!r} is not a valid date ({hint})")
         return None
 
     def time(self, node: Any, key: str, path: str) -> dt.time | None:
@@ -250,9 +250,8 @@ class _Checker:
         m = _TIME.match(raw)
         if m and int(m[1]) < 24 and int(m[2]) < 60:
             return dt.time(int(m[1]), int(m[2]))
-        self.add(
-            self.key_line(node, key), path, f"{raw!r} is not a valid time (use HH:MM, 24-hour)"
-        )
+        hint = hints.curly_quotes(raw) or "use HH:MM, 24-hour"
+        self.add(self.key_line(node, key), path, f"{raw!r} is not a valid time ({hint})")
         return None
 
     def url(self, node: Any, key: str, path: str, mailto: bool = False) -> str | None:
@@ -262,7 +261,12 @@ class _Checker:
         schemes = ("https://", "http://", "mailto:") if mailto else ("https://", "http://")
         if not raw.startswith(schemes) or " " in raw or len(raw) < 10:
             allowed = "an https:// or mailto: URL" if mailto else "an https:// URL"
-            self.add(self.key_line(node, key), path, f"{raw!r} is not {allowed}")
+            quotes = hints.curly_quotes(raw)
+            self.add(
+                self.key_line(node, key),
+                path,
+                f"{raw!r} is not {allowed}" + (f": {quotes}" if quotes else ""),
+            )
             return None
         return raw
 
@@ -270,14 +274,17 @@ class _Checker:
         if not isinstance(node, dict):
             self.add(_line(node) or parent_line, path, "must be a mapping of key: value")
             return False
-        for key in node:
+        keys = list(node)
+        for i, key in enumerate(keys):
             if key not in allowed:
                 hint = _suggest(str(key), allowed)
-                self.add(
-                    self.key_line(node, key),
-                    f"{path}.{key}" if path else str(key),
-                    "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
-                )
+                message = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                if node[key] is None and _flow(node) and not hint:
+                    before = keys[i - 1] if i else None
+                    message = hints.comma_in_braces(
+                        before, node[before] if before is not None else "", str(key)
+                    )
+                self.add(self.key_line(node, key), f"{path}.{key}" if path else str(key), message)
         return True
 
     # -- structure -------------------------------------------------------------------------
@@ -306,6 +313,7 @@ class _Checker:
         images = tuple(
             s.image.path for s in sections if s.image is not None and s.image.path is not None
         )
+        overrides = self.overrides(data)
         if subject is None or date is None or self.problems:
             return None
         return Issue(
@@ -317,7 +325,39 @@ class _Checker:
             preheader=preheader,
             intro=intro,
             images=images,
+            overrides=overrides,
         )
+
+    def overrides(self, data: Any) -> tuple[tuple[str, str], ...]:
+        """``settings:``: what this issue says differently from mailer.toml."""
+        if "settings" not in data:
+            return ()
+        node = data["settings"]
+        line = self.key_line(data, "settings")
+        found: list[tuple[str, str]] = []
+        tables = {name for name in overrides.KEYS if name}
+        if not self.mapping(node, "settings", set(overrides.KEYS[""]) | tables, line):
+            return ()
+        for table in ["", *sorted(tables)]:
+            where = f"settings.{table}" if table else "settings"
+            inner = node.get(table) if table else node
+            if inner is None:
+                continue
+            if table and not self.mapping(
+                inner, where, set(overrides.KEYS[table]), self.key_line(node, table)
+            ):
+                continue
+            for name in overrides.KEYS[table]:
+                value = self.text(inner, name, f"{where}.{name}")
+                if value is None:
+                    continue
+                key = f"{table}.{name}" if table else name
+                wrong = overrides.problem(key, value)
+                if wrong:
+                    self.add(self.key_line(inner, name), f"{where}.{name}", wrong)
+                else:
+                    found.append((key, value))
+        return tuple(found)
 
     def section(self, node: Any, path: str, line: int | None) -> Section | None:
         if not isinstance(node, dict):
@@ -498,6 +538,11 @@ class _Checker:
             if text and url:
                 out.append(Link(text, url))
         return tuple(out)
+
+
+def _flow(node: Any) -> bool:
+    """Whether a mapping was written on one line in braces: ``{date: ..., venue: ...}``."""
+    return isinstance(node, CommentedMap) and bool(node.fa.flow_style())
 
 
 def _line(node: Any) -> int | None:

@@ -66,3 +66,6 @@ class Issue:
     preheader: str = ""
     intro: str = ""
     images: tuple[Path, ...] = field(default=())
+    # What this issue says differently from mailer.toml: ("footer.why", "...") pairs, in
+    # the order written (see mailer.content.overrides).
+    overrides: tuple[tuple[str, str], ...] = ()

@@ -23,6 +23,7 @@ import mjml
 from mailer import formats
 from mailer.config import Settings
 from mailer.content import Issue, load_issues
+from mailer.content.overrides import issue_settings
 from mailer.errors import RenderError
 from mailer.render.inline import inline_css
 from mailer.render.links import count_clicks
@@ -153,6 +154,8 @@ def _check_placeholders(email_html: str, email_text: str) -> None:
 
 
 def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
+    # The issue's own settings (organisation, sender's name, footer, brand) win.
+    settings = issue_settings(settings, issue)
     env = environment(settings)
     email_html = _mjml(settings, issue, env, web=False)
     if settings.web.track_clicks:

@@ -8,7 +8,6 @@ as an argument, so tests drive it with any clock.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -17,11 +16,12 @@ from dataclasses import dataclass
 
 from mailer import checks
 from mailer.config import Settings
-from mailer.content import all_slugs, load_issues
-from mailer.errors import ContentError, MailerError, ScheduleError, StateError
+from mailer.content import all_slugs, load_issue
+from mailer.errors import ContentError, MailerError, ScheduleError
 from mailer.formats import local_time
 from mailer.render import compile_slug
-from mailer.scheduling.rules import parse_at, parse_rule
+from mailer.scheduling import alerts
+from mailer.scheduling.rules import check_rule, in_words, parse_at, parse_rule
 from mailer.sending import approval, service
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.transports import TransportFactory
@@ -32,15 +32,10 @@ from mailer.store.models import (
     Schedule,
     ScheduleKind,
     ScheduleStatus,
-    Send,
     SendStatus,
-    as_utc,
-    utcnow,
 )
 
 log = logging.getLogger("mailer.scheduler")
-# How long the worker waits before trying again a send paused by an unavailable server.
-RETRY_UNAVAILABLE_AFTER = dt.timedelta(minutes=5)
 
 
 def _check_lists(session: object, lists: Sequence[str]) -> list[str]:
@@ -61,13 +56,14 @@ def schedule_once(
     when = parse_at(at, settings.tz)
     if when <= now:
         raise ScheduleError(
-            f"--at {at!r} is in the past (it is now {local_time(now, settings.tz)})"
+            f"--at {at!r} ({in_words(when, settings.tz)}) is in the past "
+            f"(it is now {local_time(now, settings.tz)})"
         )
     compiled = compile_slug(settings, slug)
     # Refuse now what the worker would refuse at the time: the checks for that day.
     checks.require_clean(settings, compiled, checks.local_date(settings, when), skip_checks)
     with database.session(write=True) as session:
-        approval.require(session, compiled)
+        approval.require(session, compiled, settings.tz)
         names = _check_lists(session, lists)
         item = schedules.add(
             session,
@@ -91,6 +87,7 @@ def schedule_monthly(
     settings: Settings, database: Database, rule_text: str, lists: Sequence[str], now: dt.datetime
 ) -> Schedule:
     rule = parse_rule(rule_text)
+    check_rule(rule, settings.tz, now.astimezone(settings.tz).date())
     with database.session(write=True) as session:
         names = _check_lists(session, lists)
         item = schedules.add(
@@ -121,10 +118,24 @@ def unschedule(database: Database, schedule_id: int) -> Schedule:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    schedule_id: int
+    """What came of one schedule's slot, or of one interrupted send the worker resumed."""
+
+    schedule_id: int | None
     slug: str | None
     outcome: str
     sent: bool
+    # A person must act, or at least know: the slot failed or was missed, or the send
+    # paused for a reason mailer does not get over by itself. `worker --once` exits 1.
+    problem: bool = False
+    send_id: int | None = None
+
+    def __str__(self) -> str:
+        what = f"schedule {self.schedule_id}" if self.schedule_id else f"send {self.send_id}"
+        return f"{what}: {self.outcome}"
+
+
+class NothingToSend(ScheduleError):
+    """A monthly slot whose month's issue has already been sent: nothing is wrong."""
 
 
 def _next_slot(item: Schedule, now: dt.datetime, settings: Settings) -> dt.datetime | None:
@@ -138,30 +149,38 @@ def _next_slot(item: Schedule, now: dt.datetime, settings: Settings) -> dt.datet
     return parse_rule(item.rule).next_after(after, settings.tz)
 
 
-def issue_for_month(settings: Settings, database: Database, month: dt.date) -> str:
-    """The approved, not-yet-sent issue dated in ``month``; ScheduleError saying why not."""
+def issue_for_month(
+    settings: Settings, database: Database, month: dt.date
+) -> tuple[str, list[str]]:
+    """The approved, not-yet-sent issue dated in ``month``, and a note for each other issue
+    that could not be read. Each issue is read on its own, so a broken draft of another
+    month never stops this one; ScheduleError says why there is nothing to send."""
     label = f"{month:%B %Y}"
-    try:
-        issues = load_issues(settings, all_slugs(settings))
-    except ContentError as exc:
-        raise ScheduleError(f"the issues folder has problems: {exc.problems[0]}") from exc
-    dated = sorted(
-        (i for i in issues if (i.date.year, i.date.month) == (month.year, month.month)),
-        key=lambda i: (i.date, i.slug),
-    )
+    dated, unreadable = [], []
+    for slug in all_slugs(settings):
+        try:
+            issue = load_issue(settings.issues_dir, slug, settings.root, settings.limits)
+        except ContentError as exc:
+            unreadable.append(f"{slug} could not be read ({exc.problems[0]})")
+            continue
+        if (issue.date.year, issue.date.month) == (month.year, month.month):
+            dated.append(issue)
+    dated.sort(key=lambda i: (i.date, i.slug))
     if not dated:
-        raise ScheduleError(f"no issue is dated in {label}")
-    reasons = []
+        problems = f" ({'; '.join(unreadable)})" if unreadable else ""
+        raise ScheduleError(f"no issue is dated in {label}{problems}")
+    waiting, sent = [], []
     with database.session() as session:
         for issue in dated:
             if sends.issue_is_taken(session, issue.slug):
-                reasons.append(f"{issue.slug} was already sent")
-                continue
-            if sends.latest_approval(session, issue.slug) is None:
-                reasons.append(f"{issue.slug} is not approved")
-                continue
-            return issue.slug
-    raise ScheduleError(f"nothing to send for {label}: {'; '.join(reasons)}")
+                sent.append(f"{issue.slug} was already sent")
+            elif sends.latest_approval(session, issue.slug) is None:
+                waiting.append(f"{issue.slug} is not approved (mailer approve {issue.slug})")
+            else:
+                return issue.slug, unreadable
+    if waiting:
+        raise ScheduleError(f"nothing to send for {label}: {'; '.join(waiting + sent)}")
+    raise NothingToSend(f"nothing to send for {label}: {'; '.join(sent)}")
 
 
 def run_due(
@@ -172,8 +191,12 @@ def run_due(
     factory: TransportFactory | None = None,
     stop: threading.Event | None = None,
 ) -> list[RunOutcome]:
-    """Run every schedule whose time has come; mark missed ones beyond the grace period."""
-    tz = settings.tz
+    """Run every schedule whose time has come; mark missed ones beyond the grace period.
+
+    A slot that fails for a reason a person can fix (the issue changed after approval,
+    a failing check, no issue for the month) is kept and tried again at every look until
+    the grace period ends; the first failure, and each new reason, is alerted.
+    """
     grace = dt.timedelta(hours=settings.misfire_grace_hours)
     with database.session() as session:
         due = schedules.due(session, now)
@@ -186,24 +209,45 @@ def run_due(
         # A send before this one may have taken hours: judge lateness by the time now.
         current = now + dt.timedelta(seconds=time.monotonic() - started)
         slot = item.next_run_at
-        if not schedules.claim_slot(database, item, current, _next_slot(item, current, settings)):
+        upcoming = _next_slot(item, current, settings)
+        if not schedules.claim_slot(database, item, current, upcoming):
             continue
-        once = item.kind == ScheduleKind.ONCE
-        late = current - slot
-        if late > grace:
-            outcome = (
-                f"missed: due {local_time(slot, tz)}, but no worker ran until "
-                f"{local_time(current, tz)} (more than the {settings.misfire_grace_hours:g} h "
-                "grace period); not sent"
-            )
-            log.warning("schedule %s %s", item.id, outcome)
-            schedules.record(
-                database, item.id, outcome, status=ScheduleStatus.MISSED if once else None
-            )
-            outcomes.append(RunOutcome(item.id, item.slug, outcome, False))
+        if current - slot > grace:
+            outcomes.append(_give_up(settings, database, item, slot, current, factory))
             continue
-        outcomes.append(_run_one(settings, database, item, slot, factory, stop))
+        outcomes.append(_run_one(settings, database, item, slot, upcoming, current, factory, stop))
     return outcomes
+
+
+def _give_up(
+    settings: Settings,
+    database: Database,
+    item: Schedule,
+    slot: dt.datetime,
+    current: dt.datetime,
+    factory: TransportFactory | None,
+) -> RunOutcome:
+    """The grace period is over: the slot is missed, or, if it was failing, failed."""
+    assert item.id is not None
+    tz = settings.tz
+    once = item.kind == ScheduleKind.ONCE
+    hours = f"{settings.misfire_grace_hours:g} h"
+    if item.failing_since is not None:
+        outcome = (
+            f"not sent: still failing at the end of the {hours} grace period "
+            f"(due {local_time(slot, tz)}): {item.last_outcome.removeprefix('not sent: ')}"
+        )
+        status = ScheduleStatus.FAILED
+    else:
+        outcome = (
+            f"missed: due {local_time(slot, tz)}, but no worker ran until "
+            f"{local_time(current, tz)} (more than the {hours} grace period); not sent"
+        )
+        status = ScheduleStatus.MISSED
+    log.warning("schedule %s %s", item.id, outcome)
+    schedules.record(database, item.id, outcome, status=status if once else None, settled=True)
+    alerts.send(settings, alerts.given_up(item, outcome), factory)
+    return RunOutcome(item.id, item.slug, outcome, False, problem=True)
 
 
 def _run_one(
@@ -211,17 +255,21 @@ def _run_one(
     database: Database,
     item: Schedule,
     slot: dt.datetime,
+    upcoming: dt.datetime | None,
+    current: dt.datetime,
     factory: TransportFactory | None,
     stop: threading.Event | None,
 ) -> RunOutcome:
     assert item.id is not None
     once = item.kind == ScheduleKind.ONCE
-    lists = json.loads(item.lists)
+    lists = alerts.lists_of(item)
     slug = item.slug
-    failed = ScheduleStatus.FAILED if once else None
+    notes: list[str] = []
     try:
         if slug is None:
-            slug = issue_for_month(settings, database, slot.astimezone(settings.tz).date())
+            slug, notes = issue_for_month(settings, database, slot.astimezone(settings.tz).date())
+            for note in notes:
+                log.warning("schedule %s: %s; it was left out", item.id, note)
         send_id = service.create(
             settings,
             slug,
@@ -230,24 +278,84 @@ def _run_one(
             scheduled_at=slot,
             skip_checks=item.checks_skipped,
         )
-    except MailerError as exc:
-        outcome = f"not sent: {exc}"
-        log.warning("schedule %s %s", item.id, outcome)
-        schedules.record(database, item.id, outcome, status=failed)
+    except NothingToSend as exc:
+        outcome = str(exc)
+        log.info("schedule %s: %s", item.id, outcome)
+        schedules.record(database, item.id, outcome, settled=True)
         return RunOutcome(item.id, slug, outcome, False)
+    except MailerError as exc:
+        return _failed(settings, database, item, slot, upcoming, current, slug, exc, factory)
     log.info("started scheduled send of %s (schedule %s, send %s)", slug, item.id, send_id)
-    schedules.record(database, item.id, f"sending {slug} (send {send_id})", send_id=send_id)
+    schedules.record(
+        database, item.id, f"sending {slug} (send {send_id})", send_id=send_id, settled=True
+    )
     try:
         result = run_send(settings, database, send_id, factory, stop)
     except MailerError as exc:
         outcome = f"not sent: {exc}"
         log.warning("schedule %s %s", item.id, outcome)
-        schedules.record(database, item.id, outcome, status=failed)
-        return RunOutcome(item.id, slug, outcome, False)
-    outcome = summarise(result)
+        schedules.record(database, item.id, outcome, status=ScheduleStatus.FAILED if once else None)
+        alert_send(settings, item, send_id, slug, outcome, factory)
+        return RunOutcome(item.id, slug, outcome, False, problem=True, send_id=send_id)
+    outcome = summarise(result) + "".join(f"; note: {n}" for n in notes)
     done = once and result.status == SendStatus.SENT
     schedules.record(database, item.id, outcome, status=ScheduleStatus.DONE if done else None)
-    return RunOutcome(item.id, slug, outcome, result.status == SendStatus.SENT)
+    problem = needs_a_person(database, result, None)
+    if problem:
+        alert_send(settings, item, send_id, slug, outcome, factory)
+    return RunOutcome(
+        item.id, slug, outcome, result.status == SendStatus.SENT, problem=problem, send_id=send_id
+    )
+
+
+def _failed(
+    settings: Settings,
+    database: Database,
+    item: Schedule,
+    slot: dt.datetime,
+    upcoming: dt.datetime | None,
+    current: dt.datetime,
+    slug: str | None,
+    exc: MailerError,
+    factory: TransportFactory | None,
+) -> RunOutcome:
+    """A slot that could not start for a reason a person can fix: keep it, and say so."""
+    assert item.id is not None
+    tz = settings.tz
+    until = slot + dt.timedelta(hours=settings.misfire_grace_hours)
+    reason = f"not sent: {exc}"
+    outcome = f"{reason} (tried again at every look until {local_time(until, tz)})"
+    log.warning("schedule %s %s", item.id, outcome)
+    kept = schedules.keep_slot(database, item, slot, upcoming, current)
+    schedules.record(database, item.id, outcome)
+    # The first failure of a slot, and every new reason, is alerted; the same reason at
+    # the next look is not, so a failing slot does not alert every 30 seconds.
+    if kept and (item.failing_since is None or item.last_outcome != outcome):
+        alerts.send(settings, alerts.slot_failed(tz, item, slug, slot, until, exc), factory)
+    return RunOutcome(item.id, slug, outcome, False, problem=True)
+
+
+def needs_a_person(database: Database, result: RunResult, before: PauseReason | None) -> bool:
+    """Whether a run ended paused for a reason a person should hear about: too many
+    failures, an error, or an unavailable server (the first time, not at every retry)."""
+    if result.status != SendStatus.PAUSED:
+        return False
+    with database.session() as session:
+        reason = sends.get(session, result.send_id).pause_reason
+    if reason == PauseReason.UNAVAILABLE:
+        return before != PauseReason.UNAVAILABLE
+    return reason in (PauseReason.FAILURES, PauseReason.ERROR)
+
+
+def alert_send(
+    settings: Settings,
+    item: Schedule | None,
+    send_id: int,
+    slug: str | None,
+    outcome: str,
+    factory: TransportFactory | None,
+) -> None:
+    alerts.send(settings, alerts.send_stopped(item, send_id, slug, outcome), factory)
 
 
 def summarise(result: RunResult) -> str:
@@ -287,64 +395,3 @@ def _progress_logger(slug: str, every: int = 500) -> Progress:
             log.info("progress %s: %d of %d", slug, done, total)
 
     return report
-
-
-def _worth_resuming(send: Send, now: dt.datetime) -> bool:
-    if send.status == SendStatus.SENDING:
-        return sends.abandoned(send.claimed_by, send.heartbeat_at)
-    if send.status != SendStatus.PAUSED or send.claimed_by is not None:
-        return False
-    reason = send.pause_reason
-    if reason is None or not reason.resumes_by_itself:
-        return False
-    if reason == PauseReason.UNAVAILABLE:
-        last = send.heartbeat_at or send.started_at
-        return last is None or now - as_utc(last) >= RETRY_UNAVAILABLE_AFTER
-    return True
-
-
-def resume_interrupted(
-    settings: Settings,
-    database: Database,
-    factory: TransportFactory | None = None,
-    *,
-    stop: threading.Event | None = None,
-    now: dt.datetime | None = None,
-) -> list[RunResult]:
-    """Resume sends whose process died or that a stopping worker paused, and try again,
-    every few minutes, sends paused because the server was unavailable."""
-    moment = now or utcnow()
-    with database.session() as session:
-        candidates = [
-            s.id
-            for s in sends.unfinished(session)
-            if s.id is not None and _worth_resuming(s, moment)
-        ]
-    results = []
-    for send_id in candidates:
-        log.info("resuming interrupted send %s", send_id)
-        try:
-            if stop is not None and stop.is_set():
-                break
-            result = run_send(settings, database, send_id, factory, stop)
-        except StateError as exc:  # another worker took it first
-            log.info("send %s: %s", send_id, exc)
-            continue
-        except MailerError as exc:
-            log.warning("send %s could not be resumed: %s", send_id, exc)
-            continue
-        results.append(result)
-        _record_resumed(database, send_id, result)
-    return results
-
-
-def _record_resumed(database: Database, send_id: int, result: RunResult) -> None:
-    """A resumed send that a schedule started: give the schedule its outcome."""
-    with database.session() as session:
-        started = schedules.started(session, send_id)
-    for item in started:
-        assert item.id is not None
-        done = item.kind == ScheduleKind.ONCE and result.status == SendStatus.SENT
-        schedules.record(
-            database, item.id, summarise(result), status=ScheduleStatus.DONE if done else None
-        )

@@ -5,9 +5,13 @@ seconds (30 by default), and exactly at each schedule's time, the worker:
 
 1. resumes sends interrupted by a crash (their process is gone) or by a stopping worker;
 2. runs every schedule that is due (:func:`mailer.scheduling.runner.run_due`), marking as missed
-   the ones that are later than the grace period;
+   the ones that are later than the grace period, and trying again, at every look within
+   it, a slot that failed for a reason a person can fix;
 3. re-reads the schedules, so ones added or cancelled from the CLI take effect within one
    poll, without a restart.
+
+Whatever a person must hear about (a slot that failed or was missed, a send paused by
+failures) is logged and emailed to ``alerts_to`` (:mod:`mailer.scheduling.alerts`).
 
 When a bounce mailbox is configured (``[bounces] imap_host``), it also reads it every
 ``fetch_every`` minutes (5 by default), as ``mailer bounces fetch`` does.
@@ -36,7 +40,7 @@ from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.formats import local_time
-from mailer.scheduling import runner
+from mailer.scheduling import resume, runner
 from mailer.sending.transports import TransportFactory
 from mailer.store import schedules
 from mailer.store.database import open_db
@@ -94,10 +98,10 @@ class Worker:
         with self._lock:
             if self.stop.is_set():
                 return []
-            runner.resume_interrupted(
+            outcomes = resume.resume_interrupted(
                 self.settings, self.database, self.factory, stop=self.stop, now=self.clock()
             )
-            outcomes = runner.run_due(
+            outcomes += runner.run_due(
                 self.settings, self.database, self.clock(), factory=self.factory, stop=self.stop
             )
             self._sync_timers()

@@ -13,12 +13,14 @@ import json
 from typing import TYPE_CHECKING
 
 from mailer.errors import ApprovalError
-from mailer.formats import utc_minute
+from mailer.formats import local_time, utc_minute
 from mailer.render import CompiledIssue
 from mailer.store import sends
 from mailer.store.models import Approval
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from sqlmodel import Session
 
 
@@ -55,8 +57,9 @@ def approve(session: Session, compiled: CompiledIssue, by: str) -> Approval:
     return sends.add_approval(session, compiled.issue.slug, compiled.content_hash, by, summary)
 
 
-def require(session: Session, compiled: CompiledIssue) -> Approval:
-    """The approval of exactly this content, or an ApprovalError saying what changed."""
+def require(session: Session, compiled: CompiledIssue, tz: ZoneInfo | None = None) -> Approval:
+    """The approval of exactly this content, or an ApprovalError saying what changed (with
+    the time of the approval in ``tz``, the newsletter's time zone)."""
     slug = compiled.issue.slug
     approval = sends.latest_approval(session, slug)
     again = f"review it, then run: mailer approve {slug} --by NAME"
@@ -64,7 +67,7 @@ def require(session: Session, compiled: CompiledIssue) -> Approval:
         raise ApprovalError(f"{slug} has not been approved: {again}")
     if approval.content_hash == compiled.content_hash:
         return approval
-    when = utc_minute(approval.approved_at)
+    when = local_time(approval.approved_at, tz) if tz else utc_minute(approval.approved_at)
     changes = describe_changes(json.loads(approval.summary), content_summary(compiled))
     raise ApprovalError(
         f"{slug} changed since {approval.approved_by} approved it on {when} "

@@ -37,7 +37,7 @@ from mailer.sending.ledger import BATCH, Ledger
 from mailer.sending.message import Content, DkimSigner, MessageTemplate
 from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.sender import Sender
-from mailer.sending.transports import TransportFactory
+from mailer.sending.transports import ConnectionFactory
 from mailer.store import deliveries, sends
 from mailer.store.database import Database
 from mailer.store.models import DeliveryStatus, SendStatus, utcnow
@@ -91,7 +91,7 @@ def run(
     settings: Settings,
     database: Database,
     send_id: int,
-    factory: TransportFactory,
+    factory: ConnectionFactory,
     *,
     connections: int = 1,
     clock: Clock | None = None,

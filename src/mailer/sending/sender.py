@@ -29,7 +29,7 @@ from mailer.errors import (
 from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import DkimSigner, MessageTemplate, Recipient, stuff
 from mailer.sending.ratelimit import RateLimiter, Slot
-from mailer.sending.transports import Connection, Outgoing, TransportFactory
+from mailer.sending.transports import Connection, ConnectionFactory, Outgoing
 from mailer.sending.verp import envelope_sender
 from mailer.store.models import DeliveryStatus
 from mailer.store.status import PauseReason
@@ -61,7 +61,7 @@ class Sender:
         signer: DkimSigner | None,
         limiter: RateLimiter,
         clock: Clock,
-        factory: TransportFactory,
+        factory: ConnectionFactory,
         connections: int,
     ) -> None:
         self.settings, self.template, self.signer = settings, template, signer

@@ -15,16 +15,26 @@ from typing import TYPE_CHECKING
 
 from mailer import checks
 from mailer.config import Settings
-from mailer.errors import NotFound, StateError
+from mailer.content import scaffold
+from mailer.content.overrides import issue_settings, overrides_json, with_overrides
+from mailer.errors import ApprovalError, NotFound, StateError
 from mailer.render import CompiledIssue, compile_slug
 from mailer.sending import approval as approvals
 from mailer.sending import engine, transports
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
-from mailer.sending.transports import OneOffFactory, TransportFactory
+from mailer.sending.transports import TransportFactory
+from mailer.site import build
 from mailer.store import deliveries, people, publications, schedules, sends
 from mailer.store.database import Database, open_db
-from mailer.store.models import Approval, DeliveryStatus, Schedule, Send, SendStatus
+from mailer.store.models import (
+    Approval,
+    DeliveryStatus,
+    MailingList,
+    Schedule,
+    Send,
+    SendStatus,
+)
 from mailer.store.status import PauseReason, PublishedBy
 from mailer.subscribers.addresses import normalise
 
@@ -34,11 +44,41 @@ if TYPE_CHECKING:
 
 def approve(settings: Settings, slug: str, by: str, skip_checks: str | None = None) -> Approval:
     compiled = compile_slug(settings, slug)
+    require_written(compiled)
     # Preflight: judged on the date it is scheduled for, else today.
     send_date, _ = checks.planned_send_date(settings, compiled.issue)
     checks.require_clean(settings, compiled, send_date, skip_checks)
+    build.require_built(settings, compiled)
     with open_db(settings) as database, database.session(write=True) as session:
         return approvals.approve(session, compiled, by)
+
+
+def require_written(compiled: CompiledIssue) -> None:
+    """Refuse the untouched `mailer new` template, whatever the checks are set to."""
+    left = scaffold.untouched(compiled.issue)
+    if left:
+        slug = compiled.issue.slug
+        raise ApprovalError(
+            f"issues/{slug}/issue.yaml still has the mailer new template's sample text "
+            f"({', '.join(left)}): write the issue, then run: mailer build {slug}"
+        )
+
+
+def transport_in_words(settings: Settings, slug: str) -> str:
+    """How a send will travel, for the confirmation before it starts."""
+    if settings.transport.name == "outbox":
+        folder = settings.outbox_dir / slug
+        shown = (
+            folder.relative_to(settings.root) if folder.is_relative_to(settings.root) else folder
+        )
+        return (
+            f"the outbox, a rehearsal: nobody will be emailed; messages are written to {shown}/ "
+            '(set [transport] name = "smtp" in mailer.toml, or MAILER_TRANSPORT=smtp, to email '
+            "people)"
+        )
+    smtp = settings.transport.smtp
+    login = f", logging in as {smtp.username}" if smtp.username else ""
+    return f"SMTP through {smtp.host}:{smtp.port} ({smtp.security}{login})"
 
 
 @dataclass(frozen=True)
@@ -49,6 +89,9 @@ class Preview:
     recipients: int
     # The preflight checks, when they ran: errors here were skipped with a reason.
     checked: checks.Report | None = None
+    # How it will travel, and the From line people will see.
+    transport: str = ""
+    sender: str = ""
 
 
 def _refuse_if_open(session: Session, slug: str) -> None:
@@ -66,15 +109,41 @@ def preview(
 ) -> Preview:
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
+    require_written(compiled)
     report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
     with open_db(settings) as database, database.session() as session:
-        approval = approvals.require(session, compiled)
+        approval = approvals.require(session, compiled, settings.tz)
+        build.require_built(settings, compiled)
         found = [people.get_list(session, name) for name in dict.fromkeys(lists)]
         if not found:
             raise StateError("name at least one list with --list")
         _refuse_if_open(session, slug)
-        count = deliveries.count_recipients(session, [lst.id for lst in found if lst.id], slug)
-        return Preview(compiled, approval, [lst.slug for lst in found], count, report)
+        count = _require_someone(session, slug, found)
+        sender = issue_settings(settings, compiled.issue).sender
+        return Preview(
+            compiled,
+            approval,
+            [lst.slug for lst in found],
+            count,
+            report,
+            transport=transport_in_words(settings, slug),
+            sender=f"{sender.from_name} <{sender.from_address}>",
+        )
+
+
+def _require_someone(session: Session, slug: str, found: Sequence[MailingList]) -> int:
+    """How many a new send would mail; StateError, before any send exists, if nobody."""
+    ids = [lst.id for lst in found if lst.id is not None]
+    count = deliveries.count_recipients(session, ids, slug)
+    if count == 0:
+        names = ", ".join(lst.slug for lst in found)
+        if people.count_eligible(session, ids) == 0:
+            raise StateError(f"nobody on {names} can be mailed: see mailer lists show")
+        raise StateError(
+            f"everyone on {names} who can be mailed already has {slug}: nothing to send "
+            f"(see mailer status {slug})"
+        )
+    return count
 
 
 def create(
@@ -88,6 +157,7 @@ def create(
 ) -> int:
     """A new send of the approved issue to these lists, frozen as compiled; its id."""
     compiled = compile_slug(settings, slug)
+    require_written(compiled)
     # Preflight for the day it really goes out: a schedule's slot, else today.
     send_date = (
         checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
@@ -97,8 +167,12 @@ def create(
     settings.require_secret_key()
     DkimSigner.from_environment()
     with database.session(write=True) as session:
-        approval = approvals.require(session, compiled)
+        approval = approvals.require(session, compiled, settings.tz)
+        build.require_built(settings, compiled)
         _refuse_if_open(session, slug)
+        if not lists:
+            raise StateError("name at least one list with --list")
+        _require_someone(session, slug, [people.get_list(session, n) for n in lists])
         frozen = Send(
             slug=slug,
             content_hash=compiled.content_hash,
@@ -108,6 +182,8 @@ def create(
             approved_by=approval.approved_by,
             scheduled_at=scheduled_at,
             checks_skipped=checks.clean_reason(skip_checks),
+            transport=settings.transport.name,
+            overrides=overrides_json(compiled.issue),
         )
         send = sends.create(session, frozen, lists)
         assert send.id is not None
@@ -160,7 +236,16 @@ def run(
                 stop=stop,
             )
     with database.session() as session:
-        slug = sends.get(session, send_id).slug
+        send = sends.get(session, send_id)
+        slug, transport, overrides = send.slug, send.transport, send.overrides
+    if transport is not None and transport != settings.transport.name:
+        # A rehearsal must never turn into a real send half way, nor the reverse.
+        raise StateError(
+            f"send {send_id} of {slug} was started through the {transport} transport and "
+            f"cannot go on through {settings.transport.name}: run mailer cancel {slug}, then "
+            "start a new send"
+        )
+    settings = with_overrides(settings, overrides)
     return engine.run(
         settings,
         database,
@@ -312,10 +397,11 @@ def resend_unknown(
 
 
 def proof(
-    settings: Settings, slug: str, to: Sequence[str], *, factory: OneOffFactory | None = None
+    settings: Settings, slug: str, to: Sequence[str], *, factory: TransportFactory | None = None
 ) -> list[tuple[str, str]]:
     """Send a ``[PROOF]`` copy to each address; no approval needed and no ledger written."""
     compiled = compile_slug(settings, slug)
+    settings = issue_settings(settings, compiled.issue)
     content = Content(slug, compiled.issue.subject, compiled.email_html, compiled.email_text)
     template = MessageTemplate(
         settings, content, list_id=f"proof.{settings.sender.domain}", subject_prefix="[PROOF] "
@@ -385,6 +471,12 @@ def skipped_checks(settings: Settings, slug: str) -> dict[int, str]:
     """Why each send of ``slug`` that skipped the preflight checks did, by send id."""
     with open_db(settings) as database, database.session() as session:
         return sends.checks_skipped(session, slug)
+
+
+def rehearsals(settings: Settings, slug: str) -> set[int]:
+    """The ids of the sends of ``slug`` that went through the outbox: rehearsals."""
+    with open_db(settings) as database, database.session() as session:
+        return {s.id for s in sends.of_issue(session, slug) if s.id and s.transport == "outbox"}
 
 
 def status(settings: Settings, slug: str) -> list[deliveries.Report]:

@@ -23,7 +23,7 @@ from xml.etree import ElementTree as ET
 
 from mailer.config import Settings
 from mailer.content import Issue, load_issues
-from mailer.errors import InvalidInput
+from mailer.errors import InvalidInput, StateError
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment, require_size
@@ -93,6 +93,42 @@ def publish(settings: Settings, slug: str) -> bool:
     load_issues(settings, [slug])
     with open_db(settings) as db, db.session(write=True) as session:
         return publications.publish(session, slug, PublishedBy.COMMAND)[1]
+
+
+def require_built(settings: Settings, compiled: CompiledIssue) -> None:
+    """Refuse (StateError) an issue whose build/SLUG/ is missing or older than its content.
+
+    A send's "view in browser" link and its images point at the pages `mailer build` writes:
+    sending an issue that was never built, or was built before its last change, mails
+    links to pages that do not exist or say something else. The build is compared with
+    what the issue compiles to now, so any change (issue.yaml, an image, a template,
+    mailer.toml) counts, whatever the files' times say.
+    """
+    slug = compiled.issue.slug
+    folder = settings.build_dir / slug
+    if not (folder / "email.html").is_file():
+        raise StateError(
+            f"{slug} has not been built, so its web version and images are not published: "
+            f"run mailer build {slug}"
+        )
+    stale = f"build/{slug} is older than the issue"
+    again = f": run mailer build {slug}"
+    for name, want in (("email.html", compiled.email_html), ("index.html", compiled.web_html)):
+        try:
+            built = (folder / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            built = None
+        if built != want:
+            raise StateError(f"{stale} (it changed since mailer build){again}")
+    for image in compiled.issue.images:
+        copy = folder / image.relative_to(compiled.issue.folder)
+        if not copy.is_file() or copy.read_bytes() != image.read_bytes():
+            raise StateError(f"{stale} (the image {copy.name} changed since mailer build){again}")
+    if settings.brand.logo:
+        logo = settings.root / settings.brand.logo
+        copy = settings.build_dir / "assets" / logo.name
+        if not copy.is_file() or copy.read_bytes() != logo.read_bytes():
+            raise StateError(f"{stale} (the logo changed since mailer build){again}")
 
 
 def _write_issue(out: Path, item: CompiledIssue) -> list[BuiltFile]:

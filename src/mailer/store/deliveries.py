@@ -38,7 +38,8 @@ FETCH = 500
 
 
 def _already_mailed(conn: Connection, slug: str, send_id: int | None) -> set[int]:
-    """Subscribers an earlier send of this issue reached, or may have reached.
+    """Subscribers an earlier send of this issue reached, or may have reached; a rehearsal
+    through the outbox reached nobody.
 
     A copy whose outcome is unknown counts, so a second send never mails them again on its
     own (``mailer send SLUG --resend-unknown`` does, when asked), except in a cancelled
@@ -50,7 +51,11 @@ def _already_mailed(conn: Connection, slug: str, send_id: int | None) -> set[int
     query = (
         sa.select(DELIVERY.c.subscriber_id)
         .join(SEND, SEND.c.id == DELIVERY.c.send_id)
-        .where(SEND.c.slug == slug, sa.or_(DELIVERY.c.status == D.SENT, maybe))
+        .where(
+            SEND.c.slug == slug,
+            sa.or_(DELIVERY.c.status == D.SENT, maybe),
+            sends.NOT_A_REHEARSAL,
+        )
     )
     if send_id is not None:
         query = query.where(SEND.c.id != send_id)

@@ -303,6 +303,11 @@ class Send(SQLModel, table=True):
     )
     # Why it was sent despite errors from the preflight checks (revision 0007).
     checks_skipped: str | None = Field(default=None, max_length=500)
+    # The transport it was created for (revision 0011): a send through the outbox is a
+    # rehearsal, which never counts as delivered for a later real send. None before 0011.
+    transport: str | None = Field(default=None, max_length=20)
+    # The issue's own settings (organisation, sender's name...), as JSON, frozen with it.
+    overrides: str | None = Field(default=None, max_length=4000)
 
 
 class SendList(SQLModel, table=True):
@@ -370,6 +375,9 @@ class Schedule(SQLModel, table=True):
     last_send_id: int | None = Field(default=None, foreign_key="send.id", ondelete="SET NULL")
     # Why its sends may go despite errors from the preflight checks (revision 0007).
     checks_skipped: str | None = Field(default=None, max_length=500)
+    # When its current slot first failed for a reason a person can fix (revision 0011):
+    # the slot is tried again on every look until the grace period ends.
+    failing_since: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # --- 5. Settings kept with the data (revision 0005) ----------------------------------------

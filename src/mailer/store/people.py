@@ -12,6 +12,7 @@ join a list is decided in :mod:`mailer.store.joining`.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -81,10 +82,19 @@ def find_list(session: Session, slug: str) -> MailingList | None:
 def get_list(session: Session, slug: str) -> MailingList:
     mailing_list = find_list(session, slug)
     if mailing_list is None:
-        raise NotFound(
-            f"no list {slug!r}: see the lists with: mailer lists list, "
-            f"or create it with: mailer lists create {slug} --name ..."
-        )
+        known = list(session.exec(select(MailingList.slug).order_by(col(MailingList.slug))))
+        close = difflib.get_close_matches(slug, known, n=1, cutoff=0.6)
+        # A typo is far likelier than a list nobody created: suggest the list it resembles.
+        if close:
+            hint = f"did you mean {close[0]!r}? (see the lists with: mailer lists list)"
+        elif known:
+            hint = (
+                f"the lists are {', '.join(known[:10])}{', ...' if len(known) > 10 else ''}; "
+                f"create a new one with: mailer lists create {slug} --name ..."
+            )
+        else:
+            hint = f"there are no lists yet: create it with: mailer lists create {slug} --name ..."
+        raise NotFound(f"no list {slug!r}: {hint}")
     return mailing_list
 
 

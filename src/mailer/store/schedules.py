@@ -102,6 +102,35 @@ def claim_slot(
         return bool(result.rowcount == 1)
 
 
+def keep_slot(
+    database: Database,
+    item: Schedule,
+    slot: dt.datetime,
+    claimed: dt.datetime | None,
+    now: dt.datetime,
+) -> bool:
+    """Put back a slot that failed for a reason a person can fix, so the next look tries it
+    again; remember when it first failed. A compare-and-set on what :func:`claim_slot`
+    wrote: False if the schedule was cancelled or changed meanwhile."""
+    where = [SCHEDULE.c.id == item.id, SCHEDULE.c.status == ScheduleStatus.ACTIVE]
+    where.append(
+        SCHEDULE.c.next_run_at.is_(None) if claimed is None else SCHEDULE.c.next_run_at == claimed
+    )
+    with database.session(write=True) as session:
+        result = session.connection().execute(
+            sa.update(SCHEDULE)
+            .where(*where)
+            .values(
+                next_run_at=slot,
+                failing_since=sa.func.coalesce(
+                    SCHEDULE.c.failing_since,
+                    sa.bindparam("now", now, type_=SCHEDULE.c.failing_since.type),
+                ),
+            )
+        )
+        return bool(result.rowcount == 1)
+
+
 def record(
     database: Database,
     schedule_id: int,
@@ -109,15 +138,20 @@ def record(
     *,
     status: ScheduleStatus | None = None,
     send_id: int | None = None,
+    settled: bool = False,
 ) -> None:
+    """Keep the outcome of a run; ``settled``: the slot is over (sent, or given up), so it
+    is no longer failing."""
     with database.session(write=True) as session:
         item = session.get(Schedule, schedule_id)
         assert item is not None
-        item.last_outcome = outcome
+        item.last_outcome = outcome[:1000]
         if send_id is not None:
             item.last_send_id = send_id
         if status is not None:
             item.status = status
+        if settled:
+            item.failing_since = None
         session.add(item)
 
 

@@ -35,6 +35,8 @@ SEND = table_of(Send)
 SEND_LIST = table_of(SendList)
 
 S = SendStatus
+# A send through the outbox is a rehearsal: nobody was emailed (revision 0011).
+NOT_A_REHEARSAL = sa.or_(SEND.c.transport.is_(None), SEND.c.transport != "outbox")
 # A sender that has not touched its heartbeat for this long is presumed dead.
 STALE_AFTER = timedelta(seconds=60)
 
@@ -278,10 +280,12 @@ def unfinished(session: Session) -> list[Send]:
 
 
 def issue_is_taken(session: Session, slug: str) -> bool:
-    """Whether ``slug`` has a send that is sent, sending or paused."""
+    """Whether ``slug`` has a send that is sent, sending or paused (a rehearsal aside)."""
     taken = [str(s) for s in (S.SENT, S.SENDING, S.PAUSED)]
-    query = select(Send.id).where(Send.slug == slug, col(Send.status).in_(taken))
-    return session.exec(query).first() is not None
+    query = sa.select(SEND.c.id).where(
+        SEND.c.slug == slug, SEND.c.status.in_(taken), NOT_A_REHEARSAL
+    )
+    return session.connection().execute(query).first() is not None
 
 
 def status_of(conn: Connection, send_id: int) -> tuple[SendStatus, str | None] | None:

@@ -1,24 +1,33 @@
-"""CSV import of subscribers: the files people actually get out of Excel.
+"""CSV import of subscribers: the files people actually get out of Excel, Google and Outlook.
 
-A file is read whole and checked before the database is touched: it must be text (an
-.xlsx workbook gets a message saying how to save it as CSV), UTF-8 with or without a BOM,
-UTF-16 or Windows-1252; comma, semicolon and tab separators are recognised from the header
-line, whose column names are matched loosely ("E-mail", "Email Address", "Full name",
-"Organization"...). Rows are then validated, de-duplicated and merged into the list in
-batches, all in one transaction: an error, Ctrl-C or a crash half-way leaves the database
-as it was, and a dry run rolls that transaction back.
+The file is read as a stream, a line at a time, so a million-row file needs little memory.
+It must be text (an .xlsx workbook gets a message saying how to save it as CSV): UTF-8
+with or without a BOM, UTF-16, or Windows-1252. Each line is decoded on its own: a UTF-8
+file with a few bad bytes stays UTF-8 and only those rows are refused, by line number;
+only a file with no valid UTF-8 beyond ASCII at all is read as Windows-1252 (what Excel's
+plain "CSV (Comma delimited)" writes on UK Windows), and the report lists the accented
+names to check. Comma, semicolon and tab separators are recognised; the header may sit
+below a title row or two; its column names are matched loosely ("E-mail 1 - Value",
+"Email Address", "Given Name", "Organization 1 - Name"...), and the report says which
+columns were used and which ignored. Rows are validated, de-duplicated and merged into the
+list in batches, all in one transaction: an error, Ctrl-C or a crash half-way leaves the
+database as it was, and a dry run rolls that transaction back.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
+import itertools
 import re
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from mailer.errors import ImportFileError, InvalidInput
 from mailer.store import joining, people
@@ -44,6 +53,8 @@ EMAIL_HEADERS = {
     "emailid",
     "eaddress",
 }
+# Google and Outlook contact exports number their address columns ("E-mail 1 - Value").
+EMAIL_PATTERN = re.compile(r"e?mail(address(es)?)?\d*(value|address)?")
 NAME_HEADERS = {"name", "fullname", "displayname", "contactname", "contact", "yourname"}
 FIRST_NAME_HEADERS = {"firstname", "forename", "forenames", "givenname", "first"}
 LAST_NAME_HEADERS = {"lastname", "surname", "familyname", "last"}
@@ -61,8 +72,16 @@ ORGANISATION_HEADERS = {
     "setting",
     "service",
 }
+ORGANISATION_PATTERN = re.compile(r"(organi[sz]ation|company)\d*(name)?")
 SAVE_AS_CSV = "in Excel choose File > Save As > 'CSV UTF-8 (Comma delimited) (*.csv)'"
 Progress = Callable[[int, int], None]
+# How many lines above the header may be titles, and how many lines one row may span
+# before an unclosed quote is suspected.
+TITLE_LINES = 10
+ROW_LINES = 20
+# Notes kept for the report; beyond this they are only counted.
+KEEP_NOTES = 1000
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,25 @@ class Note:
 
     line: int
     text: str
+
+
+class Notes(list[Note]):
+    """Notes of one kind: the first KEEP_NOTES kept, every one counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def append(self, note: Note) -> None:
+        self.total += 1
+        if super().__len__() < KEEP_NOTES:
+            super().append(note)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __bool__(self) -> bool:
+        return self.total > 0
 
 
 @dataclass
@@ -84,10 +122,17 @@ class ImportReport:
     added: int = 0
     already: int = 0
     updated: int = 0
-    invalid: list[Note] = field(default_factory=list)
-    duplicates: list[Note] = field(default_factory=list)
-    suppressed: list[Note] = field(default_factory=list)
-    cleaned: list[Note] = field(default_factory=list)
+    invalid: Notes = field(default_factory=Notes)
+    duplicates: Notes = field(default_factory=Notes)
+    suppressed: Notes = field(default_factory=Notes)
+    cleaned: Notes = field(default_factory=Notes)
+    # Names read as Windows-1252 with accents in them, for a person to check.
+    accented: Notes = field(default_factory=Notes)
+    # Column headings used for each field, and the ones ignored.
+    used: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    # Lines above the header line that were skipped as titles.
+    title_lines: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -106,114 +151,164 @@ class _Columns:
     last: int | None
     organisation: int | None
 
+    def used(self, header: list[str]) -> dict[str, str]:
+        fields = {
+            "email": self.email,
+            "name": self.name,
+            "first name": self.first,
+            "last name": self.last,
+            "organisation": self.organisation,
+        }
+        return {k: header[i].strip() for k, i in fields.items() if i is not None}
+
 
 def _key(header: str) -> str:
     return re.sub(r"[^a-z0-9]", "", header.lower())
 
 
-def _find(keys: list[str], wanted: set[str]) -> int | None:
-    return next((i for i, k in enumerate(keys) if k in wanted), None)
+def _find(keys: list[str], wanted: set[str], pattern: re.Pattern[str] | None = None) -> int | None:
+    for i, k in enumerate(keys):
+        if k in wanted or (pattern is not None and pattern.fullmatch(k)):
+            return i
+    return None
 
 
-def _columns(header: list[str], label: str) -> _Columns:
+def _columns(header: list[str]) -> _Columns | None:
     keys = [_key(h) for h in header]
-    email = _find(keys, EMAIL_HEADERS)
+    email = _find(keys, EMAIL_HEADERS, EMAIL_PATTERN)
     if email is None:
-        if any("@" in h for h in header):
-            raise ImportFileError(
-                f"{label}:1: the first line looks like an address, not column names: add a "
-                "first line naming the columns, such as email,name,organisation"
-            )
-        found = ", ".join(repr(h.strip()) for h in header if h.strip()) or "none"
-        raise ImportFileError(
-            f"{label}:1: no email column (columns found: {found}): "
-            "name the column of addresses 'email'"
-        )
+        return None
     return _Columns(
         email=email,
         name=_find(keys, NAME_HEADERS),
         first=_find(keys, FIRST_NAME_HEADERS),
         last=_find(keys, LAST_NAME_HEADERS),
-        organisation=_find(keys, ORGANISATION_HEADERS),
+        organisation=_find(keys, ORGANISATION_HEADERS, ORGANISATION_PATTERN),
     )
 
 
-def _decode(data: bytes, label: str) -> tuple[str, str]:
-    """The file's text and the name of the encoding it was read with."""
-    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        raise ImportFileError(
-            f"{label} is a spreadsheet workbook (.xlsx, .xls or .ods), not a CSV file: "
-            f"{SAVE_AS_CSV} and import that file"
-        )
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16"), "UTF-16"
-        except UnicodeDecodeError:
-            raise ImportFileError(f"{label} is not valid UTF-16 text: {SAVE_AS_CSV}") from None
-    if b"\x00" in data[:4096]:
-        raise ImportFileError(f"{label} is not a text file: {SAVE_AS_CSV}")
-    try:
-        if data.startswith(codecs.BOM_UTF8):
-            return data[len(codecs.BOM_UTF8) :].decode("utf-8"), "UTF-8 with BOM"
-        return data.decode("utf-8"), "UTF-8"
-    except UnicodeDecodeError as exc:
-        utf8_error = exc
-    try:
-        # Excel's plain "CSV (Comma delimited)" writes Windows-1252 on UK Windows.
-        return data.decode("cp1252"), "Windows-1252"
-    except UnicodeDecodeError:
-        line = data.count(b"\n", 0, utf8_error.start) + 1
-        raise ImportFileError(
-            f"{label}:{line}: the file is neither UTF-8 nor Windows-1252 text: {SAVE_AS_CSV}"
-        ) from None
-
-
-def _delimiter(first_line: str) -> str:
+def _delimiter(lines: Iterable[str]) -> str:
     """Comma, semicolon or tab: whichever the header line uses most (Excel in much of Europe
-    writes semicolons; "Unicode text" and copy-paste give tabs)."""
-    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    writes semicolons; "Unicode text" and copy-paste give tabs). The header is the first
+    line that names a mail column, else the first line."""
+    candidates = [line for line in lines if line.strip(" \t\r\n,;")]
+    header = next((line for line in candidates if "mail" in line.lower()), None)
+    line = header or (candidates[0] if candidates else "")
+    counts = {d: line.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
 
 
-@dataclass
 class _Source:
-    label: str
-    text: str
-    encoding: str
-    delimiter: str
+    """The file's lines as text, decoded one at a time; counts the bytes read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.label = path, path.name if str(path) != "-" else "standard input"
+        self.delimiter = ","
+        self.text: IO[str] | None = None
+        self.stream = _open(path)
+        self.read = 0
+        try:
+            self.size = path.stat().st_size if path.is_file() else 0
+        except OSError:
+            self.size = 0
+        try:
+            self._check()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self) -> None:
+        head = self.stream.peek(4096)[:4096] if hasattr(self.stream, "peek") else b""
+        if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+            raise ImportFileError(
+                f"{self.label} is a spreadsheet workbook (.xlsx, .xls or .ods), not a CSV file: "
+                f"{SAVE_AS_CSV} and import that file"
+            )
+        self.utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        if not self.utf16 and b"\x00" in head:
+            raise ImportFileError(f"{self.label} is not a text file: {SAVE_AS_CSV}")
+        self.encoding = "UTF-16" if self.utf16 else "UTF-8"
+        if head.startswith(codecs.BOM_UTF8):
+            self.stream.read(len(codecs.BOM_UTF8))
+            self.encoding = "UTF-8 with BOM"
+        # Whether any line held valid UTF-8 beyond ASCII: if none did and some line was not
+        # UTF-8, the file as a whole is Windows-1252.
+        self.utf8_seen = False
+
+    def lines(self) -> Iterator[str]:
+        if self.utf16:
+            self.text = text = io.TextIOWrapper(self.stream, encoding="utf-16", newline="")
+            try:
+                for line in text:
+                    self.read += len(line) * 2
+                    yield line
+            except UnicodeDecodeError:
+                raise ImportFileError(
+                    f"{self.label} is not valid UTF-16 text: {SAVE_AS_CSV}"
+                ) from None
+            return
+        for raw in self.stream:
+            self.read += len(raw)
+            line = raw.decode("utf-8", "surrogateescape")
+            if not self.utf8_seen and not raw.isascii() and not _SURROGATE.search(line):
+                self.utf8_seen = True
+            yield line
+
+    def close(self) -> None:
+        if self.stream is sys.stdin.buffer:
+            return
+        if self.text is not None:
+            self.text.close()
+        self.stream.close()
 
 
-def read_file(path: Path) -> _Source:
-    """Read and decode a subscriber file, refusing what cannot be imported at all."""
-    label = path.name
+def _open(path: Path) -> Any:
+    if str(path) == "-":
+        return sys.stdin.buffer
     try:
-        data = path.read_bytes()
+        return path.open("rb")
     except FileNotFoundError:
         raise ImportFileError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImportFileError(f"{path} is a folder, not a CSV file") from None
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read it: {exc.strerror}") from None
-    text, encoding = _decode(data, label)
-    if not text.strip(" \t\r\n\ufeff,;"):
-        raise ImportFileError(f"{label} is empty: it needs a header line such as 'email,name'")
-    first_line = text.lstrip("\r\n").split("\n", 1)[0]
-    return _Source(label, text, encoding, _delimiter(first_line))
 
 
-def _records(source: _Source) -> Iterator[tuple[int, list[str], int]]:
-    """(first line number, cells, characters read so far) for each non-blank record."""
-    buffer = io.StringIO(source.text, newline="")
-    reader = csv.reader(buffer, delimiter=source.delimiter)
+def _records(source: _Source) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) for each non-blank record, a line at a time.
+
+    A quote opened and never closed makes every line after it part of one cell: a row that
+    spans more than ROW_LINES lines is reported at the line where it starts.
+    """
+    lines = source.lines()
+    peeked = list(itertools.islice(lines, TITLE_LINES + 1))
+    if not any(line.strip(" \t\r\n\ufeff,;") for line in peeked):
+        raise ImportFileError(
+            f"{source.label} is empty: it needs a header line such as 'email,name'"
+        )
+    reader = csv.reader(itertools.chain(peeked, lines), delimiter=_delimiter(peeked))
+    source.delimiter = str(reader.dialect.delimiter)
     previous = 0
     try:
         for cells in reader:
             start, previous = previous + 1, reader.line_num
+            if previous - start >= ROW_LINES:
+                raise ImportFileError(_unclosed(source.label, start))
             if any(c.strip() for c in cells):
-                yield start, cells, buffer.tell()
+                yield start, cells
     except csv.Error as exc:
-        raise ImportFileError(f"{source.label}:{reader.line_num}: {exc}") from None
+        if "field larger" in str(exc):
+            raise ImportFileError(f"{source.label}:{reader.line_num}: {exc}") from None
+        raise ImportFileError(_unclosed(source.label, previous + 1)) from None
+
+
+def _unclosed(label: str, line: int) -> str:
+    return (
+        f'{label}:{line}: a quote (") opens on this line and is not closed, so the lines '
+        "after it would be read as one row: close the quote or remove it"
+    )
 
 
 def _cell(cells: list[str], index: int | None) -> str:
@@ -229,6 +324,50 @@ def unneutralise(value: str) -> str:
     return value
 
 
+def _header(
+    source: _Source, records: Iterator[tuple[int, list[str]]], report: ImportReport
+) -> _Columns:
+    """Find the header line, skipping title lines above it."""
+    seen: list[tuple[int, list[str]]] = []
+    for line, cells in records:
+        columns = _columns(cells)
+        if columns is not None:
+            report.title_lines = [n for n, _ in seen]
+            report.used = columns.used(cells)
+            chosen = set(report.used.values())
+            report.ignored = [c.strip() for c in cells if c.strip() and c.strip() not in chosen]
+            return columns
+        if not seen and any("@" in c for c in cells):
+            raise ImportFileError(
+                f"{source.label}:{line}: the first line looks like an address, not column "
+                "names: add a first line naming the columns, such as email,name,organisation"
+            )
+        seen.append((line, cells))
+        if len(seen) > TITLE_LINES:
+            break
+    if not seen:
+        raise ImportFileError(
+            f"{source.label} is empty: it needs a header line such as 'email,name'"
+        )
+    found = ", ".join(repr(h.strip()) for h in seen[0][1] if h.strip()) or "none"
+    raise ImportFileError(
+        f"{source.label}:{seen[0][0]}: no email column (columns found: {found}): "
+        "name the column of addresses 'email'"
+    )
+
+
+def _recode(cells: list[str]) -> list[str] | None:
+    """Cells decoded as UTF-8 with stray bytes kept, read again as Windows-1252; None if a
+    byte is not Windows-1252 either."""
+    out = []
+    for cell in cells:
+        text = cell.encode("utf-8", "surrogateescape").decode("cp1252", "replace")
+        if "\ufffd" in text:
+            return None
+        out.append(text)
+    return out
+
+
 def import_file(
     db: Database,
     path: Path,
@@ -240,20 +379,38 @@ def import_file(
 ) -> ImportReport:
     """Import a CSV file of people into a list, in one transaction; see the module doc."""
     started = time.monotonic()
-    source = read_file(path)
-    report = ImportReport(source.label, list_slug, dry_run, source.encoding, source.delimiter)
+    source = _Source(path)
+    try:
+        return _import(db, source, list_slug, basis, dry_run, progress, started)
+    finally:
+        source.close()
+
+
+def _import(
+    db: Database,
+    source: _Source,
+    list_slug: str,
+    basis: LawfulBasis,
+    dry_run: bool,
+    progress: Progress | None,
+    started: float,
+) -> ImportReport:
+    report = ImportReport(source.label, list_slug, dry_run, source.encoding)
     records = _records(source)
-    header = next(records, None)
-    assert header is not None, "read_file refuses files without a non-blank line"
-    columns = _columns(header[1], source.label)
-    seen: dict[str, int] = {}
-    total = len(source.text)
+    columns = _header(source, records, report)
+    report.delimiter = source.delimiter
+    # Addresses already read, as 8-byte digests with their line: a million of them fit in
+    # well under a hundred megabytes.
+    seen: dict[bytes, int] = {}
+    # Rows holding bytes that are not UTF-8: imported at the end, as Windows-1252, if the
+    # whole file turns out to be Windows-1252, else refused.
+    deferred: list[tuple[int, list[str]]] = []
 
     with db.session(write=True) as session:
         mailing_list = people.get_list(session, list_slug)
         batch: list[Candidate] = []
 
-        def flush(done: int) -> None:
+        def flush() -> None:
             decisions = joining.subscribe_many(
                 session, mailing_list, batch, basis=basis, source=source.label
             )
@@ -270,20 +427,20 @@ def import_file(
                     )
             batch.clear()
             if progress:
-                progress(done, total)
+                progress(source.read, max(source.size, source.read))
 
-        for line, cells, position in records:
-            report.rows += 1
+        def take(line: int, cells: list[str], *, recoded: bool = False) -> None:
             raw = _cell(cells, columns.email)
             try:
                 email, display_name = parse_address(raw)
             except InvalidInput as exc:
                 report.invalid.append(Note(line, str(exc)))
-                continue
-            if email in seen:
-                report.duplicates.append(Note(line, f"{email} is already on line {seen[email]}"))
-                continue
-            seen[email] = line
+                return
+            digest = hashlib.blake2b(email.encode(), digest_size=8).digest()
+            if digest in seen:
+                report.duplicates.append(Note(line, f"{email} is already on line {seen[digest]}"))
+                return
+            seen[digest] = line
             name = _cell(cells, columns.name) or " ".join(
                 (_cell(cells, columns.first), _cell(cells, columns.last))
             )
@@ -292,19 +449,37 @@ def import_file(
                 report.cleaned.append(
                     Note(line, f"{email}: control characters removed from the name or organisation")
                 )
-            batch.append(
-                Candidate(
-                    email,
-                    clean_text(name) or clean_text(display_name),
-                    clean_text(organisation),
-                    line,
-                )
-            )
+            name = clean_text(name) or clean_text(display_name)
+            if recoded and not (name + organisation).isascii():
+                report.accented.append(Note(line, f"{email}: {name}"))
+            batch.append(Candidate(email, name, clean_text(organisation), line))
             if len(batch) >= BATCH:
-                flush(position)
+                flush()
+
+        for line, cells in records:
+            report.rows += 1
+            if any(_SURROGATE.search(c) for c in cells if not c.isascii()):
+                deferred.append((line, cells))
+                continue
+            take(line, cells)
         if report.rows == 0:
             raise ImportFileError(f"{source.label} has a header line but no rows below it")
-        flush(total)
+        if deferred and not source.utf8_seen:
+            report.encoding = "Windows-1252"
+            for line, cells in deferred:
+                recoded = _recode(cells)
+                if recoded is None:
+                    raise ImportFileError(
+                        f"{source.label}:{line}: the file is neither UTF-8 nor Windows-1252 "
+                        f"text: {SAVE_AS_CSV}"
+                    )
+                take(line, recoded, recoded=True)
+        else:
+            for line, _ in deferred:
+                report.invalid.append(
+                    Note(line, "this line is not valid UTF-8 text (a stray byte): not imported")
+                )
+        flush()
         if dry_run:
             session.rollback()
     report.seconds = time.monotonic() - started

@@ -21,17 +21,17 @@ from mailer.sending.transports.outbox import OutboxTransport
 from mailer.sending.transports.pipeline import SMTPConnection
 from mailer.sending.transports.smtp import SMTPTransport
 
-# Opens one more connection of a send (what the engine, the service and the worker take).
-TransportFactory = Callable[[], Connection]
-# Opens a blocking transport for one message at a time.
-OneOffFactory = Callable[[], Transport]
+# Opens a transport (both faces): what callers pass, for one-off messages and for sends.
+TransportFactory = Callable[[], TransportBase]
+# Opens one more connection of a send, on its event loop (what the engine takes).
+ConnectionFactory = Callable[[], Connection]
 
 __all__ = [
     "Connection",
+    "ConnectionFactory",
     "Envelope",
     "Mailbag",
     "MockTransport",
-    "OneOffFactory",
     "OutboxTransport",
     "Outgoing",
     "SMTPConnection",
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-def factory(settings: Settings, slug: str) -> OneOffFactory:
+def factory(settings: Settings, slug: str) -> TransportFactory:
     """A function that opens a blocking transport of the configured kind, for one-off
     messages (proofs, the web side's notices)."""
     name = settings.transport.name
@@ -58,7 +58,7 @@ def factory(settings: Settings, slug: str) -> OneOffFactory:
     raise ConfigError(f"unknown transport {name!r}")
 
 
-def connector(settings: Settings, slug: str) -> TransportFactory:
+def connector(settings: Settings, slug: str) -> ConnectionFactory:
     """A function that opens one more connection of a send, for the engine's event loop."""
     if settings.transport.name == "smtp":
         smtp = settings.transport.smtp
@@ -67,14 +67,7 @@ def connector(settings: Settings, slug: str) -> TransportFactory:
         context = ssl.create_default_context(cafile=smtp.ca_file)
         hostname = socket.getfqdn()
         return lambda: SMTPConnection(smtp, context, hostname)
-    make = factory(settings, slug)
-    return lambda: _as_connection(make())
-
-
-def _as_connection(transport: Transport) -> Connection:
-    if not isinstance(transport, TransportBase):
-        raise ConfigError(f"the {transport.name} transport cannot be used for a send")
-    return transport
+    return factory(settings, slug)
 
 
 def connections(settings: Settings) -> int:

@@ -1,0 +1,126 @@
+"""Commands about the newsletter folder itself: ``mailer init`` and ``mailer doctor``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("doctor")(doctor)
+
+
+def init(
+    folder: Annotated[
+        Path, typer.Argument(help="The folder to make (or fill): default, the current one.")
+    ] = Path("."),
+    name: Annotated[
+        str,
+        typer.Option(
+            show_default=False, prompt="The newsletter's name", help="e.g. CSCP Newsletter"
+        ),
+    ] = "",
+    organisation: Annotated[
+        str,
+        typer.Option(
+            show_default=False, prompt="The organisation that sends it", help="Who sends it."
+        ),
+    ] = "",
+    base_url: Annotated[
+        str,
+        typer.Option(
+            show_default=False,
+            prompt="The web address of its archive (https://...)",
+            help="Where build/ (or mailer serve) is published, e.g. https://news.example.org.",
+        ),
+    ] = "",
+    from_address: Annotated[
+        str,
+        typer.Option(
+            show_default=False,
+            prompt="The address it is sent from",
+            help="e.g. newsletter@example.org",
+        ),
+    ] = "",
+    postal_address: Annotated[
+        str,
+        typer.Option(
+            show_default=False,
+            prompt="The organisation's postal address (shown in every issue's footer)",
+            help="Required in every marketing email.",
+        ),
+    ] = "",
+    templates: Annotated[
+        bool,
+        typer.Option(
+            "--templates",
+            help="Also copy mailer's templates into templates/, to change the design.",
+        ),
+    ] = False,
+) -> None:
+    """Make a new newsletter folder: a commented mailer.toml, issues/, .gitignore and the
+    signing key of unsubscribe links.
+
+    It asks for what only you know (name, organisation, web address, sender, postal
+    address); give them as options to skip the questions. Nothing is written if a value is
+    refused. The design comes from mailer's own templates unless you copy them with
+    --templates and change your copies.
+
+    \b
+    Example:
+      mailer init cscp-news --name "CSCP Newsletter" \\
+        --organisation "Cumberland Safeguarding Children Partnership" \\
+        --base-url https://news.example.org --from-address newsletter@example.org \\
+        --postal-address "Cumberland House, Botchergate, Carlisle CA1 1RZ"
+    """
+    from mailer.folder import create
+
+    answers = create.Answers(name, organisation, base_url, from_address, postal_address)
+    made = create.create(folder, answers, templates=templates)
+    shown = folder if not folder.is_absolute() else made.root
+    typer.echo(f"Created the newsletter folder {made.root}:")
+    for item in made.written:
+        typer.echo(f"  {item}")
+    if made.key.startswith("MAILER_"):
+        typer.echo(f"  (the signing key comes from {made.key})")
+    else:
+        typer.echo(f"  {made.key}  the signing key of unsubscribe links: back it up")
+    cd = f"cd {shown}\n  " if str(shown) != "." else ""
+    typer.echo(
+        "\nWhat next (README.md, 'A month with mailer', walks through a whole month):\n"
+        f"  {cd}mailer doctor                  # check the settings; --smtp tries the login\n"
+        "  mailer lists create practitioners --name Practitioners\n"
+        "  mailer subscribers import people.csv --list practitioners\n"
+        "  mailer new 2026-01 --date 2026-01-06\n"
+        "  mailer preview 2026-01         # see it as you write it\n"
+        f"Messages go to the outbox (a rehearsal) until you set [transport] in mailer.toml."
+    )
+
+
+def doctor(
+    smtp: Annotated[
+        bool,
+        typer.Option(
+            "--smtp", help="Also connect and log in to the mail server (nothing is sent)."
+        ),
+    ] = False,
+) -> None:
+    """Check the newsletter folder, its settings, the signing key, the database, the
+    templates and the transport, one line per check; exit 1 if one fails.
+
+    \b
+    Examples:
+      mailer doctor
+      mailer doctor --smtp           # also log in to the mail server, sending nothing
+    """
+    from mailer.folder.doctor import Verdict, diagnose
+
+    failed = False
+    for line in diagnose(smtp=smtp):
+        typer.echo(str(line))
+        failed = failed or line.verdict == Verdict.FAIL
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,2 @@
+"""The newsletter folder itself: making one (``mailer init``) and checking it (``mailer
+doctor``)."""
