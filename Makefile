@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint bench clean sysdeps dovecot
+.PHONY: demo test lint bench clean sysdeps dovecot postfix
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,23 @@ dovecot:
 	  exit $$status; \
 	fi
 
+# Postfix's smtp-sink (a fast SMTP server that accepts and drops mail) and smtp-source
+# (Postfix's own SMTP client) are what `make bench` measures a send against. Only the two
+# programs are wanted: "No configuration", and policy-rc.d keeps the daemon from starting.
+postfix:
+	@if [ ! -x /usr/sbin/smtp-sink ] || [ ! -x /usr/sbin/smtp-source ]; then \
+	  echo "Installing Debian postfix for smtp-sink and smtp-source (its daemon is not started)"; \
+	  made=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1; \
+	  fi; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  apt-get update -qq -o DPkg::Lock::Timeout=600 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+	    postfix >/dev/null; status=$$?; \
+	  if [ -n "$$made" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
+	fi
+
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
@@ -62,7 +79,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed postfix
 	$(BIN)/python bench/run.py
 
 clean:

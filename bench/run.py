@@ -1,4 +1,9 @@
-"""Run every benchmark under bench/ in turn: ``make bench``."""
+"""Run every benchmark under bench/ in turn: ``make bench``.
+
+Each script prints the machine it ran on and its table; bench/RESULTS.md keeps the
+latest. The send benchmark needs Postfix's smtp-sink and smtp-source, which the Makefile
+installs (Debian's postfix, its daemon not started).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("startup.py", "import_export.py", "send_path.py", "web_load.py"):
-    print(f"== {script}", flush=True)
+SCRIPTS = (
+    "startup.py",
+    "build.py",
+    "send_path.py",
+    "send_smtp.py",
+    "import_export.py",
+    "subscribers_rss.py",
+    "web_load.py",
+)
+
+for script in SCRIPTS:
+    print(f"\n== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

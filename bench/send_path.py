@@ -1,15 +1,12 @@
-"""Benchmark: the per-recipient path of a send, as ratios taken in the same run.
+"""Benchmark: making one recipient's message, as ratios taken in the same run.
 
 Run it from the repository: ``.venv/bin/python bench/send_path.py [--recipients 5000]``.
 It prints figures and asserts nothing, because timings depend on the (shared) machine.
 
-1. Making one recipient's message: splicing byte segments encoded once
-   (:class:`mailer.sending.message.MessageTemplate`) against building an ``EmailMessage`` per
-   recipient, the obvious way. The ratio says how much cheaper the splice is.
-2. The whole engine (:func:`mailer.sending.engine.run`) with its SQLite ledger (in-flight mark
-   committed before each message, outcome after) over the in-memory transport, against
-   rendering the same messages alone. The ratio says how much the ledger costs per
-   message; the real limit of a send is the SMTP server (see docs/sending.md).
+Splicing byte segments encoded once (:class:`mailer.sending.message.MessageTemplate`), as
+stored and as it travels after SMTP's DATA (dot-stuffed), against building an
+``EmailMessage`` per recipient, the obvious way. The whole send, over SMTP and against
+Postfix's own client, is measured by bench/send_smtp.py.
 """
 
 from __future__ import annotations
@@ -29,13 +26,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from mailer import config  # noqa: E402
 from mailer.render import compile_slug  # noqa: E402
-from mailer.sending import approval, engine, service  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
-from mailer.sending.transports import Mailbag, MockTransport  # noqa: E402
-from mailer.site import build, urls  # noqa: E402
-from mailer.store import deliveries, joining, people  # noqa: E402
-from mailer.store.database import open_db  # noqa: E402
-from mailer.store.models import DeliveryStatus, LawfulBasis  # noqa: E402
+from mailer.site import urls  # noqa: E402
 
 
 def newsletter_folder() -> Path:
@@ -79,7 +71,6 @@ def main() -> None:
     root = newsletter_folder()
     try:
         settings = config.load(root)
-        build.build(settings, ["2025-11"])  # a send needs its web version built
         compiled = compile_slug(settings, "2025-11")
         content = Content(
             "2025-11", compiled.issue.subject, compiled.email_html, compiled.email_text
@@ -91,46 +82,15 @@ def main() -> None:
         size = len(template.render(people_[0])[1])
 
         splice = timed(lambda i: template.render(people_[i % n]), n)
+        wire = timed(lambda i: template.render(people_[i % n], wire=True), n)
         baseline_n = max(n // 10, 200)
         baseline = timed(lambda i: email_message(settings, content, people_[i % n]), baseline_n)
         print(f"message size: {size / 1024:.1f} KB")
         print(f"splice:        {splice * 1e6:8.1f} µs per recipient")
+        print(f"splice, wire:  {wire * 1e6:8.1f} µs per recipient (dot-stuffed for DATA)")
         print(f"EmailMessage:  {baseline * 1e6:8.1f} µs per recipient")
         print(f"ratio:         splicing is {baseline / splice:.0f}x cheaper")
 
-        # The whole engine over the in-memory transport, ledger included.
-        with open_db(settings) as database:
-            with database.session(write=True) as session:
-                lst = people.create_list(session, "bench", "Bench")
-                joining.subscribe_many(
-                    session,
-                    lst,
-                    [joining.Candidate(p.email, p.name, "") for p in people_],
-                    basis=LawfulBasis.PUBLIC_TASK,
-                    source="bench",
-                )
-                approval.approve(session, compiled, "bench")
-            send_id = service.create(settings, "2025-11", ["bench"], database=database)
-            bag = Mailbag()
-            for connections in (1, 4):
-                if connections == 4:
-                    # Run the finished send again from the top: every row back to pending.
-                    with database.session(write=True) as session:
-                        deliveries.reset_for_retry(session, send_id, list(DeliveryStatus))
-                start = time.perf_counter()
-                result = engine.run(
-                    settings,
-                    database,
-                    send_id,
-                    lambda: MockTransport(None, bag),
-                    connections=connections,
-                )
-                per = (time.perf_counter() - start) / result.total
-                print(
-                    f"engine, {connections} connection(s): {per * 1e6:8.1f} µs per recipient "
-                    f"({1 / per:,.0f} messages/s; render alone {splice * 1e6:.1f} µs: "
-                    f"ledger and threads add {per / splice:.1f}x)"
-                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -7,7 +7,13 @@ It stands for the network's far side: the relay mailer talks to. Faults:
 - ``hold_after``: after that many accepted messages, every further DATA waits at the
   server until the test calls :meth:`Handler.release`, so a test can act while messages
   are in hand (kill the sender, pause it) without depending on timing;
-- ``require_auth``: AUTH (over STARTTLS) with ``user`` / ``password``.
+- ``require_auth``: AUTH (over STARTTLS) with ``user`` / ``password``;
+- ``pipelining``: whether EHLO announces PIPELINING (RFC 2920; on by default);
+- ``mail_reply``: a reply to every MAIL FROM instead of 250;
+- ``data_reply``: addresses whose message is answered with that reply at the end of DATA;
+- ``drop_at_rcpt``: addresses whose first RCPT TO closes the line without a reply;
+- ``late``: addresses whose message is taken and answered only once the client has given
+  up waiting and closed the connection (a reply later than the client's timeout).
 
 Tests wait for the server's state with :meth:`Handler.wait_until`, never with sleeps.
 """
@@ -47,6 +53,11 @@ class Handler:
     perm_fail: set[str] = field(default_factory=set)
     drop_after: int | None = None
     hold_after: int | None = None
+    pipelining: bool = True
+    mail_reply: str | None = None
+    data_reply: dict[str, str] = field(default_factory=dict)
+    drop_at_rcpt: set[str] = field(default_factory=set)
+    late: set[str] = field(default_factory=set)
     received: list[Received] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
     drops: int = 0
@@ -65,9 +76,32 @@ class Handler:
         with self.lock:
             assert self.lock.wait_for(lambda: condition(self), timeout), "timed out"
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        if address in self.drop_at_rcpt:
+            with self.lock:
+                self.drop_at_rcpt.discard(address)
+                self.drops += 1
+            server.transport.close()
+            return "421 4.4.2 connection dropped"
         if address in self.perm_fail:
             return f"550 5.1.1 <{address}>: mailbox unavailable"
         if address in self.temp_fail:
@@ -85,6 +119,19 @@ class Handler:
             await asyncio.get_running_loop().run_in_executor(None, self._gate.wait)
         if hold and not self._accept_held:
             return "451 4.3.0 not accepted"
+        (to,) = envelope.rcpt_tos
+        if to in self.data_reply:
+            return self.data_reply[to]
+        if to in self.late:
+            with self.lock:
+                self.received.append(
+                    Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+                )
+                self.lock.notify_all()
+            # Taken, but the reply comes only once the client has given up on it.
+            while not server.transport.is_closing():
+                await asyncio.sleep(0.05)
+            return "250 2.0.0 accepted, too late"
         with self.lock:
             if (
                 self.drop_after is not None
@@ -122,11 +169,13 @@ class SMTPServer:
         user: str | None = None,
         password: str | None = None,
         smtputf8: bool = True,
+        implicit_tls: bool = False,
     ) -> None:
         self.handler = handler or Handler()
         self.port = free_port()
         self.ca_file: Path | None = None
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
+        controller_tls: dict[str, Any] = {}
         if tls_dir is not None:
             ca = trustme.CA()
             cert = ca.issue_cert("localhost", "127.0.0.1")
@@ -134,7 +183,10 @@ class SMTPServer:
             cert.configure_cert(context)
             self.ca_file = tls_dir / "ca.pem"
             ca.cert_pem.write_to_path(str(self.ca_file))
-            kwargs.update(tls_context=context, require_starttls=True)
+            if implicit_tls:  # TLS from the first byte (port 465), not STARTTLS
+                controller_tls["ssl_context"] = context
+            else:
+                kwargs.update(tls_context=context, require_starttls=True)
         if user is not None:
 
             def authenticate(
@@ -150,7 +202,13 @@ class SMTPServer:
             kwargs.update(
                 authenticator=authenticate, auth_required=True, auth_require_tls=tls_dir is not None
             )
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
+        self.controller = Controller(
+            self.handler,
+            hostname="127.0.0.1",
+            port=self.port,
+            **kwargs,
+            **controller_tls,
+        )
 
     def __enter__(self) -> SMTPServer:
         self.controller.start()

@@ -17,7 +17,7 @@ from mailer import config
 from mailer.errors import StateError
 from mailer.scheduling import runner
 from mailer.sending import service
-from mailer.store import deliveries, schedules, sends
+from mailer.store import deliveries, ledger, schedules, sends
 from mailer.store.database import open_db
 from mailer.store.status import DeliveryStatus, SendStatus
 from send_helpers import addresses, make_list, sql
@@ -37,8 +37,8 @@ def a_send(cli: Any, newsletter: Path) -> int:
     return send_id
 
 
-@pytest.mark.parametrize("writer", [deliveries.SQLiteLedgerWriter, deliveries.CoreLedgerWriter])
-def test_each_ledger_writer_records_marks_outcomes_and_the_heartbeat(
+@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+def test_each_ledger_writer_records_claims_outcomes_and_the_heartbeat(
     newsletter: Path, a_send: int, writer: Any
 ) -> None:
     settings = config.load(newsletter)
@@ -49,15 +49,18 @@ def test_each_ledger_writer_records_marks_outcomes_and_the_heartbeat(
         ids = [row[0] for row in sql(newsletter, "SELECT id FROM delivery ORDER BY id")]
         backend = writer(database, a_send, "host:1:1")
         try:
-            backend.write([], [(DeliveryStatus.IN_FLIGHT.value, now, ids[0])], now)
+            written = backend.write([], [], ids[:3], now)
+            assert written == (True, ids[:3])
             assert sql(newsletter, "SELECT status FROM delivery WHERE id = ?", ids[0]) == [
                 ("in-flight",)
             ]
+            # A row claimed twice is not handed out twice.
+            assert backend.write([], [], [ids[0]], None).claimed == []
             finals = [
                 ("sent", 1, "<1.1.x@example.org>", "", now, now, ids[0]),
                 ("failed-permanent", 1, "", "550 5.1.1 no such user", None, now, ids[1]),
             ]
-            backend.write(finals, [(DeliveryStatus.PENDING.value, now, ids[2])], None)
+            backend.write(finals, [(DeliveryStatus.PENDING.value, now, ids[2])], [], None)
         finally:
             backend.close()
     rows = sql(
@@ -72,6 +75,41 @@ def test_each_ledger_writer_records_marks_outcomes_and_the_heartbeat(
         ("pending", 0, "", "", None),
     ]
     assert sql(newsletter, "SELECT heartbeat_at FROM send") == [("2026-12-01 09:30:15.250000",)]
+
+
+@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+def test_a_claim_skips_whoever_can_no_longer_be_mailed(
+    cli: Any, newsletter: Path, a_send: int, writer: Any
+) -> None:
+    # Fixed as recipients when the send started; then, before their rows were claimed:
+    people = addresses(6)
+    assert cli("subscribers", "unsubscribe", people[0]).exit_code == 0
+    assert cli("subscribers", "unsubscribe", people[1], "--list", "practitioners").exit_code == 0
+    query = "UPDATE subscriber SET status = ? WHERE email = ?"
+    sql(newsletter, query, "bounced", people[2])
+    sql(newsletter, query, "complained", people[3])
+    assert cli("subscribers", "erase", people[4], "--yes").exit_code == 0
+    settings = config.load(newsletter)
+    with open_db(settings) as database:
+        with database.session(write=True) as session:
+            sends.claim(session, a_send, "host:1:1")
+        ids = [row[0] for row in sql(newsletter, "SELECT id FROM delivery ORDER BY id")]
+        backend = writer(database, a_send, "host:1:1")
+        try:
+            written = backend.write([], [], ids, None)
+        finally:
+            backend.close()
+    rows = dict(sql(newsletter, "SELECT email, status || ': ' || last_error FROM delivery"))
+    assert rows == {
+        people[0]: "skipped: unsubscribed",
+        people[1]: f"skipped: {ledger.OFF_THE_LISTS}",
+        people[2]: "skipped: bounced",
+        people[3]: "skipped: complained",
+        # The erased person's pending row was deleted with their data.
+        people[5]: "in-flight: ",
+    }
+    (claimed,) = written.claimed
+    assert sql(newsletter, "SELECT email FROM delivery WHERE id = ?", claimed) == [(people[5],)]
 
 
 def test_a_lost_compare_and_set_on_a_send_is_refused(newsletter: Path, a_send: int) -> None:

@@ -248,18 +248,6 @@ def test_451_is_retried_then_failed_temporary_and_550_bounces(
         assert all(n == 1 for n in got.values()) and len(got) == 11
 
 
-def test_a_dropped_connection_is_reconnected_and_nothing_is_lost(
-    cli: Any, approved: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with SMTPServer(Handler(drop_after=4)) as s:
-        smtp_env(monkeypatch, s.port, MAILER_SMTP_CONNECTIONS="1")
-        r = cli("send", "2025-11", "--list", "practitioners", "--yes")
-        assert r.exit_code == 0, r.output
-        assert s.handler.drops == 1
-        assert Counter(s.handler.recipients()) == Counter(addresses(12))
-        assert set(ledger(approved).values()) == {"sent"}
-
-
 def test_a_server_that_is_down_pauses_the_send_and_resume_finishes_it(
     cli: Any, approved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,10 @@ import datetime as dt
 import os
 import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def _offset() -> float:
@@ -51,6 +54,10 @@ class Clock(Protocol):
         """Wait; False if ``stop`` was set before the time was up."""
         ...
 
+    async def sleep_async(self, seconds: float, stop: asyncio.Event | None = None) -> bool:
+        """Wait on the running event loop; False if ``stop`` was set before the time was up."""
+        ...
+
 
 class SystemClock:
     def monotonic(self) -> float:
@@ -65,3 +72,19 @@ class SystemClock:
         if seconds > 0:
             time.sleep(seconds)
         return True
+
+    async def sleep_async(self, seconds: float, stop: asyncio.Event | None = None) -> bool:
+        # Imported here: asyncio is needed only while sending, and `mailer --help` starts
+        # faster without it.
+        import asyncio
+
+        if stop is None:
+            await asyncio.sleep(max(seconds, 0.0))
+            return True
+        if stop.is_set():
+            return False
+        try:
+            await asyncio.wait_for(stop.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            return True
+        return False

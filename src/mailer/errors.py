@@ -30,6 +30,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     └── SendError              delivery failed
         ├── TemporarySendError a 4xx reply or a dropped connection: worth retrying
         ├── PermanentSendError a 5xx reply for a recipient: never retry
+        ├── DeliveryUnknown    the message was sent and no final reply came: never guessed
         └── TransportUnavailable  the server is down or refused our credentials: pause
 """
 
@@ -158,6 +159,12 @@ class PermanentSendError(SendError):
     def __init__(self, message: str, *, bounce: bool = True) -> None:
         super().__init__(message)
         self.bounce = bounce
+
+
+class DeliveryUnknown(SendError):
+    """The whole message reached the server and no final reply came (the line dropped, or
+    the reply was later than the timeout): the server may have accepted it. Such a copy is
+    never retried on its own, since retrying could deliver a second one."""
 
 
 class TransportUnavailable(SendError):

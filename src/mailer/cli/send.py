@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
@@ -86,11 +88,22 @@ class _Bar:
 
 
 def _run(action: Any) -> RunResult:
+    from mailer.sending.engine import Terminated
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    # SIGTERM (from a service manager, or kill) stops a send the way Ctrl-C does: the
+    # messages in hand are finished, the send pauses, and the summary says how to resume.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if main else None
     bar = _Bar()
     try:
         result: RunResult = action(bar)
     finally:
         bar.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return result
 
 
@@ -98,15 +111,27 @@ def _summary(result: RunResult) -> None:
     counts = result.counts
     failed = counts.get("failed-temporary", 0) + counts.get("failed-permanent", 0)
     left = counts.get("pending", 0) + counts.get("in-flight", 0)
-    if result.resent_in_flight:
+    if result.unknown_in_flight:
         typer.echo(
-            f"{len(result.resent_in_flight)} message(s) were in flight when the send stopped "
-            f"and were sent again: {', '.join(result.resent_in_flight)}"
+            f"{len(result.unknown_in_flight)} message(s) were in flight when the send stopped; "
+            "the server may or may not have them, so they were not sent again: "
+            f"{', '.join(result.unknown_in_flight)}"
         )
+    extra = "".join(
+        f", {counts[key]} {label}"
+        for key, label in (("unknown", "unknown"), ("skipped", "skipped"))
+        if counts.get(key)
+    )
     typer.echo(
         f"{result.slug}: {result.status}. {counts.get('sent', 0)} of {result.total} sent, "
-        f"{failed} failed, {left} not yet sent."
+        f"{failed} failed{extra}, {left} not yet sent."
     )
+    if counts.get("unknown"):
+        typer.echo(
+            f"{counts['unknown']} copies may or may not have been delivered (see mailer status "
+            f"{result.slug}); send them again, at the risk of a second copy, with: "
+            f"mailer send {result.slug} --resend-unknown"
+        )
     if result.status == "paused":
         typer.echo(
             f"Paused: {result.reason}. Continue with: mailer send {result.slug} --resume", err=True
@@ -137,15 +162,24 @@ def send(
         bool,
         typer.Option("--retry-failed", help="Try again the recipients that failed temporarily."),
     ] = False,
+    resend_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--resend-unknown",
+            help="Send again the copies whose outcome is unknown (some may arrive twice).",
+        ),
+    ] = False,
     skip_checks: SkipChecks = None,
 ) -> None:
     """Send an approved issue to one or more lists, a proof to an address, or resume a send.
 
-    The ledger records each recipient, so a crash or a pause can be resumed: nobody
-    recorded as sent is mailed again and nobody is skipped (see docs/sending.md for the
-    few messages in flight when a process dies). A send to lists runs the preflight checks
-    (mailer check) for today first and refuses an issue with errors, unless --skip-checks
-    gives a reason, which is kept with the send and shown by mailer status.
+    Every subscriber gets at most one copy, and the ledger records each one, so a crash,
+    a pause, Ctrl-C or SIGTERM can be resumed without repeats or gaps. The only exception
+    is a copy whose outcome is unknown (the line dropped after the whole message was sent,
+    or a crash): mailer status lists them, and --resend-unknown sends them again when you
+    ask. A send to lists runs the preflight checks (mailer check) for today first and
+    refuses an issue with errors, unless --skip-checks gives a reason, which is kept with
+    the send and shown by mailer status.
 
     \b
     Examples:
@@ -154,12 +188,13 @@ def send(
       mailer send 2025-11 --list practitioners --list schools
       mailer send 2025-11 --resume                     # after a crash, Ctrl-C or pause
       mailer send 2025-11 --retry-failed
+      mailer send 2025-11 --resend-unknown             # shows the count, asks first
       mailer send 2025-11 --list practitioners --skip-checks "venue confirmed by phone"
     """
-    modes = [bool(to), bool(lists), resume, retry_failed]
+    modes = [bool(to), bool(lists), resume, retry_failed, resend_unknown]
     if sum(modes) != 1:
         raise InvalidInput(
-            "give exactly one of --list, --to, --resume or --retry-failed "
+            "give exactly one of --list, --to, --resume, --retry-failed or --resend-unknown "
             "(e.g. mailer send 2025-11 --list practitioners)"
         )
     from mailer.sending import service
@@ -171,6 +206,27 @@ def send(
         return
     if resume:
         _summary(_run(lambda bar: service.resume(s, slug, on_progress=bar)))
+        return
+    if resend_unknown:
+        found = service.unknown(s, slug)
+        typer.echo(
+            f"{found.count} cop{'y' if found.count == 1 else 'ies'} of {slug} (send "
+            f"{found.send_id}) may or may not have been delivered; sending again means some "
+            "of these people may get a second copy."
+        )
+        if not yes and not typer.confirm(f"Send these {found.count} again now?"):
+            typer.echo("Nothing was sent.")
+            raise typer.Exit(1)
+        again: dict[str, int] = {}
+
+        def resend(bar: Any) -> RunResult:
+            count, result = service.resend_unknown(s, slug, on_progress=bar)
+            again["count"] = count
+            return result
+
+        result = _run(resend)
+        typer.echo(f"Sent again to {again['count']} recipient(s) whose copy was unknown.")
+        _summary(result)
         return
     if retry_failed:
         holder: dict[str, int] = {}
@@ -219,7 +275,8 @@ def send(
 def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should stop.")]) -> None:
     """Pause a running or scheduled send; resume it later with `mailer send SLUG --resume`.
 
-    The sender finishes the messages it has in hand (one per connection) and stops.
+    The sender finishes the messages it has already handed to the server, puts back
+    the rows it had claimed and not started, and stops.
 
     \b
     Example:
@@ -263,7 +320,15 @@ def _print_report(
     if skipped:
         typer.echo(f"  checks      skipped: {skipped}")
     typer.echo(f"  recipients  {r.total}")
-    for key in ("sent", "pending", "in-flight", "failed-temporary", "failed-permanent", "skipped"):
+    for key in (
+        "sent",
+        "pending",
+        "in-flight",
+        "failed-temporary",
+        "failed-permanent",
+        "unknown",
+        "skipped",
+    ):
         typer.echo(f"  {key:<17} {r.counts.get(key, 0)}")
     if r.scheduled_at:
         typer.echo(f"  scheduled   {local_time(r.scheduled_at, tz)}")
@@ -273,8 +338,16 @@ def _print_report(
         rate = f", {r.rate:.1f} messages/s" if r.rate else ""
         typer.echo(f"  duration    {r.duration:.1f} s{rate}")
     if r.in_flight:
-        typer.echo("In flight when the send stopped (outcome unknown; resume sends them again):")
+        typer.echo("In flight (being sent, or left by a sender that stopped; a resume marks")
+        typer.echo("the latter unknown):")
         for email in r.in_flight:
+            typer.echo(f"  {email}")
+    if r.unknown:
+        typer.echo(
+            f"Outcome unknown (may have been delivered; resend with: mailer send {r.slug} "
+            "--resend-unknown):"
+        )
+        for email in r.unknown:
             typer.echo(f"  {email}")
     if r.failed:
         typer.echo("Failed recipients:")

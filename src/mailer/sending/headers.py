@@ -96,9 +96,23 @@ def text(name: str, value: str) -> bytes:
     return fold(name, _atoms(value, phrase=False) or [""])
 
 
+# A display name of plain words (no RFC 5322 specials, nothing to encode) and an ASCII
+# address: the header is written as it is, which is what the general path below gives
+# for them, in a fraction of the time (it is built for every copy of a send).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
+_PLAIN_ADDRESS = re.compile(r"[!#-'*+\-/-9=?A-Z^-~]+@[A-Za-z0-9.-]+")
+
+
 def address(name: str, display: str, email: str) -> bytes:
     """An address header with an optional display name. An internationalised mailbox
     (RFC 6531) travels as UTF-8; only the name is encoded."""
+    if (
+        _PLAIN_ADDRESS.fullmatch(email)
+        and _PLAIN_NAME.fullmatch(display)
+        and len(name) + len(display) + len(email) + 5 <= _LINE
+        and _NAME.fullmatch(name)
+    ):
+        return f"{name}: {display} <{email}>\r\n".encode("ascii")
     clean(email, f"the {name} address")
     if any(c in email for c in "<>, "):
         raise InvalidInput(f"the {name} address {email!r} is not one plain address")

@@ -1,49 +1,68 @@
-"""The single writer of a send's ledger rows, committing the marks of all connections together.
+"""The send's ledger as the engine sees it: rows claimed in batches, outcomes in batches.
 
-A connection thread calls :meth:`Ledger.record` with the outcome of its previous message
-and the id of the row it is about to send; the call returns once both are committed. The
-writer thread takes whatever has arrived from every connection and commits it in one
-transaction (group commit), through the fastest writer the database has
-(:func:`mailer.store.deliveries.ledger_writer`).
+Each connection of a send keeps a small batch of claimed rows ahead of what it is sending.
+When its batch runs low, the ledger claims more for it, and for every other connection
+that is low too, in one transaction that also records every outcome that has come in
+since the last one (:mod:`mailer.store.ledger` says what that transaction checks). The
+rows claimed are handed to a connection only once that transaction is committed, so a row
+is ``in-flight`` in the database before any byte of its message reaches a socket, and it
+is ``sent`` only once the server has accepted it and that outcome is committed.
+
+**The crash bound.** A connection never holds more than ``batch`` rows that the database
+calls in flight: the ones waiting in its batch, the one or two it is sending (one more
+with PIPELINING, whose envelope goes ahead with the previous message) and those whose
+outcome is known but not yet committed. So after a crash (``kill -9``) at most ``batch``
+rows per connection are ``in-flight`` (64 with 4 connections and the default batch of
+16), and every other row is either ``pending`` (never tried) or has its real outcome.
+Rows that were claimed and never written are handed back as ``pending`` whenever the
+engine stops on its own (pause, Ctrl-C, SIGTERM, the server unavailable).
+
+The database work runs on one thread of its own, so the event loop goes on sending while
+a transaction commits; one commit covers many messages of every connection (group
+commit). bench/send_smtp.py measures the batch size that keeps the commit off the
+critical path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from typing import Any, TypeVar
 
-from mailer.errors import StateError
-from mailer.store import people
+from mailer.store import deliveries, people, sends
 from mailer.store.database import Database
-from mailer.store.deliveries import Final, Mark, Written, ledger_writer
 from mailer.store.engine import is_busy
-from mailer.store.models import DeliveryStatus, utcnow
+from mailer.store.ledger import Final, Mark, Written, ledger_writer
+from mailer.store.models import DeliveryStatus, SendStatus, utcnow
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
-# How often the send's heartbeat is refreshed: with the rows being written, and on its own
+# Rows a connection keeps claimed ahead of what it is sending (the crash bound above); it
+# asks for more when half are gone.
+BATCH = 16
+# How often the send's heartbeat is refreshed with the rows being written, and on its own
 # when nothing moves (a long rate-limit wait, a slow server), so the claim never looks stale.
 HEARTBEAT_EVERY = 1.0
 HEARTBEAT_IDLE = 5.0
+# With nothing to commit, whether the send was paused from elsewhere is read this often.
+CHECK_EVERY = 0.5
+# Outcomes waiting for a commit are written once there are this many, even with nothing
+# to claim, so `mailer status` and the progress bar keep up.
+FLUSH_AT = 64
 # A writer that finds the database locked (a large import committing) keeps trying this long.
 BUSY_RETRY_FOR = 120.0
 
 
-class Turn(Enum):
-    """What a connection does with the row it just asked to mark in flight."""
-
-    SEND = "send"
-    SKIP = "skip"  # the person may no longer be mailed: marked skipped
-    STOP = "stop"  # the send was paused, cancelled or taken over
-
-
 @dataclass
 class Outcome:
-    """What happened to one ledger row; ``PENDING`` hands a row back untried."""
+    """What happened to one ledger row."""
 
     delivery_id: int
     status: DeliveryStatus
@@ -55,132 +74,294 @@ class Outcome:
     bounce: bool = False
 
 
-class Ledger:
-    """The single writer of a send's ledger rows, committing in groups."""
+T = TypeVar("T")
 
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
-        self.database = database
-        self._backend = ledger_writer(database, send_id, owner)
-        self._cond = threading.Condition()
-        self._items: list[tuple[Outcome | None, int | None, threading.Event]] = []
-        self._closed = False
-        self._last_beat = 0.0
-        self.done = 0
-        self.error: BaseException | None = None
-        # Set once a commit finds the send no longer ours (`mailer pause`, `mailer cancel`).
-        self.claim_lost = False
-        # Rows whose person may no longer be mailed, found by the commit that marked them.
-        self._skipped: set[int] = set()
-        self.skipped = 0
+
+class _Thread:
+    """The ledger's own thread: runs one database job at a time for the event loop.
+
+    Leaner than a thread pool for a thousand commits a second, and sqlite3 lets other
+    threads run while SQLite itself works.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
         self._thread.start()
 
-    def record(self, outcome: Outcome | None, begin: int | None = None) -> Turn:
-        """Durably record ``outcome`` and mark row ``begin`` in flight; block until done.
-
-        ``Turn.STOP`` when the send was paused, cancelled or taken over meanwhile: the row
-        marked in flight must not be sent (hand it back as pending). ``Turn.SKIP`` when its
-        person may no longer be mailed: the row is already marked skipped.
-        """
-        if outcome is None and begin is None:
-            return Turn.STOP if self.claim_lost else Turn.SEND
-        event = threading.Event()
-        with self._cond:
-            if self.error is not None:
-                raise StateError(f"the ledger could not be written: {self.error}")
-            self._items.append((outcome, begin, event))
-            self._cond.notify()
-        event.wait()
-        if self.error is not None:
-            raise StateError(f"the ledger could not be written: {self.error}")
-        if self.claim_lost:
-            return Turn.STOP
-        with self._cond:
-            if begin is not None and begin in self._skipped:
-                self._skipped.discard(begin)
-                return Turn.SKIP
-        return Turn.SEND
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join()
-        self._backend.close()
+    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return future
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                if not self._items and not self._closed:
-                    self._cond.wait(HEARTBEAT_IDLE)
-                items, self._items = self._items, []
-                if not items and self._closed:
-                    return
+            job = self._jobs.get()
+            if job is None:
+                return
+            loop, future, fn, args = job
             try:
-                self._write(items)
-            except BaseException as exc:  # the waiting threads must learn of it
-                log.exception("ledger write failed")
-                self.error = exc
-            for _, _, event in items:
-                event.set()
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the waiting task
+                result, error = None, exc
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
-    def _write(self, items: list[tuple[Outcome | None, int | None, threading.Event]]) -> None:
-        now = utcnow()
-        finals: list[Final] = []
-        marks: list[Mark] = []
-        for outcome, begin, _ in items:
-            if outcome is not None and outcome.delivery_id:
-                if outcome.status == D.PENDING:
-                    # Handed back untried (the server was unavailable): pending again.
-                    marks.append((D.PENDING.value, now, outcome.delivery_id))
-                else:
-                    sent = now if outcome.status == D.SENT else None
-                    finals.append(
-                        (
-                            outcome.status.value,
-                            outcome.attempts,
-                            outcome.message_id,
-                            outcome.error[:1000],
-                            sent,
-                            now,
-                            outcome.delivery_id,
-                        )
-                    )
-            if begin is not None:
-                marks.append((D.IN_FLIGHT.value, now, begin))
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+@dataclass
+class _Cycle:
+    ours: bool
+    rows: list[list[Any]]
+    exhausted: bool
+
+
+class _Store:
+    """The database side, used only on the ledger's own thread."""
+
+    def __init__(self, database: Database, send_id: int, owner: str) -> None:
+        self.database, self.send_id, self.owner = database, send_id, owner
+        self.writer = ledger_writer(database, send_id, owner)
+        self.reader = database.engine.connect()
+        self.ahead: deque[Any] = deque()
+        self.last_id = 0
+        self.exhausted = False
+        self.last_beat = 0.0
+
+    def cycle(self, finals: list[Outcome], handed_back: list[int], wants: list[int]) -> _Cycle:
+        need = sum(wants)
+        while len(self.ahead) < need and not self.exhausted:
+            rows = deliveries.pending_after(self.reader, self.send_id, self.last_id)
+            if not rows:
+                self.exhausted = True
+                break
+            self.ahead.extend(rows)
+            self.last_id = rows[-1].id
+        picked: list[list[Any]] = []
+        for want in wants:
+            picked.append([self.ahead.popleft() for _ in range(min(want, len(self.ahead)))])
+        claims = [row.id for rows in picked for row in rows]
         tick = time.monotonic()
-        beat = now if tick - self._last_beat >= HEARTBEAT_EVERY else None
-        if not (finals or marks or beat):
-            return
-        written = self._retry_when_busy(lambda: self._backend.write(finals, marks, beat))
-        if not written.ours:
-            self.claim_lost = True
-        if written.skipped:
-            with self._cond:
-                self._skipped.update(written.skipped)
-            self.skipped += len(written.skipped)
+        due = HEARTBEAT_EVERY if (finals or handed_back or claims) else HEARTBEAT_IDLE
+        beat = utcnow() if tick - self.last_beat >= due else None
+        if not (finals or handed_back or claims or beat):
+            found = sends.status_of(self.reader, self.send_id)
+            ours = found is not None and found == (SendStatus.SENDING, self.owner)
+            return _Cycle(ours, [[] for _ in wants], self.exhausted and not self.ahead)
+        written = self._write(_finals(finals), _marks(handed_back), claims, beat)
         if beat is not None:
-            self._last_beat = tick
-        self.done += len(finals)
-        bounced = [
-            o.subscriber_id for o, _, _ in items if o is not None and o.bounce and o.subscriber_id
-        ]
+            self.last_beat = tick
+        claimed = set(written.claimed)
+        rows = [[row for row in mine if row.id in claimed] for mine in picked]
+        bounced = [o.subscriber_id for o in finals if o.bounce and o.subscriber_id]
         if bounced:
             # Rare, so through the store's own rules; if this is lost to a crash, the next
             # send to the address bounces again and records it then.
             with self.database.session(write=True) as session:
                 people.mark_bounced(session, bounced)
+        return _Cycle(written.ours, rows, self.exhausted and not self.ahead)
 
-    @staticmethod
-    def _retry_when_busy(write: Callable[[], Written]) -> Written:
+    def _write(
+        self, finals: list[Final], marks: list[Mark], claims: list[int], beat: Any
+    ) -> Written:
         deadline = time.monotonic() + BUSY_RETRY_FOR
         while True:
             try:
-                return write()
+                return self.writer.write(finals, marks, claims, beat)
             except Exception as exc:
-                if not is_busy(exc):
-                    raise
-                if time.monotonic() > deadline:
+                if not is_busy(exc) or time.monotonic() > deadline:
                     raise
                 log.info("the database is busy; retrying the ledger write")
                 time.sleep(0.2)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+def _finals(outcomes: list[Outcome]) -> list[Final]:
+    now = utcnow()
+    return [
+        (
+            o.status.value,
+            o.attempts,
+            o.message_id,
+            o.error[:1000],
+            now if o.status == D.SENT else None,
+            now,
+            o.delivery_id,
+        )
+        for o in outcomes
+    ]
+
+
+def _marks(ids: list[int]) -> list[Mark]:
+    now = utcnow()
+    return [(D.PENDING.value, now, i) for i in ids]
+
+
+class Ledger:
+    """Claims rows for the connections of a send and records their outcomes, in batches.
+
+    Used from the engine's event loop; the database work runs on a thread of its own.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        send_id: int,
+        owner: str,
+        connections: int,
+        batch: int = BATCH,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self.batch = max(1, batch)
+        self._store = _Store(database, send_id, owner)
+        self._thread = _Thread()
+        self._ready: list[deque[Any]] = [deque() for _ in range(connections)]
+        self._busy = [0] * connections
+        self._asked = [False] * connections
+        self._arrived = [asyncio.Event() for _ in range(connections)]
+        self._outcomes: list[Outcome] = []
+        self._handed_back: list[int] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._exhausted = False
+        self._on_lost = on_lost
+        self.done = 0
+        self.commits = 0
+        self.error: BaseException | None = None
+        # Set once a commit finds the send no longer ours (`mailer pause`, `mailer cancel`).
+        self.claim_lost = False
+        self.stopping = False
+
+    # -- what the connections call ---------------------------------------------------------
+
+    async def take(self, conn: int) -> Any | None:
+        """The next claimed row for connection ``conn``; None when there is none left, or the
+        send is stopping."""
+        while True:
+            row = self.take_nowait(conn)
+            if row is not None:
+                return row
+            nothing_left = self._exhausted and not self._asked[conn]
+            if self.stopping or self.error is not None or nothing_left:
+                return None
+            self._ask(conn)
+            await self._arrived[conn].wait()
+            self._arrived[conn].clear()
+
+    def room(self, conn: int) -> bool:
+        """Whether ``conn`` may take another row without holding more than a batch (rows
+        waiting for a retry count)."""
+        return self._busy[conn] < self.batch
+
+    def take_nowait(self, conn: int) -> Any | None:
+        """The next claimed row for ``conn`` if one is ready, else None (and more asked for)."""
+        ready = self._ready[conn]
+        if self.stopping or not ready:
+            if not self.stopping and not self._exhausted:
+                self._ask(conn)
+            return None
+        row = ready.popleft()
+        self._busy[conn] += 1
+        if len(ready) + self._busy[conn] <= self.batch // 2:
+            self._ask(conn)
+        return row
+
+    def record(self, conn: int, outcome: Outcome) -> None:
+        """The outcome of a row ``conn`` took; ``PENDING`` hands it back untried."""
+        self._busy[conn] -= 1
+        if outcome.status == D.PENDING:
+            self._handed_back.append(outcome.delivery_id)
+        else:
+            self._outcomes.append(outcome)
+        if len(self._outcomes) >= FLUSH_AT or outcome.status == D.PENDING:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Take no more rows; the ones claimed and not yet taken go back to pending."""
+        self.stopping = True
+        for conn, ready in enumerate(self._ready):
+            self._handed_back.extend(row.id for row in ready)
+            ready.clear()
+            self._arrived[conn].set()
+        self._wake.set()
+
+    def _ask(self, conn: int) -> None:
+        if not self._asked[conn]:
+            self._asked[conn] = True
+            self._wake.set()
+
+    # -- the committer ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Commit what has come in, claim what is asked for; until :meth:`close`."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), CHECK_EVERY)
+            self._wake.clear()
+            finals, self._outcomes = self._outcomes, []
+            handed_back, self._handed_back = self._handed_back, []
+            asked = list(self._asked)
+            # When one connection runs low, every connection is topped up in the same
+            # commit: the others would ask soon, and each commit costs the same however
+            # many rows it claims.
+            claiming = any(asked) and not self.stopping and not self._exhausted
+            wants = [
+                max(self.batch - len(self._ready[c]) - self._busy[c], 0) if claiming else 0
+                for c in range(len(self._ready))
+            ]
+            closing = self._closing
+            try:
+                cycle = await self._thread.call(self._store.cycle, finals, handed_back, wants)
+            except BaseException as exc:  # the connections must learn of it, and stop
+                log.exception("ledger write failed")
+                self.error = exc
+                self.stop()
+                for event in self._arrived:
+                    event.set()
+                return
+            self.commits += 1
+            self.done += len(finals)
+            for conn, rows in enumerate(cycle.rows):
+                if asked[conn]:
+                    self._asked[conn] = False
+                if self.stopping:
+                    self._handed_back.extend(row.id for row in rows)
+                else:
+                    self._ready[conn].extend(rows)
+                self._arrived[conn].set()
+            if cycle.exhausted and not self._exhausted:
+                self._exhausted = True
+                for event in self._arrived:
+                    event.set()
+            if not cycle.ours and not self.claim_lost:
+                self.claim_lost = True
+                if self._on_lost is not None:
+                    self._on_lost()
+            if closing and not (self._outcomes or self._handed_back):
+                return
+
+    async def close(self, task: asyncio.Task[None]) -> None:
+        """Once every connection has finished: commit the last outcomes and hand-backs."""
+        self.stop()
+        self._closing = True
+        self._wake.set()
+        await task
+        await self._thread.call(self._store.close)
+        self._thread.close()
+        if self.error is not None:
+            raise self.error

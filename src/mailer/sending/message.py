@@ -9,12 +9,20 @@ byte segments with a few small encoded values (about 10 µs), instead of buildin
 Splicing works because each static segment ends with a quoted-printable soft line break
 (``=\\r\\n``), which decodes to nothing: the substituted value starts on a fresh encoded
 line and no line ever exceeds 76 characters.
+
+For SMTP the template also keeps the segments as they travel after DATA: line endings
+made CRLF and every line that starts with a dot doubled (RFC 5321 section 4.5.2), once
+per issue, so a message is ready for the wire without the scan over the whole message
+that an SMTP client library makes for each copy. A segment that begins a line is stuffed
+as a line start, so a dot right after a splice point is never missed; the few bytes that
+change per recipient are checked when they are spliced in.
 """
 
 from __future__ import annotations
 
 import binascii
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +38,40 @@ from mailer.site import tokens, urls
 UNSUBSCRIBE = tokens.UNSUBSCRIBE
 PREFERENCES = tokens.PREFERENCES
 _SOFT_BREAK = b"=\r\n"
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf(data: bytes) -> bytes:
+    """Every line ending as CRLF, the only one SMTP knows."""
+    return _LINE_ENDINGS.sub(b"\r\n", data)
+
+
+def stuff(data: bytes, at_line_start: bool = True) -> bytes:
+    """``data`` with a dot added before each line that starts with one (dot-stuffing), so no
+    line of a message can be read as the end of the data. ``at_line_start`` says whether
+    ``data`` begins a line of the message, as a segment after a line break does."""
+    out = data.replace(b"\n.", b"\n..")
+    return b"." + out if at_line_start and out.startswith(b".") else out
+
+
+def unstuff(data: bytes) -> bytes:
+    """The message as stored, from the bytes that travel after DATA (tests use this)."""
+    out = data.replace(b"\n..", b"\n.")
+    return out[1:] if out.startswith(b"..") else out
+
+
+def _wire_segments(segments: list[bytes | int], at_line_start: bool) -> list[bytes | int]:
+    """The segments dot-stuffed for the wire. Each spliced value ends a line (a soft line
+    break), so the segment after it starts one."""
+    out: list[bytes | int] = []
+    for piece in segments:
+        if isinstance(piece, int):
+            out.append(piece)
+            at_line_start = True
+            continue
+        out.append(stuff(crlf(piece), at_line_start))
+        at_line_start = piece.endswith(b"\n") if piece else at_line_start
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,7 +95,8 @@ class Content:
 
 
 def _qp(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").encode("utf-8")
+    # A lone CR is a line break to a reader but not to quoted-printable: make it LF first.
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
     # b2a_qp writes its soft line breaks with LF; the wire format wants CRLF throughout.
     return encoded.replace(b"\n", b"\r\n")
@@ -74,6 +117,25 @@ def _qp_open(text: str) -> bytes:
             cut -= 1
         encoded = encoded[:start] + last[:cut] + _SOFT_BREAK + last[cut:]
     return encoded + _SOFT_BREAK
+
+
+# What quoted-printable leaves as it is: printable ASCII but "=" (and no space, which it
+# would encode at a line's end). Personal links are made of these.
+_PLAIN_QP = re.compile(r"[!-<>-~]*")
+
+
+def _link_line(url: str) -> bytes:
+    """``_qp_open(f"\\n{url}\\n")``, a link on a line of its own in the text part."""
+    if len(url) < 76 and _PLAIN_QP.fullmatch(url):
+        return b"\r\n" + url.encode("ascii") + b"\r\n" + _SOFT_BREAK
+    return _qp_open(f"\n{url}\n")
+
+
+def _link_attribute(url: str) -> bytes:
+    """``_qp_open(f'"{url}"')``, a link as an attribute value in the HTML part."""
+    if len(url) < 74 and _PLAIN_QP.fullmatch(url):
+        return b'"' + url.encode("ascii") + b'"' + _SOFT_BREAK
+    return _qp_open(f'"{url}"')
 
 
 def _segments(text: str, placeholders: Sequence[str], offset: int = 0) -> list[bytes | int]:
@@ -138,6 +200,9 @@ class MessageTemplate:
             *_segments(content.html, [f'"{p}"' for p in self._placeholders], offset=2),
             f"\r\n--{b}--\r\n".encode(),
         ]
+        # The shared headers come first after the per-recipient ones, which end a line.
+        self._wire_shared = stuff(crlf(self._shared))
+        self._wire_body = _wire_segments(self._body, at_line_start=True)
         self._date_second = -1
         self._date = b""
 
@@ -163,8 +228,16 @@ class MessageTemplate:
             nonce = secrets.token_hex(5)  # proofs: every one is a new message
         return f"<{self.send_id}.{recipient.delivery_id}.{nonce}@{self._domain}>"
 
-    def render(self, recipient: Recipient) -> tuple[str, bytes]:
-        """``(message_id, message bytes)`` for one recipient."""
+    def render(
+        self, recipient: Recipient, *, wire: bool = False, address: str | None = None
+    ) -> tuple[str, bytes]:
+        """``(message_id, message bytes)`` for one recipient.
+
+        ``wire``: the bytes as they travel after SMTP's DATA (dot-stuffed), without the
+        final ``.`` line. ``address``: the form of the address to show in To, when it
+        differs from the stored one (the ASCII form of an international domain, for a
+        server without SMTPUTF8).
+        """
         token = self.unsubscribe_token(recipient)
         unsubscribe = urls.unsubscribe_url(self.settings, token)
         preferences = urls.preferences_url(
@@ -173,24 +246,31 @@ class MessageTemplate:
         # Filled only where the templates put a placeholder as a whole line of the text
         # part or a whole attribute value in the HTML (see mailer.render.compile).
         values = (
-            _qp_open(f"\n{unsubscribe}\n"),
-            _qp_open(f"\n{preferences}\n"),
-            _qp_open(f'"{unsubscribe}"'),
-            _qp_open(f'"{preferences}"'),
+            _link_line(unsubscribe),
+            _link_line(preferences),
+            _link_attribute(unsubscribe),
+            _link_attribute(preferences),
         )
         message_id = self.message_id(recipient)
         mailto = urls.unsubscribe_mailto(self.settings, token)
         head = b"".join(
             (
-                headers.address("To", recipient.name, recipient.email),
+                headers.address("To", recipient.name, address or recipient.email),
                 self._date_header(),
                 headers.raw("Message-ID", message_id),
                 headers.list_unsubscribe(unsubscribe, mailto),
-                self._shared,
             )
         )
-        body = b"".join(values[p] if isinstance(p, int) else p for p in self._body)
-        return message_id, head + body
+        if not wire:
+            body = b"".join(values[p] if isinstance(p, int) else p for p in self._body)
+            return message_id, head + self._shared + body
+        # Header lines start with a name or, folded, a space, and each value starts on a
+        # fresh line of its own; checking costs less than a microsecond per copy.
+        if b"\n." in head:
+            head = stuff(head)
+        ready = [stuff(v) if v.startswith(b".") or b"\n." in v else v for v in values]
+        body = b"".join(ready[p] if isinstance(p, int) else p for p in self._wire_body)
+        return message_id, head + self._wire_shared + body
 
 
 # DKIM covers every header a receiver or a filter relies on, the unsubscribe ones included.

@@ -250,7 +250,7 @@ def run(
         settings,
         database,
         send_id,
-        factory or transports.factory(settings, slug),
+        factory or transports.connector(settings, slug),
         connections=transports.connections(settings),
         on_progress=on_progress,
         stop=stop,
@@ -334,6 +334,68 @@ def retry_failed(
     return count, result
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """The latest send of an issue with copies whose outcome is unknown, and how many."""
+
+    send_id: int
+    count: int
+    emails: list[str]
+
+
+def unknown(settings: Settings, slug: str) -> Unknown:
+    """What ``mailer send SLUG --resend-unknown`` would send again (shown before it asks)."""
+    with open_db(settings) as database, database.session() as session:
+        send = _resendable(session, slug)
+        assert send.id is not None
+        report = deliveries.report(session, send)
+        return Unknown(send.id, report.counts.get(DeliveryStatus.UNKNOWN, 0), report.unknown)
+
+
+def _resendable(session: Session, slug: str) -> Send:
+    """The latest send of ``slug`` that has unknown copies and may run again."""
+    _latest(session, slug, "resend")
+    for send in sends.of_issue(session, slug):
+        assert send.id is not None
+        if send.status == SendStatus.CANCELLED:
+            continue
+        if deliveries.count_with_status(session.connection(), send.id, DeliveryStatus.UNKNOWN):
+            return send
+    raise StateError(f"no copy of {slug} has an unknown outcome: nothing to resend")
+
+
+def resend_unknown(
+    settings: Settings,
+    slug: str,
+    *,
+    factory: TransportFactory | None = None,
+    on_progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[int, RunResult]:
+    """Send again the copies of ``slug`` whose outcome is unknown: the server may have
+    accepted them, so some of these people may get a second copy. Only on request."""
+    with open_db(settings) as database:
+        with database.session(write=True) as session:
+            send = _resendable(session, slug)
+            assert send.id is not None
+            if send.status == SendStatus.SENDING or (
+                send.claimed_by is not None
+                and not sends.abandoned(send.claimed_by, send.heartbeat_at)
+            ):
+                raise StateError(f"{slug} is being sent right now; wait for it to finish")
+            count = deliveries.reset_for_retry(session, send.id, [DeliveryStatus.UNKNOWN])
+            send_id = send.id
+        result = run(
+            settings,
+            send_id,
+            database=database,
+            factory=factory,
+            on_progress=on_progress,
+            stop=stop,
+        )
+    return count, result
+
+
 def proof(
     settings: Settings, slug: str, to: Sequence[str], *, factory: TransportFactory | None = None
 ) -> list[tuple[str, str]]:
@@ -388,6 +450,9 @@ def cancel(settings: Settings, slug: str) -> Cancelled:
             if send.status == SendStatus.SENDING:
                 raise StateError(f"{slug} is being sent: run `mailer pause {slug}` first")
             sends.transition(session, send.id, SendStatus.CANCELLED, "cancelled by mailer cancel")
+            # Rows a crashed sender left in flight were never recorded as sent: they become
+            # unknown, so a later send of the issue mails these people (at most a second copy).
+            deliveries.in_flight_to_unknown(session.connection(), send.id)
             cancelled = send.id
         dropped = [
             schedules.cancel(session, item.id)

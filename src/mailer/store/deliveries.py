@@ -1,10 +1,6 @@
-"""Queries on the per-recipient ledger (the ``delivery`` table), and its fast writers.
+"""Queries on the per-recipient ledger (the ``delivery`` table).
 
-The ledger's hot path (an in-flight mark before each message, its outcome after) goes
-through a :class:`LedgerWriter`. On SQLite, the embedded default, it uses the DB-API
-connection with three prepared statements; through SQLAlchemy's Core a commit cycle took
-about 3 ms and capped one connection at about 450 messages a second. Other databases go
-through Core. ``tests/test_ledger.py`` runs both writers.
+The ledger's hot path while a send runs (claims, outcomes) is in :mod:`mailer.store.ledger`.
 """
 
 from __future__ import annotations
@@ -14,22 +10,18 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlmodel import Session
 
 from mailer.store import people, sends
-from mailer.store.database import Database
 from mailer.store.models import (
     Delivery,
     DeliveryStatus,
-    Membership,
-    MembershipStatus,
     Send,
-    Subscriber,
-    SubscriberStatus,
+    SendStatus,
     as_utc,
     table_of,
     utcnow,
@@ -46,14 +38,22 @@ FETCH = 500
 
 
 def _already_mailed(conn: Connection, slug: str, send_id: int | None) -> set[int]:
-    """Subscribers an earlier send of this issue reached (or may have reached); a rehearsal
-    through the outbox reached nobody."""
+    """Subscribers an earlier send of this issue reached, or may have reached; a rehearsal
+    through the outbox reached nobody.
+
+    A copy whose outcome is unknown counts, so a second send never mails them again on its
+    own (``mailer send SLUG --resend-unknown`` does, when asked), except in a cancelled
+    send: there nobody can ask any more, and missing the issue is worse than a second copy.
+    """
+    maybe = sa.and_(
+        DELIVERY.c.status.in_([D.IN_FLIGHT, D.UNKNOWN]), SEND.c.status != SendStatus.CANCELLED
+    )
     query = (
         sa.select(DELIVERY.c.subscriber_id)
         .join(SEND, SEND.c.id == DELIVERY.c.send_id)
         .where(
             SEND.c.slug == slug,
-            DELIVERY.c.status.in_([D.SENT, D.IN_FLIGHT]),
+            sa.or_(DELIVERY.c.status == D.SENT, maybe),
             sends.NOT_A_REHEARSAL,
         )
     )
@@ -117,14 +117,33 @@ def fix_recipients(session: Session, send: Send) -> int:
 # -- what the engine reads ---------------------------------------------------------------------
 
 
-def in_flight(conn: Connection, send_id: int) -> list[str]:
-    """Addresses of the rows left in flight by a run that stopped without recording them."""
-    return list(
+def in_flight_to_unknown(conn: Connection, send_id: int) -> list[str]:
+    """Rows left in flight by a sender that is gone (killed, or cancelled after a crash)
+    become ``unknown``: whether the server took them cannot be known, so they are never
+    counted as sent nor sent again on their own. Their addresses, in ledger order."""
+    d = DELIVERY.c
+    mine = sa.and_(d.send_id == send_id, d.status == D.IN_FLIGHT)
+    emails = list(conn.execute(sa.select(d.email).where(mine).order_by(d.id)).scalars())
+    if emails:
         conn.execute(
-            sa.select(DELIVERY.c.email)
-            .where(DELIVERY.c.send_id == send_id, DELIVERY.c.status == D.IN_FLIGHT)
-            .order_by(DELIVERY.c.id)
-        ).scalars()
+            sa.update(DELIVERY)
+            .where(mine)
+            .values(
+                status=D.UNKNOWN,
+                last_error="in flight when its sender stopped without recording an outcome",
+                updated_at=utcnow(),
+            )
+        )
+    return emails
+
+
+def count_with_status(conn: Connection, send_id: int, status: DeliveryStatus) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).where(
+                DELIVERY.c.send_id == send_id, DELIVERY.c.status == status
+            )
+        ).scalar_one()
     )
 
 
@@ -185,6 +204,8 @@ class Report:
     last_sent_at: datetime | None
     failed: list[FailedRecipient]
     in_flight: list[str]
+    # Copies that may or may not have been accepted: never resent unless asked.
+    unknown: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -232,13 +253,17 @@ def report(session: Session, send: Send, failed_limit: int = 1000) -> Report:
             .limit(failed_limit)
         )
     ]
-    in_flight = list(
-        conn.execute(
-            sa.select(d.email)
-            .where(d.send_id == send.id, d.status == DeliveryStatus.IN_FLIGHT)
-            .order_by(d.id)
-        ).scalars()
-    )
+
+    def emails(status: DeliveryStatus) -> list[str]:
+        return list(
+            conn.execute(
+                sa.select(d.email)
+                .where(d.send_id == send.id, d.status == status)
+                .order_by(d.id)
+                .limit(failed_limit)
+            ).scalars()
+        )
+
     last = conn.execute(sa.select(sa.func.max(d.sent_at)).where(d.send_id == send.id)).scalar()
     return Report(
         send_id=send.id,
@@ -253,7 +278,8 @@ def report(session: Session, send: Send, failed_limit: int = 1000) -> Report:
         scheduled_at=as_utc(send.scheduled_at) if send.scheduled_at else None,
         last_sent_at=as_utc(_datetime(last)) if last else None,
         failed=failed,
-        in_flight=in_flight,
+        in_flight=emails(DeliveryStatus.IN_FLIGHT),
+        unknown=emails(DeliveryStatus.UNKNOWN),
     )
 
 
@@ -270,219 +296,3 @@ def reset_for_retry(session: Session, send_id: int, statuses: Iterable[DeliveryS
     )
     session.commit()
     return int(result.rowcount)
-
-
-# -- the ledger writers --------------------------------------------------------------------------
-
-
-# A final outcome: (status, attempts, message_id, error, sent_at, updated_at, id).
-Final = tuple[str, int, str, str, dt.datetime | None, dt.datetime, int]
-# A mark: (status, updated_at, id), for in-flight and handed-back rows.
-Mark = tuple[str, dt.datetime, int]
-
-
-class Written(NamedTuple):
-    """What a ledger commit found out: whether the send is still the writer's (not paused,
-    cancelled or taken by another process), and which rows just marked in flight belong to
-    people who may no longer be mailed, and were marked skipped instead."""
-
-    ours: bool
-    skipped: frozenset[int]
-
-
-class LedgerWriter(Protocol):
-    def write(
-        self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> Written:
-        """Commit the marks and outcomes in one transaction, checking in that same
-        transaction that the send is still ours and that each person about to be mailed
-        still may be, so the sender never hands the server a message it should not."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def _ineligible_query(send_id: int, ids: Sequence[int]) -> sa.Select[Any]:
-    """Of the rows ``ids``, those whose person is not active and subscribed to one of the
-    send's lists any more: decided at the last moment, not when the send started."""
-    s, m, sl = table_of(Subscriber).c, table_of(Membership), sends.SEND_LIST
-    still = (
-        sa.select(sa.literal(1))
-        .select_from(m)
-        .join(sl, sl.c.list_id == m.c.list_id)
-        .join(table_of(Subscriber), s.id == m.c.subscriber_id)
-        .where(
-            m.c.subscriber_id == DELIVERY.c.subscriber_id,
-            sl.c.send_id == send_id,
-            m.c.status == MembershipStatus.SUBSCRIBED,
-            s.status == SubscriberStatus.ACTIVE,
-            s.email.is_not(None),
-        )
-        .exists()
-    )
-    return sa.select(DELIVERY.c.id).where(DELIVERY.c.id.in_(list(ids)), sa.not_(still))
-
-    def close(self) -> None: ...
-
-
-def _sqlite_time(moment: dt.datetime) -> str:
-    # The text SQLAlchemy writes for a naive UTC DateTime on SQLite, so both paths agree.
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-class SQLiteLedgerWriter:
-    """Prepared statements on the DB-API connection (its pragmas come from mailer.db)."""
-
-    FINAL = (
-        "UPDATE delivery SET status = ?, attempts = attempts + ?, message_id = ?, "
-        "last_error = ?, sent_at = ?, updated_at = ? WHERE id = ?"
-    )
-    MARK = "UPDATE delivery SET status = ?, updated_at = ? WHERE id = ?"
-    BEAT = "UPDATE send SET heartbeat_at = ? WHERE id = ? AND claimed_by = ?"
-    OURS = "SELECT count(*) FROM send WHERE id = ? AND status = 'sending' AND claimed_by = ?"
-    INELIGIBLE = (
-        "SELECT d.id FROM delivery d WHERE d.id IN ({ids}) AND NOT EXISTS ("
-        "SELECT 1 FROM membership m JOIN send_list sl ON sl.list_id = m.list_id "
-        "JOIN subscriber s ON s.id = m.subscriber_id WHERE m.subscriber_id = d.subscriber_id "
-        "AND sl.send_id = d.send_id AND m.status = 'subscribed' AND s.status = 'active' "
-        "AND s.email IS NOT NULL)"
-    )
-
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
-        self.raw: Any = database.writer.raw_connection()
-        self.send_id, self.owner = send_id, owner
-
-    def write(
-        self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> Written:
-        cursor = self.raw.cursor()
-        try:
-            cursor.execute("BEGIN IMMEDIATE")
-            if finals:
-                cursor.executemany(
-                    self.FINAL,
-                    [
-                        (s, n, mid, err, _sqlite_time(sent) if sent else None, _sqlite_time(now), i)
-                        for s, n, mid, err, sent, now, i in finals
-                    ],
-                )
-            if marks:
-                cursor.executemany(self.MARK, [(s, _sqlite_time(now), i) for s, now, i in marks])
-            if beat is not None:
-                cursor.execute(self.BEAT, (_sqlite_time(beat), self.send_id, self.owner))
-            ours = bool(cursor.execute(self.OURS, (self.send_id, self.owner)).fetchone()[0])
-            skipped = frozenset[int]()
-            starting = [i for s, _, i in marks if s == D.IN_FLIGHT.value]
-            if starting:
-                marks_at = ",".join("?" * len(starting))
-                found = cursor.execute(self.INELIGIBLE.format(ids=marks_at), starting)
-                skipped = frozenset(row[0] for row in found.fetchall())
-                if skipped:
-                    now = _sqlite_time(marks[0][1])
-                    cursor.executemany(
-                        self.MARK, [(D.SKIPPED.value, now, i) for i in sorted(skipped)]
-                    )
-            cursor.execute("COMMIT")
-            return Written(ours, skipped)
-        except BaseException:
-            if self.raw.in_transaction:
-                cursor.execute("ROLLBACK")
-            raise
-        finally:
-            cursor.close()
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-class CoreLedgerWriter:
-    """The same writes through SQLAlchemy Core, for databases other than SQLite."""
-
-    FINAL = (
-        sa.update(DELIVERY)
-        .where(DELIVERY.c.id == sa.bindparam("b_id"))
-        .values(
-            status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
-            attempts=DELIVERY.c.attempts + sa.bindparam("b_n"),
-            message_id=sa.bindparam("b_mid"),
-            last_error=sa.bindparam("b_err"),
-            sent_at=sa.bindparam("b_sent", type_=DELIVERY.c.sent_at.type),
-            updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
-        )
-    )
-    MARK = (
-        sa.update(DELIVERY)
-        .where(DELIVERY.c.id == sa.bindparam("b_id"))
-        .values(
-            status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
-            updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
-        )
-    )
-
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
-        self.session = Session(database.writer)
-        self.send_id, self.owner = send_id, owner
-
-    def write(
-        self, finals: Sequence[Final], marks: Sequence[Mark], beat: dt.datetime | None
-    ) -> Written:
-        conn = self.session.connection()
-        try:
-            if finals:
-                conn.execute(
-                    self.FINAL,
-                    [
-                        {
-                            "b_status": s,
-                            "b_n": n,
-                            "b_mid": m,
-                            "b_err": e,
-                            "b_sent": t,
-                            "b_now": u,
-                            "b_id": i,
-                        }
-                        for s, n, m, e, t, u, i in finals
-                    ],
-                )
-            if marks:
-                conn.execute(
-                    self.MARK, [{"b_status": s, "b_now": u, "b_id": i} for s, u, i in marks]
-                )
-            if beat is not None:
-                conn.execute(
-                    sa.update(SEND)
-                    .where(SEND.c.id == self.send_id, SEND.c.claimed_by == self.owner)
-                    .values(heartbeat_at=beat)
-                )
-            ours = conn.execute(
-                sa.select(sa.func.count()).where(
-                    SEND.c.id == self.send_id,
-                    SEND.c.status == "sending",
-                    SEND.c.claimed_by == self.owner,
-                )
-            ).scalar_one()
-            skipped = frozenset[int]()
-            starting = [i for s, _, i in marks if s == D.IN_FLIGHT.value]
-            if starting:
-                query = _ineligible_query(self.send_id, starting)
-                skipped = frozenset(conn.execute(query).scalars())
-                if skipped:
-                    now = marks[0][1]
-                    conn.execute(
-                        self.MARK,
-                        [{"b_status": D.SKIPPED.value, "b_now": now, "b_id": i} for i in skipped],
-                    )
-            self.session.commit()
-            return Written(bool(ours), skipped)
-        except BaseException:
-            self.session.rollback()
-            raise
-
-    def close(self) -> None:
-        self.session.close()
-
-
-def ledger_writer(database: Database, send_id: int, owner: str) -> LedgerWriter:
-    """The fastest writer for the database: prepared statements on SQLite, Core elsewhere."""
-    sqlite = database.writer.dialect.name == "sqlite"
-    return (SQLiteLedgerWriter if sqlite else CoreLedgerWriter)(database, send_id, owner)

@@ -86,7 +86,11 @@ class DeliveryStatus(StrEnum):
     """One recipient's copy.
 
     ``in-flight`` is committed before the message goes to the server and replaced by the
-    outcome after it, so a crash leaves at most the rows each connection had in hand.
+    outcome after it, so a crash leaves at most the rows each connection had claimed.
+    ``unknown`` is a copy that may or may not have been accepted (the line dropped after
+    the whole message was sent, or a crash left it in flight): it is never sent again
+    unless someone asks (``mailer send SLUG --resend-unknown``). ``skipped`` is a person
+    who could no longer be mailed when their row was claimed (unsubscribed, bounced...).
     """
 
     PENDING = "pending"
@@ -94,8 +98,7 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED_TEMPORARY = "failed-temporary"
     FAILED_PERMANENT = "failed-permanent"
-    # No longer to be mailed when its turn came (unsubscribed, bounced, complained while
-    # the send was paused or running): checked in the commit that would have sent it.
+    UNKNOWN = "unknown"
     SKIPPED = "skipped"
 
 

@@ -60,6 +60,23 @@ def parse_address(raw: str) -> tuple[str, str]:
     return valid.normalized.lower(), (valid.display_name or "").strip()
 
 
+def ascii_address(address: str) -> str | None:
+    """The address with its domain in ASCII (IDNA, ``jo@xn--mnchen-3ya.de``), which any mail
+    server takes; None when the part before the @ is not ASCII, which only a server with
+    SMTPUTF8 (RFC 6531) can deliver to. An address that is ASCII already comes back as it is.
+    """
+    if address.isascii():
+        return address
+    local, _, _domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:
+        valid = email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return None
+    return valid.ascii_email
+
+
 def normalise(raw: str) -> str:
     """The normalised form of one email address, or :class:`InvalidInput`."""
     return parse_address(raw)[0]

@@ -1,36 +1,53 @@
 """Ways of delivering a finished message, chosen by name (``[transport] name`` or
 ``MAILER_TRANSPORT``): ``outbox`` (the default) and ``smtp``; ``MockTransport`` scripts a
-server for tests."""
+server for tests.
+
+:func:`factory` opens blocking transports for one-off messages (proofs, notices);
+:func:`connector` opens the connections a send runs on its event loop (for SMTP, the
+pipelined client of :mod:`.pipeline`).
+"""
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Callable
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
-from mailer.sending.transports.base import Transport, TransportBase
+from mailer.sending.transports.base import Connection, Outgoing, Transport, TransportBase
 from mailer.sending.transports.mock import Envelope, Mailbag, MockTransport
 from mailer.sending.transports.outbox import OutboxTransport
+from mailer.sending.transports.pipeline import SMTPConnection
 from mailer.sending.transports.smtp import SMTPTransport
 
-TransportFactory = Callable[[], Transport]
+# Opens a transport (both faces): what callers pass, for one-off messages and for sends.
+TransportFactory = Callable[[], TransportBase]
+# Opens one more connection of a send, on its event loop (what the engine takes).
+ConnectionFactory = Callable[[], Connection]
 
 __all__ = [
+    "Connection",
+    "ConnectionFactory",
     "Envelope",
     "Mailbag",
     "MockTransport",
     "OutboxTransport",
+    "Outgoing",
+    "SMTPConnection",
     "SMTPTransport",
     "Transport",
     "TransportBase",
     "TransportFactory",
     "connections",
+    "connector",
     "factory",
 ]
 
 
 def factory(settings: Settings, slug: str) -> TransportFactory:
-    """A function that opens one more connection of the configured transport."""
+    """A function that opens a blocking transport of the configured kind, for one-off
+    messages (proofs, the web side's notices)."""
     name = settings.transport.name
     if name == "outbox":
         folder = settings.outbox_dir / slug
@@ -39,6 +56,18 @@ def factory(settings: Settings, slug: str) -> TransportFactory:
         smtp = settings.transport.smtp
         return lambda: SMTPTransport(smtp)
     raise ConfigError(f"unknown transport {name!r}")
+
+
+def connector(settings: Settings, slug: str) -> ConnectionFactory:
+    """A function that opens one more connection of a send, for the engine's event loop."""
+    if settings.transport.name == "smtp":
+        smtp = settings.transport.smtp
+        # Made once per send: loading the CA bundle and asking the resolver for this host's
+        # name are not worth repeating for every connection.
+        context = ssl.create_default_context(cafile=smtp.ca_file)
+        hostname = socket.getfqdn()
+        return lambda: SMTPConnection(smtp, context, hostname)
+    return factory(settings, slug)
 
 
 def connections(settings: Settings) -> int:

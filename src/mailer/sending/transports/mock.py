@@ -2,19 +2,25 @@
 
 ``handler(envelope)`` answers each message the way a server would: it returns a reply (the
 message was accepted) or raises :class:`~mailer.errors.TemporarySendError`,
-:class:`~mailer.errors.PermanentSendError` or :class:`~mailer.errors.TransportUnavailable`.
-Without a handler every message is accepted. Accepted messages are kept in a
-:class:`Mailbag` shared by every connection of a send, so a test sees all that was
-delivered. ``on_open`` may raise to script a server that cannot be reached.
+:class:`~mailer.errors.PermanentSendError`, :class:`~mailer.errors.DeliveryUnknown` or
+:class:`~mailer.errors.TransportUnavailable`. Without a handler every message is accepted.
+Accepted messages are kept in a :class:`Mailbag` shared by every connection of a send, so a
+test sees all that was delivered. ``on_open`` may raise to script a server that cannot be
+reached, and ``smtputf8=False`` a server without SMTPUTF8.
+
+On the engine's event loop the handler runs in the loop itself, one message at a time, so
+a test on a fake clock is deterministic: a handler that advances the clock stands for the
+time a message takes on the network.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailer.sending.transports.base import TransportBase
+from mailer.sending.transports.base import Outgoing, TransportBase
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,12 @@ class MockTransport(TransportBase):
         bag: Mailbag | None = None,
         *,
         on_open: Callable[[], None] | None = None,
+        smtputf8: bool = True,
     ) -> None:
         self.handler = handler
         self.bag = bag if bag is not None else Mailbag()
         self.on_open = on_open
+        self.smtputf8 = smtputf8
         self.opened = False
 
     def open(self) -> None:
@@ -69,3 +77,14 @@ class MockTransport(TransportBase):
 
     def close(self) -> None:
         self.opened = False
+
+    async def connect(self) -> None:
+        self.open()
+
+    async def deliver(self, message: Outgoing, follow: Outgoing | None = None) -> str:
+        # Give the other connections their turn first, as a real round trip would.
+        await asyncio.sleep(0)
+        return self.send(message.mail_from, message.to, message.data)
+
+    async def disconnect(self) -> None:
+        self.close()

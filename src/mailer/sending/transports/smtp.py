@@ -1,4 +1,5 @@
-"""SMTP delivery with smtplib: plain, STARTTLS or implicit TLS, with optional AUTH.
+"""SMTP delivery of one-off messages (proofs, the web side's notices) with smtplib: plain,
+STARTTLS or implicit TLS, with optional AUTH. Sends go through :mod:`.pipeline` instead.
 
 Each transport owns one connection, opened on first use and reopened after a drop. What
 smtplib raises is mapped onto the outcomes of :mod:`mailer.sending.transports.base` by two
@@ -24,6 +25,7 @@ from mailer.errors import (
     map_exception,
 )
 from mailer.sending.transports.base import TransportBase
+from mailer.subscribers.addresses import ascii_address
 
 
 def _reply(code: int, message: bytes | str) -> str:
@@ -149,7 +151,7 @@ class SMTPTransport(TransportBase):
     def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
-    def connect(self) -> smtplib.SMTP:
+    def _connect(self) -> smtplib.SMTP:
         """Open, secure and authenticate a connection; closed again if any step fails."""
         s = self.settings
         conn: smtplib.SMTP | None = None
@@ -174,11 +176,14 @@ class SMTPTransport(TransportBase):
 
     def open(self) -> None:
         if self.conn is None:
-            self.connect()
+            self._connect()
 
     def send(self, mail_from: str, to: str, data: bytes) -> str:
-        conn = self.conn or self.connect()
+        conn = self.conn or self._connect()
         options: list[str] = []
+        if not to.isascii() and not conn.has_extn("smtputf8"):
+            # Only the part before the @ needs SMTPUTF8: a domain goes in its ASCII form.
+            to = ascii_address(to) or to
         if not (to.isascii() and mail_from.isascii()):
             # An internationalised mailbox needs SMTPUTF8 (RFC 6531); without it the server
             # cannot take this one address, which says nothing against the address itself.
