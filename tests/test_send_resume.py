@@ -211,7 +211,9 @@ def test_kill_9_at_random_points_over_many_rounds_misses_nobody(
     with SMTPServer(Handler()) as server:
         smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="3")
         process = _start_send(newsletter)
-        for _ in range(6):
+        for round_ in range(6):
+            if round_:
+                process = mailer_process(newsletter, "send", "2025-11", "--resume")
             target = len(server.received) + rng.randint(1, 25)
             _wait_for_count_or_exit(server.handler, target, process)
             finished = process.poll() is not None
@@ -228,7 +230,6 @@ def test_kill_9_at_random_points_over_many_rounds_misses_nobody(
             assert all(got[e] == 1 for e, s in states.items() if s == "sent")
             if finished:
                 break
-            process = mailer_process(newsletter, "send", "2025-11", "--resume")
         else:
             r = cli("send", "2025-11", "--resume")
             assert r.exit_code == 0, r.output
