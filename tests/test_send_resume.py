@@ -231,6 +231,7 @@ def test_kill_9_at_random_points_over_many_rounds_misses_nobody(
             if finished:
                 break
         else:
+            # Every round's sender was killed: the last resume runs to the end here.
             r = cli("send", "2025-11", "--resume")
             assert r.exit_code == 0, r.output
         unknown |= {e for e, s in ledger(newsletter).items() if s == "unknown"}
