@@ -477,3 +477,24 @@ def test_every_help_shows_an_example(cli: Callable[..., Result], path: tuple[str
     assert result.exit_code == 0
     assert "Example" in result.stdout
     assert re.search(rf"^\s+mailer {' '.join(path)}", result.stdout, re.MULTILINE)
+
+
+def test_a_template_added_or_edited_in_the_folder_is_used_by_the_next_build_in_the_same_process(
+    settings: Settings,
+) -> None:
+    # The preview server and the worker build many times in one process: the templates
+    # they parsed once must not hide the comms officer's later changes.
+    from mailer.render.compile import LAYOUT, compile_slug
+
+    slug = all_slugs(settings)[0]
+    assert "Made in this folder" not in compile_slug(settings, slug).email_html
+    shipped = (Path(config.__file__).parent / "render/templates" / LAYOUT).read_text()
+    override = settings.templates_dir / LAYOUT
+    override.parent.mkdir(parents=True, exist_ok=True)
+    marked = shipped.replace("</mj-body>", "<mj-raw><p>Made in this folder</p></mj-raw></mj-body>")
+    assert marked != shipped
+    override.write_text(marked)
+    assert "Made in this folder" in compile_slug(settings, slug).email_html
+    override.write_text(marked.replace("Made in this folder", "Edited in this folder"))
+    html = compile_slug(settings, slug).email_html
+    assert "Edited in this folder" in html and "Made in this folder" not in html

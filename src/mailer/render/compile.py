@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -78,12 +79,35 @@ def envelope_of(settings: Settings, issue: Issue) -> dict[str, str]:
     return found
 
 
+# One Jinja environment per templates folder and set of files in it, so a process that
+# builds again (the preview server, the worker, a build of several issues) parses each
+# template once. Jinja reloads a template whose file changed; a file added to the
+# folder, which overrides a shipped template of the same name, makes a new environment.
+_ENVIRONMENTS: dict[tuple[str, tuple[str, ...]], jinja2.Environment] = {}
+
+
+def _folder_files(folder: Path) -> tuple[str, ...]:
+    try:
+        return tuple(sorted(str(p.relative_to(folder)) for p in folder.rglob("*")))
+    except OSError:
+        return ()
+
+
 def environment(settings: Settings) -> jinja2.Environment:
     """Jinja with the folder's own templates first, then the ones mailer ships."""
+    folder = settings.templates_dir
+    key = (str(folder), _folder_files(folder))
+    found = _ENVIRONMENTS.get(key)
+    if found is None:
+        found = _ENVIRONMENTS[key] = _new_environment(folder)
+    return found
+
+
+def _new_environment(folder: Path) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(
             [
-                jinja2.FileSystemLoader(settings.templates_dir),
+                jinja2.FileSystemLoader(folder),
                 jinja2.PackageLoader("mailer.render", "templates"),
             ]
         ),
