@@ -34,12 +34,12 @@ RETURNED = [
 ]
 OUTCOMES = [
     *("recipients", "accepted", "delivered", "hard", "soft"),
-    *("refused", "unknown", "policy", "complained", "unsubscribed"),
+    *("refused", "skipped", "waiting", "unknown", "policy", "complained", "unsubscribed"),
 ]
 EXPECTED = {
-    "all": dict(zip(OUTCOMES, (10, 9, 6, 2, 1, 1, 0, 1, 1, 2), strict=True)),
-    "practitioners": dict(zip(OUTCOMES, (8, 7, 4, 2, 1, 1, 0, 1, 1, 1), strict=True)),
-    "schools": dict(zip(OUTCOMES, (3, 3, 2, 1, 0, 0, 0, 0, 0, 1), strict=True)),
+    "all": dict(zip(OUTCOMES, (10, 9, 6, 2, 1, 1, 0, 0, 0, 1, 1, 2), strict=True)),
+    "practitioners": dict(zip(OUTCOMES, (8, 7, 4, 2, 1, 1, 0, 0, 0, 1, 1, 1), strict=True)),
+    "schools": dict(zip(OUTCOMES, (3, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 1), strict=True)),
 }
 
 
@@ -204,3 +204,30 @@ def test_the_report_shows_clicks_per_link_when_they_are_counted(cli: Any, report
     html = (reported / "build/2025-11/report.html").read_text(encoding="utf-8")
     assert "Link clicks are not counted" not in html
     assert "https://learning.nspcc.org.uk/a" in html
+
+
+def test_people_skipped_at_their_turn_and_copies_not_sent_yet_are_counted_apart(
+    cli: Any, newsletter: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = addresses(4, "k")
+    make_list(cli, newsletter, "practitioners", people)
+    assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
+    server = SMTPServer(Handler())  # not started yet: the send pauses with nobody mailed
+    smtp_env(monkeypatch, server.port)
+    assert cli("send", "2025-11", "--list", "practitioners", "--yes").exit_code == 1
+    assert cli("report", "2025-11", "--csv").exit_code == 0
+    got = figures((newsletter / "build/2025-11/report.csv").read_text(encoding="utf-8"))
+    assert got[("outcomes", "all", "waiting")] == "4"
+    assert got[("outcomes", "all", "unknown")] == "0"
+
+    assert cli("subscribers", "unsubscribe", people[0]).exit_code == 0
+    with server:
+        assert cli("send", "2025-11", "--resume").exit_code == 0
+    assert sorted(server.handler.recipients()) == people[1:]
+    r = cli("report", "2025-11", "--people", "--csv")
+    assert r.exit_code == 0, r.output
+    rows = (newsletter / ".mailer/reports/2025-11/report.csv").read_text(encoding="utf-8")
+    got = figures(rows)
+    expected = {"accepted": "3", "skipped": "1", "waiting": "0", "unknown": "0"}
+    assert {m: got[("outcomes", "all", m)] for m in expected} == expected
+    assert f"people,{people[0]},not mailed (skipped)" in rows

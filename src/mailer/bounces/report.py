@@ -9,7 +9,11 @@ How a recipient is counted, each in exactly one of these:
 - **bounced (hard)** / **bounced (soft)**: accepted, then reported failed (a hard failure
   wins when both came back);
 - **refused while sending**: the server refused the copy during the SMTP conversation;
-- **unknown**: never sent (the send is paused or was cancelled) or in flight when it stopped.
+- **not mailed**: skipped at their turn, because they had unsubscribed, bounced,
+  complained or been erased since the send started;
+- **not sent yet**: still waiting (the send is paused, or was cancelled before their turn);
+- **unknown**: the whole message was written and no final reply came, or it was in flight
+  when the sender stopped: the server may or may not have it.
 
 Complaints, unsubscribes and policy refusals are counted beside these, since a person
 who complained was also delivered to.
@@ -78,6 +82,8 @@ class Outcomes:
     hard: int = 0
     soft: int = 0
     refused: int = 0
+    skipped: int = 0
+    waiting: int = 0
     unknown: int = 0
     policy: int = 0
     complained: int = 0
@@ -90,7 +96,9 @@ class Outcomes:
         ("hard", "Bounced: address gone (hard)"),
         ("soft", "Bounced: temporary failure (soft)"),
         ("refused", "Refused while sending"),
-        ("unknown", "Outcome unknown (not sent, or in flight)"),
+        ("skipped", "Not mailed: left or bounced before their turn"),
+        ("waiting", "Not sent yet (paused or cancelled)"),
+        ("unknown", "Outcome unknown (the server may have it)"),
         ("policy", "Refused for policy or reputation"),
         ("complained", "Marked as spam (complaints)"),
         ("unsubscribed", "Unsubscribed since the send"),
@@ -157,6 +165,10 @@ def _outcomes(
                 counts["delivered"] += 1
         elif copy in (D.FAILED_PERMANENT, D.FAILED_TEMPORARY):
             counts["refused"] += 1
+        elif copy == D.SKIPPED:
+            counts["skipped"] += 1
+        elif copy == D.PENDING:
+            counts["waiting"] += 1
         else:
             counts["unknown"] += 1
         if K.POLICY in came_back:
@@ -266,8 +278,12 @@ def _people(
             rows.append(PersonRow(email, f"refused ({copy.status})", code, copy.error))
         elif found is not None:
             rows.append(PersonRow(email, found.kind, found.status, found.reason))
+        elif copy.status == D.SKIPPED:
+            rows.append(PersonRow(email, "not mailed (skipped)", "", copy.error))
         elif copy.subscriber_id in left:
             rows.append(PersonRow(email, "unsubscribed", "", ""))
+        elif copy.status == D.PENDING:
+            rows.append(PersonRow(email, "not sent yet", "", ""))
         elif copy.status != D.SENT:
             rows.append(PersonRow(email, f"unknown ({copy.status})", "", ""))
     return rows
