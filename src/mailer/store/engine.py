@@ -15,7 +15,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from mailer.errors import StoreError
 
-# How long a writer waits for another writer (an import, a send) before giving up.
+# How long a writer waits for another writer (an import, a send) before giving up: SQLite's
+# busy timeout, and PostgreSQL's lock_timeout (without it a statement waits for a lock for
+# ever, and a Postfix pipe or a ledger write would hang instead of trying again).
 BUSY_TIMEOUT_MS = 5000
 # Mark connections of the write engine so their transactions start with BEGIN IMMEDIATE.
 WRITE_OPTION = "mailer_write"
@@ -45,8 +47,11 @@ def parse_url(url: str) -> sa.URL:
 def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """An engine for ``url``; SQLite connections get WAL, foreign keys and a busy timeout."""
     parsed = parse_url(url)
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "options" not in parsed.query:
+        options["connect_args"] = {"options": f"-c lock_timeout={BUSY_TIMEOUT_MS}"}
     try:
-        engine = sa.create_engine(parsed)
+        engine = sa.create_engine(parsed, **options)
     except ImportError as exc:
         driver = _DRIVERS.get(exc.name or "", exc.name or "its driver")
         raise StoreError(
@@ -98,7 +103,7 @@ def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
     """One line saying what the database refused, for the CLI to print."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    if "database is locked" in text:
+    if "database is locked" in text or "lock timeout" in text:
         text = "the database is busy: another mailer command is writing to it; try again shortly"
     elif "unable to open database file" in text:
         text = "cannot open the database file: does its folder exist, and may mailer write to it?"
@@ -110,4 +115,4 @@ def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
 def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says another writer holds the database (worth trying again)."""
     text = str(exc)
-    return "locked" in text or "busy" in text
+    return "locked" in text or "busy" in text or "lock timeout" in text
