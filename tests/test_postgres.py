@@ -1,19 +1,26 @@
 """What differs on PostgreSQL, tested on the real server in both passes of the suite.
 
 The rest of the suite runs on PostgreSQL in its second pass; these tests are about what
-only PostgreSQL does: where an erased address may linger, and what erasure says of it.
+only PostgreSQL does: where an erased address may linger and what erasure says of it, and
+processes that SQLite would have queued for its write lock running side by side.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from mailer.config import Settings
+from mailer.store import migrate
 from mailer.store import people as store
+from mailer.store.database import open_db
 from pg_server import PostgresServer
 from send_helpers import addresses, make_list
 from subscriber_helpers import ok, query
@@ -62,3 +69,32 @@ def test_erasure_on_postgresql_leaves_no_copy_in_tables_or_indexes_and_says_what
         assert erased.encode() not in _files(postgres, pg_newsletter, relation), relation
     assert people[121].encode() in _files(postgres, pg_newsletter, "subscriber")
     assert query(pg_newsletter, "SELECT count(*) FROM subscriber WHERE status = 'erased'") == [(1,)]
+
+
+def test_processes_opening_a_new_database_at_once_make_its_schema_once(
+    settings: Settings, postgres: PostgresServer
+) -> None:
+    """Workers started together on a new, empty database: each would create the tables
+    and remember the key; one at a time, every one of them starts."""
+    with postgres.fresh_database(migrated=False) as url:
+        on_postgres = dataclasses.replace(settings, database_url=url)
+        start = threading.Barrier(6)
+        failures: list[BaseException] = []
+
+        def open_it() -> None:
+            start.wait(timeout=120)
+            try:
+                open_db(on_postgres).close()
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert failures == []
+        assert migrate.current_revision(on_postgres) == migrate.head_revision()
+        with open_db(on_postgres) as database, database.session() as session:
+            rows = session.execute(sa.text("SELECT name FROM meta ORDER BY name")).all()
+        assert [r[0] for r in rows] == ["key_fingerprint", "suppression_key"]

@@ -91,6 +91,23 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+# Keys of the transaction-scoped advisory locks of one_at_a_time, one per purpose.
+SCHEMA_LOCK = 0x6D61696C6572  # "mailer": upgrading the schema
+KEY_LOCK = 0x6D61696C6B79  # "mailky": remembering the signing key on first use
+
+
+def one_at_a_time(connection: Connection, key: int) -> None:
+    """Wait until no other transaction holds ``key``, and hold it until this one ends.
+
+    On SQLite a writer's BEGIN IMMEDIATE already lets one writer in at a time. On
+    PostgreSQL writers run side by side, so a read-then-write that must not run twice at
+    once (creating the schema, remembering the key) takes an advisory lock first; the next
+    one in then finds the work done.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def describe(url: str | sa.URL) -> str:
     """The database as people know it: the SQLite file's path, or the URL without password."""
     parsed = parse_url(url) if isinstance(url, str) else url
