@@ -205,8 +205,11 @@ def test_the_password_can_live_in_a_pgpass_file(
     monkeypatch.setenv("PGPASSFILE", str(target.pgpass(tmp_path / "pgpass")))
     result = ok(cli("db", "copy", "--to", target.url(password=None)))
     assert result.stdout.splitlines()[-1] == (f"  export MAILER_DATABASE_URL={target.url(None)}")
-    monkeypatch.setenv("MAILER_DATABASE_URL", target.url(password=None))
+    # The scheme PostgreSQL's own tools write means the same.
+    plain = target.url(password=None).replace(f"{SCHEME}://", "postgresql://")
+    monkeypatch.setenv("MAILER_DATABASE_URL", plain)
     assert "practitioners" in ok(cli("lists", "list")).stdout
+    assert ok(cli("db", "current")).stdout.startswith(f"{target.url(None)}: schema revision")
 
 
 def test_bad_targets_get_one_line_and_never_the_password(

@@ -33,9 +33,16 @@ def redact(url: str) -> str:
 
 
 def parse_url(url: str) -> sa.URL:
-    """``url`` as SQLAlchemy reads it; one clear line, without the password, if it cannot."""
+    """``url`` as SQLAlchemy reads it; one clear line, without the password, if it cannot.
+
+    ``postgresql://`` and ``postgres://``, as PostgreSQL's own tools write them, mean
+    psycopg 3, the driver mailer depends on (SQLAlchemy would otherwise look for psycopg2).
+    """
     try:
-        return sa.make_url(url)
+        parsed = sa.make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed
     except (SQLAlchemyError, ValueError):
         raise StoreError(
             f"the database URL {redact(url)!r} (MAILER_DATABASE_URL or database_url) is not a "
