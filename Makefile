@@ -106,7 +106,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed postfix
+bench: $(VENV)/.installed postfix postgresql
 	$(BIN)/python bench/run.py
 
 clean:
