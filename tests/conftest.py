@@ -1,5 +1,13 @@
 """Shared fixtures: every test gets its own copy of the example newsletter folder.
 
+The suite runs on either database: with ``MAILER_TEST_DATABASE=postgresql`` every test that
+uses the ``newsletter`` fixture (and so ``settings`` and ``cli``) gets a fresh database of
+its own on a throwaway PostgreSQL server (tests/pg_server.py), through
+``MAILER_DATABASE_URL``, which the commands and workers a test starts inherit. Tests about
+the SQLite file itself are marked ``sqlite_file`` and keep their SQLite file in both passes;
+tests marked ``empty_database`` start from an empty PostgreSQL database, as a SQLite file
+starts, instead of a copy of the migrated template.
+
 Helpers for particular areas live in the test modules that use them.
 """
 
@@ -10,6 +18,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +26,7 @@ from typer.testing import CliRunner
 from mailer import config
 from mailer.cli import app
 from mailer.config import Settings
+from pg_server import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 # The tests' own copy of the example newsletter folder: the repository's issues/ belongs to
@@ -24,6 +34,37 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "tests" / "data" / "newsletter"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Which database this pass of the suite runs on: "sqlite" (the default) or "postgresql".
+TEST_DATABASE = os.environ.get("MAILER_TEST_DATABASE", "sqlite")
+if TEST_DATABASE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(
+        f"MAILER_TEST_DATABASE={TEST_DATABASE!r}: use sqlite (the default) or postgresql"
+    )
+ON_POSTGRES = TEST_DATABASE == "postgresql"
+
+
+def pytest_report_header() -> str:
+    return f"mailer test database: {TEST_DATABASE}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the tests' own, for the whole session."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """This test's database URL for MAILER_DATABASE_URL: a fresh PostgreSQL database in the
+    PostgreSQL pass, None (the newsletter's own SQLite file) otherwise."""
+    if not ON_POSTGRES or request.node.get_closest_marker("sqlite_file") is not None:
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    empty = request.node.get_closest_marker("empty_database") is not None
+    with server.fresh_database(migrated=not empty) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +74,29 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("MAILER_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("MAILER_SECRET_KEY", "test-secret-key-not-for-production")
+
+
+@pytest.fixture(autouse=True)
+def _close_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every database a test opened and left open, as the end of a process would.
+
+    A command run in-process, or a helper, may leave its database open when the test ends.
+    On SQLite that goes unnoticed; psycopg warns about each connection collected while
+    open, and a PostgreSQL server counts them, so they are closed here.
+    """
+    from mailer.store.database import Database
+
+    opened: list[Database] = []
+    original = Database.__init__
+
+    def init(self: Database, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(Database, "__init__", init)
+    yield
+    for database in opened:
+        database.close()
 
 
 @pytest.fixture(autouse=True)
@@ -60,14 +124,21 @@ def example_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_build: Path) -> Path:
+def newsletter(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    example_build: Path,
+    database_url: str | None,
+) -> Path:
     """A fresh copy of the tests' example newsletter folder (mailer.toml, issues, and their
-    build/, as after `mailer build`); cwd."""
+    build/, as after `mailer build`); cwd. Its database is this pass's (see database_url)."""
     root = tmp_path / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
     shutil.copytree(example_build, root / "build")
     monkeypatch.chdir(root)
+    if database_url is not None:
+        monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
     return root
 
 
