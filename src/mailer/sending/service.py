@@ -8,7 +8,7 @@ line or the worker to print. The worker's scheduled sends go through :func:`crea
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -154,8 +154,12 @@ def create(
     database: Database,
     scheduled_at: datetime | None = None,
     skip_checks: str | None = None,
+    on_create: Callable[[Session, int], None] | None = None,
 ) -> int:
-    """A new send of the approved issue to these lists, frozen as compiled; its id."""
+    """A new send of the approved issue to these lists, frozen as compiled; its id.
+
+    ``on_create(session, send_id)`` runs in the transaction that makes the send (a
+    schedule moves past its slot there): if it raises, no send is made."""
     compiled = compile_slug(settings, slug)
     require_written(compiled)
     # Preflight for the day it really goes out: a schedule's slot, else today.
@@ -185,7 +189,7 @@ def create(
             transport=settings.transport.name,
             overrides=overrides_json(compiled.issue),
         )
-        send = sends.create(session, frozen, lists)
+        send = sends.create(session, frozen, lists, on_create)
         assert send.id is not None
         # The first send of an issue puts it in the public archive and feed.
         publications.publish(session, slug, PublishedBy.SEND)

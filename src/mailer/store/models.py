@@ -59,6 +59,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "LawfulBasis",
+    "Lease",
     "LinkClick",
     "MailingList",
     "Membership",
@@ -504,3 +505,20 @@ class LinkClick(SQLModel, table=True):
     slug: str = Field(max_length=64)
     url: str = Field(max_length=2000)
     clicks: int = 0
+
+
+# --- 8. Leases (revision 0013) ----------------------------------------------------------------
+
+
+class Lease(SQLModel, table=True):
+    """A job only one worker may run at a time (deciding what is due, reading the bounce
+    mailbox): the worker that holds it, until when, and a term that grows by one whenever
+    it changes hands, so a holder that lost it can no longer write as if it still had it."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=40)
+    holder: str | None = Field(default=None, max_length=200)
+    term: int = 0
+    acquired_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)

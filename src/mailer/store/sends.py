@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -197,8 +197,12 @@ def create(
     session: Session,
     frozen: Send,
     list_slugs: Sequence[str],
+    before_commit: Callable[[Session, int], None] | None = None,
 ) -> Send:
-    """Store ``frozen`` (a new send: the issue as compiled and approved) for these lists."""
+    """Store ``frozen`` (a new send: the issue as compiled and approved) for these lists.
+
+    ``before_commit(session, send_id)`` runs in the same transaction: whatever it writes
+    commits with the send, and if it raises, the send is never made."""
     slug = frozen.slug
     lists = [people.get_list(session, name) for name in dict.fromkeys(list_slugs)]
     if not lists:
@@ -217,6 +221,8 @@ def create(
     for lst in lists:
         assert lst.id is not None
         session.add(SendList(send_id=send.id, list_id=lst.id))
+    if before_commit is not None:
+        before_commit(session, send.id)
     session.commit()
     session.refresh(send)
     return send
