@@ -28,7 +28,7 @@ from mailer.scheduling.slots import Started
 from mailer.sending import approval, service
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.transports import TransportFactory
-from mailer.store import people, schedules, sends
+from mailer.store import deliveries, people, schedules, sends
 from mailer.store.database import Database
 from mailer.store.models import (
     PauseReason,
@@ -195,6 +195,7 @@ def run_created(
     outcome = summarise(result) + started.notes
     done = once and result.status == SendStatus.SENT
     schedules.record(database, item.id, outcome, status=ScheduleStatus.DONE if done else None)
+    log.info("schedule %s: %s", item.id, outcome)
     problem = needs_a_person(database, result, None)
     if problem:
         alert_send(settings, item, send_id, slug, outcome, factory)
@@ -225,7 +226,30 @@ def run_started(
         ran = run_created(settings, database, started, factory, stop)
         if ran is not None:
             outcomes.append(ran)
+    _settle_finished(database)
     return outcomes
+
+
+def _settle_finished(database: Database) -> None:
+    """Give a schedule the outcome of its send when the worker that ran it died between
+    the last message and telling the schedule."""
+    with database.session() as session:
+        found = []
+        for schedule_id, send_id in schedules.waiting(session, SendStatus.SENT):
+            item = schedules.get(session, schedule_id)
+            assert item is not None
+            report = deliveries.report(session, sends.get(session, send_id))
+            at = item.last_outcome.find("; note: ")
+            result = RunResult(
+                send_id, report.slug, SendStatus.SENT, report.reason, report.total, report.counts
+            )
+            notes = item.last_outcome[at:] if at >= 0 else ""
+            found.append((item, summarise(result) + notes))
+    for item, outcome in found:
+        assert item.id is not None
+        done = ScheduleStatus.DONE if item.kind == ScheduleKind.ONCE else None
+        schedules.record(database, item.id, outcome, status=done)
+        log.info("schedule %s: %s", item.id, outcome)
 
 
 def needs_a_person(database: Database, result: RunResult, before: PauseReason | None) -> bool:

@@ -233,6 +233,9 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+        # A look that outlasts the poll makes APScheduler skip the next one, as intended:
+        # not worth a warning every poll while a send or a slow check runs.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         self._install_signals()
         scheduler.start()
         log.info("worker started: checking schedules every %g s (pid %s)", self.poll, os.getpid())

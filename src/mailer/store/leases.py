@@ -73,8 +73,10 @@ def take(
     until = now + ttl
     if current is None:
         try:
+            # A savepoint, begun by asking the session for its connection inside it: the
+            # insert that loses a race is undone alone, and the transaction goes on.
             with session.begin_nested():
-                conn.execute(
+                session.connection().execute(
                     sa.insert(LEASE).values(
                         name=name, holder=holder, term=1, acquired_at=now, expires_at=until
                     )

@@ -171,8 +171,9 @@ def fail(
     return bool(result.rowcount == 1)
 
 
-def waiting(session: Session) -> list[tuple[int, int]]:
-    """(schedule id, send id) of the sends a schedule started that nobody has run yet.
+def waiting(session: Session, status: SendStatus = SendStatus.NEW) -> list[tuple[int, int]]:
+    """(schedule id, send id) of the sends a schedule started whose outcome it has not
+    heard: not run yet (``new``), or ``sent`` by a worker that died before telling it.
 
     A schedule's run writes "sending ..." as its outcome in the transaction that creates
     the send; once a worker has run it, or could not, the outcome says so instead."""
@@ -180,7 +181,7 @@ def waiting(session: Session) -> list[tuple[int, int]]:
     rows = session.connection().execute(
         sa.select(SCHEDULE.c.id, send.c.id)
         .join(send, send.c.id == SCHEDULE.c.last_send_id)
-        .where(send.c.status == SendStatus.NEW, SCHEDULE.c.last_outcome.startswith(STARTED))
+        .where(send.c.status == status, SCHEDULE.c.last_outcome.startswith(STARTED))
         .order_by(send.c.id)
     )
     return [(int(a), int(b)) for a, b in rows]
