@@ -23,6 +23,11 @@ from mailer.store.status import DeliveryStatus, SendStatus
 from send_helpers import addresses, make_list, sql
 
 UTC = dt.UTC
+# The SQLite writer works on SQLite's DB-API connection only: it keeps SQLite in both passes.
+WRITERS = [
+    pytest.param(ledger.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
+    ledger.CoreLedgerWriter,
+]
 
 
 @pytest.fixture
@@ -37,7 +42,7 @@ def a_send(cli: Any, newsletter: Path) -> int:
     return send_id
 
 
-@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_each_ledger_writer_records_claims_outcomes_and_the_heartbeat(
     newsletter: Path, a_send: int, writer: Any
 ) -> None:
@@ -77,7 +82,7 @@ def test_each_ledger_writer_records_claims_outcomes_and_the_heartbeat(
     assert sql(newsletter, "SELECT heartbeat_at FROM send") == [("2026-12-01 09:30:15.250000",)]
 
 
-@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_a_claim_skips_whoever_can_no_longer_be_mailed(
     cli: Any, newsletter: Path, a_send: int, writer: Any
 ) -> None:
