@@ -296,20 +296,36 @@ def test_a_bug_in_one_delivery_fails_that_recipient_alone(
     assert len(run.bag.messages) == 39
 
 
-def test_two_runs_of_one_send_at_once_are_refused(settings: Settings, people: list[str]) -> None:
+def test_a_second_run_of_a_send_joins_it_and_nobody_gets_two_copies(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
     run = Run(settings)
-    refused: list[str] = []
+    joined: list[RunResult] = []
 
     def server(envelope: Envelope) -> None:
-        if len(run.bag.messages) == 3 and not refused:
+        if len(run.bag.messages) == 3 and not joined:
+            # Another worker joins while this one has rows in flight, and sends the rest.
             other = config.load(settings.root)
-            try:
-                engine.run(other, open_db(other), run.send_id, MockTransport, clock=FakeClock())
-            except Exception as exc:
-                refused.append(str(exc))
+            with open_db(other) as database:
+                joined.append(
+                    engine.run(
+                        other,
+                        database,
+                        run.send_id,
+                        lambda: MockTransport(None, run.bag),
+                        connections=2,
+                        clock=FakeClock(),
+                    )
+                )
 
     assert run(server).status == SendStatus.SENT
-    assert refused and "is being sent by another process" in refused[0]
+    (second,) = joined
+    # It left the rows the first worker held to it, and the send to finish.
+    assert second.status == SendStatus.SENDING and second.others == 1
+    assert Counter(run.bag.recipients()) == Counter(people)
+    workers = sql(newsletter, "SELECT DISTINCT claimed_by FROM delivery")
+    assert len(workers) == 2
+    assert sql(newsletter, "SELECT count(*) FROM send_worker") == [(0,)]
 
 
 def test_an_unknown_outcome_is_recorded_never_retried_and_reported(
@@ -397,15 +413,25 @@ def test_who_unsubscribes_during_a_send_is_not_mailed(
 
 
 def _crash(newsletter: Path, rows: int) -> list[str]:
-    """Leave the send as `kill -9` would: ``rows`` messages in flight, a sender gone."""
+    """Leave the send as `kill -9` would: ``rows`` messages in flight with a worker on
+    another machine whose lease has long expired."""
     found = sql(newsletter, "SELECT id, email FROM delivery WHERE status = 'pending' ORDER BY id")
     chosen = found[:rows]
     for delivery_id, _ in chosen:
-        sql(newsletter, "UPDATE delivery SET status = 'in-flight' WHERE id = ?", delivery_id)
+        sql(
+            newsletter,
+            "UPDATE delivery SET status = 'in-flight', claimed_by = 'elsewhere:1:1/1' WHERE id = ?",
+            delivery_id,
+        )
+    sql(newsletter, "UPDATE send SET status = 'sending'")
+    long_ago = "2000-01-01 00:00:00"
     sql(
         newsletter,
-        "UPDATE send SET status = 'sending', claimed_by = 'elsewhere:1:1', "
-        "heartbeat_at = '2000-01-01 00:00:00.000000'",
+        "INSERT INTO send_worker (send_id, worker, connections, joined_at, heartbeat_at, "
+        "expires_at) SELECT id, 'elsewhere:1:1/1', 2, ?, ?, ? FROM send",
+        long_ago,
+        long_ago,
+        long_ago,
     )
     return [email for _, email in chosen]
 

@@ -337,8 +337,9 @@ def _failed(
 
 def needs_a_person(database: Database, result: RunResult, before: PauseReason | None) -> bool:
     """Whether a run ended paused for a reason a person should hear about: too many
-    failures, an error, or an unavailable server (the first time, not at every retry)."""
-    if result.status != SendStatus.PAUSED:
+    failures, an error, or an unavailable server (the first time, not at every retry).
+    Of several workers of a send, only the one that paused it says so."""
+    if result.status != SendStatus.PAUSED or not result.changed:
         return False
     with database.session() as session:
         reason = sends.get(session, result.send_id).pause_reason
