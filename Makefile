@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint bench clean sysdeps dovecot postfix
+.PHONY: demo test lint bench clean sysdeps dovecot postfix postgresql
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,10 +68,34 @@ postfix:
 	  exit $$status; \
 	fi
 
+# Debian's PostgreSQL is the second database the suite runs on; tests/pg_server.py starts a
+# throwaway cluster of its own on a loopback port. The package would create and start a
+# system cluster on install: createcluster.conf says not to create one, and policy-rc.d
+# (exit 101) forbids starting anything; policy-rc.d is removed again if this target put it
+# there.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "Installing Debian postgresql for the PostgreSQL pass of the tests (no system cluster)"; \
+	  mkdir -p /etc/postgresql-common; \
+	  if [ -f /etc/postgresql-common/createcluster.conf ]; then \
+	    sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf; \
+	  fi; \
+	  grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf 2>/dev/null || \
+	    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; \
+	  made=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1; \
+	  fi; \
+	  apt-get update -qq -o DPkg::Lock::Timeout=600 && \
+	  DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 apt-get install -y -qq \
+	    -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold postgresql >/dev/null; status=$$?; \
+	  if [ -n "$$made" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
+	fi
+
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
-test: $(VENV)/.installed sysdeps node_modules/.installed dovecot
+test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed

@@ -1,5 +1,11 @@
 """Shared fixtures: every test gets its own copy of the example newsletter folder.
 
+The suite runs on either database: with ``MAILER_TEST_DATABASE=postgresql`` every test that
+uses the ``newsletter`` fixture (and so ``settings`` and ``cli``) gets a fresh database of
+its own on a throwaway PostgreSQL server (tests/pg_server.py), through
+``MAILER_DATABASE_URL``, which the commands and workers a test starts inherit. Tests about
+the SQLite file itself are marked ``sqlite_file`` and keep their SQLite file in both passes.
+
 Helpers for particular areas live in the test modules that use them.
 """
 
@@ -17,6 +23,7 @@ from typer.testing import CliRunner
 from mailer import config
 from mailer.cli import app
 from mailer.config import Settings
+from pg_server import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 # The tests' own copy of the example newsletter folder: the repository's issues/ belongs to
@@ -24,6 +31,36 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "tests" / "data" / "newsletter"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Which database this pass of the suite runs on: "sqlite" (the default) or "postgresql".
+TEST_DATABASE = os.environ.get("MAILER_TEST_DATABASE", "sqlite")
+if TEST_DATABASE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(
+        f"MAILER_TEST_DATABASE={TEST_DATABASE!r}: use sqlite (the default) or postgresql"
+    )
+ON_POSTGRES = TEST_DATABASE == "postgresql"
+
+
+def pytest_report_header() -> str:
+    return f"mailer test database: {TEST_DATABASE}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the tests' own, for the whole session."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """This test's database URL for MAILER_DATABASE_URL: a fresh PostgreSQL database in the
+    PostgreSQL pass, None (the newsletter's own SQLite file) otherwise."""
+    if not ON_POSTGRES or request.node.get_closest_marker("sqlite_file") is not None:
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    with server.fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -60,14 +97,21 @@ def example_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def newsletter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_build: Path) -> Path:
+def newsletter(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    example_build: Path,
+    database_url: str | None,
+) -> Path:
     """A fresh copy of the tests' example newsletter folder (mailer.toml, issues, and their
-    build/, as after `mailer build`); cwd."""
+    build/, as after `mailer build`); cwd. Its database is this pass's (see database_url)."""
     root = tmp_path / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
     shutil.copytree(example_build, root / "build")
     monkeypatch.chdir(root)
+    if database_url is not None:
+        monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
     return root
 
 
