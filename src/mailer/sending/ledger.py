@@ -171,7 +171,7 @@ class _Store:
         tick = time.monotonic()
         busy = finals or handed_back or claims or (need and not self.writer.reads_ahead)
         due = self.beat_busy if busy else self.beat_idle
-        beat = utcnow() if tick - self.last_beat >= due else None
+        beat = send_workers.machine_now() if tick - self.last_beat >= due else None
         if not (busy or beat):
             ours = send_workers.is_sending(self.reader, self.send_id, self.owner)
             return _Cycle(ours, [[] for _ in wants], self.exhausted and not self.ahead)

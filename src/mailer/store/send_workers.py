@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from mailer.store import deliveries, relay_slots, sends
-from mailer.store.models import SendStatus, SendWorker, as_utc, table_of, utcnow
+from mailer.store.models import SendStatus, SendWorker, as_utc, table_of
 
 SEND_WORKER = table_of(SendWorker)
 SEND = sends.SEND
@@ -40,12 +40,19 @@ def new_worker_id() -> str:
 def now(conn: Connection) -> dt.datetime:
     """The time leases are written and judged by: the database server's clock on
     PostgreSQL, shared by every machine; this machine's on SQLite, which only processes of
-    this machine can open."""
+    this machine can open (:func:`machine_now`)."""
     if conn.dialect.name == "postgresql":
         found = conn.execute(sa.select(sa.func.now())).scalar_one()
         assert isinstance(found, dt.datetime)
         return as_utc(found)
-    return utcnow()
+    return machine_now()
+
+
+def machine_now() -> dt.datetime:
+    """This machine's clock as it is: never shifted by ``MAILER_CLOCK_OFFSET`` (which moves
+    one process's idea of the time for the schedules in end-to-end tests), because a lease
+    is judged by other processes."""
+    return dt.datetime.now(dt.UTC)
 
 
 def join(
