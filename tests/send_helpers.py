@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from db_helpers import query
 
 
 def make_list(
@@ -39,17 +40,16 @@ def smtp_env(monkeypatch: Any, port: int, **extra: str) -> None:
 
 
 def ledger(root: Path) -> dict[str, str]:
-    """email -> ledger status of the latest send, read straight from the SQLite file."""
-    with sqlite3.connect(root / "subscribers.sqlite") as conn:
-        rows = conn.execute(
-            "SELECT email, status FROM delivery WHERE send_id = (SELECT MAX(id) FROM send)"
-        ).fetchall()
+    """email -> ledger status of the latest send, read straight from the database."""
+    rows = query(
+        root, "SELECT email, status FROM delivery WHERE send_id = (SELECT MAX(id) FROM send)"
+    )
     return dict(rows)
 
 
-def sql(root: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(root / "subscribers.sqlite") as conn:
-        return conn.execute(query, params).fetchall()
+def sql(root: Path, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of ``statement`` in the newsletter's database (db_helpers.query)."""
+    return query(root, statement, *params)
 
 
 class Lines:

@@ -1,25 +1,18 @@
 """Helpers for the subscriber tests: files as people make them, and the database as it is.
 
-The database is read with the standard library's sqlite3, not through mailer, so the tests
-check what was really stored.
+The database is read with plain SQL, not through mailer, so the tests check what was
+really stored (db_helpers: the SQLite file or this pass's PostgreSQL database).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 from conftest import Result
+from db_helpers import query
 
 Cli = Callable[..., Result]
-
-
-def query(root: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(root / "subscribers.sqlite")) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def count(root: Path, table: str) -> int:
