@@ -40,6 +40,12 @@ def a_send(cli: Any, newsletter: Path) -> int:
     return send_id
 
 
+# The SQLite writer runs on a SQLite file in both passes of the suite; the Core writer on
+# the pass's database.
+WRITERS = [
+    pytest.param(ledger.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
+    ledger.CoreLedgerWriter,
+]
 ME = "host:1:1/1"
 LEASE = dt.timedelta(seconds=30)
 
@@ -48,7 +54,7 @@ def _join(database: Any, send_id: int, worker: str = ME) -> None:
     workers.join(database, send_id, worker, 2, LEASE)
 
 
-@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_each_ledger_writer_records_claims_outcomes_and_the_lease(
     newsletter: Path, a_send: int, writer: Any
 ) -> None:
@@ -98,7 +104,7 @@ def _moment(value: Any) -> dt.datetime:
     return as_utc(found)
 
 
-@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_a_worker_presumed_dead_claims_nothing_and_its_late_outcomes_change_nothing(
     newsletter: Path, a_send: int, writer: Any
 ) -> None:
@@ -164,7 +170,7 @@ def test_claims_by_number_take_each_row_once_and_check_each_person(
     }
 
 
-@pytest.mark.parametrize("writer", [ledger.SQLiteLedgerWriter, ledger.CoreLedgerWriter])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_a_claim_skips_whoever_can_no_longer_be_mailed(
     cli: Any, newsletter: Path, a_send: int, writer: Any
 ) -> None:

@@ -25,7 +25,8 @@ used one slot are therefore a full window apart at the server, and N slots allow
 N messages in any window, however many workers share them: the limit is the relay's, not
 multiplied by the workers. Times are on one clock: the database server's on PostgreSQL
 (each worker measures its offset when it starts, and the measurement's uncertainty is
-added to every window), this machine's on SQLite.
+added to every window), this machine's on SQLite. The past hour's messages read from the
+ledger are on their senders' clocks, which NTP keeps within milliseconds of it.
 
 Every wait goes through the injected :class:`~mailer.clock.Clock`, so tests drive the
 limiter on a fake clock. The in-process limiter lives on the sender's event loop and
@@ -45,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mailer.clock import Clock
+from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
 from mailer.sending.ledger import JobThread
 from mailer.store import deliveries, relay_slots
@@ -187,9 +188,12 @@ class SharedRateLimiter:
         worker: str,
         *,
         threaded: bool = True,
+        align: bool = False,
     ) -> None:
         self.interval = 1.0 / per_second + EPSILON if per_second else 0.0
         self.per_hour = per_hour or 0
+        # Whether times go on the shared clock (see open); a test's fake clock is its own.
+        self.align = align
         self.clock, self.database, self.relay, self.worker = clock, database, relay, worker
         self.windows: list[Window] = []
         if per_second:
@@ -211,18 +215,21 @@ class SharedRateLimiter:
 
     def open(self) -> None:
         """Create the relay's slots if they are missing, count the past hour's messages from
-        the ledger, and measure this worker's offset to the database's clock."""
+        the ledger, and measure this worker's offset to the shared clock: the database
+        server's on PostgreSQL, this machine's own (never shifted by MAILER_CLOCK_OFFSET)
+        on SQLite."""
         if not self.active:
             return
         with self.database.session(write=True) as session:
             conn = session.connection()
             relay_slots.ensure(conn, self.relay, {w.kind: w.size for w in self.windows})
-            before = self.clock.time()
-            server = relay_slots.server_time(conn)
-            after = self.clock.time()
-            if server is not None:
-                self.offset = server.timestamp() - (before + after) / 2
-                # The server read its clock somewhere in between: every window allows for it.
+            if self.align:
+                before = self.clock.time()
+                server = relay_slots.server_time(conn)
+                reference = server.timestamp() if server is not None else time.time()
+                after = self.clock.time()
+                self.offset = reference - (before + after) / 2
+                # The reference was read somewhere in between: every window allows for it.
                 spread = (after - before) / 2
                 self.windows = [Window(w.kind, w.size, w.seconds + spread) for w in self.windows]
             if self.per_hour:
@@ -353,5 +360,11 @@ def limiter_for(
     if not (smtp.rate_per_second or smtp.rate_per_hour):
         return RateLimiter(None, None, clock)
     return SharedRateLimiter(
-        smtp.rate_per_second, smtp.rate_per_hour, clock, database, relay_of(settings), worker
+        smtp.rate_per_second,
+        smtp.rate_per_hour,
+        clock,
+        database,
+        relay_of(settings),
+        worker,
+        align=isinstance(clock, SystemClock),
     )
