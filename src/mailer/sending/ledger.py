@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from mailer.errors import StoreError
 from mailer.store import deliveries, people, send_workers
 from mailer.store.database import Database
 from mailer.store.engine import is_busy
@@ -226,8 +227,12 @@ class _Store:
     def _reap(self) -> None:
         """Turn the rows of workers of this send that died into unknown, now rather than
         when the send ends (their leases expire while this one goes on)."""
-        with self.database.session(write=True) as session:
-            found = send_workers.reap(session.connection(), self.send_id)
+        try:
+            with self.database.session(write=True) as session:
+                found = send_workers.reap(session.connection(), self.send_id)
+        except StoreError as exc:  # it is only a look: the next one may do it
+            log.info("could not look for workers that died: %s", exc)
+            return
         if found:
             self.unknown.extend(found)
             log.warning(

@@ -51,7 +51,7 @@ from mailer.config import Settings
 from mailer.sending.ledger import JobThread
 from mailer.store import deliveries, relay_slots
 from mailer.store.database import Database
-from mailer.store.engine import is_busy
+from mailer.store.engine import retry_while_busy
 from mailer.store.relay_slots import End, Held, Taken, Wait, Window
 
 log = logging.getLogger("mailer.sender")
@@ -64,8 +64,6 @@ ROUNDING = 1e-5
 POLL = 0.25
 # How often a worker looks again when every slot is held by another worker's message.
 POLL_ELSEWHERE = 0.05
-# A limiter that finds the database locked (a large import committing) keeps trying this long.
-BUSY_RETRY_FOR = 120.0
 T = TypeVar("T")
 
 
@@ -326,30 +324,18 @@ class SharedRateLimiter:
                     )
                 return found
 
-        return _retrying(job)
+        return retry_while_busy(job)
 
     def _write_ends(self, ends: list[End]) -> None:
         def job() -> None:
             with self.database.session(write=True) as session:
                 relay_slots.end(session.connection(), self.relay, self.worker, ends)
 
-        _retrying(job)
+        retry_while_busy(job)
 
 
 def _at(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
-
-
-def _retrying(job: Callable[[], T]) -> T:
-    """``job``, tried again while the database is busy with another writer."""
-    deadline = time.monotonic() + BUSY_RETRY_FOR
-    while True:
-        try:
-            return job()
-        except Exception as exc:
-            if not is_busy(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def limiter_for(

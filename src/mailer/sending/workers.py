@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from mailer.errors import StateError
 from mailer.store import deliveries, send_workers, sends
 from mailer.store.database import Database
+from mailer.store.engine import retry_while_busy
 from mailer.store.models import DeliveryStatus, SendStatus
 from mailer.store.status import PauseReason
 
@@ -71,6 +72,12 @@ def join(
     database: Database, send_id: int, worker: str, connections: int, lease: dt.timedelta
 ) -> Joined:
     """Add ``worker`` to the send, starting or resuming it if it is not sending."""
+    return retry_while_busy(lambda: _join(database, send_id, worker, connections, lease))
+
+
+def _join(
+    database: Database, send_id: int, worker: str, connections: int, lease: dt.timedelta
+) -> Joined:
     with database.session(write=True) as session:
         conn = session.connection()
         slug, status, total = sends.lock(conn, send_id)
@@ -100,6 +107,16 @@ def leave(
 ) -> Left:
     """Decide what the send becomes now that ``worker`` has stopped, and let it go (unless
     it should go round again). ``pause`` is why it stopped, if it stopped before the end."""
+    return retry_while_busy(lambda: _leave(database, send_id, worker, pause, detail))
+
+
+def _leave(
+    database: Database,
+    send_id: int,
+    worker: str,
+    pause: PauseReason | None,
+    detail: str,
+) -> Left:
     with database.session(write=True) as session:
         conn = session.connection()
         _, status, _ = sends.lock(conn, send_id)

@@ -119,20 +119,28 @@ def fix_recipients(session: Session, send: Send) -> int:
 # -- what the engine reads ---------------------------------------------------------------------
 
 
+def in_flight_to_unknown(conn: Connection, send_id: int, workers: Sequence[str]) -> list[str]:
+    """Rows of the send left in flight by these workers, found dead, become ``unknown``:
+    whether the server took them cannot be known, so they are never counted as sent nor
+    sent again on their own. Their addresses, in ledger order."""
+    d = DELIVERY.c
+    return _to_unknown(conn, send_id, d.claimed_by.in_(list(workers)))
+
+
 def orphans_to_unknown(conn: Connection, send_id: int) -> list[str]:
-    """Rows of the send left in flight by a worker that has no lease any more (it died, or
-    was cancelled after a crash) become ``unknown``: whether the server took them cannot be
-    known, so they are never counted as sent nor sent again on their own. Rows in flight
-    with a live worker are left to it. Their addresses, in ledger order."""
+    """Rows of the send in flight with no worker holding a lease on it (a worker that
+    died, a sender from before leases) become ``unknown``, as in :func:`in_flight_to_unknown`.
+    Rows in flight with a live worker are left to it."""
     d, w = DELIVERY.c, SEND_WORKER.c
     leased = sa.select(w.worker).where(w.send_id == d.send_id, w.worker == d.claimed_by).exists()
+    return _to_unknown(conn, send_id, sa.or_(d.claimed_by.is_(None), sa.not_(leased)))
+
+
+def _to_unknown(conn: Connection, send_id: int, whose: sa.ColumnElement[bool]) -> list[str]:
+    d = DELIVERY.c
     rows = conn.execute(
         sa.update(DELIVERY)
-        .where(
-            d.send_id == send_id,
-            d.status == D.IN_FLIGHT,
-            sa.or_(d.claimed_by.is_(None), sa.not_(leased)),
-        )
+        .where(d.send_id == send_id, d.status == D.IN_FLIGHT, whose)
         .values(
             status=D.UNKNOWN,
             last_error="in flight when its sender stopped without recording an outcome",

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailer.store.models import RelaySlot, SendWorker, as_utc, table_of
 
@@ -101,8 +99,16 @@ def ensure(conn: Connection, relay: str, sizes: dict[str, int]) -> None:
     if not rows:
         return
     # Two workers starting at once may both create them: the second one's are ignored.
-    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(insert(SLOT).on_conflict_do_nothing(), rows)
+    # The dialect's module is imported here: PostgreSQL's takes tens of milliseconds to
+    # import, which every send on SQLite would pay at start.
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        conn.execute(postgresql.insert(SLOT).on_conflict_do_nothing(), rows)
+    else:
+        from sqlalchemy.dialects import sqlite
+
+        conn.execute(sqlite.insert(SLOT).on_conflict_do_nothing(), rows)
 
 
 def seed(conn: Connection, relay: str, kind: str, size: int, ends: Sequence[dt.datetime]) -> None:

@@ -146,14 +146,18 @@ def reap(conn: Connection, send_id: int) -> list[str]:
         )
     ).all()
     dead = [r.worker for r in rows if gone(r.worker, r.expires_at, moment)]
+    unknown: list[str] = []
     if dead:
+        # Rows first, then leases: the order a ledger commit takes them in (outcomes, then
+        # its lease), so a worker presumed dead while it commits never deadlocks with this.
+        unknown = deliveries.in_flight_to_unknown(conn, send_id, dead)
         conn.execute(
             sa.delete(SEND_WORKER).where(
                 SEND_WORKER.c.send_id == send_id, SEND_WORKER.c.worker.in_(dead)
             )
         )
         relay_slots.free_held_by(conn, dead, moment)
-    return deliveries.orphans_to_unknown(conn, send_id)
+    return unknown + deliveries.orphans_to_unknown(conn, send_id)
 
 
 def others(conn: Connection, send_id: int, worker: str) -> int:
