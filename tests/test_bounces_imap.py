@@ -233,13 +233,12 @@ def test_one_worker_reads_the_mailbox_and_a_standby_takes_over_when_it_is_killed
     # Every worker looks at the mailbox every 1.2 seconds; only the lease holder reads it.
     setup_sent(cli, newsletter, PEOPLE, extra=imap_recipe(server) + "fetch_every = 0.02\n")
     monkeypatch.setenv("MAILER_BOUNCES_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MAILER_WORKER_LEASE", "3")
     by_email = copies(newsletter)
     workers: list[tuple[subprocess.Popen[bytes], Lines]] = []
 
     def start() -> tuple[subprocess.Popen[bytes], Lines]:
-        process = mailer_process(
-            newsletter, "worker", "--poll", "0.5", "--lease", "3", stdout=subprocess.DEVNULL
-        )
+        process = mailer_process(newsletter, "worker", "--poll", "0.5", stdout=subprocess.DEVNULL)
         assert process.stderr is not None
         workers.append((process, Lines(process.stderr)))
         return workers[-1]

@@ -2,8 +2,8 @@
 (a UTS namespace of its own, with its own host name): every due slot starts exactly once,
 and when the scheduler is killed with SIGKILL a standby takes over and starts the rest.
 
-The workers are real processes, with short leases (``--lease 3``) and polls, so the test
-waits on what they report, never on the clock.
+The workers are real processes, with short leases (``MAILER_WORKER_LEASE=3``) and polls;
+the test waits on what they report, never on the clock.
 """
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ class Workers:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *, hostname: str | None = None) -> None:
-        command = [sys.executable, "-m", "mailer", "worker", "--poll", "0.5", "--lease", "3"]
+        command = [sys.executable, "-m", "mailer", "worker", "--poll", "0.5"]
         if hostname is not None:
             # Its own UTS namespace: the same machine, but another host name, as a worker
             # on another machine would have; its process cannot be looked up from here.
             command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
-            command += [sys.executable, "-m", "mailer", "worker", "--poll", "0.5", "--lease", "3"]
+            command += [sys.executable, "-m", "mailer", "worker", "--poll", "0.5"]
         process = subprocess.Popen(
             command,
             cwd=self.root,
@@ -197,7 +197,8 @@ def test_three_workers_start_every_slot_once_and_a_standby_takes_over(
 
     workers = Workers(newsletter, logs)
     with SMTPServer() as server:
-        smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="2")
+        # Leases of 3 seconds, the shortest allowed: a standby takes over within 3.5 s.
+        smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="2", MAILER_WORKER_LEASE="3")
         try:
             for i, slug in enumerate(slugs[:3]):
                 schedule_now(settings, database, slug, minutes_ago=10 + i)

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 # Seconds between the worker's looks at the database.
 DEFAULT_POLL = 30.0
-# Seconds a lease lasts unless renewed (mailer.scheduling.leader.DEFAULT_TTL).
-DEFAULT_LEASE = 20.0
 
 
 def register(app: typer.Typer) -> None:
@@ -191,15 +189,6 @@ def worker(
     poll: Annotated[
         float, typer.Option("--poll", help="Seconds between looks at the database.", min=0.2)
     ] = DEFAULT_POLL,
-    lease: Annotated[
-        float,
-        typer.Option(
-            "--lease",
-            help="Seconds a worker keeps the scheduler or the bounce mailbox without renewing "
-            "it: a standby takes over within this and one poll when it dies.",
-            min=1.0,
-        ),
-    ] = DEFAULT_LEASE,
 ) -> None:
     """Run scheduled sends: stays running and checks the schedules every 30 seconds.
 
@@ -208,8 +197,8 @@ def worker(
     docs/scheduling.md for running it under systemd, or from cron with --once.
 
     Several workers may share one database, on one machine or several: one of them is
-    the scheduler, the others standbys that take over when it stops or dies (see
-    docs/scaling.md).
+    the scheduler, the others standbys that take over when it stops or dies, and all of
+    them send (see docs/scaling.md).
 
     \b
     Examples:
@@ -220,7 +209,7 @@ def worker(
 
     s = settings()
     setup_logging(s)
-    w = Worker(s, poll=poll, lease=lease)
+    w = Worker(s, poll=poll)
     try:
         if once:
             outcomes = w.run_once()

@@ -8,13 +8,14 @@ database, and all of them may send. Two jobs must be run by one of them only:
 - ``bounces``: reading the bounce mailbox, so that no message is handled twice at once.
 
 For each job, the worker that takes the lease runs it and keeps the lease by renewing it
-every quarter of its length (20 seconds by default); the others are standbys and try to
-take it at each of their looks. A worker that stops lets go, and a standby takes over at
-its next look. A worker that dies keeps the lease until it expires, then a standby takes
-over: at once if the dead worker was on the same machine (its process is gone), within a
-lease and a poll otherwise, under a minute with the defaults. Every write made on the
-job's behalf confirms the lease in its own transaction (:meth:`Lease.confirm`), so a worker
-that stalled past its lease can never act alongside the one that replaced it.
+every quarter of its length (``[worker] lease``, 30 seconds by default); the others are
+standbys and try to take it at each of their looks. A worker that stops lets go, and a
+standby takes over at its next look. A worker that dies keeps the lease until it
+expires, then a standby takes over: at once if the dead worker was on the same machine
+(its process is gone), within a lease and a poll otherwise, a minute with the defaults.
+Every write made on the job's behalf confirms the lease in its own transaction
+(:meth:`Lease.confirm`), so a worker that stalled past its lease can never act alongside
+the one that replaced it. Leases are judged by the database server's clock on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from contextlib import contextmanager
 
 from sqlmodel import Session
 
-from mailer.clock import utcnow
 from mailer.errors import LeaseLost, MailerError, StateError
 from mailer.store import leases, sends
 from mailer.store.database import Database
@@ -35,8 +35,9 @@ from mailer.store.database import Database
 log = logging.getLogger("mailer.worker")
 SCHEDULER = "scheduler"
 BOUNCES = "bounces"
-# Seconds a lease lasts unless renewed: a standby takes over within this and one poll.
-DEFAULT_TTL = 20.0
+# Seconds a lease lasts unless renewed, as a worker's lease on a send ([worker] lease): a
+# standby takes over within this and one poll.
+DEFAULT_TTL = 30.0
 WHAT = {SCHEDULER: "the scheduler", BOUNCES: "the reader of the bounce mailbox"}
 
 
@@ -50,7 +51,7 @@ class Lease:
         *,
         ttl: float = DEFAULT_TTL,
         holder: str | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.database = database
         self.name = name
@@ -59,6 +60,7 @@ class Lease:
         # The process, as a send's holder is named: a standby on the same machine can tell
         # from the process table that it is gone.
         self.holder = holder or sends.this_process()
+        # None: the database's clock (tests move time with a clock of their own).
         self.clock = clock
         self.term: int | None = None
         self._lock = threading.Lock()
@@ -72,7 +74,7 @@ class Lease:
         with self._lock:
             before = self.term
             with self.database.session(write=True) as session:
-                term = leases.take(session, self.name, self.holder, self.clock(), self.ttl)
+                term = leases.take(session, self.name, self.holder, self._now(session), self.ttl)
                 other = leases.get(session, self.name) if term is None else None
             self.term = term
         if term is not None and term != before:
@@ -98,7 +100,7 @@ class Lease:
         """Renew the lease within ``session``'s transaction, or raise :class:`LeaseLost`:
         the writes of that transaction then commit only if the lease is still held."""
         term = self.term
-        until = self.clock() + self.ttl
+        until = self._now(session) + self.ttl
         if term is None or not leases.confirm(session, self.name, self.holder, term, until):
             raise LeaseLost(f"another worker took over as {self.what}")
 
@@ -121,9 +123,13 @@ class Lease:
         """Who holds the lease now, if anyone holds it unexpired."""
         with self.database.session() as session:
             found = leases.get(session, self.name)
+            moment = self._now(session)
         if found is None or found.holder is None or found.expires_at is None:
             return None
-        return found.holder if found.expires_at >= self.clock() else None
+        return found.holder if found.expires_at >= moment else None
+
+    def _now(self, session: Session) -> dt.datetime:
+        return self.clock() if self.clock is not None else leases.now(session)
 
     @contextmanager
     def kept(self) -> Iterator[None]:

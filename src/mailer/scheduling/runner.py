@@ -192,6 +192,8 @@ def run_created(
         schedules.record(database, item.id, outcome, status=ScheduleStatus.FAILED if once else None)
         alert_send(settings, item, send_id, slug, outcome, factory)
         return RunOutcome(item.id, slug, outcome, False, problem=True, send_id=send_id)
+    if not result.changed:
+        return None  # another worker of the send finishes it, and tells the schedule
     outcome = summarise(result) + started.notes
     done = once and result.status == SendStatus.SENT
     schedules.record(database, item.id, outcome, status=ScheduleStatus.DONE if done else None)
@@ -254,8 +256,9 @@ def _settle_finished(database: Database) -> None:
 
 def needs_a_person(database: Database, result: RunResult, before: PauseReason | None) -> bool:
     """Whether a run ended paused for a reason a person should hear about: too many
-    failures, an error, or an unavailable server (the first time, not at every retry)."""
-    if result.status != SendStatus.PAUSED:
+    failures, an error, or an unavailable server (the first time, not at every retry).
+    Of several workers of a send, only the one that paused it says so."""
+    if result.status != SendStatus.PAUSED or not result.changed:
         return False
     with database.session() as session:
         reason = sends.get(session, result.send_id).pause_reason

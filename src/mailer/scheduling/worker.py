@@ -87,7 +87,6 @@ class Worker:
         poll: float = DEFAULT_POLL,
         clock: Callable[[], dt.datetime] = utcnow,
         factory: TransportFactory | None = None,
-        lease: float = leader.DEFAULT_TTL,
     ) -> None:
         self.settings = settings
         self.poll = poll
@@ -98,6 +97,7 @@ class Worker:
         self._lock = threading.Lock()
         self._deciding = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
+        lease = settings.worker.lease
         self.scheduler_lease = leader.Lease(self.database, leader.SCHEDULER, ttl=lease)
         self.bounce_lease = leader.Lease(self.database, leader.BOUNCES, ttl=lease)
 

@@ -9,7 +9,8 @@ the same term (:func:`confirm`). On PostgreSQL that ``UPDATE`` also locks the le
 until the transaction ends, so a take-over waits for it and then sees the renewed expiry;
 SQLite runs one writer at a time anyway. A holder that stalled past its lease and was
 replaced therefore cannot write, however late it wakes up: clocks that disagree can delay a
-take-over or end a lease early, never let two workers act at once.
+take-over or end a lease early, never let two workers act at once; on PostgreSQL the
+database server's clock is the only one read (:func:`now`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from mailer.store import sends
+from mailer.store import send_workers, sends
 from mailer.store.models import Lease, as_utc, table_of
 
 LEASE = table_of(Lease)
@@ -58,9 +59,14 @@ def get(session: Session, name: str) -> Holding | None:
 def gone(holder: str) -> bool:
     """Whether the process named ``holder`` (``host:pid:start``) is known to be gone: only
     a process on this machine can be looked up; one elsewhere is judged by its expiry."""
-    # With a fresh heartbeat, sends.abandoned answers from the process table on this
-    # machine and says "alive" for any other machine.
-    return sends.abandoned(holder, dt.datetime.now(dt.UTC))
+    return sends.process_gone(holder) is True
+
+
+def now(session: Session) -> dt.datetime:
+    """The time leases are written and judged by: the database server's clock on
+    PostgreSQL, so machines whose clocks disagree still agree on a lease; this machine's on
+    SQLite, which only processes of this machine can open."""
+    return send_workers.now(session.connection())
 
 
 def take(

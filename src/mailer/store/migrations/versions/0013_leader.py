@@ -1,7 +1,7 @@
 """Leases: the jobs only one worker may run at a time.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2027-01-12
 
 - ``lease``: one row per job that only one of several ``mailer worker`` processes may run
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
