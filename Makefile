@@ -52,7 +52,8 @@ dovecot:
 	fi
 
 # Postfix's smtp-sink (a fast SMTP server that accepts and drops mail) and smtp-source
-# (Postfix's own SMTP client) are what `make bench` measures a send against. Only the two
+# (Postfix's own SMTP client) are what `make bench` measures a send against; its postconf
+# and postmap check the relay recipe of docs/scaling.md in the tests. Only the two
 # programs are wanted: "No configuration", and policy-rc.d keeps the daemon from starting.
 postfix:
 	@if [ ! -x /usr/sbin/smtp-sink ] || [ ! -x /usr/sbin/smtp-source ]; then \
@@ -97,7 +98,7 @@ demo: $(VENV)/.installed
 
 # The suite runs twice: on SQLite (the embedded default), then with every newsletter's
 # database on the tests' own PostgreSQL server (tests/pg_server.py).
-test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql
+test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix
 	$(BIN)/python -m pytest -q
 	MAILER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 

@@ -22,6 +22,7 @@ SCRIPTS = (
     "subscribers_rss.py",
     "web_load.py",
     "db_copy.py",
+    "scale_workers.py",
 )
 
 for script in SCRIPTS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,54 @@ def test_no_mailbox_and_no_password_are_explained(
     assert r.stderr == (
         "Error: MAILER_BOUNCES_IMAP_PASSWORD is not set: export the mailbox password\n"
     )
+
+
+def test_one_worker_reads_the_mailbox_and_a_standby_takes_over_when_it_is_killed(
+    cli: Any, newsletter: Path, server: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every worker looks at the mailbox every 1.2 seconds; only the lease holder reads it.
+    setup_sent(cli, newsletter, PEOPLE, extra=imap_recipe(server) + "fetch_every = 0.02\n")
+    monkeypatch.setenv("MAILER_BOUNCES_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MAILER_WORKER_LEASE", "3")
+    by_email = copies(newsletter)
+    workers: list[tuple[subprocess.Popen[bytes], Lines]] = []
+
+    def start() -> tuple[subprocess.Popen[bytes], Lines]:
+        process = mailer_process(newsletter, "worker", "--poll", "0.5", stdout=subprocess.DEVNULL)
+        assert process.stderr is not None
+        workers.append((process, Lines(process.stderr)))
+        return workers[-1]
+
+    try:
+        first, first_lines = start()
+        first_lines.wait_for("is now the reader of the bounce mailbox")
+        second, second_lines = start()
+        second_lines.wait_for("worker started")
+        server.append(render("ses-5.1.1.eml", by_email[PEOPLE[1]], newsletter))
+        first_lines.wait_for("bounce mailbox: 1 read, 1 new")
+        # While a worker reads the mailbox, so does nobody else, by hand or not.
+        r = cli("bounces", "fetch")
+        assert r.exit_code == 1
+        assert r.stderr == (
+            f"Error: {first_lines.wait_for('is now the reader').split()[2]} is the reader of "
+            "the bounce mailbox right now: a running worker reads it every 0.02 minutes\n"
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=120)
+        server.append(render("ses-5.1.1.eml", by_email[PEOPLE[2]], newsletter))
+        second_lines.wait_for("is now the reader of the bounce mailbox")
+        second_lines.wait_for("bounce mailbox: 1 read, 1 new")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=120) == 0
+    finally:
+        for process, lines in workers:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=120)
+            lines.close()
+    assert "bounce mailbox" not in second_lines.text().split("is now the reader")[0]
+    assert [subscriber_status(newsletter, PEOPLE[who]) for who in (1, 2)] == ["bounced"] * 2
+    assert len(events(newsletter)) == 2
+    assert server.messages("INBOX") == []
+    # The survivor let go when it stopped: a person may read the mailbox by hand again.
+    assert cli("bounces", "fetch").exit_code == 0

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,15 @@ import pytest
 
 from fake_clock import FakeClock, busiest_window
 from mailer import config
-from mailer.config import Settings
+from mailer.config import Settings, WorkerSettings
 from mailer.errors import (
     DeliveryUnknown,
     PermanentSendError,
     TemporarySendError,
     TransportUnavailable,
 )
-from mailer.sending import engine, service
+from mailer.scheduling import resume
+from mailer.sending import engine, service, workers
 from mailer.sending.engine import RunResult
 from mailer.sending.ledger import BATCH
 from mailer.sending.transports import Envelope, Mailbag, MockTransport
@@ -55,12 +56,24 @@ def tuned(settings: Settings, **transport: Any) -> Settings:
     return dataclasses.replace(settings, transport=t)
 
 
+_OPENED: list[Database] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_databases() -> Iterator[None]:
+    """Every database a Run opened is closed with its test (PostgreSQL counts connections)."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 class Run:
     """One send driven through the engine: the bag of accepted messages and the clock."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database: Database = open_db(settings)
+        _OPENED.append(self.database)
         self.bag = Mailbag()
         self.clock = FakeClock()
         self.send_id = service.create(settings, SLUG, ["practitioners"], database=self.database)
@@ -131,7 +144,9 @@ def test_the_hourly_rate_counts_what_was_sent_before_a_resume(
     # The resume reads from the ledger when the first run's messages went (real times), so
     # the clock is set to the real time now for the window to include them.
     before = [
-        dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC).timestamp()
+        (dt.datetime.fromisoformat(t) if isinstance(t, str) else t)
+        .replace(tzinfo=dt.UTC)
+        .timestamp()
         for (t,) in sql(newsletter, "SELECT sent_at FROM delivery WHERE status = 'sent'")
     ]
     run.clock.now = max(before)
@@ -296,20 +311,36 @@ def test_a_bug_in_one_delivery_fails_that_recipient_alone(
     assert len(run.bag.messages) == 39
 
 
-def test_two_runs_of_one_send_at_once_are_refused(settings: Settings, people: list[str]) -> None:
+def test_a_second_run_of_a_send_joins_it_and_nobody_gets_two_copies(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
     run = Run(settings)
-    refused: list[str] = []
+    joined: list[RunResult] = []
 
     def server(envelope: Envelope) -> None:
-        if len(run.bag.messages) == 3 and not refused:
+        if len(run.bag.messages) == 3 and not joined:
+            # Another worker joins while this one has rows in flight, and sends the rest.
             other = config.load(settings.root)
-            try:
-                engine.run(other, open_db(other), run.send_id, MockTransport, clock=FakeClock())
-            except Exception as exc:
-                refused.append(str(exc))
+            with open_db(other) as database:
+                joined.append(
+                    engine.run(
+                        other,
+                        database,
+                        run.send_id,
+                        lambda: MockTransport(None, run.bag),
+                        connections=2,
+                        clock=FakeClock(),
+                    )
+                )
 
     assert run(server).status == SendStatus.SENT
-    assert refused and "is being sent by another process" in refused[0]
+    (second,) = joined
+    # It left the rows the first worker held to it, and the send to finish.
+    assert second.status == SendStatus.SENDING and second.others == 1
+    assert Counter(run.bag.recipients()) == Counter(people)
+    workers = sql(newsletter, "SELECT DISTINCT claimed_by FROM delivery")
+    assert len(workers) == 2
+    assert sql(newsletter, "SELECT count(*) FROM send_worker") == [(0,)]
 
 
 def test_an_unknown_outcome_is_recorded_never_retried_and_reported(
@@ -397,15 +428,25 @@ def test_who_unsubscribes_during_a_send_is_not_mailed(
 
 
 def _crash(newsletter: Path, rows: int) -> list[str]:
-    """Leave the send as `kill -9` would: ``rows`` messages in flight, a sender gone."""
+    """Leave the send as `kill -9` would: ``rows`` messages in flight with a worker on
+    another machine whose lease has long expired."""
     found = sql(newsletter, "SELECT id, email FROM delivery WHERE status = 'pending' ORDER BY id")
     chosen = found[:rows]
     for delivery_id, _ in chosen:
-        sql(newsletter, "UPDATE delivery SET status = 'in-flight' WHERE id = ?", delivery_id)
+        sql(
+            newsletter,
+            "UPDATE delivery SET status = 'in-flight', claimed_by = 'elsewhere:1:1/1' WHERE id = ?",
+            delivery_id,
+        )
+    sql(newsletter, "UPDATE send SET status = 'sending'")
+    long_ago = "2000-01-01 00:00:00"
     sql(
         newsletter,
-        "UPDATE send SET status = 'sending', claimed_by = 'elsewhere:1:1', "
-        "heartbeat_at = '2000-01-01 00:00:00.000000'",
+        "INSERT INTO send_worker (send_id, worker, connections, joined_at, heartbeat_at, "
+        "expires_at) SELECT id, 'elsewhere:1:1/1', 2, ?, ?, ? FROM send",
+        long_ago,
+        long_ago,
+        long_ago,
     )
     return [email for _, email in chosen]
 
@@ -508,3 +549,45 @@ def test_a_send_paused_while_people_leave_skips_them_on_resume(
     assert run().status == SendStatus.SENT
     assert set(left).isdisjoint(run.bag.recipients())
     assert {e for e, s in ledger(newsletter).items() if s == "skipped"} == set(left)
+
+
+def test_a_worker_joins_a_live_send_only_if_it_helps_and_takes_over_a_dead_one_anyway(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    run = Run(settings)
+    # Another machine's worker holds the send, alive (its lease runs for minutes), with two
+    # messages in hand.
+    workers.join(run.database, run.send_id, "elsewhere:7:7/1", 4, dt.timedelta(minutes=5))
+    held = people[:2]
+    for email in held:
+        sql(
+            newsletter,
+            "UPDATE delivery SET status = 'in-flight', claimed_by = 'elsewhere:7:7/1' "
+            "WHERE email = ?",
+            email,
+        )
+
+    def factory() -> MockTransport:
+        return MockTransport(None, run.bag)
+
+    def look(helps: bool) -> list[Any]:
+        mine = dataclasses.replace(settings, worker=WorkerSettings(help_other_senders=helps))
+        return resume.resume_interrupted(mine, run.database, factory)
+
+    assert look(helps=False) == []
+    assert run.bag.messages == []
+    # A worker that helps joins it, sends what nobody has claimed, and leaves the send to
+    # the worker still on it.
+    (joined,) = look(helps=True)
+    assert Counter(run.bag.recipients()) == Counter(people[2:])
+    assert sql(newsletter, "SELECT status FROM send") == [("sending",)]
+    assert joined.outcome.startswith("sending")
+    # Once that worker's lease has expired, even a worker that does not help takes over:
+    # what it held in flight is unknown, never sent again on its own, and the send is done.
+    sql(newsletter, "UPDATE send_worker SET expires_at = ?", "2000-01-01 00:00:00")
+    (taken,) = look(helps=False)
+    assert taken.sent
+    assert sql(newsletter, "SELECT status FROM send") == [("sent",)]
+    assert sql(newsletter, "SELECT count(*) FROM send_worker") == [(0,)]
+    assert {e for e, s in ledger(newsletter).items() if s == "unknown"} == set(held)
+    assert Counter(run.bag.recipients()) == Counter(people[2:])

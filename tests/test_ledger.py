@@ -1,7 +1,9 @@
-"""Both ledger writers, and the compare-and-set rules that keep two processes apart.
+"""Both ledger writers, and the compare-and-set rules that keep processes apart.
 
 The SQLite writer (prepared statements on the DB-API connection) is what every send on
-SQLite uses; the Core writer is what other databases use. Both must leave the same rows.
+SQLite uses; the Core writer is what other databases use. Both must leave the same rows,
+marked with the worker that claimed them, and neither may write for a worker that lost
+its lease.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pytest
 from mailer import config
 from mailer.errors import StateError
 from mailer.scheduling import runner
-from mailer.sending import service
+from mailer.sending import service, workers
 from mailer.store import deliveries, ledger, schedules, sends
 from mailer.store.database import open_db
+from mailer.store.models import as_utc
 from mailer.store.status import DeliveryStatus, SendStatus
 from send_helpers import addresses, make_list, sql
 
@@ -42,23 +45,31 @@ def a_send(cli: Any, newsletter: Path) -> int:
     return send_id
 
 
+ME = "host:1:1/1"
+LEASE = dt.timedelta(seconds=30)
+
+
+def _join(database: Any, send_id: int, worker: str = ME) -> None:
+    workers.join(database, send_id, worker, 2, LEASE)
+
+
 @pytest.mark.parametrize("writer", WRITERS)
-def test_each_ledger_writer_records_claims_outcomes_and_the_heartbeat(
+def test_each_ledger_writer_records_claims_outcomes_and_the_lease(
     newsletter: Path, a_send: int, writer: Any
 ) -> None:
     settings = config.load(newsletter)
-    now = dt.datetime(2026, 12, 1, 9, 30, 15, 250000, tzinfo=UTC)
+    now = dt.datetime.now(UTC)
     with open_db(settings) as database:
-        with database.session(write=True) as session:
-            sends.claim(session, a_send, "host:1:1")
+        _join(database, a_send)
+        (before,) = sql(newsletter, "SELECT expires_at FROM send_worker")
         ids = [row[0] for row in sql(newsletter, "SELECT id FROM delivery ORDER BY id")]
-        backend = writer(database, a_send, "host:1:1")
+        backend = writer(database, a_send, ME, dt.timedelta(minutes=10))
         try:
             written = backend.write([], [], ids[:3], now)
-            assert written == (True, ids[:3])
-            assert sql(newsletter, "SELECT status FROM delivery WHERE id = ?", ids[0]) == [
-                ("in-flight",)
-            ]
+            assert written.ours and written.claimed == ids[:3]
+            assert sql(
+                newsletter, "SELECT status, claimed_by FROM delivery WHERE id = ?", ids[0]
+            ) == [("in-flight", ME)]
             # A row claimed twice is not handed out twice.
             assert backend.write([], [], [ids[0]], None).claimed == []
             finals = [
@@ -70,16 +81,92 @@ def test_each_ledger_writer_records_claims_outcomes_and_the_heartbeat(
             backend.close()
     rows = sql(
         newsletter,
-        "SELECT status, attempts, message_id, last_error, sent_at FROM delivery "
+        "SELECT status, attempts, message_id, last_error, claimed_by FROM delivery "
         "WHERE id IN (?, ?, ?) ORDER BY id",
         *ids[:3],
     )
     assert rows == [
-        ("sent", 1, "<1.1.x@example.org>", "", "2026-12-01 09:30:15.250000"),
-        ("failed-permanent", 1, "", "550 5.1.1 no such user", None),
-        ("pending", 0, "", "", None),
+        ("sent", 1, "<1.1.x@example.org>", "", ME),
+        ("failed-permanent", 1, "", "550 5.1.1 no such user", ME),
+        ("pending", 0, "", "", None),  # handed back: anyone's to claim
     ]
-    assert sql(newsletter, "SELECT heartbeat_at FROM send") == [("2026-12-01 09:30:15.250000",)]
+    (sent_at,) = sql(newsletter, "SELECT sent_at FROM delivery WHERE id = ?", ids[0])[0]
+    assert as_utc(_moment(sent_at)) == now
+    # The beat renewed the lease for the writer's ten minutes.
+    (after,) = sql(newsletter, "SELECT expires_at FROM send_worker")
+    assert _moment(after[0]) - _moment(before[0]) > dt.timedelta(minutes=9)
+
+
+def _moment(value: Any) -> dt.datetime:
+    found = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(found, dt.datetime)
+    return as_utc(found)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_worker_presumed_dead_claims_nothing_and_its_late_outcomes_change_nothing(
+    newsletter: Path, a_send: int, writer: Any
+) -> None:
+    settings = config.load(newsletter)
+    now = dt.datetime.now(UTC)
+    with open_db(settings) as database:
+        _join(database, a_send)
+        ids = [row[0] for row in sql(newsletter, "SELECT id FROM delivery ORDER BY id")]
+        backend = writer(database, a_send, ME)
+        try:
+            assert backend.write([], [], ids[:2], now).claimed == ids[:2]
+            # Another worker found this one dead: its lease is gone, its rows unknown.
+            sql(newsletter, "DELETE FROM send_worker")
+            with database.session(write=True) as session:
+                assert deliveries.orphans_to_unknown(session.connection(), a_send)
+            late = backend.write(
+                [("sent", 1, "<late@example.org>", "", now, now, ids[0])],
+                [(DeliveryStatus.PENDING.value, now, ids[1])],
+                ids[2:4],
+                now,
+                want=2,
+            )
+        finally:
+            backend.close()
+    assert not late.ours and late.claimed == [] and list(late.rows) == []
+    assert sql(newsletter, "SELECT status FROM delivery ORDER BY id") == [
+        ("unknown",),
+        ("unknown",),
+        *[("pending",)] * 4,
+    ]
+
+
+def test_claims_by_number_take_each_row_once_and_check_each_person(
+    cli: Any, newsletter: Path, a_send: int
+) -> None:
+    """The claims PostgreSQL uses (FOR UPDATE SKIP LOCKED; on SQLite the same statement
+    without it): the next pending rows, in ledger order, none to two workers."""
+    people = addresses(6)
+    assert cli("subscribers", "unsubscribe", people[1]).exit_code == 0
+    settings = config.load(newsletter)
+    with open_db(settings) as database:
+        _join(database, a_send, "a:1:1/1")
+        _join(database, a_send, "b:2:2/1")
+        first = ledger.CoreLedgerWriter(database, a_send, "a:1:1/1")
+        second = ledger.CoreLedgerWriter(database, a_send, "b:2:2/1")
+        try:
+            a = first.write([], [], [], None, want=3)
+            b = second.write([], [], [], None, want=3)
+            rest = first.write([], [], [], None, want=3)
+        finally:
+            first.close()
+            second.close()
+    assert [r.email for r in a.rows] == [people[0], people[2]] and a.found == 3
+    assert [r.email for r in b.rows] == people[3:6] and b.found == 3
+    assert list(rest.rows) == [] and rest.found == 0  # nothing left: the claimer is done
+    assert dict(sql(newsletter, "SELECT email, claimed_by FROM delivery")) == {
+        people[0]: "a:1:1/1",
+        people[1]: "a:1:1/1",  # skipped by the claim that found them unsubscribed
+        people[2]: "a:1:1/1",
+        people[3]: "b:2:2/1",
+        people[4]: "b:2:2/1",
+        people[5]: "b:2:2/1",
+    }
 
 
 @pytest.mark.parametrize("writer", WRITERS)
@@ -96,10 +183,9 @@ def test_a_claim_skips_whoever_can_no_longer_be_mailed(
     assert cli("subscribers", "erase", people[4], "--yes").exit_code == 0
     settings = config.load(newsletter)
     with open_db(settings) as database:
-        with database.session(write=True) as session:
-            sends.claim(session, a_send, "host:1:1")
+        _join(database, a_send)
         ids = [row[0] for row in sql(newsletter, "SELECT id FROM delivery ORDER BY id")]
-        backend = writer(database, a_send, "host:1:1")
+        backend = writer(database, a_send, ME)
         try:
             written = backend.write([], [], ids, None)
         finally:
@@ -117,19 +203,21 @@ def test_a_claim_skips_whoever_can_no_longer_be_mailed(
     assert sql(newsletter, "SELECT email FROM delivery WHERE id = ?", claimed) == [(people[5],)]
 
 
-def test_a_lost_compare_and_set_on_a_send_is_refused(newsletter: Path, a_send: int) -> None:
+def test_a_send_is_finished_once_and_moves_only_as_its_rules_allow(
+    newsletter: Path, a_send: int
+) -> None:
     settings = config.load(newsletter)
     with open_db(settings) as database:
+        _join(database, a_send)
+        # Two workers that both read "sending" and both try to finish it: one wins.
         with database.session(write=True) as session:
-            sends.claim(session, a_send, "host:1:1")
-        # A second process that read "sending" and tries to finish it loses.
-        with database.session(write=True) as session, pytest.raises(StateError):
-            sends.transition(session, a_send, SendStatus.SENT, owner="host:2:2")
-        # Nothing moves from sent back to new; cancelled needs new or paused.
+            assert sends.try_transition(session, a_send, SendStatus.SENT)
+            assert not sends.try_transition(session, a_send, SendStatus.SENT)
+        # Nothing moves from sent to new or cancelled.
         with database.session(write=True) as session, pytest.raises(StateError) as refused:
             sends.transition(session, a_send, SendStatus.CANCELLED)
-        assert "is sending and cannot become cancelled" in str(refused.value)
-    assert sql(newsletter, "SELECT status, claimed_by FROM send") == [("sending", "host:1:1")]
+        assert "is sent and cannot become cancelled" in str(refused.value)
+    assert sql(newsletter, "SELECT status FROM send") == [("sent",)]
 
 
 def test_two_workers_claiming_one_slot_leave_one_winner(newsletter: Path, cli: Any) -> None:

@@ -184,6 +184,22 @@ class WebSettings:
     accessibility_reviewed: str = "2026-12-01"
 
 
+# The shortest lease a worker may have on a send, in seconds.
+MIN_LEASE = 3.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The ``[worker]`` table: how processes share the sends (see docs/scaling.md)."""
+
+    # Whether `mailer worker` joins a send that other workers are sending, with its own
+    # connections; a send nobody is working on any more is taken over either way.
+    help_other_senders: bool = True
+    # Seconds a worker's lease on a send lasts without renewal: a worker on another machine
+    # that stays silent this long is presumed dead, and its send taken over.
+    lease: float = 30.0
+
+
 @dataclass(frozen=True)
 class Settings:
     root: Path
@@ -207,6 +223,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     # Who is emailed when a scheduled send fails, pauses for a person, or is missed.
     alerts_to: tuple[str, ...] = ()
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -577,6 +594,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     checks = _checks(path, top.table("checks"))
     bounces = _bounces(path, top.table("bounces"), env)
     web = _web(path, root, top.table("web"))
+    worker = _worker(top.table("worker"), env)
     top.finish()
 
     state = root / ".mailer"
@@ -616,7 +634,25 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         bounces=bounces,
         web=web,
         alerts_to=alerts_to,
+        worker=worker,
     )
+
+
+def _worker(w: _Table, env: Mapping[str, str]) -> WorkerSettings:
+    """The [worker] table; MAILER_WORKER_LEASE overrides the lease of one process."""
+    d = WorkerSettings()
+    settings = WorkerSettings(
+        help_other_senders=w.get("help_other_senders", bool, d.help_other_senders),
+        lease=w.number("lease", float, d.lease, env, "MAILER_WORKER_LEASE"),
+    )
+    w.finish()
+    if settings.lease < MIN_LEASE:
+        # A lease is renewed every few tenths of a second at best: shorter ones would
+        # expire while their worker lives.
+        raise ConfigError(
+            f"{w._where('lease')}: must be at least {MIN_LEASE:g} seconds, not {settings.lease:g}"
+        )
+    return settings
 
 
 def _alerts_to(top: _Table) -> tuple[str, ...]:

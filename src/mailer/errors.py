@@ -133,6 +133,10 @@ class TooManyRequests(StateError):
     """A web form was posted too often from one IP address or for one email address."""
 
 
+class LeaseLost(StateError):
+    """Another worker took over a job only one may run (the scheduler, the bounce mailbox)."""
+
+
 class ScheduleError(MailerError):
     """A time or a rule cannot be scheduled."""
 

@@ -50,6 +50,7 @@ def fetch(
     """
     from mailer.bounces.imap import fetch as fetch_mailbox
     from mailer.bounces.process import Processed
+    from mailer.scheduling import leader
 
     def saved(result: Processed) -> None:
         # One line per message as soon as its result is saved, so a long run shows progress.
@@ -59,8 +60,12 @@ def fetch(
             typer.echo(f"  {result.kind}: " + ("; ".join(result.actions) or "nothing to change"))
 
     s = settings()
+    every = f"{s.bounces.fetch_every:g} minutes"
     with database() as db:
-        summary = fetch_mailbox(s, db, limit=limit, on_committed=saved)
+        # A running worker reads the mailbox too: never two readers at once.
+        lease = leader.Lease(db, leader.BOUNCES, ttl=s.worker.lease)
+        with leader.exclusively(lease, f"a running worker reads it every {every}"):
+            summary = fetch_mailbox(s, db, limit=limit, on_committed=saved)
     if not summary.read:
         typer.echo(f"No messages in {s.bounces.folder}.")
         return

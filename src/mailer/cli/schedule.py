@@ -196,6 +196,10 @@ def worker(
     SIGTERM; a send in progress pauses and the next worker resumes it. See
     docs/scheduling.md for running it under systemd, or from cron with --once.
 
+    Several workers may share one database, on one machine or several: one of them is
+    the scheduler, the others standbys that take over when it stops or dies, and all of
+    them send (see docs/scaling.md).
+
     \b
     Examples:
       mailer worker

@@ -137,6 +137,11 @@ def _summary(result: RunResult) -> None:
             f"Paused: {result.reason}. Continue with: mailer send {result.slug} --resume", err=True
         )
         raise typer.Exit(1)
+    if result.status == "sending":
+        typer.echo(
+            f"{result.others} other worker(s) go on with the send (mailer status {result.slug}; "
+            f"mailer pause {result.slug} stops them all)."
+        )
     if failed:
         typer.echo(f"See who failed and why: mailer status {result.slug}")
         if counts.get("failed-temporary", 0):
@@ -156,7 +161,10 @@ def send(
         bool, typer.Option("--dry-run", help="Check everything and count recipients; send nothing.")
     ] = False,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the latest send after a crash or pause.")
+        bool,
+        typer.Option(
+            "--resume", help="Continue the latest send after a crash or pause, or join it."
+        ),
     ] = False,
     retry_failed: Annotated[
         bool,
@@ -273,10 +281,10 @@ def send(
 
 
 def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should stop.")]) -> None:
-    """Pause a running or scheduled send; resume it later with `mailer send SLUG --resume`.
+    """Pause a running send; resume it later with `mailer send SLUG --resume`.
 
-    The sender finishes the messages it has already handed to the server, puts back
-    the rows it had claimed and not started, and stops.
+    Every worker sending it, on any machine, finishes the messages it has already handed
+    to the server, puts back the rows it had claimed and not started, and stops.
 
     \b
     Example:
@@ -291,9 +299,11 @@ def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should 
 def cancel(
     slug: Annotated[str, typer.Argument(help="The issue whose send should be cancelled.")],
 ) -> None:
-    """Cancel what would still send an issue: its paused send and its schedules.
+    """Cancel what would still send an issue: its send (new, paused or running) and its
+    schedules.
 
-    Monthly schedules, which name no issue, are cancelled with `mailer unschedule ID`.
+    Every worker sending it stops at its next commit. Monthly schedules, which name no
+    issue, are cancelled with `mailer unschedule ID`.
 
     \b
     Example:
@@ -303,7 +313,7 @@ def cancel(
 
     done = service.cancel(settings(), slug)
     if done.send_id is not None:
-        typer.echo(f"Cancelled the paused send of {slug} (send {done.send_id}).")
+        typer.echo(f"Cancelled the send of {slug} (send {done.send_id}).")
     for item in done.schedules:
         typer.echo(f"Cancelled schedule {item.id} of {slug}.")
 
@@ -337,9 +347,16 @@ def _print_report(
     if r.duration is not None:
         rate = f", {r.rate:.1f} messages/s" if r.rate else ""
         typer.echo(f"  duration    {r.duration:.1f} s{rate}")
+    if r.workers:
+        typer.echo("Workers:")
+        for w in r.workers:
+            typer.echo(
+                f"  {w.host} pid {w.pid or '?'}: {w.connections} connection(s), "
+                f"{w.in_flight} in flight, last heard from {w.heartbeat_age():.0f} s ago"
+            )
     if r.in_flight:
-        typer.echo("In flight (being sent, or left by a sender that stopped; a resume marks")
-        typer.echo("the latter unknown):")
+        typer.echo("In flight (being sent, or left by a worker that stopped; the next worker")
+        typer.echo("marks the latter unknown):")
         for email in r.in_flight:
             typer.echo(f"  {email}")
     if r.unknown:

@@ -1,5 +1,7 @@
-"""Sends the worker resumes by itself: those whose process died, those a stopping worker
-paused, and, every few minutes, those paused because the mail server was unavailable.
+"""Sends the worker takes up by itself: those whose workers all died, those a stopping
+worker paused, every few minutes those paused because the mail server was unavailable,
+and, unless ``[worker] help_other_senders = false``, those other workers are sending that
+still have rows nobody has claimed (it joins them with its own connections).
 
 Anything else that paused a send (an operator, too many failures, an error) waits for a
 person; a resumed send that pauses again for such a reason is alerted like a scheduled one.
@@ -10,15 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.errors import MailerError, StateError
 from mailer.scheduling import runner
 from mailer.sending.engine import RunResult
 from mailer.sending.transports import TransportFactory
-from mailer.store import schedules, sends
+from mailer.store import deliveries, schedules, send_workers, sends
 from mailer.store.database import Database
 from mailer.store.models import (
+    DeliveryStatus,
     PauseReason,
     Schedule,
     ScheduleKind,
@@ -29,15 +33,22 @@ from mailer.store.models import (
     utcnow,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
 log = logging.getLogger("mailer.scheduler")
 # How long the worker waits before trying again a send paused by an unavailable server.
 RETRY_UNAVAILABLE_AFTER = dt.timedelta(minutes=5)
 
 
-def _worth_resuming(send: Send, now: dt.datetime) -> bool:
+def _worth_resuming(conn: Connection, send: Send, now: dt.datetime, helps: bool) -> bool:
+    assert send.id is not None
+    live = send_workers.any_live(conn, send.id)
     if send.status == SendStatus.SENDING:
-        return sends.abandoned(send.claimed_by, send.heartbeat_at)
-    if send.status != SendStatus.PAUSED or send.claimed_by is not None:
+        if not live:
+            return True  # every worker of it died: take it over
+        return helps and deliveries.count_with_status(conn, send.id, DeliveryStatus.PENDING) > 0
+    if send.status != SendStatus.PAUSED or live:
         return False
     reason = send.pause_reason
     if reason is None or not reason.resumes_by_itself:
@@ -56,18 +67,21 @@ def resume_interrupted(
     stop: threading.Event | None = None,
     now: dt.datetime | None = None,
 ) -> list[runner.RunOutcome]:
-    """Resume sends whose process died or that a stopping worker paused, and try again,
-    every few minutes, sends paused because the server was unavailable."""
+    """Resume sends whose workers died or that a stopping worker paused, try again, every
+    few minutes, sends paused because the server was unavailable, and join sends other
+    workers are sending (unless ``[worker] help_other_senders = false``)."""
     moment = now or utcnow()
+    helps = settings.worker.help_other_senders
     with database.session() as session:
+        conn = session.connection()
         candidates = [
             (s.id, s.slug, s.pause_reason)
             for s in sends.unfinished(session)
-            if s.id is not None and _worth_resuming(s, moment)
+            if s.id is not None and _worth_resuming(conn, s, moment, helps)
         ]
     outcomes = []
     for send_id, slug, before in candidates:
-        log.info("resuming interrupted send %s", send_id)
+        log.info("taking up send %s", send_id)
         try:
             if stop is not None and stop.is_set():
                 break

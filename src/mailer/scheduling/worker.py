@@ -4,17 +4,21 @@ APScheduler decides when to look; the database decides what to do. Every ``poll`
 seconds (30 by default), and exactly at each schedule's time, the worker:
 
 1. resumes sends interrupted by a crash (their process is gone) or by a stopping worker;
-2. runs every schedule that is due (:func:`mailer.scheduling.runner.run_due`), marking as missed
-   the ones that are later than the grace period, and trying again, at every look within
-   it, a slot that failed for a reason a person can fix;
-3. re-reads the schedules, so ones added or cancelled from the CLI take effect within one
+2. if it holds the scheduler lease (:mod:`mailer.scheduling.leader`), starts every
+   schedule that is due (:func:`mailer.scheduling.runner.run_due`), marking as missed the
+   ones that are later than the grace period, and trying again, at every look within it,
+   a slot that failed for a reason a person can fix; other workers are standbys;
+3. runs the sends that the scheduler started (:func:`mailer.scheduling.runner.run_started`):
+   any worker may;
+4. re-reads the schedules, so ones added or cancelled from the CLI take effect within one
    poll, without a restart.
 
 Whatever a person must hear about (a slot that failed or was missed, a send paused by
 failures) is logged and emailed to ``alerts_to`` (:mod:`mailer.scheduling.alerts`).
 
-When a bounce mailbox is configured (``[bounces] imap_host``), it also reads it every
-``fetch_every`` minutes (5 by default), as ``mailer bounces fetch`` does.
+When a bounce mailbox is configured (``[bounces] imap_host``), the worker holding the
+bounces lease also reads it every ``fetch_every`` minutes (5 by default), as ``mailer
+bounces fetch`` does.
 
 SIGTERM or Ctrl-C stop it cleanly: a send in progress pauses after the messages in hand
 and is resumed by the next worker.
@@ -40,7 +44,7 @@ from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.formats import local_time
-from mailer.scheduling import resume, runner
+from mailer.scheduling import leader, resume, runner
 from mailer.sending.transports import TransportFactory
 from mailer.store import schedules
 from mailer.store.database import open_db
@@ -91,21 +95,56 @@ class Worker:
         self.database = open_db(settings)
         self.stop = threading.Event()
         self._lock = threading.Lock()
+        self._deciding = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
+        lease = settings.worker.lease
+        self.scheduler_lease = leader.Lease(self.database, leader.SCHEDULER, ttl=lease)
+        self.bounce_lease = leader.Lease(self.database, leader.BOUNCES, ttl=lease)
 
     def tick(self) -> list[runner.RunOutcome]:
-        """One look at the database: resume, run what is due, refresh the timers."""
+        """One look at the sends: resume interrupted ones, run the ones schedules started."""
         with self._lock:
             if self.stop.is_set():
                 return []
             outcomes = resume.resume_interrupted(
                 self.settings, self.database, self.factory, stop=self.stop, now=self.clock()
             )
-            outcomes += runner.run_due(
-                self.settings, self.database, self.clock(), factory=self.factory, stop=self.stop
-            )
+            outcomes += runner.run_started(self.settings, self.database, self.factory, self.stop)
+            return outcomes
+
+    def decide(self) -> list[runner.RunOutcome]:
+        """The scheduler's look, on the one worker holding its lease: start what is due,
+        and wake this worker's sending at once; refresh the timers either way."""
+        with self._deciding:
+            if self.stop.is_set():
+                return []
+            outcomes: list[runner.RunOutcome] = []
+            if self.scheduler_lease.take():
+                outcomes = runner.run_due(
+                    self.settings,
+                    self.database,
+                    self.clock(),
+                    factory=self.factory,
+                    stop=self.stop,
+                    lease=self.scheduler_lease,
+                    send=False,
+                )
+                self._wake()
             self._sync_timers()
             return outcomes
+
+    def _wake(self) -> None:
+        """Run a send the scheduler started now, not at the next poll, unless busy sending."""
+        if self._scheduler is None or self.stop.is_set() or self._lock.locked():
+            return
+        with self.database.session() as session:
+            if not schedules.waiting(session):
+                return
+        self._scheduler.add_job(self.tick, id="tick-now", replace_existing=True)
+
+    def _renew(self) -> None:
+        for lease in (self.scheduler_lease, self.bounce_lease):
+            lease.renew()
 
     def _sync_timers(self) -> None:
         """A timer per active schedule, so a send starts on the minute, not at the next poll."""
@@ -123,7 +162,7 @@ class Worker:
             if when is None or when <= now:
                 continue
             scheduler.add_job(
-                self.tick,
+                self.decide,
                 DateTrigger(run_date=when),
                 id=job_id,
                 replace_existing=True,
@@ -136,6 +175,8 @@ class Worker:
         if not self.settings.bounces.mailbox or self.stop.is_set():
             return None
         try:
+            if not self.bounce_lease.take():
+                return None  # another worker reads it
             return imap.fetch(self.settings, self.database)
         except MailerError as exc:
             log.warning("could not read the bounce mailbox: %s", exc)
@@ -143,9 +184,22 @@ class Worker:
 
     def run_once(self) -> list[runner.RunOutcome]:
         log.info("worker --once at %s", local_time(self.clock(), self.settings.tz))
-        outcomes = self.tick()
-        self.fetch_bounces()
+        try:
+            with self.scheduler_lease.kept(), self.bounce_lease.kept():
+                outcomes = self.decide()
+                if not self.scheduler_lease.held:
+                    holder = self.scheduler_lease.holder_now() or "another worker"
+                    log.info("the scheduler is %s: the schedules are left to it", holder)
+                outcomes += self.tick()
+                self.fetch_bounces()
+        finally:
+            self.release()
         return outcomes
+
+    def release(self) -> None:
+        """Let go of the leases, so that a standby takes over at its next look."""
+        self.scheduler_lease.release()
+        self.bounce_lease.release()
 
     def run_forever(self) -> None:
         scheduler = BackgroundScheduler(timezone=dt.UTC)
@@ -158,6 +212,18 @@ class Worker:
             max_instances=1,
             coalesce=True,
         )
+        scheduler.add_job(
+            self.decide,
+            IntervalTrigger(seconds=self.poll),
+            id="decide",
+            next_run_time=dt.datetime.now(dt.UTC),
+            max_instances=1,
+            coalesce=True,
+        )
+        # Leases are renewed on a thread of their own, so a long send or a slow look at
+        # the bounce mailbox never lets one expire.
+        renew_every = self.scheduler_lease.ttl.total_seconds() / 4
+        scheduler.add_job(self._renew, IntervalTrigger(seconds=renew_every), id="leases")
         if self.settings.bounces.mailbox:
             scheduler.add_job(
                 self.fetch_bounces,
@@ -167,6 +233,9 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+        # A look that outlasts the poll makes APScheduler skip the next one, as intended:
+        # not worth a warning every poll while a send or a slow check runs.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         self._install_signals()
         scheduler.start()
         log.info("worker started: checking schedules every %g s (pid %s)", self.poll, os.getpid())
@@ -178,8 +247,9 @@ class Worker:
         log.info("worker stopping: a send in progress pauses and resumes at the next start")
         # The lock is free once a running tick has paused its send; shutting down without
         # waiting then cannot deadlock with a tick that is refreshing the timers.
-        with self._lock:
+        with self._lock, self._deciding:
             scheduler.shutdown(wait=False)
+        self.release()
         log.info("worker stopped")
 
     def _install_signals(self) -> None:

@@ -11,11 +11,13 @@ is ``sent`` only once the server has accepted it and that outcome is committed.
 **The crash bound.** A connection never holds more than ``batch`` rows that the database
 calls in flight: the ones waiting in its batch, the one or two it is sending (one more
 with PIPELINING, whose envelope goes ahead with the previous message) and those whose
-outcome is known but not yet committed. So after a crash (``kill -9``) at most ``batch``
-rows per connection are ``in-flight`` (32 with 4 connections and the default batch of
-8), and every other row is either ``pending`` (never tried) or has its real outcome.
-Rows that were claimed and never written are handed back as ``pending`` whenever the
-engine stops on its own (pause, Ctrl-C, SIGTERM, the server unavailable).
+outcome is known but not yet committed. So after a crash (``kill -9``) of one worker at
+most ``batch`` rows per connection of that worker are ``in-flight`` with its name (32
+with 4 connections and the default batch of 8), and every other row is either
+``pending`` (never tried), in flight with a live worker, or has its real outcome. Rows
+that were claimed and never written are handed back as ``pending`` whenever the engine
+stops on its own (pause, Ctrl-C, SIGTERM, the server unavailable), for this worker or
+another to send.
 
 The database work runs on one thread of its own, so the event loop goes on sending while
 a transaction commits; one commit covers many messages of every connection (group
@@ -27,20 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mailer.store import deliveries, people, sends
+from mailer.errors import StoreError
+from mailer.store import deliveries, people, send_workers
 from mailer.store.database import Database
 from mailer.store.engine import is_busy
-from mailer.store.ledger import Final, Mark, Written, ledger_writer
-from mailer.store.models import DeliveryStatus, SendStatus, utcnow
+from mailer.store.ledger import LEASE, Final, Mark, Written, ledger_writer
+from mailer.store.models import DeliveryStatus, utcnow
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -49,10 +53,14 @@ D = DeliveryStatus
 # critical path (1 and 2 cost a third of the rate); 8 keeps a margin over that and half
 # the crash bound of 16, at the same speed.
 BATCH = 8
-# How often the send's heartbeat is refreshed with the rows being written, and on its own
-# when nothing moves (a long rate-limit wait, a slow server), so the claim never looks stale.
+# How often the worker's lease is renewed with the rows being written, and on its own when
+# nothing moves (a long rate-limit wait, a slow server), so it never expires while the
+# worker lives; with a short lease, more often (see _Store).
 HEARTBEAT_EVERY = 1.0
 HEARTBEAT_IDLE = 5.0
+# How often a worker looks for other workers of its send that died, to turn the rows they
+# held in flight into unknown.
+REAP_EVERY = 5.0
 # With nothing to commit, whether the send was paused from elsewhere is read this often.
 CHECK_EVERY = 0.5
 # Outcomes waiting for a commit are written once there are this many, even with nothing
@@ -79,16 +87,17 @@ class Outcome:
 T = TypeVar("T")
 
 
-class _Thread:
-    """The ledger's own thread: runs one database job at a time for the event loop.
+class JobThread:
+    """A thread of its own that runs one database job at a time for the event loop (the
+    ledger's, and the shared rate limit's).
 
     Leaner than a thread pool for a thousand commits a second, and sqlite3 lets other
     threads run while SQLite itself works.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "ledger") -> None:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -133,55 +142,113 @@ class _Cycle:
 class _Store:
     """The database side, used only on the ledger's own thread."""
 
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
+    def __init__(self, database: Database, send_id: int, owner: str, lease: dt.timedelta) -> None:
         self.database, self.send_id, self.owner = database, send_id, owner
-        self.writer = ledger_writer(database, send_id, owner)
+        self.writer = ledger_writer(database, send_id, owner, lease)
         self.reader = database.engine.connect()
         self.ahead: deque[Any] = deque()
+        self.queued: set[int] = set()
         self.last_id = 0
+        self.fresh_since_rescan = False
         self.exhausted = False
         self.last_beat = 0.0
+        self.last_reap = time.monotonic()
+        # Beats come often enough that a lease outlives several missed ones.
+        seconds = lease.total_seconds()
+        self.beat_busy = min(HEARTBEAT_EVERY, seconds / 6)
+        self.beat_idle = min(HEARTBEAT_IDLE, seconds / 3)
+        self.reap_every = min(REAP_EVERY, seconds / 2)
+        self.unknown: list[str] = []
 
     def cycle(self, finals: list[Outcome], handed_back: list[int], wants: list[int]) -> _Cycle:
         need = sum(wants)
-        while len(self.ahead) < need and not self.exhausted:
-            rows = deliveries.pending_after(self.reader, self.send_id, self.last_id)
-            if not rows:
-                self.exhausted = True
-                break
-            self.ahead.extend(rows)
-            self.last_id = rows[-1].id
-        picked: list[list[Any]] = []
-        for want in wants:
-            picked.append([self.ahead.popleft() for _ in range(min(want, len(self.ahead)))])
-        claims = [row.id for rows in picked for row in rows]
+        picked: list[list[Any]] = [[] for _ in wants]
+        claims: list[int] = []
+        if need and self.writer.reads_ahead:
+            self._read_ahead(need)
+            for mine, want in zip(picked, wants, strict=True):
+                mine.extend(self._pop() for _ in range(min(want, len(self.ahead))))
+            claims = [row.id for rows in picked for row in rows]
         tick = time.monotonic()
-        due = HEARTBEAT_EVERY if (finals or handed_back or claims) else HEARTBEAT_IDLE
-        beat = utcnow() if tick - self.last_beat >= due else None
-        if not (finals or handed_back or claims or beat):
-            found = sends.status_of(self.reader, self.send_id)
-            ours = found is not None and found == (SendStatus.SENDING, self.owner)
+        busy = finals or handed_back or claims or (need and not self.writer.reads_ahead)
+        due = self.beat_busy if busy else self.beat_idle
+        beat = send_workers.machine_now() if tick - self.last_beat >= due else None
+        if not (busy or beat):
+            ours = send_workers.is_sending(self.reader, self.send_id, self.owner)
             return _Cycle(ours, [[] for _ in wants], self.exhausted and not self.ahead)
-        written = self._write(_finals(finals), _marks(handed_back), claims, beat)
+        want = 0 if self.writer.reads_ahead else need
+        written = self._write(_finals(finals), _marks(handed_back), claims, beat, want)
         if beat is not None:
             self.last_beat = tick
-        claimed = set(written.claimed)
-        rows = [[row for row in mine if row.id in claimed] for mine in picked]
+        if self.writer.reads_ahead:
+            claimed = set(written.claimed)
+            rows = [[row for row in mine if row.id in claimed] for mine in picked]
+            if len(claimed) < len(claims):
+                # Another worker is claiming the rows just ahead: leave them to it, and go
+                # on from further along the ledger (what it leaves is read again at the end).
+                self.ahead.clear()
+                self.queued.clear()
+        else:
+            rows = _deal(written.rows, wants)
+            if want and not written.found:
+                self.exhausted = True
         bounced = [o.subscriber_id for o in finals if o.bounce and o.subscriber_id]
         if bounced:
             # Rare, so through the store's own rules; if this is lost to a crash, the next
             # send to the address bounces again and records it then.
             with self.database.session(write=True) as session:
                 people.mark_bounced(session, bounced)
+        if tick - self.last_reap >= self.reap_every:
+            self.last_reap = tick
+            self._reap()
         return _Cycle(written.ours, rows, self.exhausted and not self.ahead)
 
+    def _read_ahead(self, need: int) -> None:
+        """Fill the rows read ahead (SQLite). At the end of the ledger it reads once more
+        from the start, for rows that other workers handed back behind this one."""
+        while len(self.ahead) < need and not self.exhausted:
+            rows = deliveries.pending_after(self.reader, self.send_id, self.last_id)
+            if rows:
+                self.last_id = rows[-1].id
+                fresh = [row for row in rows if row.id not in self.queued]
+                self.ahead.extend(fresh)
+                self.queued.update(row.id for row in fresh)
+                self.fresh_since_rescan = self.fresh_since_rescan or bool(fresh)
+            elif self.fresh_since_rescan:
+                self.last_id, self.fresh_since_rescan = 0, False
+            else:
+                self.exhausted = True
+
+    def _pop(self) -> Any:
+        row = self.ahead.popleft()
+        self.queued.discard(row.id)
+        return row
+
+    def _reap(self) -> None:
+        """Turn the rows of workers of this send that died into unknown, now rather than
+        when the send ends (their leases expire while this one goes on)."""
+        try:
+            with self.database.session(write=True) as session:
+                found = send_workers.reap(session.connection(), self.send_id)
+        except StoreError as exc:  # it is only a look: the next one may do it
+            log.info("could not look for workers that died: %s", exc)
+            return
+        if found:
+            self.unknown.extend(found)
+            log.warning(
+                "%d message(s) of send %s were in flight with a worker that died: their "
+                "outcome is unknown and they are not sent again",
+                len(found),
+                self.send_id,
+            )
+
     def _write(
-        self, finals: list[Final], marks: list[Mark], claims: list[int], beat: Any
+        self, finals: list[Final], marks: list[Mark], claims: list[int], beat: Any, want: int
     ) -> Written:
         deadline = time.monotonic() + BUSY_RETRY_FOR
         while True:
             try:
-                return self.writer.write(finals, marks, claims, beat)
+                return self.writer.write(finals, marks, claims, beat, want)
             except Exception as exc:
                 if not is_busy(exc) or time.monotonic() > deadline:
                     raise
@@ -191,6 +258,16 @@ class _Store:
     def close(self) -> None:
         self.reader.close()
         self.writer.close()
+
+
+def _deal(rows: Sequence[Any], wants: list[int]) -> list[list[Any]]:
+    """Rows claimed by number, in ledger order, dealt out to the connections that asked."""
+    dealt: list[list[Any]] = []
+    at = 0
+    for want in wants:
+        dealt.append(list(rows[at : at + want]))
+        at += want
+    return dealt
 
 
 def _finals(outcomes: list[Outcome]) -> list[Final]:
@@ -228,10 +305,11 @@ class Ledger:
         connections: int,
         batch: int = BATCH,
         on_lost: Callable[[], None] | None = None,
+        lease: dt.timedelta = LEASE,
     ) -> None:
         self.batch = max(1, batch)
-        self._store = _Store(database, send_id, owner)
-        self._thread = _Thread()
+        self._store = _Store(database, send_id, owner, lease)
+        self._thread = JobThread()
         self._ready: list[deque[Any]] = [deque() for _ in range(connections)]
         self._busy = [0] * connections
         self._asked = [False] * connections
@@ -245,7 +323,9 @@ class Ledger:
         self.done = 0
         self.commits = 0
         self.error: BaseException | None = None
-        # Set once a commit finds the send no longer ours (`mailer pause`, `mailer cancel`).
+        # Set once a commit finds the send no longer this worker's to send (`mailer pause`
+        # or `mailer cancel` from anywhere, or its lease taken by a worker that presumed it
+        # dead).
         self.claim_lost = False
         self.stopping = False
 
@@ -356,6 +436,12 @@ class Ledger:
                     self._on_lost()
             if closing and not (self._outcomes or self._handed_back):
                 return
+
+    @property
+    def reaped(self) -> list[str]:
+        """Addresses in flight with other workers of the send that died, found while this
+        one sent: now unknown."""
+        return list(self._store.unknown)
 
     async def close(self, task: asyncio.Task[None]) -> None:
         """Once every connection has finished: commit the last outcomes and hand-backs."""

@@ -1,4 +1,5 @@
-"""Rate limits that hold exactly at the server, shared by every connection of a send.
+"""Rate limits that hold exactly at the server, shared by every connection of a send and
+by every worker sending through the same relay.
 
 Relays such as Microsoft 365 or Amazon SES reject mail beyond a rate. What counts is when
 the *server* sees each message, and that is some moment between the first byte mailer
@@ -16,37 +17,77 @@ the ledger recorded messages as accepted in the past hour (taken as their ends, 
 they come after), so a resume counts them; it uses the wall clock because it must survive
 a restart.
 
+**Several workers.** :class:`SharedRateLimiter` keeps the same rule for every worker of a
+relay together, in the database (:mod:`mailer.store.relay_slots`): the N messages of a
+window are N slots, and a message takes a free slot whose last message ended a full
+window ago, holds it until its own reply, and frees it with that end. Two messages that
+used one slot are therefore a full window apart at the server, and N slots allow at most
+N messages in any window, however many workers share them: the limit is the relay's, not
+multiplied by the workers. Times are on one clock: the database server's on PostgreSQL
+(each worker measures its offset when it starts, and the measurement's uncertainty is
+added to every window), this machine's on SQLite. The past hour's messages read from the
+ledger are on their senders' clocks, which NTP keeps within milliseconds of it.
+
 Every wait goes through the injected :class:`~mailer.clock.Clock`, so tests drive the
-limiter on a fake clock. The limiter lives on the sender's event loop and needs no locks
-beyond the one that keeps the connections in line.
+limiter on a fake clock. The in-process limiter lives on the sender's event loop and
+needs no locks beyond the one that keeps the connections in line; the shared one does its
+database work on a thread of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from mailer.clock import Clock
+from mailer.clock import Clock, SystemClock
+from mailer.config import Settings
+from mailer.sending.ledger import JobThread
+from mailer.store import deliveries, relay_slots
+from mailer.store.database import Database
+from mailer.store.engine import retry_while_busy
+from mailer.store.relay_slots import End, Held, Taken, Wait, Window
 
+log = logging.getLogger("mailer.sender")
 HOUR = 3600.0
 # Float rounding must never let a window hold one message too many.
 EPSILON = 1e-6
+# Times in the database are kept to the microsecond: a shared window is this much longer.
+ROUNDING = 1e-5
 # How often a wait looks at the stop flag when it is not waiting on the clock.
 POLL = 0.25
+# How often a worker looks again when every slot is held by another worker's message.
+POLL_ELSEWHERE = 0.05
+T = TypeVar("T")
 
 
 class Slot:
-    """One message's place in the windows: when it started and, once known, when it ended."""
+    """One message's place in the windows: when it started and, once known, when it ended.
+    A shared slot also knows its places in the database (kind -> slot) and its start."""
 
-    __slots__ = ("end_monotonic", "end_wall", "ended")
+    __slots__ = ("end_monotonic", "end_wall", "ended", "places", "started")
 
     def __init__(self) -> None:
         self.end_monotonic: float | None = None
         self.end_wall: float | None = None
         self.ended = asyncio.Event()
+        self.places: dict[str, int] = {}
+        self.started: dt.datetime | None = None
+
+
+def relay_of(settings: Settings) -> str:
+    """The relay whose limits a send keeps: the account and server it sends through."""
+    if settings.transport.name != "smtp":
+        return settings.transport.name
+    smtp = settings.transport.smtp
+    account = f"{smtp.username}@" if smtp.username else ""
+    return f"{account}{smtp.host}:{smtp.port}"[:300]
 
 
 class RateLimiter:
@@ -126,3 +167,190 @@ class RateLimiter:
         slot.end_monotonic = self.clock.monotonic()
         slot.end_wall = self.clock.time()
         slot.ended.set()
+
+    async def close(self) -> None:
+        """Nothing to write: this limiter lives in the process."""
+
+
+class SharedRateLimiter:
+    """The same rule, with the windows in the database, shared by every worker of a relay
+    (see the module doc). Call :meth:`open` before the event loop starts."""
+
+    def __init__(
+        self,
+        per_second: float | None,
+        per_hour: int | None,
+        clock: Clock,
+        database: Database,
+        relay: str,
+        worker: str,
+        *,
+        threaded: bool = True,
+        align: bool = False,
+    ) -> None:
+        self.interval = 1.0 / per_second + EPSILON if per_second else 0.0
+        self.per_hour = per_hour or 0
+        # Whether times go on the shared clock (see open); a test's fake clock is its own.
+        self.align = align
+        self.clock, self.database, self.relay, self.worker = clock, database, relay, worker
+        self.windows: list[Window] = []
+        if per_second:
+            size = max(1, math.floor(per_second))
+            self.windows.append(Window("second", size, 1.0 + ROUNDING))
+        if per_hour:
+            self.windows.append(Window("hour", per_hour, HOUR + ROUNDING))
+        self.offset = 0.0
+        self._threaded = threaded
+        self._thread: JobThread | None = None
+        self._lock = asyncio.Lock()
+        self._mine: dict[tuple[str, int], Slot] = {}
+        self._ends: list[End] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.windows)
+
+    def open(self) -> None:
+        """Create the relay's slots if they are missing, count the past hour's messages from
+        the ledger, and measure this worker's offset to the shared clock: the database
+        server's on PostgreSQL, this machine's own (never shifted by MAILER_CLOCK_OFFSET)
+        on SQLite."""
+        if not self.active:
+            return
+        with self.database.session(write=True) as session:
+            conn = session.connection()
+            relay_slots.ensure(conn, self.relay, {w.kind: w.size for w in self.windows})
+            if self.align:
+                before = self.clock.time()
+                server = relay_slots.server_time(conn)
+                reference = server.timestamp() if server is not None else time.time()
+                after = self.clock.time()
+                self.offset = reference - (before + after) / 2
+                # The reference was read somewhere in between: every window allows for it.
+                spread = (after - before) / 2
+                self.windows = [Window(w.kind, w.size, w.seconds + spread) for w in self.windows]
+            if self.per_hour:
+                since = self._now() - dt.timedelta(hours=1)
+                ends = [_at(t) for t in deliveries.sent_since(conn, since)]
+                relay_slots.seed(conn, self.relay, "hour", self.per_hour, ends)
+        if self._threaded:
+            self._thread = JobThread("ratelimit")
+
+    def _now(self) -> dt.datetime:
+        return _at(self.clock.time() + self.offset)
+
+    async def acquire(self, stopped: Callable[[], bool]) -> Slot | None:
+        """Wait until one more message may start and take its slot; None if ``stopped()``
+        became true meanwhile. Every slot taken must be given to :meth:`done`."""
+        async with self._lock:
+            while True:
+                if stopped():
+                    return None
+                ends, self._ends = self._ends, []
+                found = await self._call(self._take, ends)
+                if isinstance(found, Taken):
+                    slot = Slot()
+                    slot.places, slot.started = found.slots, found.at
+                    for place in found.slots.items():
+                        self._mine[place] = slot
+                    return slot
+                if isinstance(found, Wait):
+                    await self.clock.sleep_async(min(found.seconds, POLL))
+                    continue
+                mine = self._mine.get((found.kind, found.slot))
+                if mine is not None:
+                    # The message a full window back is this worker's: wait for its reply.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(mine.ended.wait(), POLL)
+                else:
+                    await self.clock.sleep_async(POLL_ELSEWHERE)
+
+    def done(self, slot: Slot | None) -> None:
+        """The message of ``slot`` has ended: accepted, refused, lost or never sent."""
+        if slot is None or slot.ended.is_set():
+            return
+        slot.end_monotonic = self.clock.monotonic()
+        slot.end_wall = self.clock.time()
+        slot.ended.set()
+        if slot.started is None:
+            return
+        end = self._now()
+        for kind, place in slot.places.items():
+            self._ends.append((kind, place, slot.started, end))
+            self._mine.pop((kind, place), None)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def close(self) -> None:
+        """Write the ends still waiting, so other workers may use these slots."""
+        if self._flushing is not None:
+            await self._flushing
+        await self._flush()
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None
+
+    async def _flush(self) -> None:
+        while self._ends:
+            ends, self._ends = self._ends, []
+            try:
+                await self._call(self._write_ends, ends)
+            except Exception as exc:  # the slots stay held until this worker's lease goes
+                log.warning("could not free rate-limit slots: %s", exc)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._thread is None:
+            return fn(*args)
+        return await self._thread.call(fn, *args)
+
+    def _take(self, ends: list[End]) -> Taken | Wait | Held:
+        def job() -> Taken | Wait | Held:
+            with self.database.session(write=True) as session:
+                conn = session.connection()
+                if ends:
+                    relay_slots.end(conn, self.relay, self.worker, ends)
+                moment = self._now()
+                found = relay_slots.take(
+                    conn, self.relay, self.worker, moment, self.interval, self.windows
+                )
+                if (
+                    isinstance(found, Held)
+                    and found.holder != self.worker
+                    and relay_slots.free_orphans(conn, self.relay, moment)
+                ):
+                    found = relay_slots.take(
+                        conn, self.relay, self.worker, moment, self.interval, self.windows
+                    )
+                return found
+
+        return retry_while_busy(job)
+
+    def _write_ends(self, ends: list[End]) -> None:
+        def job() -> None:
+            with self.database.session(write=True) as session:
+                relay_slots.end(session.connection(), self.relay, self.worker, ends)
+
+        retry_while_busy(job)
+
+
+def _at(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def limiter_for(
+    settings: Settings, database: Database, worker: str, clock: Clock
+) -> RateLimiter | SharedRateLimiter:
+    """The limiter of a run of a send: shared through the database when a limit is set."""
+    smtp = settings.transport.smtp
+    if not (smtp.rate_per_second or smtp.rate_per_hour):
+        return RateLimiter(None, None, clock)
+    return SharedRateLimiter(
+        smtp.rate_per_second,
+        smtp.rate_per_hour,
+        clock,
+        database,
+        relay_of(settings),
+        worker,
+        align=isinstance(clock, SystemClock),
+    )

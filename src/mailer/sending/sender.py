@@ -28,7 +28,7 @@ from mailer.errors import (
 )
 from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import DkimSigner, MessageTemplate, Recipient, stuff
-from mailer.sending.ratelimit import RateLimiter, Slot
+from mailer.sending.ratelimit import RateLimiter, SharedRateLimiter, Slot
 from mailer.sending.transports import Connection, ConnectionFactory, Outgoing
 from mailer.sending.verp import envelope_sender
 from mailer.store.models import DeliveryStatus
@@ -59,7 +59,7 @@ class Sender:
         settings: Settings,
         template: MessageTemplate,
         signer: DkimSigner | None,
-        limiter: RateLimiter,
+        limiter: RateLimiter | SharedRateLimiter,
         clock: Clock,
         factory: ConnectionFactory,
         connections: int,
@@ -92,7 +92,8 @@ class Sender:
             self.ledger.stop()
 
     def lost(self) -> None:
-        """The send was paused or cancelled from elsewhere: stop, without a reason of ours."""
+        """The send was paused or cancelled from anywhere, or another worker presumed this
+        one dead: stop, without a reason of ours."""
         self._stop()
 
     def stopped(self) -> bool:
@@ -126,6 +127,8 @@ class Sender:
         try:
             await asyncio.gather(*(self.connection(c) for c in range(self.connections)))
         finally:
+            # The slots of a shared rate limit are freed first, for the other workers.
+            await self.limiter.close()
             try:
                 await ledger.close(committer)
             except Exception as exc:  # the rows stay in flight; a resume reports them

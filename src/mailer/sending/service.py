@@ -8,7 +8,7 @@ line or the worker to print. The worker's scheduled sends go through :func:`crea
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ from mailer.sending.engine import Progress, RunResult
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
 from mailer.site import build
-from mailer.store import deliveries, people, publications, schedules, sends
+from mailer.store import deliveries, people, publications, schedules, send_workers, sends
 from mailer.store.database import Database, open_db
 from mailer.store.models import (
     Approval,
@@ -154,8 +154,12 @@ def create(
     database: Database,
     scheduled_at: datetime | None = None,
     skip_checks: str | None = None,
+    on_create: Callable[[Session, int], None] | None = None,
 ) -> int:
-    """A new send of the approved issue to these lists, frozen as compiled; its id."""
+    """A new send of the approved issue to these lists, frozen as compiled; its id.
+
+    ``on_create(session, send_id)`` runs in the transaction that makes the send (a
+    schedule moves past its slot there): if it raises, no send is made."""
     compiled = compile_slug(settings, slug)
     require_written(compiled)
     # Preflight for the day it really goes out: a schedule's slot, else today.
@@ -185,7 +189,7 @@ def create(
             transport=settings.transport.name,
             overrides=overrides_json(compiled.issue),
         )
-        send = sends.create(session, frozen, lists)
+        send = sends.create(session, frozen, lists, on_create)
         assert send.id is not None
         # The first send of an issue puts it in the public archive and feed.
         publications.publish(session, slug, PublishedBy.SEND)
@@ -310,11 +314,7 @@ def retry_failed(
         with database.session(write=True) as session:
             send = _latest(session, slug, "retry")
             assert send.id is not None
-            if send.status == SendStatus.SENDING or (
-                send.claimed_by is not None
-                and not sends.abandoned(send.claimed_by, send.heartbeat_at)
-            ):
-                raise StateError(f"{slug} is being sent right now; wait for it to finish")
+            _refuse_while_sending(session, send, slug)
             if send.status not in (SendStatus.SENT, SendStatus.PAUSED):
                 raise StateError(
                     f"the latest send of {slug} is {send.status}: there is nothing to retry"
@@ -332,6 +332,13 @@ def retry_failed(
             stop=stop,
         )
     return count, result
+
+
+def _refuse_while_sending(session: Session, send: Send, slug: str) -> None:
+    """Rows must not be reset while a worker sends the send, or finishes messages in hand."""
+    assert send.id is not None
+    if send.status == SendStatus.SENDING or send_workers.any_live(session.connection(), send.id):
+        raise StateError(f"{slug} is being sent right now; wait for it to finish")
 
 
 @dataclass(frozen=True)
@@ -378,11 +385,7 @@ def resend_unknown(
         with database.session(write=True) as session:
             send = _resendable(session, slug)
             assert send.id is not None
-            if send.status == SendStatus.SENDING or (
-                send.claimed_by is not None
-                and not sends.abandoned(send.claimed_by, send.heartbeat_at)
-            ):
-                raise StateError(f"{slug} is being sent right now; wait for it to finish")
+            _refuse_while_sending(session, send, slug)
             count = deliveries.reset_for_retry(session, send.id, [DeliveryStatus.UNKNOWN])
             send_id = send.id
         result = run(
@@ -442,17 +445,17 @@ class Cancelled:
 
 
 def cancel(settings: Settings, slug: str) -> Cancelled:
-    """Cancel the paused or new send of ``slug`` and every active schedule that would send it."""
+    """Cancel the send of ``slug`` (new, paused, or sending: every worker stops at its next
+    commit) and every active schedule that would send it."""
     with open_db(settings) as database, database.session(write=True) as session:
         cancelled: int | None = None
         for send in sends.open_sends(session, slug):
             assert send.id is not None
-            if send.status == SendStatus.SENDING:
-                raise StateError(f"{slug} is being sent: run `mailer pause {slug}` first")
             sends.transition(session, send.id, SendStatus.CANCELLED, "cancelled by mailer cancel")
-            # Rows a crashed sender left in flight were never recorded as sent: they become
-            # unknown, so a later send of the issue mails these people (at most a second copy).
-            deliveries.in_flight_to_unknown(session.connection(), send.id)
+            # Rows a crashed worker left in flight were never recorded as sent: they become
+            # unknown, so a later send of the issue mails these people (at most a second
+            # copy). Workers still running record what they have in hand, then stop.
+            send_workers.reap(session.connection(), send.id)
             cancelled = send.id
         dropped = [
             schedules.cancel(session, item.id)
@@ -480,12 +483,16 @@ def rehearsals(settings: Settings, slug: str) -> set[int]:
 
 
 def status(settings: Settings, slug: str) -> list[deliveries.Report]:
-    """Every send of ``slug``, newest first."""
+    """Every send of ``slug``, newest first, with the workers sending it."""
     with open_db(settings) as database, database.session() as session:
         found = sends.of_issue(session, slug)
         if not found:
             raise NotFound(f"{slug} has never been sent: nothing to show")
-        return [deliveries.report(session, send) for send in found]
+        conn = session.connection()
+        return [
+            deliveries.report(session, send, workers=send_workers.of_send(conn, send.id or 0))
+            for send in found
+        ]
 
 
 def recent(settings: Settings, limit: int = 20) -> list[deliveries.Report]:

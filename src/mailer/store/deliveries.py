@@ -22,12 +22,14 @@ from mailer.store.models import (
     DeliveryStatus,
     Send,
     SendStatus,
+    SendWorker,
     as_utc,
     table_of,
     utcnow,
 )
 
 DELIVERY = table_of(Delivery)
+SEND_WORKER = table_of(SendWorker)
 SEND = sends.SEND
 D = DeliveryStatus
 # Rows fetched at a time by the engine's dispatcher.
@@ -117,24 +119,47 @@ def fix_recipients(session: Session, send: Send) -> int:
 # -- what the engine reads ---------------------------------------------------------------------
 
 
-def in_flight_to_unknown(conn: Connection, send_id: int) -> list[str]:
-    """Rows left in flight by a sender that is gone (killed, or cancelled after a crash)
-    become ``unknown``: whether the server took them cannot be known, so they are never
-    counted as sent nor sent again on their own. Their addresses, in ledger order."""
+def in_flight_to_unknown(conn: Connection, send_id: int, workers: Sequence[str]) -> list[str]:
+    """Rows of the send left in flight by these workers, found dead, become ``unknown``:
+    whether the server took them cannot be known, so they are never counted as sent nor
+    sent again on their own. Their addresses, in ledger order."""
     d = DELIVERY.c
-    mine = sa.and_(d.send_id == send_id, d.status == D.IN_FLIGHT)
-    emails = list(conn.execute(sa.select(d.email).where(mine).order_by(d.id)).scalars())
-    if emails:
-        conn.execute(
-            sa.update(DELIVERY)
-            .where(mine)
-            .values(
-                status=D.UNKNOWN,
-                last_error="in flight when its sender stopped without recording an outcome",
-                updated_at=utcnow(),
-            )
+    return _to_unknown(conn, send_id, d.claimed_by.in_(list(workers)))
+
+
+def orphans_to_unknown(conn: Connection, send_id: int) -> list[str]:
+    """Rows of the send in flight with no worker holding a lease on it (a worker that
+    died, a sender from before leases) become ``unknown``, as in :func:`in_flight_to_unknown`.
+    Rows in flight with a live worker are left to it."""
+    d, w = DELIVERY.c, SEND_WORKER.c
+    leased = sa.select(w.worker).where(w.send_id == d.send_id, w.worker == d.claimed_by).exists()
+    return _to_unknown(conn, send_id, sa.or_(d.claimed_by.is_(None), sa.not_(leased)))
+
+
+def _to_unknown(conn: Connection, send_id: int, whose: sa.ColumnElement[bool]) -> list[str]:
+    d = DELIVERY.c
+    rows = conn.execute(
+        sa.update(DELIVERY)
+        .where(d.send_id == send_id, d.status == D.IN_FLIGHT, whose)
+        .values(
+            status=D.UNKNOWN,
+            last_error="in flight when its sender stopped without recording an outcome",
+            updated_at=utcnow(),
         )
-    return emails
+        .returning(d.id, d.email)
+    ).all()
+    return [r.email for r in sorted(rows, key=lambda r: r.id)]
+
+
+def in_flight_by_worker(conn: Connection, send_id: int) -> dict[str, int]:
+    """How many rows of the send each worker holds in flight."""
+    d = DELIVERY.c
+    rows = conn.execute(
+        sa.select(d.claimed_by, sa.func.count())
+        .where(d.send_id == send_id, d.status == D.IN_FLIGHT)
+        .group_by(d.claimed_by)
+    ).all()
+    return {str(worker): int(n) for worker, n in rows if worker is not None}
 
 
 def count_with_status(conn: Connection, send_id: int, status: DeliveryStatus) -> int:
@@ -190,6 +215,43 @@ class FailedRecipient:
 
 
 @dataclass(frozen=True)
+class Worker:
+    """A process working on a send, as ``mailer status`` shows it: no addresses."""
+
+    worker: str  # host:pid:start/run
+    connections: int
+    joined_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    in_flight: int
+
+    @property
+    def host(self) -> str:
+        return self.worker.partition(":")[0]
+
+    @property
+    def pid(self) -> int | None:
+        parts = self.worker.split(":")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+    def heartbeat_age(self, now: datetime | None = None) -> float:
+        return max(((now or utcnow()) - self.heartbeat_at).total_seconds(), 0.0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "worker": self.worker,
+            "host": self.host,
+            "pid": self.pid,
+            "connections": self.connections,
+            "in_flight": self.in_flight,
+            "joined_at": self.joined_at.isoformat(),
+            "heartbeat_at": self.heartbeat_at.isoformat(),
+            "heartbeat_age_seconds": round(self.heartbeat_age(), 1),
+            "lease_expires_at": self.expires_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class Report:
     send_id: int
     slug: str
@@ -206,6 +268,8 @@ class Report:
     in_flight: list[str]
     # Copies that may or may not have been accepted: never resent unless asked.
     unknown: list[str] = dataclasses.field(default_factory=list)
+    # The processes working on it now (mailer.store.send_workers).
+    workers: list[Worker] = dataclasses.field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -229,10 +293,13 @@ class Report:
         for key in ("started_at", "finished_at", "scheduled_at", "last_sent_at"):
             value = data[key]
             data[key] = value.isoformat() if value else None
+        data["workers"] = [w.as_dict() for w in self.workers]
         return data
 
 
-def report(session: Session, send: Send, failed_limit: int = 1000) -> Report:
+def report(
+    session: Session, send: Send, failed_limit: int = 1000, workers: Sequence[Worker] = ()
+) -> Report:
     assert send.id is not None
     conn = session.connection()
     d = DELIVERY.c
@@ -280,6 +347,7 @@ def report(session: Session, send: Send, failed_limit: int = 1000) -> Report:
         failed=failed,
         in_flight=emails(DeliveryStatus.IN_FLIGHT),
         unknown=emails(DeliveryStatus.UNKNOWN),
+        workers=list(workers),
     )
 
 

@@ -7,7 +7,9 @@ importing the sessions that call it.
 from __future__ import annotations
 
 import re
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -21,6 +23,7 @@ from mailer.errors import StoreError
 BUSY_TIMEOUT_MS = 5000
 # Mark connections of the write engine so their transactions start with BEGIN IMMEDIATE.
 WRITE_OPTION = "mailer_write"
+T = TypeVar("T")
 
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -140,3 +143,16 @@ def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says another writer holds the database (worth trying again)."""
     text = str(exc)
     return "locked" in text or "busy" in text or "lock timeout" in text
+
+
+def retry_while_busy(job: Callable[[], T], *, give_up_after: float = 120.0) -> T:
+    """``job()``, tried again while another writer holds the database (SQLite: a large
+    import committing), for up to ``give_up_after`` seconds."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        try:
+            return job()
+        except Exception as exc:
+            if not is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -7,14 +7,22 @@ Each call of :meth:`LedgerWriter.write` is one transaction that
 3. claims the next rows: each is checked against its person's *current* status, so a
    person who unsubscribed (from a list of the send or from everything), bounced,
    complained or was erased since the send started becomes ``skipped``, and the rest
-   become ``in-flight``, which is what the engine then sends;
-4. refreshes the send's heartbeat, and reads, in that same transaction, whether the send
-   is still this process's to send (``mailer pause`` or ``cancel`` from elsewhere).
+   become ``in-flight``, marked with the worker that claimed them, which then sends them;
+4. renews the worker's lease (``send_worker``), and reads, in that same transaction and
+   before it claims anything, whether the send is still sending and the lease still its
+   own (``mailer pause`` or ``cancel`` from anywhere, or another worker that presumed it
+   dead): a worker that is not claims nothing.
 
-On SQLite, the embedded default, it uses the DB-API connection with plain statements,
-which cost a fraction of SQLAlchemy's Core on this hot path; other databases go through
-Core.
-``tests/test_ledger.py`` runs both writers.
+Outcomes and hand-backs touch only rows still in flight for this worker: once another
+worker has turned them into ``unknown`` (this one was presumed dead), they stay so.
+
+Several workers claim from one send at once. On PostgreSQL each claim takes the next
+pending rows with ``FOR UPDATE SKIP LOCKED``, so workers never wait for each other's
+rows nor claim the same one. On SQLite, the embedded default, writers take turns (BEGIN
+IMMEDIATE): the engine reads pending rows ahead and claims them by id, guarded by
+``status = 'pending'``, through the DB-API connection with plain statements, which cost a
+fraction of SQLAlchemy's Core on this hot path; a row another process claimed first is
+simply not returned. ``tests/test_ledger.py`` runs both writers.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, NamedTuple, Protocol
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from mailer.store import send_workers
 from mailer.store.database import Database
 from mailer.store.models import (
     Delivery,
@@ -35,6 +44,7 @@ from mailer.store.models import (
     Send,
     SendList,
     SendStatus,
+    SendWorker,
     Subscriber,
     SubscriberStatus,
     table_of,
@@ -43,6 +53,7 @@ from mailer.store.models import (
 
 DELIVERY = table_of(Delivery)
 SEND = table_of(Send)
+SEND_WORKER = table_of(SendWorker)
 SUBSCRIBER = table_of(Subscriber)
 MEMBERSHIP = table_of(Membership)
 SEND_LIST = table_of(SendList)
@@ -54,25 +65,36 @@ Final = tuple[str, int, str, str, dt.datetime | None, dt.datetime, int]
 Mark = tuple[str, dt.datetime, int]
 # Why a claimed row was skipped, when the person is still active: no longer on any list.
 OFF_THE_LISTS = "unsubscribed from the lists of this send"
+# A worker's lease unless its settings say otherwise ([worker] lease).
+LEASE = dt.timedelta(seconds=30)
 
 
 class Written(NamedTuple):
-    """What a commit found: whether the send is still ours, and the rows now in flight."""
+    """What a commit found: whether the send is still this worker's to send, and what it
+    claimed: by id (the ids now in flight, in the order asked), or by number (the rows now
+    in flight, and how many rows the claim found, skipped ones included)."""
 
     ours: bool
     claimed: list[int]
+    rows: Sequence[Any] = ()
+    found: int = 0
 
 
 class LedgerWriter(Protocol):
+    # Whether claims name rows read ahead (SQLite) rather than a number of rows.
+    reads_ahead: bool
+
     def write(
         self,
         finals: Sequence[Final],
         marks: Sequence[Mark],
         claims: Sequence[int],
         beat: dt.datetime | None,
+        want: int = 0,
     ) -> Written:
-        """Commit the outcomes, hand-backs and claims in one transaction (see the module
-        doc); the claimed ids that are now in flight, in the order asked."""
+        """Commit the outcomes, hand-backs and claims (the rows ``claims`` names, or the
+        next ``want`` pending rows) in one transaction, renewing the lease if ``beat``
+        (see the module doc)."""
         ...
 
     def close(self) -> None: ...
@@ -101,26 +123,39 @@ _REASON = f"""coalesce(
 class SQLiteLedgerWriter:
     """Plain statements on the DB-API connection (its pragmas come from mailer.db)."""
 
+    reads_ahead = True
     FINAL = (
         "UPDATE delivery SET status = ?, attempts = attempts + ?, message_id = ?, "
-        "last_error = ?, sent_at = ?, updated_at = ? WHERE id = ?"
+        "last_error = ?, sent_at = ?, updated_at = ? "
+        f"WHERE id = ? AND status = '{D.IN_FLIGHT.value}' AND claimed_by = ?"
     )
-    MARK = "UPDATE delivery SET status = ?, updated_at = ? WHERE id = ?"
+    MARK = (
+        "UPDATE delivery SET status = ?, updated_at = ?, claimed_by = NULL "
+        f"WHERE id = ? AND status = '{D.IN_FLIGHT.value}' AND claimed_by = ?"
+    )
     SKIP = (
-        f"UPDATE delivery SET status = '{D.SKIPPED.value}', updated_at = ?, "
+        f"UPDATE delivery SET status = '{D.SKIPPED.value}', updated_at = ?, claimed_by = ?, "
         f"last_error = {_REASON} WHERE status = '{D.PENDING.value}' AND id IN ({{ids}}) "
         f"AND NOT {_ELIGIBLE}"
     )
     CLAIM = (
-        f"UPDATE delivery SET status = '{D.IN_FLIGHT.value}', updated_at = ? "
+        f"UPDATE delivery SET status = '{D.IN_FLIGHT.value}', updated_at = ?, claimed_by = ? "
         f"WHERE status = '{D.PENDING.value}' AND id IN ({{ids}}) RETURNING id"
     )
-    BEAT = "UPDATE send SET heartbeat_at = ? WHERE id = ? AND claimed_by = ?"
-    OURS = "SELECT count(*) FROM send WHERE id = ? AND status = 'sending' AND claimed_by = ?"
+    BEAT = (
+        "UPDATE send_worker SET heartbeat_at = ?, expires_at = ? WHERE send_id = ? AND worker = ?"
+    )
+    OURS = (
+        "SELECT count(*) FROM send JOIN send_worker ON send_worker.send_id = send.id "
+        f"WHERE send.id = ? AND send.status = '{SendStatus.SENDING.value}' "
+        "AND send_worker.worker = ?"
+    )
 
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
+    def __init__(
+        self, database: Database, send_id: int, owner: str, lease: dt.timedelta = LEASE
+    ) -> None:
         self.raw: Any = database.writer.raw_connection()
-        self.send_id, self.owner = send_id, owner
+        self.send_id, self.owner, self.lease = send_id, owner, lease
 
     def write(
         self,
@@ -128,9 +163,11 @@ class SQLiteLedgerWriter:
         marks: Sequence[Mark],
         claims: Sequence[int],
         beat: dt.datetime | None,
+        want: int = 0,
     ) -> Written:
         cursor = self.raw.cursor()
         claimed: list[int] = []
+        me = self.owner
         try:
             cursor.execute("BEGIN IMMEDIATE")
             # Rows of one commit mostly share their times: each is formatted once.
@@ -146,23 +183,24 @@ class SQLiteLedgerWriter:
                 cursor.executemany(
                     self.FINAL,
                     [
-                        (s, n, mid, err, stamp(sent) if sent else None, stamp(now), i)
+                        (s, n, mid, err, stamp(sent) if sent else None, stamp(now), i, me)
                         for s, n, mid, err, sent, now, i in finals
                     ],
                 )
             if marks:
-                cursor.executemany(self.MARK, [(s, stamp(now), i) for s, now, i in marks])
-            if claims:
+                cursor.executemany(self.MARK, [(s, stamp(now), i, me) for s, now, i in marks])
+            if beat is not None:
+                expires = _sqlite_time(beat + self.lease)
+                cursor.execute(self.BEAT, (_sqlite_time(beat), expires, self.send_id, me))
+            ours = bool(cursor.execute(self.OURS, (self.send_id, me)).fetchone()[0])
+            if claims and ours:
                 now = _sqlite_time(utcnow())
                 ids = ", ".join("?" * len(claims))
-                cursor.execute(self.SKIP.format(ids=ids), (now, *claims))
+                cursor.execute(self.SKIP.format(ids=ids), (now, me, *claims))
                 found = {
-                    row[0] for row in cursor.execute(self.CLAIM.format(ids=ids), (now, *claims))
+                    row[0] for row in cursor.execute(self.CLAIM.format(ids=ids), (now, me, *claims))
                 }
                 claimed = [i for i in claims if i in found]
-            if beat is not None:
-                cursor.execute(self.BEAT, (_sqlite_time(beat), self.send_id, self.owner))
-            ours = bool(cursor.execute(self.OURS, (self.send_id, self.owner)).fetchone()[0])
             cursor.execute("COMMIT")
             return Written(ours, claimed)
         except BaseException:
@@ -215,11 +253,18 @@ def _reason() -> sa.ColumnElement[str]:
 
 
 class CoreLedgerWriter:
-    """The same writes through SQLAlchemy Core, for databases other than SQLite."""
+    """The same writes through SQLAlchemy Core, for databases other than SQLite; claims
+    take the next pending rows with ``FOR UPDATE SKIP LOCKED`` (omitted on SQLite)."""
 
+    reads_ahead = False
+    _MINE = sa.and_(
+        DELIVERY.c.id == sa.bindparam("b_id"),
+        DELIVERY.c.status == D.IN_FLIGHT,
+        DELIVERY.c.claimed_by == sa.bindparam("b_me"),
+    )
     FINAL = (
         sa.update(DELIVERY)
-        .where(DELIVERY.c.id == sa.bindparam("b_id"))
+        .where(_MINE)
         .values(
             status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
             attempts=DELIVERY.c.attempts + sa.bindparam("b_n"),
@@ -231,16 +276,19 @@ class CoreLedgerWriter:
     )
     MARK = (
         sa.update(DELIVERY)
-        .where(DELIVERY.c.id == sa.bindparam("b_id"))
+        .where(_MINE)
         .values(
             status=sa.bindparam("b_status", type_=DELIVERY.c.status.type),
             updated_at=sa.bindparam("b_now", type_=DELIVERY.c.updated_at.type),
+            claimed_by=None,
         )
     )
 
-    def __init__(self, database: Database, send_id: int, owner: str) -> None:
+    def __init__(
+        self, database: Database, send_id: int, owner: str, lease: dt.timedelta = LEASE
+    ) -> None:
         self.session = Session(database.writer)
-        self.send_id, self.owner = send_id, owner
+        self.send_id, self.owner, self.lease = send_id, owner, lease
 
     def write(
         self,
@@ -248,10 +296,13 @@ class CoreLedgerWriter:
         marks: Sequence[Mark],
         claims: Sequence[int],
         beat: dt.datetime | None,
+        want: int = 0,
     ) -> Written:
         conn = self.session.connection()
-        d = DELIVERY.c
+        me = self.owner
         claimed: list[int] = []
+        rows: Sequence[Any] = ()
+        found = 0
         try:
             if finals:
                 conn.execute(
@@ -265,55 +316,92 @@ class CoreLedgerWriter:
                             "b_sent": t,
                             "b_now": u,
                             "b_id": i,
+                            "b_me": me,
                         }
                         for s, n, m, e, t, u, i in finals
                     ],
                 )
             if marks:
                 conn.execute(
-                    self.MARK, [{"b_status": s, "b_now": u, "b_id": i} for s, u, i in marks]
+                    self.MARK,
+                    [{"b_status": s, "b_now": u, "b_id": i, "b_me": me} for s, u, i in marks],
                 )
-            if claims:
-                now = utcnow()
-                mine = sa.and_(d.status == D.PENDING, d.id.in_(list(claims)))
-                conn.execute(
-                    sa.update(DELIVERY)
-                    .where(mine, sa.not_(_eligible()))
-                    .values(status=D.SKIPPED, updated_at=now, last_error=_reason())
-                )
-                found = set(
-                    conn.execute(
-                        sa.update(DELIVERY)
-                        .where(mine)
-                        .values(status=D.IN_FLIGHT, updated_at=now)
-                        .returning(d.id)
-                    ).scalars()
-                )
-                claimed = [i for i in claims if i in found]
             if beat is not None:
-                conn.execute(
-                    sa.update(SEND)
-                    .where(SEND.c.id == self.send_id, SEND.c.claimed_by == self.owner)
-                    .values(heartbeat_at=beat)
-                )
+                send_workers.renew(conn, self.send_id, me, self.lease)
             ours = conn.execute(
-                sa.select(sa.func.count()).where(
+                sa.select(sa.func.count())
+                .select_from(SEND.join(SEND_WORKER, SEND_WORKER.c.send_id == SEND.c.id))
+                .where(
                     SEND.c.id == self.send_id,
                     SEND.c.status == SendStatus.SENDING,
-                    SEND.c.claimed_by == self.owner,
+                    SEND_WORKER.c.worker == me,
                 )
             ).scalar_one()
+            if claims and ours:
+                claimed = self._claim_ids(conn, claims)
+            elif want > 0 and ours:
+                rows, found = self._claim_next(conn, want)
             self.session.commit()
-            return Written(bool(ours), claimed)
+            return Written(bool(ours), claimed, rows, found)
         except BaseException:
             self.session.rollback()
             raise
+
+    def _claim_ids(self, conn: sa.Connection, claims: Sequence[int]) -> list[int]:
+        """Claim the rows named, if they are still pending."""
+        d = DELIVERY.c
+        now = utcnow()
+        mine = sa.and_(d.status == D.PENDING, d.id.in_(list(claims)))
+        conn.execute(
+            sa.update(DELIVERY)
+            .where(mine, sa.not_(_eligible()))
+            .values(status=D.SKIPPED, updated_at=now, last_error=_reason(), claimed_by=self.owner)
+        )
+        found = set(
+            conn.execute(
+                sa.update(DELIVERY)
+                .where(mine)
+                .values(status=D.IN_FLIGHT, updated_at=now, claimed_by=self.owner)
+                .returning(d.id)
+            ).scalars()
+        )
+        return [i for i in claims if i in found]
+
+    def _claim_next(self, conn: sa.Connection, want: int) -> tuple[list[Any], int]:
+        """Claim the next ``want`` pending rows that no other worker is claiming, checking
+        each person at the same time: the rows now in flight, in ledger order, and how
+        many rows were taken (the skipped ones too)."""
+        d = DELIVERY.c
+        pick = DELIVERY.alias("pick")
+        nxt = (
+            sa.select(pick.c.id)
+            .where(pick.c.send_id == self.send_id, pick.c.status == D.PENDING)
+            .order_by(pick.c.id)
+            .limit(want)
+            .with_for_update(skip_locked=True)
+        )
+        eligible = _eligible()
+        taken = conn.execute(
+            sa.update(DELIVERY)
+            .where(d.id.in_(nxt))
+            .values(
+                status=sa.case((eligible, D.IN_FLIGHT.value), else_=D.SKIPPED.value),
+                last_error=sa.case((eligible, d.last_error), else_=_reason()),
+                claimed_by=self.owner,
+                updated_at=utcnow(),
+            )
+            .returning(d.id, d.status, d.subscriber_id, d.email, d.name)
+        ).all()
+        rows = sorted((r for r in taken if r.status == D.IN_FLIGHT), key=lambda r: r.id)
+        return rows, len(taken)
 
     def close(self) -> None:
         self.session.close()
 
 
-def ledger_writer(database: Database, send_id: int, owner: str) -> LedgerWriter:
+def ledger_writer(
+    database: Database, send_id: int, owner: str, lease: dt.timedelta = LEASE
+) -> LedgerWriter:
     """The fastest writer for the database: plain statements on SQLite, Core elsewhere."""
     sqlite = database.writer.dialect.name == "sqlite"
-    return (SQLiteLedgerWriter if sqlite else CoreLedgerWriter)(database, send_id, owner)
+    return (SQLiteLedgerWriter if sqlite else CoreLedgerWriter)(database, send_id, owner, lease)

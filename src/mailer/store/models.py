@@ -59,6 +59,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "LawfulBasis",
+    "Lease",
     "LinkClick",
     "MailingList",
     "Membership",
@@ -68,12 +69,14 @@ __all__ = [
     "Publication",
     "PublishedBy",
     "RateEvent",
+    "RelaySlot",
     "Schedule",
     "ScheduleKind",
     "ScheduleStatus",
     "Send",
     "SendList",
     "SendStatus",
+    "SendWorker",
     "Signup",
     "Subscriber",
     "SubscriberStatus",
@@ -292,8 +295,8 @@ class Send(SQLModel, table=True):
     scheduled_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     started_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
-    # Which process is sending ("host:pid") and when it last said so: see sends.claim.
-    claimed_by: str | None = Field(default=None, max_length=200)
+    # When the send last changed hands: started, resumed or paused. The processes sending
+    # it, and their leases, are in ``send_worker`` (revision 0012).
     heartbeat_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Fixed when the send starts: the number of rows in its ledger.
     total: int | None = None
@@ -329,7 +332,9 @@ class Delivery(SQLModel, table=True):
     __tablename__ = "delivery"
     __table_args__ = (
         sa.UniqueConstraint("send_id", "subscriber_id"),
-        sa.Index(None, "send_id", "status"),
+        # In ledger order within a status, so a claim of the next pending rows reads only
+        # those (revision 0012; it was on send_id and status alone).
+        sa.Index(None, "send_id", "status", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -346,6 +351,9 @@ class Delivery(SQLModel, table=True):
     message_id: str = Field(default="", max_length=200)
     sent_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     updated_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The worker ("host:pid:start") that claimed the row, kept with its outcome
+    # (revision 0012): a worker that dies leaves its own rows in flight, and only those.
+    claimed_by: str | None = Field(default=None, max_length=200)
 
 
 # --- 4. Scheduling (revision 0003) -----------------------------------------------------------
@@ -504,3 +512,65 @@ class LinkClick(SQLModel, table=True):
     slug: str = Field(max_length=64)
     url: str = Field(max_length=2000)
     clicks: int = 0
+
+
+# --- 8. Several senders on one send (revision 0012) ------------------------------------------
+
+
+class SendWorker(SQLModel, table=True):
+    """A process working on a send, and its lease.
+
+    The worker renews ``expires_at`` with its ledger commits. One that is gone (its process
+    is missing from this machine's process table, or, on another machine, its lease has
+    expired) is dead: another worker turns the rows it held in flight into ``unknown`` and
+    deletes this row (see mailer.store.send_workers).
+    """
+
+    __tablename__ = "send_worker"
+
+    send_id: int = Field(foreign_key="send.id", primary_key=True, ondelete="CASCADE")
+    # "host:pid:start", as in delivery.claimed_by.
+    worker: str = Field(primary_key=True, max_length=200)
+    connections: int = 0
+    joined_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    heartbeat_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RelaySlot(SQLModel, table=True):
+    """The rate limits of a relay, shared by every worker that sends through it.
+
+    A limit of N messages per window is N slots. A message takes a free slot whose last
+    message ended a full window ago, holds it while it is on its way, and frees it with the
+    time its reply came (see mailer.sending.ratelimit). The ``pace`` row (slot 0) holds the
+    earliest time the next message may start, which spaces starts ``1 / rate`` apart.
+    """
+
+    __tablename__ = "relay_slot"
+
+    # The relay and the account on it, e.g. "news@example.org@smtp.example.org:587".
+    relay: str = Field(primary_key=True, max_length=300)
+    # "second", "hour" or "pace".
+    kind: str = Field(primary_key=True, max_length=10)
+    slot: int = Field(primary_key=True)
+    # The worker whose message holds the slot, from its start to its end; None when free.
+    holder: str | None = Field(default=None, max_length=200)
+    started_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+# --- 9. Leases (revision 0013) ----------------------------------------------------------------
+
+
+class Lease(SQLModel, table=True):
+    """A job only one worker may run at a time (deciding what is due, reading the bounce
+    mailbox): the worker that holds it, until when, and a term that grows by one whenever
+    it changes hands, so a holder that lost it can no longer write as if it still had it."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=40)
+    holder: str | None = Field(default=None, max_length=200)
+    term: int = 0
+    acquired_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -1,7 +1,9 @@
 """Queries on schedules: when a send will be created, and what came of it.
 
-A schedule's slot is claimed with a compare-and-set on ``next_run_at`` (:func:`claim_slot`),
-so two workers, or a worker and ``mailer worker --once`` from cron, never run one slot twice.
+A schedule's slot is moved on with a compare-and-set on ``next_run_at`` (:func:`advance`), in
+the transaction that creates its send, so two workers, or a worker and ``mailer worker
+--once`` from cron, never start one slot twice, and a worker that dies before that
+transaction commits leaves the slot due for another.
 """
 
 from __future__ import annotations
@@ -15,9 +17,18 @@ from sqlmodel import Session, col, select
 
 from mailer.errors import NotFound, StateError
 from mailer.store.database import Database
-from mailer.store.models import Schedule, ScheduleKind, ScheduleStatus, table_of
+from mailer.store.models import (
+    Schedule,
+    ScheduleKind,
+    ScheduleStatus,
+    Send,
+    SendStatus,
+    table_of,
+)
 
 SCHEDULE = table_of(Schedule)
+# How the outcome of a slot whose send was created, and not yet run, begins.
+STARTED = "sending "
 
 
 def add(
@@ -82,53 +93,98 @@ def upcoming(session: Session) -> list[Schedule]:
     return list(session.exec(query).all())
 
 
+def get(session: Session, schedule_id: int) -> Schedule | None:
+    """The schedule as it is now: a decision is made on this, not on an earlier list."""
+    return session.get(Schedule, schedule_id)
+
+
+def _slot_is(slot: dt.datetime | None) -> sa.ColumnElement[bool]:
+    return (
+        SCHEDULE.c.next_run_at.is_(None)
+        if slot is None
+        else SCHEDULE.c.next_run_at == sa.bindparam(None, slot, type_=SCHEDULE.c.next_run_at.type)
+    )
+
+
+def advance(
+    session: Session,
+    schedule_id: int,
+    slot: dt.datetime,
+    upcoming: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    outcome: str | None = None,
+    status: ScheduleStatus | None = None,
+    send_id: int | None = None,
+) -> bool:
+    """Move an active schedule from ``slot`` to the next one (None: there is none) and
+    settle the slot: it was started, given up, or had nothing to send, so it is no longer
+    failing. A compare-and-set on ``next_run_at``, in the caller's transaction: False if
+    the slot was moved or the schedule cancelled meanwhile."""
+    values: dict[str, object] = {"next_run_at": upcoming, "last_run_at": now, "failing_since": None}
+    if outcome is not None:
+        values["last_outcome"] = outcome[:1000]
+    if status is not None:
+        values["status"] = status
+    if send_id is not None:
+        values["last_send_id"] = send_id
+    result = session.connection().execute(
+        sa.update(SCHEDULE)
+        .where(SCHEDULE.c.id == schedule_id, SCHEDULE.c.status == ScheduleStatus.ACTIVE)
+        .where(_slot_is(slot))
+        .values(**values)
+    )
+    return bool(result.rowcount == 1)
+
+
 def claim_slot(
     database: Database,
     item: Schedule,
     now: dt.datetime,
     upcoming_run: dt.datetime | None,
 ) -> bool:
-    """Move the schedule past its slot; False if another worker got there first."""
+    """Move the schedule past its slot in a transaction of its own; False if another
+    process got there first."""
+    assert item.id is not None and item.next_run_at is not None
     with database.session(write=True) as session:
-        result = session.connection().execute(
-            sa.update(SCHEDULE)
-            .where(
-                SCHEDULE.c.id == item.id,
-                SCHEDULE.c.status == ScheduleStatus.ACTIVE,
-                SCHEDULE.c.next_run_at == item.next_run_at,
-            )
-            .values(next_run_at=upcoming_run, last_run_at=now)
-        )
-        return bool(result.rowcount == 1)
+        return advance(session, item.id, item.next_run_at, upcoming_run, now)
 
 
-def keep_slot(
-    database: Database,
-    item: Schedule,
-    slot: dt.datetime,
-    claimed: dt.datetime | None,
-    now: dt.datetime,
+def fail(
+    session: Session, schedule_id: int, slot: dt.datetime, now: dt.datetime, outcome: str
 ) -> bool:
-    """Put back a slot that failed for a reason a person can fix, so the next look tries it
-    again; remember when it first failed. A compare-and-set on what :func:`claim_slot`
-    wrote: False if the schedule was cancelled or changed meanwhile."""
-    where = [SCHEDULE.c.id == item.id, SCHEDULE.c.status == ScheduleStatus.ACTIVE]
-    where.append(
-        SCHEDULE.c.next_run_at.is_(None) if claimed is None else SCHEDULE.c.next_run_at == claimed
-    )
-    with database.session(write=True) as session:
-        result = session.connection().execute(
-            sa.update(SCHEDULE)
-            .where(*where)
-            .values(
-                next_run_at=slot,
-                failing_since=sa.func.coalesce(
-                    SCHEDULE.c.failing_since,
-                    sa.bindparam("now", now, type_=SCHEDULE.c.failing_since.type),
-                ),
-            )
+    """Keep a slot that failed for a reason a person can fix, so the next look tries it
+    again; remember when it first failed and why. A compare-and-set on ``next_run_at``:
+    False if the schedule was cancelled or moved on meanwhile."""
+    result = session.connection().execute(
+        sa.update(SCHEDULE)
+        .where(SCHEDULE.c.id == schedule_id, SCHEDULE.c.status == ScheduleStatus.ACTIVE)
+        .where(_slot_is(slot))
+        .values(
+            last_outcome=outcome[:1000],
+            failing_since=sa.func.coalesce(
+                SCHEDULE.c.failing_since,
+                sa.bindparam(None, now, type_=SCHEDULE.c.failing_since.type),
+            ),
         )
-        return bool(result.rowcount == 1)
+    )
+    return bool(result.rowcount == 1)
+
+
+def waiting(session: Session, status: SendStatus = SendStatus.NEW) -> list[tuple[int, int]]:
+    """(schedule id, send id) of the sends a schedule started whose outcome it has not
+    heard: not run yet (``new``), or ``sent`` by a worker that died before telling it.
+
+    A schedule's run writes "sending ..." as its outcome in the transaction that creates
+    the send; once a worker has run it, or could not, the outcome says so instead."""
+    send = table_of(Send)
+    rows = session.connection().execute(
+        sa.select(SCHEDULE.c.id, send.c.id)
+        .join(send, send.c.id == SCHEDULE.c.last_send_id)
+        .where(send.c.status == status, SCHEDULE.c.last_outcome.startswith(STARTED))
+        .order_by(send.c.id)
+    )
+    return [(int(a), int(b)) for a, b in rows]
 
 
 def record(

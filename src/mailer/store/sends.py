@@ -1,16 +1,17 @@
-"""Queries on sends, the lists they go to, and approvals; who holds a send.
+"""Queries on sends, the lists they go to, and approvals; whether a process is alive.
 
 :func:`transition` is the only code that changes ``send.status``, by the rules of
 :data:`mailer.store.status.SEND_TRANSITIONS`. It is a compare-and-set ``UPDATE``, so two
-processes can never both move the same send (two workers, or a worker and a manual
-``mailer send``): one wins, the other gets a :class:`StateError`.
+processes can never both move the same send (two workers finishing at once, or a worker
+and ``mailer pause``): one wins, the other gets a :class:`StateError` (or False from
+:func:`try_transition`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -51,7 +52,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def this_process() -> str:
-    """``host:pid:start``: names the process that holds a send."""
+    """``host:pid:start``: names this process (a worker, ``mailer send``) in the database."""
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '-'}"
 
@@ -66,125 +67,106 @@ def transition(
     new: SendStatus,
     reason: str = "",
     *,
-    owner: str | None = None,
     pause: PauseReason | None = None,
 ) -> None:
     """Move a send to ``new`` if its current status allows it; raise StateError if not.
 
-    ``owner`` is the process holding the send when it changes its own status. A pause from
-    anyone else (``mailer pause``) keeps the claim: the sender still holds the send until it
-    has stopped, and only then lets go (:func:`release`), so nobody resumes it too early.
+    Which processes are working on the send is not kept here but in ``send_worker``
+    (:mod:`mailer.store.send_workers`): a pause or a cancel from anywhere changes only the
+    status, and each worker stops at its next ledger commit, when it reads it.
     """
-    conn = _conn(db)
-    now = utcnow()
-    values: dict[str, object] = {
-        "status": new,
-        "status_reason": reason,
-        "pause_reason": pause if new == S.PAUSED else None,
-    }
-    if new == S.SENDING:
-        values.update(
-            claimed_by=owner or this_process(),
-            heartbeat_at=now,
-            started_at=sa.func.coalesce(
-                SEND.c.started_at, sa.bindparam("now", now, type_=SEND.c.started_at.type)
-            ),
+    if not try_transition(db, send_id, new, reason, pause=pause):
+        row = (
+            _conn(db)
+            .execute(sa.select(SEND.c.slug, SEND.c.status).where(SEND.c.id == send_id))
+            .first()
         )
-    elif new in (S.SENT, S.CANCELLED):
-        values.update(finished_at=now, claimed_by=None)
-    elif new == S.PAUSED and owner is not None:
-        values.update(claimed_by=None)
-    condition = sa.and_(SEND.c.id == send_id, SEND.c.status.in_(list(SEND_TRANSITIONS[new])))
-    if owner is not None and new != S.SENDING:
-        # Only the process that holds a send may finish or pause it on its own behalf.
-        condition = sa.and_(
-            condition, sa.or_(SEND.c.status != S.SENDING, SEND.c.claimed_by == owner)
-        )
-    result = conn.execute(sa.update(SEND).where(condition).values(**values))
-    if result.rowcount != 1:
-        row = conn.execute(
-            sa.select(SEND.c.slug, SEND.c.status).where(SEND.c.id == send_id)
-        ).first()
         if row is None:
             raise NotFound(f"there is no send {send_id}")
         raise StateError(f"the send of {row.slug} is {row.status} and cannot become {new}")
 
 
-def release(db: Connection | Session, send_id: int, owner: str) -> None:
-    """The sender has stopped: let go of a send that someone else paused or cancelled."""
-    _conn(db).execute(
-        sa.update(SEND)
-        .where(SEND.c.id == send_id, SEND.c.claimed_by == owner)
-        .values(claimed_by=None)
-    )
-
-
-def claim(db: Connection | Session, send_id: int, owner: str) -> None:
-    """Take a send for sending; a send held by a process that is gone may be taken over.
-
-    A send is held while its ``claimed_by`` is set, whatever its status: a paused send whose
-    sender is still finishing the messages in hand cannot be resumed until it has stopped.
-    """
-    conn = _conn(db)
-    row = conn.execute(
-        sa.select(SEND.c.slug, SEND.c.status, SEND.c.claimed_by, SEND.c.heartbeat_at).where(
-            SEND.c.id == send_id
+def try_transition(
+    db: Connection | Session,
+    send_id: int,
+    new: SendStatus,
+    reason: str = "",
+    *,
+    pause: PauseReason | None = None,
+) -> bool:
+    """:func:`transition`, answering False instead of raising when the status does not
+    allow it (another worker finished or paused the send first)."""
+    now = utcnow()
+    values: dict[str, object] = {
+        "status": new,
+        "status_reason": reason,
+        "pause_reason": pause if new == S.PAUSED else None,
+        "heartbeat_at": now,
+    }
+    if new == S.SENDING:
+        values.update(
+            started_at=sa.func.coalesce(
+                SEND.c.started_at, sa.bindparam("now", now, type_=SEND.c.started_at.type)
+            ),
         )
-    ).first()
+    elif new in (S.SENT, S.CANCELLED):
+        values.update(finished_at=now)
+    condition = sa.and_(SEND.c.id == send_id, SEND.c.status.in_(list(SEND_TRANSITIONS[new])))
+    result = _conn(db).execute(sa.update(SEND).where(condition).values(**values))
+    return bool(result.rowcount == 1)
+
+
+def lock(db: Connection | Session, send_id: int) -> tuple[str, SendStatus, int | None]:
+    """The send's slug, status and total, its row locked until the transaction ends (on
+    PostgreSQL; SQLite's writers take turns anyway), so workers joining and leaving a send
+    decide one at a time."""
+    row = (
+        _conn(db)
+        .execute(
+            sa.select(SEND.c.slug, SEND.c.status, SEND.c.total)
+            .where(SEND.c.id == send_id)
+            .with_for_update()
+        )
+        .first()
+    )
     if row is None:
         raise NotFound(f"there is no send {send_id}")
-    if row.claimed_by is not None and not abandoned(row.claimed_by, row.heartbeat_at):
-        if row.status == S.SENDING:
-            raise StateError(
-                f"{row.slug} is being sent by another process ({row.claimed_by}); "
-                f"run `mailer pause {row.slug}` first if it should stop"
-            )
-        raise StateError(
-            f"{row.slug} is {row.status}, but its sender ({row.claimed_by}) is still finishing "
-            "the messages in hand: try again in a moment"
-        )
-    if row.status != S.SENDING:
-        if row.claimed_by is not None:
-            release(conn, send_id, row.claimed_by)
-        transition(conn, send_id, S.SENDING, owner=owner)
-        return
-    # Take over from a sender that is gone: compare-and-set on the old claim.
-    old = (
-        SEND.c.claimed_by.is_(None)
-        if row.claimed_by is None
-        else SEND.c.claimed_by == row.claimed_by
-    )
-    result = conn.execute(
-        sa.update(SEND)
-        .where(SEND.c.id == send_id, SEND.c.status == S.SENDING, old)
-        .values(claimed_by=owner, heartbeat_at=utcnow())
-    )
-    if result.rowcount != 1:
-        raise StateError(f"{row.slug} was just taken by another process")
+    return row.slug, SendStatus(row.status), row.total
+
+
+def process_gone(worker: str) -> bool | None:
+    """Whether the process named ``worker`` (``host:pid:start``, see :func:`this_process`)
+    is gone from this machine's process table (the start time guards against a reused
+    pid); None when it ran on another machine, whose processes cannot be looked up."""
+    host, _, rest = worker.partition(":")
+    pid, _, started = rest.partition(":")
+    # A run of a send adds "/n" to its process's name (mailer.store.send_workers).
+    started = started.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    now_started = _start_time(int(pid))
+    if now_started is None:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return started not in ("", "-") and started != now_started
 
 
 def abandoned(claimed_by: str | None, heartbeat: datetime | None) -> bool:
-    """Whether the process that holds a send is gone.
+    """Whether the process ``claimed_by`` is gone.
 
-    On this machine the process table answers (the start time guards against a reused
-    pid). A process on another machine is presumed gone when its heartbeat, refreshed every
-    few seconds by its ledger, is older than STALE_AFTER.
+    On this machine the process table answers (:func:`process_gone`). A process on
+    another machine is presumed gone when ``heartbeat`` is older than STALE_AFTER.
     """
     if not claimed_by:
         return True
-    host, _, rest = claimed_by.partition(":")
-    pid, _, started = rest.partition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        now_started = _start_time(int(pid))
-        if now_started is None:
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-            return False
-        return started not in ("", "-") and started != now_started
+    gone = process_gone(claimed_by)
+    if gone is not None:
+        return gone
     if heartbeat is None:
         return True
     return utcnow() - as_utc(heartbeat) > STALE_AFTER
@@ -197,8 +179,12 @@ def create(
     session: Session,
     frozen: Send,
     list_slugs: Sequence[str],
+    before_commit: Callable[[Session, int], None] | None = None,
 ) -> Send:
-    """Store ``frozen`` (a new send: the issue as compiled and approved) for these lists."""
+    """Store ``frozen`` (a new send: the issue as compiled and approved) for these lists.
+
+    ``before_commit(session, send_id)`` runs in the same transaction: whatever it writes
+    commits with the send, and if it raises, the send is never made."""
     slug = frozen.slug
     lists = [people.get_list(session, name) for name in dict.fromkeys(list_slugs)]
     if not lists:
@@ -217,6 +203,8 @@ def create(
     for lst in lists:
         assert lst.id is not None
         session.add(SendList(send_id=send.id, list_id=lst.id))
+    if before_commit is not None:
+        before_commit(session, send.id)
     session.commit()
     session.refresh(send)
     return send
@@ -286,15 +274,6 @@ def issue_is_taken(session: Session, slug: str) -> bool:
         SEND.c.slug == slug, SEND.c.status.in_(taken), NOT_A_REHEARSAL
     )
     return session.connection().execute(query).first() is not None
-
-
-def status_of(conn: Connection, send_id: int) -> tuple[SendStatus, str | None] | None:
-    """The send's status and who holds it, read on a plain connection (the engine's watch)."""
-    row = conn.execute(
-        sa.select(SEND.c.status, SEND.c.claimed_by).where(SEND.c.id == send_id)
-    ).first()
-    conn.rollback()
-    return None if row is None else (SendStatus(row.status), row.claimed_by)
 
 
 def set_total(conn: Connection, send_id: int, total: int) -> None:

@@ -11,10 +11,13 @@ options without loading the database layer. Each status has one owner of its tra
 A send's life::
 
     new ──► sending ──► sent ──(retry failed)──► sending
-     │        │  ▲
+     │        │  ▲  └───────────────────────────► cancelled
      │        ▼  │
      │      paused ──► cancelled
      └──────────────► cancelled
+
+A send may have several workers at once (mailer.store.send_workers): its status is the
+send's, not a worker's, so a pause or a cancel from anywhere stops every one of them.
 
 A *schedule* (a row in the schedule table) is a different thing from a send: it says when
 a send will be created. A send exists only once it has been started.
@@ -153,7 +156,7 @@ SEND_TRANSITIONS: dict[SendStatus, frozenset[SendStatus]] = {
     _S.SENDING: frozenset({_S.NEW, _S.PAUSED, _S.SENT}),
     _S.PAUSED: frozenset({_S.SENDING}),
     _S.SENT: frozenset({_S.SENDING}),
-    _S.CANCELLED: frozenset({_S.NEW, _S.PAUSED}),
+    _S.CANCELLED: frozenset({_S.NEW, _S.PAUSED, _S.SENDING}),
 }
 # A send in one of these is not finished: a new send of the same issue must wait.
 OPEN_SENDS = (_S.NEW, _S.SENDING, _S.PAUSED)

@@ -1,0 +1,267 @@
+"""Benchmark: one, two and four ``mailer worker`` processes sharing one send on PostgreSQL.
+
+Run it from the repository: ``.venv/bin/python bench/scale_workers.py [--count 100000]``
+(``make bench`` installs Debian's postfix and postgresql first). It prints figures and
+asserts nothing: each speed comes with a ratio to Postfix's own client in the same run.
+
+A throwaway PostgreSQL cluster (tests/pg_server.py) holds a newsletter of COUNT people,
+prepared once and copied as a template database for each run. A run schedules the issue
+for a minute ago and starts N real ``mailer worker`` processes with 4 connections each:
+one becomes the scheduler and starts the send, and every worker sends it. Worker k sends
+to smtp-sink k mod 2: two sinks, so that one sink's core is not what is measured. In the
+same run, ``smtp-source`` sends COUNT messages of the same size with 4 sessions to one
+sink, and with 4 sessions to each of the two sinks at once. It prints the send phase's
+messages a second (from the ledger's first to its last acceptance), the ratio to
+smtp-source, the scaling of two and four workers over one, the CPU per message of all the
+workers together, how many workers sent, and the ledger's and the sinks' counts, which
+must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import sqlalchemy as sa  # noqa: E402
+from machine import describe  # noqa: E402
+from send_smtp import SINK, SOURCE, Sink  # noqa: E402
+
+from mailer import config  # noqa: E402
+from mailer.render import compile_slug  # noqa: E402
+from mailer.scheduling import runner  # noqa: E402
+from mailer.sending import approval  # noqa: E402
+from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
+from mailer.site import build  # noqa: E402
+from mailer.store import joining, people  # noqa: E402
+from mailer.store.database import open_db  # noqa: E402
+from mailer.store.models import LawfulBasis  # noqa: E402
+from pg_server import PostgresServer  # noqa: E402
+
+SLUG = "2025-11"
+CONNECTIONS = 4
+KEY = "bench-key-with-at-least-thirty-two-bytes-of-it"
+WORKERS = (1, 2, 4)
+
+
+def environment(url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(MAILER_SECRET_KEY=KEY, MAILER_DATABASE_URL=url, **extra)
+    return env
+
+
+def settings_for(folder: Path, url: str) -> config.Settings:
+    return config.load(folder, env=environment(url, MAILER_TRANSPORT="smtp"))
+
+
+def prepare(folder: Path, url: str, count: int) -> int:
+    """The newsletter folder, and its database at ``url`` with ``count`` people on the list
+    "bench" and the issue approved; the size of one message."""
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "mailer.toml", folder / "mailer.toml")
+    shutil.copytree(REPO / "issues", folder / "issues")
+    settings = settings_for(folder, url)
+    build.build(settings, [SLUG])
+    compiled = compile_slug(settings, SLUG)
+    with open_db(settings) as database, database.session(write=True) as session:
+        lst = people.create_list(session, "bench", "Bench")
+        for start in range(0, count, 10_000):
+            joining.subscribe_many(
+                session,
+                lst,
+                [
+                    joining.Candidate(f"person{i:07d}@example.org", f"Person {i}", "")
+                    for i in range(start, min(start + 10_000, count))
+                ],
+                basis=LawfulBasis.PUBLIC_TASK,
+                source="bench",
+            )
+        approval.approve(session, compiled, "bench")
+    content = Content(SLUG, compiled.issue.subject, compiled.email_html, compiled.email_text)
+    template = MessageTemplate(settings, content, list_id="bench.example.org", send_id=1)
+    _, data = template.render(Recipient("person0000001@example.org", "Person 1", 1, 1))
+    return len(data)
+
+
+def run_source(workdir: Path, count: int, size: int, sinks: int) -> dict[str, float]:
+    """smtp-source: 4 sessions to each of ``sinks`` sinks at once, ``count`` in all."""
+    started = [Sink(workdir) for _ in range(sinks)]
+    share = count // sinks  # each sink's share
+    start = time.perf_counter()
+    clients = [
+        subprocess.Popen(
+            [
+                SOURCE,
+                "-d",
+                "-s",
+                str(CONNECTIONS),
+                "-m",
+                str(share),
+                "-l",
+                str(size),
+                f"127.0.0.1:{sink.port}",
+            ]
+        )
+        for sink in started
+    ]
+    for client in clients:
+        if client.wait() != 0:
+            raise RuntimeError("smtp-source failed")
+    seconds = time.perf_counter() - start
+    return {"rate": share * sinks / seconds, "sink": sum(s.count() for s in started)}
+
+
+def _ledger(url: str) -> tuple[str, int, dt.datetime | None, dt.datetime | None, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            status = conn.execute(sa.text("SELECT status FROM send")).scalar() or "none"
+            sent, first, last, senders = conn.execute(
+                sa.text(
+                    "SELECT count(*), min(sent_at), max(sent_at), count(DISTINCT claimed_by) "
+                    "FROM delivery WHERE status = 'sent'"
+                )
+            ).one()
+        return str(status), int(sent), first, last, int(senders)
+    finally:
+        engine.dispose()
+
+
+def run_workers(
+    folder: Path, server: PostgresServer, template: str, workdir: Path, n: int, count: int
+) -> dict[str, float]:
+    """``n`` workers sending the scheduled issue to two sinks, on a copy of ``template``."""
+    name = server.create_database(template)
+    url = server.url(name)
+    try:
+        settings = settings_for(folder, url)
+        with open_db(settings) as database:
+            slot = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+            at = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")
+            runner.schedule_once(
+                settings, database, SLUG, ["bench"], at, slot - dt.timedelta(days=1), "bench"
+            )
+        sinks = [Sink(workdir), Sink(workdir)]
+        usage: list[float] = []
+        processes = []
+        for k in range(n):
+            env = environment(
+                url,
+                MAILER_TRANSPORT="smtp",
+                MAILER_SMTP_HOST="127.0.0.1",
+                MAILER_SMTP_PORT=str(sinks[k % 2].port),
+                MAILER_SMTP_CONNECTIONS=str(CONNECTIONS),
+            )
+            log = (workdir / f"worker-{n}-{k}.log").open("wb")
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "mailer", "worker", "--poll", "1"],
+                    cwd=folder,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+            log.close()
+        deadline = time.monotonic() + 3600
+        while _ledger(url)[0] != "sent":
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"the send did not finish: see {workdir}/worker-{n}-*.log")
+            time.sleep(0.5)
+
+        def stop(process: subprocess.Popen[bytes]) -> None:
+            process.send_signal(signal.SIGTERM)
+            _, _, used = os.wait4(process.pid, 0)
+            usage.append(used.ru_utime + used.ru_stime)
+
+        stoppers = [threading.Thread(target=stop, args=(p,)) for p in processes]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        _, sent, first, last, senders = _ledger(url)
+        assert first is not None and last is not None
+        phase = (last - first).total_seconds()
+        return {
+            "rate": (sent - 1) / phase,
+            "cpu_us": sum(usage) / sent * 1e6,
+            "senders": senders,
+            "ledger": sent,
+            "sink": sum(s.count() for s in sinks),
+        }
+    finally:
+        server.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2, help="turns each contender takes")
+    args = parser.parse_args()
+    for tool in (SINK, SOURCE):
+        if not Path(tool).exists():
+            raise SystemExit(f"{tool} is missing: run `make postfix` (Debian's postfix package)")
+    print(describe())
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp, PostgresServer() as server:
+        workdir = Path(tmp)
+        template = server.create_database(server.migrated_template())
+        folder = workdir / "newsletter"
+        size = prepare(folder, server.url(template), args.count)
+        print(f"{args.count:,} recipients, {size:,}-byte messages, {CONNECTIONS} connections each")
+        runs: dict[str, list[dict[str, float]]] = {}
+        contenders = ["source-1", "source-2", *(f"workers-{n}" for n in WORKERS)]
+        for turn in range(args.rounds):
+            order = contenders if turn % 2 == 0 else contenders[::-1]
+            for who in order:
+                if who.startswith("source"):
+                    sinks = int(who.rsplit("-", 1)[1])
+                    got = run_source(workdir, args.count, size, sinks)
+                else:
+                    n = int(who.rsplit("-", 1)[1])
+                    got = run_workers(folder, server, template, workdir, n, args.count)
+                runs.setdefault(who, []).append(got)
+                print(f"  {who:<10} " + "  ".join(f"{k} {v:,.1f}" for k, v in got.items()))
+
+        def rate(who: str) -> float:
+            return statistics.median(r["rate"] for r in runs[who])
+
+        print("\nsend phase, median of the turns:")
+        print(
+            "| sender | msg/s | ratio to smtp-source (4 sessions, 1 sink) | scaling over one "
+            "worker | CPU/msg, all workers | workers that sent | ledger sent | sink count |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        base = rate("source-1")
+        for who in contenders:
+            last = runs[who][-1]
+            count = who.rsplit("-", 1)[1]
+            if who.startswith("source"):
+                print(
+                    f"| smtp-source, {CONNECTIONS} sessions x {count} sink(s) | {rate(who):,.0f} "
+                    f"| {rate(who) / base:.2f}x | | | | | {last['sink']:,.0f} |"
+                )
+                continue
+            cpu = statistics.median(r["cpu_us"] for r in runs[who])
+            print(
+                f"| {count} mailer worker(s) | {rate(who):,.0f} | **{rate(who) / base:.2f}x** | "
+                f"{rate(who) / rate('workers-1'):.2f}x | {cpu:.0f} µs | {last['senders']:.0f} "
+                f"| {last['ledger']:,.0f} | {last['sink']:,.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
