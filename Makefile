@@ -95,15 +95,18 @@ postgresql:
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
+# The suite runs twice: on SQLite (the embedded default), then with every newsletter's
+# database on the tests' own PostgreSQL server (tests/pg_server.py).
 test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql
 	$(BIN)/python -m pytest -q
+	MAILER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed postfix
+bench: $(VENV)/.installed postfix postgresql
 	$(BIN)/python bench/run.py
 
 clean:

@@ -4,7 +4,9 @@ The suite runs on either database: with ``MAILER_TEST_DATABASE=postgresql`` ever
 uses the ``newsletter`` fixture (and so ``settings`` and ``cli``) gets a fresh database of
 its own on a throwaway PostgreSQL server (tests/pg_server.py), through
 ``MAILER_DATABASE_URL``, which the commands and workers a test starts inherit. Tests about
-the SQLite file itself are marked ``sqlite_file`` and keep their SQLite file in both passes.
+the SQLite file itself are marked ``sqlite_file`` and keep their SQLite file in both passes;
+tests marked ``empty_database`` start from an empty PostgreSQL database, as a SQLite file
+starts, instead of a copy of the migrated template.
 
 Helpers for particular areas live in the test modules that use them.
 """
@@ -16,6 +18,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -59,7 +62,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield None
         return
     server: PostgresServer = request.getfixturevalue("postgres")
-    with server.fresh_database() as url:
+    empty = request.node.get_closest_marker("empty_database") is not None
+    with server.fresh_database(migrated=not empty) as url:
         yield url
 
 
@@ -70,6 +74,29 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("MAILER_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("MAILER_SECRET_KEY", "test-secret-key-not-for-production")
+
+
+@pytest.fixture(autouse=True)
+def _close_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every database a test opened and left open, as the end of a process would.
+
+    A command run in-process, or a helper, may leave its database open when the test ends.
+    On SQLite that goes unnoticed; psycopg warns about each connection collected while
+    open, and a PostgreSQL server counts them, so they are closed here.
+    """
+    from mailer.store.database import Database
+
+    opened: list[Database] = []
+    original = Database.__init__
+
+    def init(self: Database, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(Database, "__init__", init)
+    yield
+    for database in opened:
+        database.close()
 
 
 @pytest.fixture(autouse=True)

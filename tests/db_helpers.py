@@ -3,11 +3,14 @@
 Rows are read with SQLAlchemy Core and plain SQL, not through mailer's store, so the tests
 check what was really stored. The database is the one the newsletter's commands use:
 ``MAILER_DATABASE_URL`` in the PostgreSQL pass (see conftest.py), the folder's SQLite file
-otherwise. Queries are written with ``?`` placeholders, as they were for sqlite3.
+otherwise. Queries are written with ``?`` placeholders, as they were for sqlite3, and
+timestamps come back as the text SQLite holds ("2025-07-01 11:00:00.000000", naive UTC),
+whichever database holds them, so an assertion reads the same on both.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -34,6 +37,12 @@ def _bound(sql: str, params: tuple[Any, ...]) -> tuple[sa.TextClause, dict[str, 
     return sa.text(text), {f"p{i}": value for i, value in enumerate(params)}
 
 
+def _as_sqlite(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
 def engine_for(root: Path) -> sa.Engine:
     # No pool: a test's database is dropped at its end, and no connection may linger.
     return sa.create_engine(url_of(root), poolclass=NullPool)
@@ -47,6 +56,8 @@ def query(root: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     try:
         with engine.begin() as connection:
             result = connection.execute(statement, bound)
-            return [tuple(row) for row in result] if result.returns_rows else []
+            if not result.returns_rows:
+                return []
+            return [tuple(_as_sqlite(value) for value in row) for row in result]
     finally:
         engine.dispose()

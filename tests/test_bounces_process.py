@@ -3,11 +3,13 @@ with the right outcome, once, whatever shape the remote system gave it."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from bounce_helpers import (
     subscriber_status,
 )
 from conftest import REPO
+from db_helpers import engine_for, on_postgres
 from send_helpers import addresses, sql
 
 PEOPLE = addresses(20)
@@ -189,21 +192,39 @@ def test_bad_input_is_one_line(cli: Any, sent: Path) -> None:
     assert r.exit_code == 1 and "is empty" in r.stderr
 
 
+@contextlib.contextmanager
+def _another_writer(root: Path) -> Iterator[None]:
+    """Another writer holds the database: SQLite's write lock, or on PostgreSQL a lock on
+    the table of people, which a command waits for until its lock timeout."""
+    if not on_postgres(root):
+        with closing(sqlite3.connect(root / "subscribers.sqlite", isolation_level=None)) as lock:
+            lock.execute("BEGIN IMMEDIATE")
+            yield
+            lock.execute("ROLLBACK")
+        return
+    engine = engine_for(root)
+    try:
+        with engine.begin() as lock:
+            lock.exec_driver_sql("LOCK TABLE subscriber IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        engine.dispose()
+
+
 def test_a_busy_database_exits_75_so_postfix_tries_again(sent: Path) -> None:
     path = sent / "dsn.eml"
     path.write_bytes(render("gmail-5.1.1.eml", copies(sent)[PEOPLE[2]], sent))
-    with closing(sqlite3.connect(sent / "subscribers.sqlite", isolation_level=None)) as lock:
-        lock.execute("BEGIN IMMEDIATE")
+    with _another_writer(sent):
         done = subprocess.run(
             [sys.executable, "-m", "mailer", "bounces", "process", str(path)],
             cwd=sent,
             capture_output=True,
             timeout=120,
         )
-        lock.execute("ROLLBACK")
     assert done.returncode == 75, done.stderr
     assert b"Traceback" not in done.stderr
     assert done.stderr.decode().startswith("Error: ")
+    assert "the database is busy" in done.stderr.decode()
     assert subscriber_status(sent, PEOPLE[2]) == "active"
 
 

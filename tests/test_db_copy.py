@@ -1,8 +1,9 @@
 """``mailer db copy --to URL``: a folder's SQLite data moved into a real PostgreSQL server.
 
-The target is made as docs/scaling.md says: a role of its own (not a superuser) owning a
-new, empty database. The source is the folder's SQLite file in both passes of the suite
-(the tests are marked ``sqlite_file``).
+The target is made with the statements of docs/scaling.md's recipe: a role of its own (not
+a superuser) owning a new, empty database, its password in a ~/.pgpass-style file or in
+the URL. The source is the folder's SQLite file in both passes of the suite (the tests are
+marked ``sqlite_file``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from conftest import REPO
 from mailer.store import copy as copying
 from pg_server import SCHEME, PostgresServer
 from send_helpers import addresses, make_list
@@ -30,6 +32,10 @@ PASSWORD = "s3cret pa:ss/word@1"  # every character a URL must escape
 _roles = itertools.count(1)
 
 
+def recipe() -> str:
+    return (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
+
+
 class Target:
     """An empty database owned by a role of its own, as docs/scaling.md makes one."""
 
@@ -37,11 +43,27 @@ class Target:
         self.server = server
         self.role = f"newsletter_{os.getpid()}_{next(_roles)}"
         self.database = f"{self.role}_db"
-        # The statements docs/scaling.md gives, with this test's names.
-        server.execute(
-            f"CREATE ROLE {self.role} LOGIN PASSWORD '{PASSWORD}'",
+        # The statements docs/scaling.md gives, with this test's names and password.
+        role, database = re.findall(r'^sudo -u postgres psql -c "(.*)"$', recipe(), re.M)
+        role = re.sub(r"^CREATE ROLE \w+", f"CREATE ROLE {self.role}", role)
+        role = re.sub(r"PASSWORD '[^']*'$", f"PASSWORD '{PASSWORD}'", role)
+        database = re.sub(
+            r"^CREATE DATABASE \w+ OWNER \w+$",
             f"CREATE DATABASE {self.database} OWNER {self.role}",
+            database,
         )
+        assert self.role in role and PASSWORD in role and self.database in database
+        server.execute(role, database)
+
+    def pgpass(self, path: Path) -> Path:
+        """docs/scaling.md's ~/.pgpass line for this database, as a file of its own."""
+        (line,) = re.findall(r"^db\.example\.org:5432:\w+:\w+:.*$", recipe(), re.M)
+        secret = PASSWORD.replace("\\", "\\\\").replace(":", "\\:")
+        fields = [self.server.host, str(self.server.port), self.database, self.role, secret]
+        assert line.count(":") == 4
+        path.write_text(":".join(fields) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        return path
 
     def url(self, password: str | None = PASSWORD) -> str:
         secret = "" if password is None else ":" + quote(password, safe="")
@@ -176,15 +198,18 @@ def test_a_target_that_holds_data_is_refused_and_left_alone(
     assert target.rows("SELECT count(*) FROM subscriber") == [(30,)]
 
 
-def test_the_password_can_live_outside_the_url(
-    cli: Any, newsletter: Path, target: Target, monkeypatch: pytest.MonkeyPatch
+def test_the_password_can_live_in_a_pgpass_file(
+    cli: Any, newsletter: Path, target: Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     make_list(cli, newsletter, "practitioners", addresses(3))
-    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    monkeypatch.setenv("PGPASSFILE", str(target.pgpass(tmp_path / "pgpass")))
     result = ok(cli("db", "copy", "--to", target.url(password=None)))
     assert result.stdout.splitlines()[-1] == (f"  export MAILER_DATABASE_URL={target.url(None)}")
-    monkeypatch.setenv("MAILER_DATABASE_URL", target.url(password=None))
+    # The scheme PostgreSQL's own tools write means the same.
+    plain = target.url(password=None).replace(f"{SCHEME}://", "postgresql://")
+    monkeypatch.setenv("MAILER_DATABASE_URL", plain)
     assert "practitioners" in ok(cli("lists", "list")).stdout
+    assert ok(cli("db", "current")).stdout.startswith(f"{target.url(None)}: schema revision")
 
 
 def test_bad_targets_get_one_line_and_never_the_password(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from db_helpers import on_postgres
 from mailer.cli.subscribers import LazyProgress
 from mailer.config import Settings
 from send_helpers import ctrl_c_works
@@ -361,10 +361,22 @@ def test_a_failure_half_way_leaves_the_database_as_it_was(cli: Cli, newsletter: 
     make_list(cli)
     ok(add(cli, "first@example.org"))
     # A real database error on row 2,501, after two batches of 1,000 have been written.
-    with sqlite3.connect(newsletter / "subscribers.sqlite") as conn:
-        conn.execute(
+    if on_postgres(newsletter):
+        query(
+            newsletter,
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.email = 'boom@example.org' THEN RAISE 'simulated disk failure'; END IF; "
+            "RETURN NEW; END $$",
+        )
+        query(
+            newsletter,
+            "CREATE TRIGGER boom BEFORE INSERT ON subscriber FOR EACH ROW EXECUTE FUNCTION boom()",
+        )
+    else:
+        query(
+            newsletter,
             "CREATE TRIGGER boom BEFORE INSERT ON subscriber WHEN NEW.email = 'boom@example.org' "
-            "BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END"
+            "BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END",
         )
     lines = [f"p{i}@example.org" for i in range(3000)]
     lines[2500] = "boom@example.org"
@@ -422,7 +434,8 @@ def test_killing_an_import_half_way_leaves_the_database_as_it_was(
         # 130 is what shells report for a command stopped by Ctrl-C.
         assert process.returncode == 130 and b"Traceback" not in stderr, stderr
 
-    assert query(newsletter, "PRAGMA integrity_check") == [("ok",)]
+    if not on_postgres(newsletter):
+        assert query(newsletter, "PRAGMA integrity_check") == [("ok",)]
     assert query(newsletter, "SELECT email FROM subscriber") == [("first@example.org",)]
     assert count(newsletter, "membership") == 1 and count(newsletter, "consent") == 1
     # The write lock went with the process: the next import succeeds.

@@ -26,6 +26,11 @@ from mailer.store.status import DeliveryStatus, SendStatus
 from send_helpers import addresses, make_list, sql
 
 UTC = dt.UTC
+# The SQLite writer works on SQLite's DB-API connection only: it keeps SQLite in both passes.
+WRITERS = [
+    pytest.param(ledger.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
+    ledger.CoreLedgerWriter,
+]
 
 
 @pytest.fixture
@@ -40,12 +45,6 @@ def a_send(cli: Any, newsletter: Path) -> int:
     return send_id
 
 
-# The SQLite writer runs on a SQLite file in both passes of the suite; the Core writer on
-# the pass's database.
-WRITERS = [
-    pytest.param(ledger.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
-    ledger.CoreLedgerWriter,
-]
 ME = "host:1:1/1"
 LEASE = dt.timedelta(seconds=30)
 

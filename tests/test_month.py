@@ -55,14 +55,17 @@ def readme_walk() -> list[tuple[str, ...]]:
 
 
 def environment_file(path: Path, port: int) -> None:
-    """/etc/mailer/environment as docs/scheduling.md shows it, for the test's server."""
+    """/etc/mailer/environment as docs/scheduling.md shows it, for the test's server (and
+    on PostgreSQL its MAILER_DATABASE_URL, as docs/scaling.md says to add)."""
     path.parent.mkdir(parents=True)
+    database = os.environ.get("MAILER_DATABASE_URL")
     path.write_text(
         "# /etc/mailer/environment\n"
         "MAILER_TRANSPORT=smtp\n"
         "MAILER_SMTP_HOST=127.0.0.1\n"
         f"MAILER_SMTP_PORT={port}\n"
-        "MAILER_SMTP_SECURITY=none\n",
+        "MAILER_SMTP_SECURITY=none\n"
+        + (f"MAILER_DATABASE_URL={shlex.quote(database)}\n" if database else ""),
         encoding="utf-8",
     )
     path.chmod(0o600)

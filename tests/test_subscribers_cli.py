@@ -306,6 +306,7 @@ def test_export_of_a_list_that_does_not_exist_writes_no_file(cli: Cli, newslette
 # --- erase -----------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_file
 def test_erase_removes_personal_data_and_keeps_only_a_hash(cli: Cli, newsletter: Path) -> None:
     _people(cli)
     result = ok(cli("subscribers", "erase", "Ben@Example.org", "--yes"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from mailer.config import Settings
 from mailer.errors import StateError
@@ -88,9 +89,9 @@ def test_an_erased_address_that_comes_back_behind_mailers_back_is_not_mailed(
         session.add(Subscriber(email="ann@example.org", name="Ann"))
         session.flush()
         restored = store.get_subscriber(session, "ann@example.org")
-        session.connection().exec_driver_sql(
-            "INSERT INTO membership VALUES (?, 1, 'subscribed', '2025-01-01 00:00:00')",
-            (restored.id,),
+        session.connection().execute(
+            sa.text("INSERT INTO membership VALUES (:id, 1, 'subscribed', '2025-01-01 00:00:00')"),
+            {"id": restored.id},
         )
     assert _recipients(database, "all") == []
     with database.session() as session:

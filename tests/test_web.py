@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from db_helpers import engine_for
 from mailer import config
 from mailer.config import Settings
 from mailer.site import tokens, urls
@@ -676,7 +678,11 @@ def test_counted_links_redirect_only_to_the_issues_urls_and_count_no_one(
         counts = clicks.clicks_per_link(session, ISSUE)
         assert counts == [clicks.LinkCount(target, 2)]
         assert clicks.clicks_per_issue(session) == {ISSUE: 2}
-    columns = [r[1] for r in query(newsletter, "PRAGMA table_info(link_click)")]
+    engine = engine_for(newsletter)
+    try:
+        columns = [c["name"] for c in sa.inspect(engine).get_columns("link_click")]
+    finally:
+        engine.dispose()
     assert columns == ["id", "slug", "url", "clicks"]  # nothing about who clicked
 
 
@@ -731,21 +737,20 @@ def test_confirmation_tokens_expire_and_others_are_refused_for_any_other_purpose
         tokens.read_text(key, tokens.CONFIRM, text)
 
 
+@pytest.mark.empty_database
 def test_the_migration_publishes_issues_already_sent(settings: Settings) -> None:
-    import sqlite3
-    from contextlib import closing
-
     from mailer.store import migrate
 
     migrate.upgrade(settings, to="0004")
-    with closing(sqlite3.connect(settings.root / "subscribers.sqlite")) as conn, conn:
-        for slug, started in (("2025-10", "2025-10-07 09:00:00.000000"), ("2025-11", None)):
-            conn.execute(
-                "INSERT INTO send (slug, content_hash, subject, html, text, status, "
-                "status_reason, approved_by, created_at, started_at) "
-                "VALUES (?, 'h', 's', '', '', 'sent', '', 'x', '2025-10-01 09:00:00', ?)",
-                (slug, started),
-            )
+    for slug, started in (("2025-10", "2025-10-07 09:00:00.000000"), ("2025-11", None)):
+        query(
+            settings.root,
+            "INSERT INTO send (slug, content_hash, subject, html, text, status, "
+            "status_reason, approved_by, created_at, started_at) "
+            "VALUES (?, 'h', 's', '', '', 'sent', '', 'x', '2025-10-01 09:00:00', ?)",
+            slug,
+            started,
+        )
     migrate.upgrade(settings)
     rows = query(settings.root, "SELECT slug, published_at, published_by FROM publication")
     assert rows == [("2025-10", "2025-10-07 09:00:00.000000", "send")]

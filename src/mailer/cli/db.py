@@ -12,9 +12,10 @@ from mailer.cli.common import settings
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="""The subscriber database's schema.
+    help="""The subscriber database: its schema, and moving it to PostgreSQL.
 
-It is created and upgraded automatically on first use; these commands do it on purpose.
+It is created and upgraded automatically on first use; upgrade and current do it on
+purpose. copy moves the data into PostgreSQL (docs/scaling.md).
 
 \b
 Example:

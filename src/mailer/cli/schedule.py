@@ -80,16 +80,16 @@ def schedule(
     from mailer.scheduling import rules, runner
     from mailer.scheduling.worker import setup_logging
 
-    db = database()
     setup_logging(s, stderr=False)
-    if at:
-        assert slug is not None
-        item = runner.schedule_once(s, db, slug, lists or [], at, utcnow(), skip_checks)
-        what = slug
-    else:
-        assert monthly is not None
-        item = runner.schedule_monthly(s, db, monthly, lists or [], utcnow())
-        what = f"monthly {item.rule}"
+    with database() as db:
+        if at:
+            assert slug is not None
+            item = runner.schedule_once(s, db, slug, lists or [], at, utcnow(), skip_checks)
+            what = slug
+        else:
+            assert monthly is not None
+            item = runner.schedule_monthly(s, db, monthly, lists or [], utcnow())
+            what = f"monthly {item.rule}"
     assert item.next_run_at is not None
     if item.rule:
         typer.echo(f"That is {rules.parse_rule(item.rule).describe()} ({s.timezone} time).")
@@ -135,7 +135,8 @@ def schedules(
     from mailer.scheduling import runner
 
     s = settings()
-    items = runner.all_schedules(database())
+    with database() as db:
+        items = runner.all_schedules(db)
     rows = [_row(item, s.tz) for item in items]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -175,9 +176,9 @@ def unschedule(
     from mailer.scheduling.worker import setup_logging
 
     s = settings()
-    db = database()
     setup_logging(s, stderr=False)
-    runner.unschedule(db, schedule_id)
+    with database() as db:
+        runner.unschedule(db, schedule_id)
     typer.echo(f"Unscheduled {schedule_id}.")
 
 
@@ -205,20 +206,24 @@ def worker(
     s = settings()
     setup_logging(s)
     w = Worker(s, poll=poll)
-    if once:
-        outcomes = w.run_once()
-        for o in outcomes:
-            typer.echo(str(o))
-        if not outcomes:
-            typer.echo("Nothing was due.")
-        problems = [o for o in outcomes if o.problem]
-        if problems:
-            # Cron and systemd timers report a non-zero exit: the newsletter did not go out.
-            typer.echo(
-                f"{len(problems)} problem(s) need a person: see mailer schedules and "
-                ".mailer/mailer.log",
-                err=True,
-            )
-            raise typer.Exit(1)
-        return
-    w.run_forever()
+    try:
+        if once:
+            outcomes = w.run_once()
+            for o in outcomes:
+                typer.echo(str(o))
+            if not outcomes:
+                typer.echo("Nothing was due.")
+            problems = [o for o in outcomes if o.problem]
+            if problems:
+                # Cron and systemd timers report a non-zero exit: the newsletter did not go out.
+                typer.echo(
+                    f"{len(problems)} problem(s) need a person: see mailer schedules and "
+                    ".mailer/mailer.log",
+                    err=True,
+                )
+                raise typer.Exit(1)
+            return
+        w.run_forever()
+    finally:
+        # Give the database its connections back (a PostgreSQL server counts them).
+        w.database.close()

@@ -431,3 +431,5 @@ def erase(
     )
     typer.echo(f"Erased {address}: removed {', '.join(removed)}.")
     typer.echo("Kept only a keyed hash of the address, so it can never be imported again.")
+    for remark in erasure.remains:
+        typer.echo(remark)

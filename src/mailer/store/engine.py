@@ -17,7 +17,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from mailer.errors import StoreError
 
-# How long a writer waits for another writer (an import, a send) before giving up.
+# How long a writer waits for another writer (an import, a send) before giving up: SQLite's
+# busy timeout, and PostgreSQL's lock_timeout (without it a statement waits for a lock for
+# ever, and a Postfix pipe or a ledger write would hang instead of trying again).
 BUSY_TIMEOUT_MS = 5000
 # Mark connections of the write engine so their transactions start with BEGIN IMMEDIATE.
 WRITE_OPTION = "mailer_write"
@@ -34,9 +36,16 @@ def redact(url: str) -> str:
 
 
 def parse_url(url: str) -> sa.URL:
-    """``url`` as SQLAlchemy reads it; one clear line, without the password, if it cannot."""
+    """``url`` as SQLAlchemy reads it; one clear line, without the password, if it cannot.
+
+    ``postgresql://`` and ``postgres://``, as PostgreSQL's own tools write them, mean
+    psycopg 3, the driver mailer depends on (SQLAlchemy would otherwise look for psycopg2).
+    """
     try:
-        return sa.make_url(url)
+        parsed = sa.make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed
     except (SQLAlchemyError, ValueError):
         raise StoreError(
             f"the database URL {redact(url)!r} (MAILER_DATABASE_URL or database_url) is not a "
@@ -48,8 +57,11 @@ def parse_url(url: str) -> sa.URL:
 def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """An engine for ``url``; SQLite connections get WAL, foreign keys and a busy timeout."""
     parsed = parse_url(url)
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "options" not in parsed.query:
+        options["connect_args"] = {"options": f"-c lock_timeout={BUSY_TIMEOUT_MS}"}
     try:
-        engine = sa.create_engine(parsed)
+        engine = sa.create_engine(parsed, **options)
     except ImportError as exc:
         driver = _DRIVERS.get(exc.name or "", exc.name or "its driver")
         raise StoreError(
@@ -89,6 +101,23 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+# Keys of the transaction-scoped advisory locks of one_at_a_time, one per purpose.
+SCHEMA_LOCK = 0x6D61696C6572  # "mailer": upgrading the schema
+KEY_LOCK = 0x6D61696C6B79  # "mailky": remembering the signing key on first use
+
+
+def one_at_a_time(connection: Connection, key: int) -> None:
+    """Wait until no other transaction holds ``key``, and hold it until this one ends.
+
+    On SQLite a writer's BEGIN IMMEDIATE already lets one writer in at a time. On
+    PostgreSQL writers run side by side, so a read-then-write that must not run twice at
+    once (creating the schema, remembering the key) takes an advisory lock first; the next
+    one in then finds the work done.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def describe(url: str | sa.URL) -> str:
     """The database as people know it: the SQLite file's path, or the URL without password."""
     parsed = parse_url(url) if isinstance(url, str) else url
@@ -101,7 +130,7 @@ def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
     """One line saying what the database refused, for the CLI to print."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    if "database is locked" in text:
+    if "database is locked" in text or "lock timeout" in text:
         text = "the database is busy: another mailer command is writing to it; try again shortly"
     elif "unable to open database file" in text:
         text = "cannot open the database file: does its folder exist, and may mailer write to it?"
@@ -113,7 +142,7 @@ def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
 def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says another writer holds the database (worth trying again)."""
     text = str(exc)
-    return "locked" in text or "busy" in text
+    return "locked" in text or "busy" in text or "lock timeout" in text
 
 
 def retry_while_busy(job: Callable[[], T], *, give_up_after: float = 120.0) -> T:

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
+from mailer.store.engine import KEY_LOCK, one_at_a_time
 from mailer.store.models import Meta
 
 FINGERPRINT = "key_fingerprint"
@@ -93,6 +94,8 @@ def check(session: Session, settings: Settings) -> bool:
 def remember(session: Session, settings: Settings) -> None:
     """On first use: the key's fingerprint, and the suppression key (the signing key itself,
     which keeps the hashes of a database made before this table)."""
+    # Two processes opening a new database at once would both write them.
+    one_at_a_time(session.connection(), KEY_LOCK)
     if _get(session, FINGERPRINT) is not None:
         return
     key = settings.require_secret_key()

@@ -17,7 +17,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import Settings
 from mailer.errors import SchemaTooNew, StoreError
-from mailer.store.engine import WRITE_OPTION, describe, make_engine, parse_url, store_error
+from mailer.store.engine import (
+    SCHEMA_LOCK,
+    WRITE_OPTION,
+    describe,
+    make_engine,
+    one_at_a_time,
+    parse_url,
+    store_error,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -123,6 +131,8 @@ def upgrade(settings: Settings, to: str = "head") -> tuple[str | None, str | Non
 
         writer = engine.execution_options(**{WRITE_OPTION: True})
         with writer.begin() as connection:
+            # Workers starting together on an empty database would each create the tables.
+            one_at_a_time(connection, SCHEMA_LOCK)
             command.upgrade(alembic_config(connection), to)
             if engine.dialect.name == "sqlite":
                 broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError
+from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError, StoreError
 from mailer.store import signups
+from mailer.store.engine import describe, store_error
 from mailer.store.models import (
     BounceEvent,
     Consent,
@@ -378,6 +380,8 @@ class Erasure:
     lists: list[str]
     # (issue slug, Message-ID) of each copy sent, so files written for them can be removed.
     copies: list[tuple[str, str]] = field(default_factory=list)
+    # What the database may still hold that erasure cannot reach (see clear_traces).
+    remains: tuple[str, ...] = ()
 
 
 def erase(session: Session, email: str) -> Erasure:
@@ -454,8 +458,48 @@ def erase(session: Session, email: str) -> Erasure:
     return erasure
 
 
-def checkpoint(session: Session) -> None:
-    """Fold SQLite's write-ahead log into the database file and empty it, so an erased
-    address does not linger in the log after the erasure committed."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.connection().exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+# The tables an erasure changes, and the indexes that hold addresses (see clear_traces).
+_ERASED_FROM = ("subscriber", "consent", "membership", "delivery", "bounce_event", "signup")
+_ADDRESS_INDEXES = ("uq_subscriber_email", "ix_signup_email")
+
+# What an erasure on PostgreSQL cannot reach, said to whoever erases (docs/scaling.md).
+POSTGRES_REMAINS = (
+    "On PostgreSQL the erased rows' old versions were vacuumed and the indexes of addresses "
+    "rebuilt; the address may remain in PostgreSQL's write-ahead log until it is recycled, "
+    "and in its archive, replicas and backups until they expire (see docs/scaling.md)."
+)
+
+
+def clear_traces(engine: sa.Engine) -> list[str]:
+    """Remove what the database keeps of erased rows beyond the rows themselves, after the
+    erasure committed; returns what it could not reach, to be said.
+
+    SQLite: fold the write-ahead log into the file and empty it (with secure_delete on,
+    the freed pages are zeroed). PostgreSQL: an update leaves the old row version in the
+    table, and the address in the indexes, until they are vacuumed, and vacuuming an index
+    marks entries dead without overwriting them. VACUUM removes the old row versions
+    without stopping anyone; REINDEX writes each index of addresses anew (a few moments in
+    which other writers to that table wait; either the new index or the old one, never
+    neither). VACUUM must run outside a transaction, hence a connection of its own.
+    Running the erasure again runs this again, should it fail after the erasure committed.
+    """
+    dialect = engine.dialect.name
+    try:
+        if dialect == "sqlite":
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            return []
+        if dialect != "postgresql":
+            return []
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in _ERASED_FROM:
+                connection.exec_driver_sql(f'VACUUM "{table}"')
+            for index in _ADDRESS_INDEXES:
+                connection.exec_driver_sql(f'REINDEX INDEX "{index}"')
+        return [POSTGRES_REMAINS]
+    except SQLAlchemyError as exc:
+        failed = store_error(describe(engine.url), exc)
+        raise StoreError(
+            f"{failed}; the erasure itself is done: run the same erase command again to clear "
+            "the database's old copies"
+        ) from exc

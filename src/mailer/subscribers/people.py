@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,14 +67,13 @@ def erase(db: Database, raw_email: str) -> store.Erasure:
     """Erase everything held about a person, keeping only a keyed hash of the address.
 
     Besides the database: the outbox files of the messages sent to them, and their address
-    wherever it appears in mailer's log, are removed; the database's write-ahead log is then
-    emptied so no old page keeps the address.
+    wherever it appears in mailer's log, are removed; the database's old copies of the rows
+    are then cleared (store.clear_traces), and what it could not reach is in ``remains``.
     """
     email = normalise(raw_email)
     with db.session(write=True) as session:
         erasure = store.erase(session, email)
-    with db.session() as session:
-        store.checkpoint(session)
+    erasure = replace(erasure, remains=tuple(store.clear_traces(db.engine)))
     settings = db.settings
     for slug, message_id in erasure.copies:
         for folder in (settings.outbox_dir / slug, settings.outbox_dir / slug / "proofs"):
