@@ -119,7 +119,12 @@ class Worker:
             if self.stop.is_set():
                 return []
             outcomes: list[runner.RunOutcome] = []
-            if self.scheduler_lease.take():
+            try:
+                scheduler = self.scheduler_lease.take()
+            except MailerError as exc:
+                log.warning("could not look at the scheduler's lease: %s", exc)
+                return []
+            if scheduler:
                 outcomes = runner.run_due(
                     self.settings,
                     self.database,
