@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from db_helpers import on_postgres
 from mailer.render import compile as render
 from send_helpers import addresses, make_list, smtp_env, sql
 from smtp_server import SMTPServer
@@ -149,4 +150,7 @@ def test_the_untouched_template_is_refused_whatever_the_checks_say(
         "(preheader, the first section's title, the first section's body): write the "
         "issue, then run: mailer build 2026-01\n"
     )
-    assert not (newsletter / "subscribers.sqlite").exists()  # nothing was recorded
+    # Nothing was recorded: on SQLite the database was not even made.
+    assert not (newsletter / "subscribers.sqlite").exists()
+    if on_postgres(newsletter):
+        assert sql(newsletter, "SELECT count(*) FROM approval") == [(0,)]
