@@ -3,7 +3,8 @@
 APScheduler decides when to look; the database decides what to do. Every ``poll``
 seconds (30 by default), and exactly at each schedule's time, the worker:
 
-1. resumes sends interrupted by a crash (their process is gone) or by a stopping worker;
+1. resumes sends interrupted by a crash (their workers are gone) or by a stopping worker,
+   and joins sends other workers are sending (:mod:`mailer.scheduling.resume`);
 2. if it holds the scheduler lease (:mod:`mailer.scheduling.leader`), starts every
    schedule that is due (:func:`mailer.scheduling.runner.run_due`), marking as missed the
    ones that are later than the grace period, and trying again, at every look within it,
@@ -21,7 +22,7 @@ bounces lease also reads it every ``fetch_every`` minutes (5 by default), as ``m
 bounces fetch`` does.
 
 SIGTERM or Ctrl-C stop it cleanly: a send in progress pauses after the messages in hand
-and is resumed by the next worker.
+and is resumed by the next worker, unless other workers are sending it too, which go on.
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ class Worker:
             if self.stop.is_set():
                 return []
             outcomes: list[runner.RunOutcome] = []
-            if self.scheduler_lease.take():
+            try:
+                scheduler = self.scheduler_lease.take()
+            except MailerError as exc:
+                log.warning("could not look at the scheduler's lease: %s", exc)
+                return []
+            if scheduler:
                 outcomes = runner.run_due(
                     self.settings,
                     self.database,

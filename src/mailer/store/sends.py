@@ -38,7 +38,8 @@ SEND_LIST = table_of(SendList)
 S = SendStatus
 # A send through the outbox is a rehearsal: nobody was emailed (revision 0011).
 NOT_A_REHEARSAL = sa.or_(SEND.c.transport.is_(None), SEND.c.transport != "outbox")
-# A sender that has not touched its heartbeat for this long is presumed dead.
+# A process on another machine that has not touched its heartbeat for this long is
+# presumed dead (see abandoned; the workers of a send keep leases in send_workers instead).
 STALE_AFTER = timedelta(seconds=60)
 
 
