@@ -25,12 +25,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.errors import LeaseLost, MailerError, StateError
 from mailer.store import leases, sends
 from mailer.store.database import Database
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("mailer.worker")
 SCHEDULER = "scheduler"

@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.content import all_slugs, load_issue
@@ -27,6 +26,9 @@ from mailer.sending.transports import TransportFactory
 from mailer.store import schedules, sends
 from mailer.store.database import Database
 from mailer.store.models import Schedule, ScheduleKind, ScheduleStatus
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("mailer.scheduler")
 
