@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
-from mailer.sending.ledger import JobThread
+from mailer.sending.threads import JobThread
 from mailer.store import deliveries, relay_slots
 from mailer.store.database import Database
 from mailer.store.engine import retry_while_busy
