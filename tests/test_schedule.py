@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,8 +18,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailer import config
-from mailer.errors import ScheduleError
+from mailer.errors import ScheduleError, StoreError
 from mailer.scheduling import rules, runner
+from mailer.scheduling import worker as the_worker
 from mailer.store import database as db
 from send_helpers import Lines, addresses, mailer_process, make_list, smtp_env, sql
 from smtp_server import Handler, SMTPServer
@@ -340,6 +342,7 @@ def test_sigterm_during_a_scheduled_send_pauses_it_and_the_next_worker_finishes_
         lines.close()
         assert worker.returncode == 0, lines.text()
         assert "worker stopped" in lines.text()
+        assert "skipped: maximum number" not in lines.text()
         assert sql(ready, "SELECT status, status_reason, pause_reason FROM send") == [
             ("paused", "the worker stopped", "worker-stopped")
         ]
@@ -351,3 +354,42 @@ def test_sigterm_during_a_scheduled_send_pauses_it_and_the_next_worker_finishes_
     assert sql(ready, "SELECT status FROM send") == [("sent",)]
     (item,) = json.loads(cli("schedules", "--json").stdout)
     assert item["status"] == "done" and item["last_outcome"].startswith("sent: 2025-11 40 of 40")
+
+
+def test_a_failed_look_is_one_line_in_the_log_and_skipped_polls_are_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A poll that fails (the database unreachable) is one line, tried again at the next
+    poll; a poll skipped because the last one is still sending is not a warning each time."""
+
+    def look() -> None:
+        raise StoreError("postgresql://mailer:***@db/mailer: connection refused")
+
+    with caplog.at_level(logging.INFO):
+        the_worker.Worker._looked(look, "the look at the sends")()  # does not raise
+    (record,) = [r for r in caplog.records if r.name == "mailer.worker"]
+    assert record.levelno == logging.ERROR and record.exc_info is None
+    assert record.getMessage() == (
+        "the look at the sends failed, tried again at the next poll: "
+        "postgresql://mailer:***@db/mailer: connection refused"
+    )
+    skipped = logging.LogRecord(
+        "apscheduler.scheduler",
+        logging.WARNING,
+        __file__,
+        1,
+        'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+        ("Worker.tick", 1),
+        None,
+    )
+    missed = logging.LogRecord(
+        "apscheduler.scheduler",
+        logging.WARNING,
+        __file__,
+        1,
+        "Run time of job was missed",
+        (),
+        None,
+    )
+    assert not the_worker._no_skipped_runs(skipped)
+    assert the_worker._no_skipped_runs(missed)

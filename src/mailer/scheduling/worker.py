@@ -80,6 +80,10 @@ def setup_logging(settings: Settings, *, stderr: bool = True) -> Path:
     return path
 
 
+def _no_skipped_runs(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith('Execution of job "%s" skipped')
+
+
 class Worker:
     def __init__(
         self,
@@ -139,6 +143,20 @@ class Worker:
             self._sync_timers()
             return outcomes
 
+    @staticmethod
+    def _looked(look: Callable[[], object], what: str) -> Callable[[], None]:
+        """A timed look that logs a failure of its own (the database down, a folder that
+        became unreadable) as one line, and is tried again at the next poll."""
+
+        def run() -> None:
+            try:
+                look()
+            except MailerError as exc:
+                log.error("%s failed, tried again at the next poll: %s", what, exc)
+
+        run.__name__ = run.__qualname__ = getattr(look, "__name__", "look")
+        return run
+
     def _wake(self) -> None:
         """Run a send the scheduler started now, not at the next poll, unless busy sending."""
         if self._scheduler is None or self.stop.is_set() or self._lock.locked():
@@ -146,7 +164,9 @@ class Worker:
         with self.database.session() as session:
             if not schedules.waiting(session):
                 return
-        self._scheduler.add_job(self.tick, id="tick-now", replace_existing=True)
+        self._scheduler.add_job(
+            self._looked(self.tick, "the look at the sends"), id="tick-now", replace_existing=True
+        )
 
     def _renew(self) -> None:
         for lease in (self.scheduler_lease, self.bounce_lease):
@@ -168,7 +188,7 @@ class Worker:
             if when is None or when <= now:
                 continue
             scheduler.add_job(
-                self.decide,
+                self._looked(self.decide, "the look at the schedules"),
                 DateTrigger(run_date=when),
                 id=job_id,
                 replace_existing=True,
@@ -211,7 +231,7 @@ class Worker:
         scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._scheduler = scheduler
         scheduler.add_job(
-            self.tick,
+            self._looked(self.tick, "the look at the sends"),
             IntervalTrigger(seconds=self.poll),
             id="poll",
             next_run_time=dt.datetime.now(dt.UTC),
@@ -219,7 +239,7 @@ class Worker:
             coalesce=True,
         )
         scheduler.add_job(
-            self.decide,
+            self._looked(self.decide, "the look at the schedules"),
             IntervalTrigger(seconds=self.poll),
             id="decide",
             next_run_time=dt.datetime.now(dt.UTC),
@@ -241,7 +261,7 @@ class Worker:
             )
         # A look that outlasts the poll makes APScheduler skip the next one, as intended:
         # not worth a warning every poll while a send or a slow check runs.
-        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.scheduler").addFilter(_no_skipped_runs)
         self._install_signals()
         scheduler.start()
         log.info("worker started: checking schedules every %g s (pid %s)", self.poll, os.getpid())

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 
 from mailer.store import people, sends
+from mailer.store.engine import refresh_statistics
 from mailer.store.models import (
     Delivery,
     DeliveryStatus,
@@ -112,6 +113,7 @@ def fix_recipients(session: Session, send: Send) -> int:
         conn.execute(insert, batch)
         total += len(batch)
     sends.set_total(conn, send.id, total)
+    refresh_statistics(conn, ["delivery", "subscriber", "membership", "send_list"])
     session.commit()
     return total
 

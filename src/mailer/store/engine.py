@@ -118,6 +118,18 @@ def one_at_a_time(connection: Connection, key: int) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
+def refresh_statistics(connection: Connection, tables: list[str]) -> None:
+    """After a bulk write (a send's ledger), let PostgreSQL's planner see the new rows.
+
+    Autovacuum gets there within a minute or so, but a send claims its first rows at once:
+    with statistics from before the rows arrived, the planner reads every membership of a
+    list for each claim (measured: a 40,000-person send at a fifth of its speed). SQLite's
+    planner needs no statistics for these queries. The tables are names from the code.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("ANALYZE " + ", ".join(tables)))
+
+
 def describe(url: str | sa.URL) -> str:
     """The database as people know it: the SQLite file's path, or the URL without password."""
     parsed = parse_url(url) if isinstance(url, str) else url
@@ -142,7 +154,13 @@ def store_error(where: str, exc: SQLAlchemyError) -> StoreError:
 def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says another writer holds the database (worth trying again)."""
     text = str(exc)
-    return "locked" in text or "busy" in text or "lock timeout" in text
+    return (
+        "locked" in text
+        or "busy" in text
+        or "lock timeout" in text
+        # PostgreSQL ended this transaction to break a deadlock: trying again is the cure.
+        or "deadlock detected" in text
+    )
 
 
 def retry_while_busy(job: Callable[[], T], *, give_up_after: float = 120.0) -> T:

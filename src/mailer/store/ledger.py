@@ -214,27 +214,34 @@ class SQLiteLedgerWriter:
         self.raw.close()
 
 
-def _eligible() -> sa.ColumnElement[bool]:
-    s, m, sl, d = SUBSCRIBER.c, MEMBERSHIP.c, SEND_LIST.c, DELIVERY.c
+def _eligible(list_ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """Whether the person of a ledger row may be mailed now, for a send to these lists.
+
+    The lists are named, not joined through ``send_list``: with a join, PostgreSQL may
+    walk a whole list's memberships for each row claimed when its statistics are stale
+    (seen: 1.7 ms a row on a fresh 40,000-person database); by name, the membership's
+    primary key (subscriber, list) answers at once."""
+    s, m, d = SUBSCRIBER.c, MEMBERSHIP.c, DELIVERY.c
     on_a_list = (
         sa.select(m.subscriber_id)
-        .join(SEND_LIST, sl.list_id == m.list_id)
         .where(
-            m.subscriber_id == s.id,
-            sl.send_id == d.send_id,
+            m.subscriber_id == d.subscriber_id,
+            m.list_id.in_(list(list_ids)),
             m.status == MembershipStatus.SUBSCRIBED,
         )
+        .correlate(DELIVERY)
         .exists()
     )
-    return (
+    return sa.and_(
         sa.select(s.id)
         .where(
             s.id == d.subscriber_id,
             s.status == SubscriberStatus.ACTIVE,
             s.email.is_not(None),
-            on_a_list,
         )
-        .exists()
+        .correlate(DELIVERY)
+        .exists(),
+        on_a_list,
     )
 
 
@@ -289,6 +296,15 @@ class CoreLedgerWriter:
     ) -> None:
         self.session = Session(database.writer)
         self.send_id, self.owner, self.lease = send_id, owner, lease
+        with database.writer.connect() as conn:
+            self.list_ids = list(
+                conn.execute(
+                    sa.select(SEND_LIST.c.list_id).where(SEND_LIST.c.send_id == send_id)
+                ).scalars()
+            )
+        # The highest row id this writer has claimed: see _claim_next.
+        self.after = 0
+        self._after_next = 0
 
     def write(
         self,
@@ -300,6 +316,7 @@ class CoreLedgerWriter:
     ) -> Written:
         conn = self.session.connection()
         me = self.owner
+        self._after_next = self.after
         claimed: list[int] = []
         rows: Sequence[Any] = ()
         found = 0
@@ -342,6 +359,7 @@ class CoreLedgerWriter:
             elif want > 0 and ours:
                 rows, found = self._claim_next(conn, want)
             self.session.commit()
+            self.after = self._after_next
             return Written(bool(ours), claimed, rows, found)
         except BaseException:
             self.session.rollback()
@@ -354,7 +372,7 @@ class CoreLedgerWriter:
         mine = sa.and_(d.status == D.PENDING, d.id.in_(list(claims)))
         conn.execute(
             sa.update(DELIVERY)
-            .where(mine, sa.not_(_eligible()))
+            .where(mine, sa.not_(_eligible(self.list_ids)))
             .values(status=D.SKIPPED, updated_at=now, last_error=_reason(), claimed_by=self.owner)
         )
         found = set(
@@ -370,18 +388,42 @@ class CoreLedgerWriter:
     def _claim_next(self, conn: sa.Connection, want: int) -> tuple[list[Any], int]:
         """Claim the next ``want`` pending rows that no other worker is claiming, checking
         each person at the same time: the rows now in flight, in ledger order, and how
-        many rows were taken (the skipped ones too)."""
+        many rows were taken (the skipped ones too).
+
+        Claims go on from the last row this writer claimed. From the start of the ledger,
+        every claim would step over all the rows already sent: PostgreSQL's planner walks
+        the primary key in order and filters, as its statistics cannot tell that the
+        pending rows are the last ones, so each claim would cost more as the send goes on
+        (23 ms per claim 38,000 rows in). Rows left behind (handed back by a worker that
+        stopped) are claimed when nothing is left ahead: one pass from the start."""
+        taken = self._claim_after(conn, want, self.after)
+        if not taken and self.after:
+            taken = self._claim_after(conn, want, 0)
+        if taken:
+            self._after_next = max(r.id for r in taken)
+        rows = sorted((r for r in taken if r.status == D.IN_FLIGHT), key=lambda r: r.id)
+        return rows, len(taken)
+
+    def _claim_after(self, conn: sa.Connection, want: int, after: int) -> Sequence[Any]:
+        return conn.execute(self.claim_statement(want, after)).all()
+
+    def claim_statement(self, want: int, after: int) -> sa.Update:
+        """The claim of the next ``want`` pending rows after row ``after``."""
         d = DELIVERY.c
         pick = DELIVERY.alias("pick")
         nxt = (
             sa.select(pick.c.id)
-            .where(pick.c.send_id == self.send_id, pick.c.status == D.PENDING)
+            .where(
+                pick.c.send_id == self.send_id,
+                pick.c.status == D.PENDING,
+                pick.c.id > after,
+            )
             .order_by(pick.c.id)
             .limit(want)
             .with_for_update(skip_locked=True)
         )
-        eligible = _eligible()
-        taken = conn.execute(
+        eligible = _eligible(self.list_ids)
+        return (
             sa.update(DELIVERY)
             .where(d.id.in_(nxt))
             .values(
@@ -391,9 +433,7 @@ class CoreLedgerWriter:
                 updated_at=utcnow(),
             )
             .returning(d.id, d.status, d.subscriber_id, d.email, d.name)
-        ).all()
-        rows = sorted((r for r in taken if r.status == D.IN_FLIGHT), key=lambda r: r.id)
-        return rows, len(taken)
+        )
 
     def close(self) -> None:
         self.session.close()
