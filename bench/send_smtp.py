@@ -70,13 +70,16 @@ def free_port() -> int:
 class Sink:
     """A fresh smtp-sink on a free port, counting the messages it takes."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, delay: int = 0) -> None:
+        """``delay``: whole seconds it waits before each reply to DATA, like a distant or
+        busy relay (smtp-sink's ``-w``)."""
         self.port = free_port()
         self.out = workdir / f"sink-{self.port}.out"
+        slow = ["-w", str(delay)] if delay else []
         with self.out.open("wb") as out:
             # -c: counters on stdout; -u: the user it runs as when started by root.
             self.process = subprocess.Popen(
-                [SINK, "-c", "-u", "nobody", f"127.0.0.1:{self.port}", "256"],
+                [SINK, "-c", "-u", "nobody", *slow, f"127.0.0.1:{self.port}", "256"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -81,6 +81,8 @@ def fix_recipients(session: Session, send: Send) -> int:
     """
     assert send.id is not None
     conn = session.connection()
+    # The people to read may have come in since PostgreSQL last looked (an import just now).
+    refresh_statistics(conn, ["subscriber", "membership", "send_list"])
     list_ids = list(
         conn.execute(
             sa.select(sends.SEND_LIST.c.list_id).where(sends.SEND_LIST.c.send_id == send.id)
@@ -113,7 +115,7 @@ def fix_recipients(session: Session, send: Send) -> int:
         conn.execute(insert, batch)
         total += len(batch)
     sends.set_total(conn, send.id, total)
-    refresh_statistics(conn, ["delivery", "subscriber", "membership", "send_list"])
+    refresh_statistics(conn, ["delivery"])
     session.commit()
     return total
 

@@ -130,6 +130,29 @@ def refresh_statistics(connection: Connection, tables: list[str]) -> None:
         connection.execute(sa.text("ANALYZE " + ", ".join(tables)))
 
 
+def refresh_statistics_if_grown(connection: Connection, table: str) -> None:
+    """:func:`refresh_statistics` for ``table`` once it has grown by a tenth since
+    PostgreSQL's statistics were taken (its size on disk, this transaction's rows included).
+
+    Called by bulk writes (an import in batches, in one transaction that autovacuum cannot
+    see into): without it, each batch's lookups by address read the whole table, as the
+    planner still takes it for empty (measured: 10,000 people took 1.2 s into an empty
+    table, 13.7 s once 30,000 were in it).
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    known, now = connection.execute(
+        sa.text(
+            "SELECT relpages, pg_relation_size(oid) / current_setting('block_size')::int "
+            "FROM pg_class WHERE oid = CAST(:t AS regclass)"
+        ),
+        {"t": table},
+    ).one()
+    # Below 8 pages (64 kB) reading the whole table costs nothing worth a look.
+    if now >= 8 and now * 10 >= known * 11:
+        refresh_statistics(connection, [table])
+
+
 def describe(url: str | sa.URL) -> str:
     """The database as people know it: the SQLite file's path, or the URL without password."""
     parsed = parse_url(url) if isinstance(url, str) else url

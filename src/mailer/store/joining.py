@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from mailer.formats import day
+from mailer.store.engine import refresh_statistics_if_grown
 from mailer.store.models import (
     Consent,
     LawfulBasis,
@@ -248,10 +249,12 @@ def subscribe_many(
                 for c in fresh
             ],
         )
+        refresh_statistics_if_grown(conn, "subscriber")
         for part in _chunks([c.email for c in fresh]):
             _join(conn, list_id, _subscriber.c.email.in_(part), basis, source, now)
     for ids in _chunks(joining):
         _join(conn, list_id, _subscriber.c.id.in_(ids), basis, source, now)
+    refresh_statistics_if_grown(conn, "membership")
     if updates:
         s = _subscriber.c
         values: dict[str, Any] = {
