@@ -224,7 +224,7 @@ def run_workers(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--count", type=int, default=100_000, help="0: the slow relay only")
     parser.add_argument("--rounds", type=int, default=2, help="turns each contender takes")
     parser.add_argument(
         "--slow-count",
@@ -239,6 +239,9 @@ def main() -> None:
     print(describe())
     with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp, PostgresServer() as server:
         workdir = Path(tmp)
+        if not args.count:  # the slow relay only
+            slow(server, workdir, args.slow_count)
+            return
         template = server.create_database(server.migrated_template())
         folder = workdir / "newsletter"
         size = prepare(folder, server.url(template), args.count)
