@@ -363,3 +363,30 @@ def test_a_claim_late_in_a_large_send_reads_only_about_the_rows_it_claims(
             finally:
                 backend.close()
     assert _rows_read(plan["Plan"]) <= 8 * 12, json.dumps(plan, indent=1)
+
+
+def test_a_send_starts_while_an_import_holds_the_statistics_of_the_people(
+    cli: Any, newsletter: Path, postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL (in both passes): an import that refreshed the people's statistics
+    holds them until it commits; a send written meanwhile goes ahead without waiting for
+    it (it would otherwise wait for the lock and fail as "busy")."""
+    with postgres.fresh_database() as url:
+        monkeypatch.setenv("MAILER_DATABASE_URL", url)
+        make_list(cli, newsletter, "practitioners", addresses(6))
+        assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
+        settings = config.load(newsletter)
+        importing = sa.create_engine(url)
+        try:
+            with importing.connect() as other:
+                other.execute(sa.text("ANALYZE subscriber, membership"))  # and stays open
+                with open_db(settings) as database:
+                    send_id = service.create(
+                        settings, "2025-11", ["practitioners"], database=database
+                    )
+                    with database.session(write=True) as session:
+                        total = deliveries.fix_recipients(session, sends.get(session, send_id))
+                other.rollback()
+        finally:
+            importing.dispose()
+    assert total == 6

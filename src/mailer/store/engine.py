@@ -125,9 +125,13 @@ def refresh_statistics(connection: Connection, tables: list[str]) -> None:
     with statistics from before the rows arrived, the planner reads every membership of a
     list for each claim (measured: a 40,000-person send at a fifth of its speed). SQLite's
     planner needs no statistics for these queries. The tables are names from the code.
+
+    SKIP_LOCKED: a table another transaction is analysing or vacuuming (an import that
+    refreshed it, an erasure) is left as it is rather than waited for; the analysis then
+    holds until this transaction ends, which only keeps autovacuum off the table meanwhile.
     """
     if connection.dialect.name == "postgresql":
-        connection.execute(sa.text("ANALYZE " + ", ".join(tables)))
+        connection.execute(sa.text("ANALYZE (SKIP_LOCKED) " + ", ".join(tables)))
 
 
 def refresh_statistics_if_grown(connection: Connection, table: str) -> None:
