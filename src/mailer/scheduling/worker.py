@@ -262,6 +262,8 @@ class Worker:
         # A look that outlasts the poll makes APScheduler skip the next one, as intended:
         # not worth a warning every poll while a send or a slow check runs.
         logging.getLogger("apscheduler.scheduler").addFilter(_no_skipped_runs)
+        # Nor a timer that fired a little late (a busy machine, one back from sleep).
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         self._install_signals()
         scheduler.start()
         log.info("worker started: checking schedules every %g s (pid %s)", self.poll, os.getpid())

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 
 from mailer.store import people, sends
-from mailer.store.engine import refresh_statistics
+from mailer.store.engine import analyze_committed
 from mailer.store.models import (
     Delivery,
     DeliveryStatus,
@@ -80,9 +80,11 @@ def fix_recipients(session: Session, send: Send) -> int:
     already mailed this issue by an earlier send (so a second list never duplicates).
     """
     assert send.id is not None
-    conn = session.connection()
+    engine = session.get_bind()
+    assert isinstance(engine, sa.Engine)
     # The people to read may have come in since PostgreSQL last looked (an import just now).
-    refresh_statistics(conn, ["subscriber", "membership", "send_list"])
+    analyze_committed(engine, ["subscriber", "membership", "send_list"])
+    conn = session.connection()
     list_ids = list(
         conn.execute(
             sa.select(sends.SEND_LIST.c.list_id).where(sends.SEND_LIST.c.send_id == send.id)
@@ -115,8 +117,9 @@ def fix_recipients(session: Session, send: Send) -> int:
         conn.execute(insert, batch)
         total += len(batch)
     sends.set_total(conn, send.id, total)
-    refresh_statistics(conn, ["delivery"])
     session.commit()
+    # The first claims follow at once: let the planner know the ledger's rows first.
+    analyze_committed(engine, ["delivery"])
     return total
 
 
