@@ -105,6 +105,9 @@ class Worker:
         lease = settings.worker.lease
         self.scheduler_lease = leader.Lease(self.database, leader.SCHEDULER, ttl=lease)
         self.bounce_lease = leader.Lease(self.database, leader.BOUNCES, ttl=lease)
+        # What the timers run: the same looks, each failure one line in the log.
+        self._timed_tick = self._looked(self.tick, "the look at the sends")
+        self._timed_decide = self._looked(self.decide, "the look at the schedules")
 
     def tick(self) -> list[runner.RunOutcome]:
         """One look at the sends: resume interrupted ones, run the ones schedules started."""
@@ -164,9 +167,7 @@ class Worker:
         with self.database.session() as session:
             if not schedules.waiting(session):
                 return
-        self._scheduler.add_job(
-            self._looked(self.tick, "the look at the sends"), id="tick-now", replace_existing=True
-        )
+        self._scheduler.add_job(self._timed_tick, id="tick-now", replace_existing=True)
 
     def _renew(self) -> None:
         for lease in (self.scheduler_lease, self.bounce_lease):
@@ -188,7 +189,7 @@ class Worker:
             if when is None or when <= now:
                 continue
             scheduler.add_job(
-                self._looked(self.decide, "the look at the schedules"),
+                self._timed_decide,
                 DateTrigger(run_date=when),
                 id=job_id,
                 replace_existing=True,
@@ -231,7 +232,7 @@ class Worker:
         scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._scheduler = scheduler
         scheduler.add_job(
-            self._looked(self.tick, "the look at the sends"),
+            self._timed_tick,
             IntervalTrigger(seconds=self.poll),
             id="poll",
             next_run_time=dt.datetime.now(dt.UTC),
@@ -239,7 +240,7 @@ class Worker:
             coalesce=True,
         )
         scheduler.add_job(
-            self._looked(self.decide, "the look at the schedules"),
+            self._timed_decide,
             IntervalTrigger(seconds=self.poll),
             id="decide",
             next_run_time=dt.datetime.now(dt.UTC),

@@ -85,11 +85,7 @@ def fix_recipients(session: Session, send: Send) -> int:
     # The people to read may have come in since PostgreSQL last looked (an import just now).
     analyze_committed(engine, ["subscriber", "membership", "send_list"])
     conn = session.connection()
-    list_ids = list(
-        conn.execute(
-            sa.select(sends.SEND_LIST.c.list_id).where(sends.SEND_LIST.c.send_id == send.id)
-        ).scalars()
-    )
+    list_ids = sends.list_ids_of(conn, send.id)
     already = _already_mailed(conn, send.slug, send.id)
     insert = sa.insert(DELIVERY)
     total = 0

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailer.store import send_workers
+from mailer.store import send_workers, sends
 from mailer.store.database import Database
 from mailer.store.models import (
     Delivery,
@@ -42,7 +42,6 @@ from mailer.store.models import (
     Membership,
     MembershipStatus,
     Send,
-    SendList,
     SendStatus,
     SendWorker,
     Subscriber,
@@ -56,7 +55,6 @@ SEND = table_of(Send)
 SEND_WORKER = table_of(SendWorker)
 SUBSCRIBER = table_of(Subscriber)
 MEMBERSHIP = table_of(Membership)
-SEND_LIST = table_of(SendList)
 D = DeliveryStatus
 
 # A final outcome: (status, attempts, message_id, error, sent_at, updated_at, id).
@@ -297,14 +295,10 @@ class CoreLedgerWriter:
         self.session = Session(database.writer)
         self.send_id, self.owner, self.lease = send_id, owner, lease
         with database.writer.connect() as conn:
-            self.list_ids = list(
-                conn.execute(
-                    sa.select(SEND_LIST.c.list_id).where(SEND_LIST.c.send_id == send_id)
-                ).scalars()
-            )
+            # A send's lists are fixed when it is made: the check is built once.
+            self.eligible = _eligible(sends.list_ids_of(conn, send_id))
         # The highest row id this writer has claimed: see _claim_next.
         self.after = 0
-        self._after_next = 0
 
     def write(
         self,
@@ -316,7 +310,7 @@ class CoreLedgerWriter:
     ) -> Written:
         conn = self.session.connection()
         me = self.owner
-        self._after_next = self.after
+        after = self.after
         claimed: list[int] = []
         rows: Sequence[Any] = ()
         found = 0
@@ -357,9 +351,9 @@ class CoreLedgerWriter:
             if claims and ours:
                 claimed = self._claim_ids(conn, claims)
             elif want > 0 and ours:
-                rows, found = self._claim_next(conn, want)
+                rows, found, after = self._claim_next(conn, want)
             self.session.commit()
-            self.after = self._after_next
+            self.after = after
             return Written(bool(ours), claimed, rows, found)
         except BaseException:
             self.session.rollback()
@@ -372,7 +366,7 @@ class CoreLedgerWriter:
         mine = sa.and_(d.status == D.PENDING, d.id.in_(list(claims)))
         conn.execute(
             sa.update(DELIVERY)
-            .where(mine, sa.not_(_eligible(self.list_ids)))
+            .where(mine, sa.not_(self.eligible))
             .values(status=D.SKIPPED, updated_at=now, last_error=_reason(), claimed_by=self.owner)
         )
         found = set(
@@ -385,10 +379,10 @@ class CoreLedgerWriter:
         )
         return [i for i in claims if i in found]
 
-    def _claim_next(self, conn: sa.Connection, want: int) -> tuple[list[Any], int]:
+    def _claim_next(self, conn: sa.Connection, want: int) -> tuple[list[Any], int, int]:
         """Claim the next ``want`` pending rows that no other worker is claiming, checking
         each person at the same time: the rows now in flight, in ledger order, and how
-        many rows were taken (the skipped ones too).
+        many rows were taken (the skipped ones too), and where the next claim goes on from.
 
         Claims go on from the last row this writer claimed. From the start of the ledger,
         every claim would step over all the rows already sent: PostgreSQL's planner walks
@@ -396,16 +390,11 @@ class CoreLedgerWriter:
         pending rows are the last ones, so each claim would cost more as the send goes on
         (23 ms per claim 38,000 rows in). Rows left behind (handed back by a worker that
         stopped) are claimed when nothing is left ahead: one pass from the start."""
-        taken = self._claim_after(conn, want, self.after)
+        taken = conn.execute(self.claim_statement(want, self.after)).all()
         if not taken and self.after:
-            taken = self._claim_after(conn, want, 0)
-        if taken:
-            self._after_next = max(r.id for r in taken)
+            taken = conn.execute(self.claim_statement(want, 0)).all()
         rows = sorted((r for r in taken if r.status == D.IN_FLIGHT), key=lambda r: r.id)
-        return rows, len(taken)
-
-    def _claim_after(self, conn: sa.Connection, want: int, after: int) -> Sequence[Any]:
-        return conn.execute(self.claim_statement(want, after)).all()
+        return rows, len(taken), max((r.id for r in taken), default=self.after)
 
     def claim_statement(self, want: int, after: int) -> sa.Update:
         """The claim of the next ``want`` pending rows after row ``after``."""
@@ -422,7 +411,7 @@ class CoreLedgerWriter:
             .limit(want)
             .with_for_update(skip_locked=True)
         )
-        eligible = _eligible(self.list_ids)
+        eligible = self.eligible
         return (
             sa.update(DELIVERY)
             .where(d.id.in_(nxt))

@@ -233,6 +233,12 @@ def get(session: Session, send_id: int) -> Send:
     return send
 
 
+def list_ids_of(conn: sa.Connection, send_id: int) -> list[int]:
+    """The ids of the lists a send goes to (fixed when it was made)."""
+    query = sa.select(SEND_LIST.c.list_id).where(SEND_LIST.c.send_id == send_id)
+    return list(conn.execute(query).scalars())
+
+
 def list_slugs_of(session: Session, send_id: int) -> list[str]:
     ml = table_of(MailingList)
     rows = session.connection().execute(
