@@ -400,7 +400,8 @@ class _Checker:
 
         An ``id:`` written twice is an error. Two courses or sessions whose derived ids
         meet (the same title; the same date and start) are told apart by ``-2``, ``-3``, as
-        they always were allowed to exist.
+        they always were allowed to exist; only those get their ``id`` set here, so an
+        ``id`` is otherwise one the author wrote.
         """
         out: list[Section] = []
         courses: set[str] = set()
@@ -427,8 +428,13 @@ class _Checker:
                         f"{session.id!r} is the id of an earlier session of this course: "
                         "give each its own",
                     )
-                sessions.append(dataclasses.replace(session, id=_unique(session.key, keys)))
-            out.append(dataclasses.replace(section, id=course, sessions=tuple(sessions)))
+                key = _unique(session.key, keys)
+                sessions.append(
+                    session if key == session.key else dataclasses.replace(session, id=key)
+                )
+            if course != section.course_id:
+                section = dataclasses.replace(section, id=course)
+            out.append(dataclasses.replace(section, sessions=tuple(sessions)))
         return out
 
     def awareness(self, node: Any, path: str) -> dict[str, Any]:

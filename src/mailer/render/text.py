@@ -32,10 +32,10 @@ LABELS = {
 }
 
 
-def wrap(text: str, indent: str = "", first: str | None = None) -> str:
+def wrap(text: str, indent: str = "", first: str | None = None, width: int = WIDTH) -> str:
     return textwrap.fill(
         " ".join(text.split()),
-        width=WIDTH,
+        width=width,
         initial_indent=indent if first is None else first,
         subsequent_indent=indent,
         break_long_words=False,
@@ -67,8 +67,9 @@ def _inline(token: Token) -> str:
     return "".join(out)
 
 
-def markdown_to_text(source: str) -> str:
-    """Markdown as readable plain text: paragraphs, bullets with '-', numbered items."""
+def markdown_to_text(source: str, width: int = WIDTH) -> str:
+    """Markdown as readable plain text: paragraphs, bullets with '-', numbered items,
+    wrapped at ``width`` characters."""
     blocks: list[tuple[bool, str]] = []  # (is a list item, wrapped text)
     stack: list[list[int]] = []  # for each open list: [is ordered, next number]
     item_first = False
@@ -82,7 +83,7 @@ def markdown_to_text(source: str) -> str:
         elif token.type == "inline":
             text = _inline(token)
             if not stack:
-                blocks.append((False, wrap(text)))
+                blocks.append((False, wrap(text, width=width)))
                 continue
             depth = "  " * (len(stack) - 1)
             ordered, number = stack[-1]
@@ -90,10 +91,10 @@ def markdown_to_text(source: str) -> str:
             hang = depth + " " * len(marker)
             if item_first:
                 stack[-1][1] += 1
-                blocks.append((True, wrap(text, hang, depth + marker)))
+                blocks.append((True, wrap(text, hang, depth + marker, width)))
                 item_first = False
             else:
-                blocks.append((True, wrap(text, hang)))
+                blocks.append((True, wrap(text, hang, width=width)))
         elif token.type in ("fence", "code_block"):
             blocks.append((False, token.content.rstrip()))
     # List items sit on adjacent lines; every other block is a paragraph of its own.
