@@ -105,6 +105,8 @@ def test_a_bad_send_date_is_one_line(cli: Any) -> None:
 def test_every_check_has_a_fixture_that_trips_it() -> None:
     elsewhere = {
         "image-alt-missing",
+        "calendar-differs",
+        "calendar-link-missing",
         "colour-contrast",
         "text-missing-link",
         "subject-length",
