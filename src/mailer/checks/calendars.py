@@ -68,7 +68,9 @@ def entries_match_text(ctx: Context) -> Iterator[Hit]:
             line = ctx.source.line("sections", i, "sessions", j)
             what = f"the session on {long_date(session.date)} ({session.venue})"
             name = urls.session_file(section.course_id, session.key)
-            url = urls.session_calendar_url(ctx.settings, ctx.issue.slug, section.course_id, session.key)
+            url = urls.session_calendar_url(
+                ctx.settings, ctx.issue.slug, section.course_id, session.key
+            )
             shown = _shown(ctx.compiled.email_html, url)
             if shown is None:
                 continue  # calendar-link-missing says so
@@ -94,14 +96,16 @@ def entries_match_text(ctx: Context) -> Iterator[Hit]:
 @check(
     "calendar-link-missing",
     Severity.WARNING,
-    "A session has no \"Add to calendar\" link in the email.",
-    "a template override leaves out the link: add <a href=\"{{ urls.session_ics(section, s) "
+    'A session has no "Add to calendar" link in the email.',
+    'a template override leaves out the link: add <a href="{{ urls.session_ics(section, s) '
     '}}">Add to calendar</a> to each session',
 )
 def every_session_has_a_link(ctx: Context) -> Iterator[Hit]:
     for i, section in enumerate(ctx.issue.sections):
         for j, session in enumerate(section.sessions):
-            url = urls.session_calendar_url(ctx.settings, ctx.issue.slug, section.course_id, session.key)
+            url = urls.session_calendar_url(
+                ctx.settings, ctx.issue.slug, section.course_id, session.key
+            )
             if _shown(ctx.compiled.email_html, url) is None:
                 yield Hit(
                     f"the session on {long_date(session.date)} ({session.venue}) has no "

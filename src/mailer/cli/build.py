@@ -25,7 +25,10 @@ def build(
         list[str] | None, typer.Argument(help="Issue slugs: folder names under issues/.")
     ] = None,
     all_: Annotated[
-        bool, typer.Option("--all", help="Build every issue, the archive page and the feed.")
+        bool,
+        typer.Option(
+            "--all", help="Build every issue, the archive page, the feed and the training calendar."
+        ),
     ] = False,
 ) -> None:
     """Build issues into email HTML, plain text and a web page under build/.
@@ -33,7 +36,7 @@ def build(
     \b
     Examples:
       mailer build 2025-11
-      mailer build --all          # every issue, plus build/index.html and build/feed.xml
+      mailer build --all          # every issue, the archive, feed.xml and training.ics
     """
     from mailer.content import all_slugs
     from mailer.site import build as builder
