@@ -79,7 +79,11 @@ def build(
         written.append(_write_text(out / "index.html", archive_html(settings, shown)))
         written.append(_write_text(out / "feed.xml", feed_xml(settings, shown)))
         written.append(
-            _write_text(out / "training.ics", training.feed_text(settings, published, day), "\r\n")
+            _write_text(
+                out / "training.ics",
+                training.feed_text(settings, published, day),
+                exact_newlines=True,
+            )
         )
         (out / "training").mkdir(exist_ok=True)
         written.append(
@@ -199,9 +203,10 @@ def _copy(source: Path, folder: Path) -> list[BuiltFile]:
     return [BuiltFile(target, target.stat().st_size)]
 
 
-def _write_text(path: Path, text: str, newline: str | None = None) -> BuiltFile:
+def _write_text(path: Path, text: str, *, exact_newlines: bool = False) -> BuiltFile:
+    """Write ``path`` in one step; ``exact_newlines`` keeps CRLF as CRLF (iCalendar)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="" if newline else None)
+    tmp.write_text(text, encoding="utf-8", newline="" if exact_newlines else None)
     os.replace(tmp, path)
     return BuiltFile(path, path.stat().st_size)
 
