@@ -35,6 +35,9 @@ CONFIRM_PATH = "/confirm/{token}"
 MANAGE_PATH = "/manage"
 CLICK_PATH = "/c/{token}"
 ACCESSIBILITY_PATH = "/accessibility"
+# Every upcoming training session of the published issues: a page, and a calendar feed.
+TRAINING_PATH = "/training/"
+TRAINING_FEED_PATH = "/training.ics"
 STYLESHEET_PATH = "/site.css"
 HEALTH_PATH = "/healthz"
 # Issue slugs that would be shadowed by a page of mailer serve.
@@ -52,6 +55,8 @@ RESERVED_SLUGS = frozenset(
         "healthz",
         "feed.xml",
         "site.css",
+        "training",
+        "training.ics",
     }
 )
 
@@ -82,6 +87,40 @@ def image_url(settings: Settings, slug: str, src: str) -> str:
 
 def asset_url(settings: Settings, path: str) -> str:
     return f"{settings.base_url}/assets/{quote(path.rpartition('/')[2])}"
+
+
+def session_file(course_id: str, session_id: str) -> str:
+    """The name of a session's calendar file in ``build/SLUG/``: ``COURSE_SESSION.ics``.
+
+    Ids are lower-case letters, digits and dashes, so the underscore keeps the two apart.
+    """
+    return f"{course_id}_{session_id}.ics"
+
+
+def session_calendar_url(settings: Settings, slug: str, course_id: str, session_id: str) -> str:
+    """A session's "Add to calendar" file, published beside the issue's web version."""
+    return f"{settings.base_url}/{quote(slug)}/{session_file(course_id, session_id)}"
+
+
+def training_url(settings: Settings) -> str:
+    """The page listing every upcoming training session."""
+    return f"{settings.base_url}{TRAINING_PATH}"
+
+
+def training_feed_url(settings: Settings) -> str:
+    """The calendar feed of every upcoming training session, to subscribe to."""
+    return f"{settings.base_url}{TRAINING_FEED_PATH}"
+
+
+def training_webcal_url(settings: Settings) -> str:
+    """The feed as a ``webcal:`` link, which calendar apps open as a subscription."""
+    return "webcal://" + training_feed_url(settings).split("://", 1)[1]
+
+
+def calendar_host(settings: Settings) -> str:
+    """What follows the ``@`` of every calendar UID: the site's host and path."""
+    parts = urlsplit(settings.base_url)
+    return f"{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def unsubscribe_url(settings: Settings, token: str) -> str:
