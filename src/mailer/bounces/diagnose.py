@@ -30,6 +30,7 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
@@ -38,6 +39,7 @@ from flufl.bounce import all_failures
 
 from mailer.bounces import wording
 from mailer.bounces.reading import Deadline, Limits, read
+from mailer.config import BounceSettings
 from mailer.errors import UnreadableMessage
 from mailer.site import tokens, urls
 from mailer.store.status import BounceKind
@@ -84,8 +86,11 @@ _QUOTED_START = re.compile(
     r")",
     re.I,
 )
-_HEADERISH = re.compile(r"^(return-path|received|message-id|from|to|subject|date|dkim-signature)"
-                        r":\s", re.I)
+_HEADERISH = re.compile(
+    r"^(return-path|received|message-id|from|to|subject|date|dkim-signature)"
+    r":\s",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,16 @@ def raw_key(raw: bytes) -> str:
     return hashlib.sha256(b"raw:" + raw).hexdigest()
 
 
+def limits_of(settings: BounceSettings) -> Limits:
+    """The reading limits the ``[bounces]`` settings give."""
+    return Limits(
+        max_bytes=settings.max_message_kb * 1024,
+        max_depth=settings.max_depth,
+        max_parts=settings.max_parts,
+        max_seconds=settings.max_seconds,
+    )
+
+
 def classify(raw: bytes, limits: Limits | None = None) -> list[Finding]:
     """One finding per recipient the message reports on; nothing is stored or changed.
 
@@ -171,8 +186,7 @@ def diagnose(
         return _Reader(msg, raw, deadline, hard_statuses, policy_statuses).run(envelope_recipient)
     except UnreadableMessage:
         raise
-    except (RecursionError, MemoryError, LookupError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, UnicodeError, email.errors.MessageError) as exc:
+    except Exception as exc:  # whatever a message does to the reader, it never stops the mailbox
         raise UnreadableMessage(f"cannot be read ({type(exc).__name__})") from None
 
 
@@ -272,11 +286,11 @@ class _Reader:
         self.msg = msg
         self.raw = raw
         self.deadline = deadline
-        self.codes: dict[str, tuple[str, ...]] = {}
-        if hard is not None:
-            self.codes["hard"] = hard
-        if policy is not None:
-            self.codes["policy"] = policy
+        defaults = BounceSettings()
+        self.codes: dict[str, tuple[str, ...]] = {
+            "hard": defaults.hard_statuses if hard is None else hard,
+            "policy": defaults.policy_statuses if policy is None else policy,
+        }
         self.notice_parts: list[str] = []
         self.status_parts: list[Message] = []
         self.feedback_parts: list[Message] = []
@@ -353,7 +367,7 @@ class _Reader:
         own = "\n".join(_cut_quoted(p) for p in self.notice_parts)
         if not self.originals:
             ids += re.findall(r"(?im)^message-id:\s*(<[^<>\s]{1,250}>)", notice)
-        base = {
+        base: dict[str, Any] = {
             "key": key,
             "sender": sender,
             "subject": subject,
@@ -430,7 +444,9 @@ class _Reader:
             return True
         if _text(msg.get("Precedence")).lower() == "auto_reply":
             return True
-        if _text(msg.get("X-Auto-Response-Suppress")) and wording.AUTO_REPLY_SUBJECT.search(subject):
+        if _text(msg.get("X-Auto-Response-Suppress")) and wording.AUTO_REPLY_SUBJECT.search(
+            subject
+        ):
             return True
         return wording.AUTO_REPLY_SUBJECT.search(subject) is not None
 
@@ -458,8 +474,10 @@ class _Reader:
             if isinstance(payload, list) and payload and not part.get("Content-Transfer-Encoding"):
                 blocks += [b for b in payload if isinstance(b, Message)]
                 continue
-            text = _decode(part) if not isinstance(payload, list) else "\n\n".join(
-                str(b) for b in payload
+            text = (
+                _decode(part)
+                if not isinstance(payload, list)
+                else "\n\n".join(str(b) for b in payload)
             )
             for block in re.split(r"\n[ \t]*\r?\n", text.replace("\r\n", "\n")):
                 if block.strip():
@@ -503,8 +521,8 @@ class _Reader:
         action = r.action.split()[0] if r.action else ""
         if "\x1b$B" in r.diagnostic:
             r.diagnostic = r.diagnostic.encode("latin-1", "replace").decode("iso2022_jp", "replace")
-        diagnostic = r.diagnostic.partition(";")[2].strip() if ";" in r.diagnostic[:20] else (
-            r.diagnostic
+        diagnostic = (
+            r.diagnostic.partition(";")[2].strip() if ";" in r.diagnostic[:20] else (r.diagnostic)
         )
         about = _about(own, [a for a in (r.address, r.final) if a], everyone)
         status = _code_of(r.status)
@@ -521,8 +539,9 @@ class _Reader:
                 code = f"{reply.group(1)}.0.0"
         if action in ("delivered", "relayed", "expanded"):
             return Finding(r.address, K.DELIVERED, code, diagnostic[:300], action)
-        if action == "delayed" or (not action and status.startswith("4.") and
-                                   wording.DELAYED.search(own)):
+        if action == "delayed" or (
+            not action and status.startswith("4.") and wording.DELAYED.search(own)
+        ):
             return Finding(r.address, K.DELAYED, code, diagnostic[:300], "delayed")
         # The remote's words, then a specific code, then the notice's words about them.
         category = wording.category_of_text(_inner(diagnostic))
@@ -572,15 +591,17 @@ class _Reader:
 
     def _text_bounce(self, own: str, notice: str, bounce_like: bool) -> list[Finding]:
         msg = self.msg
+        detected: list[bytes | str] = []
         try:
             temporary, permanent = all_failures(msg)
+            detected = [*sorted(permanent), *sorted(temporary - permanent)]
         except Exception:  # a detector that trips on odd input must not stop the mailbox
-            temporary, permanent = set(), set()
+            detected = []
         self.deadline.check()
         found: list[str] = []
-        for address in [*sorted(permanent), *sorted(temporary - permanent)]:
-            text = address.decode("utf-8", "replace") if isinstance(address, bytes) else address
-            found.append(str(text).strip().strip("<>").lower())
+        for item in detected:
+            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            found.append(text.strip().strip("<>").lower())
         found += _addresses(msg.get_all("X-Failed-Recipients", []) or [])
         ours = set(_addresses(msg.get_all("From", []) or []))
         ours |= set(_addresses(msg.get_all("To", []) or []))
@@ -665,6 +686,23 @@ def _typed_address(value: object) -> str:
     address = address.strip().strip("<>").strip()
     found = _ADDRESS.search(address)
     return found.group(0).lower() if found else ""
+
+
+def status_code(status: str, diagnostic: str) -> str:
+    """The most specific enhanced status code a status and a server's words give.
+
+    ``5.0.0`` with ``550 5.1.1 ...`` means 5.1.1; ``550 user unknown`` with no code means
+    5.0.0 (the class of the reply).
+    """
+    code = _code_of(status)
+    said = _code_of(diagnostic)
+    if said and (not code or code.endswith(".0.0")):
+        return said
+    if not code:
+        reply = _REPLY.search(diagnostic)
+        if reply:
+            code = f"{reply.group(1)}.0.0"
+    return code
 
 
 def _code_of(text: str) -> str:

@@ -121,10 +121,15 @@ def check_structure(raw: bytes, limits: Limits, deadline: Deadline) -> None:
 def read(raw: bytes, limits: Limits, deadline: Deadline | None = None) -> Message:
     """The parsed message, or :class:`UnreadableMessage` saying which limit it is beyond."""
     deadline = deadline or Deadline(limits.max_seconds)
-    check_structure(raw, limits, deadline)
+    try:
+        check_structure(raw, limits, deadline)
+    except UnreadableMessage:
+        raise
+    except Exception as exc:  # a header the check cannot read: never a traceback
+        raise UnreadableMessage(f"cannot be read ({type(exc).__name__})") from None
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except (RecursionError, MemoryError) as exc:  # never expected after the check above
+    except Exception as exc:  # never expected after the check above; never a traceback
         raise UnreadableMessage(f"cannot be parsed ({type(exc).__name__})") from None
     deadline.check()
     return msg

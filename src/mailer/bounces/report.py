@@ -26,7 +26,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mailer.bounces.parse import status_code
+from mailer.bounces.diagnose import status_code
 from mailer.config import Settings
 from mailer.store import clicks as link_clicks
 from mailer.store import deliveries, reports, sends

@@ -239,12 +239,10 @@ _OURS_CODES = ("5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.7.", "4.7.", "5.3.4", "5.2
 
 
 def category_of_code(
-    code: str,
-    *,
-    hard: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.1", "5.4.4"),
-    policy: tuple[str, ...] = ("5.7.",),
+    code: str, *, hard: tuple[str, ...], policy: tuple[str, ...]
 ) -> BounceKind | None:
-    """The category a status code gives alone: ``hard`` and ``policy`` are settings."""
+    """The category a status code gives alone: ``hard`` and ``policy`` are the settings
+    ``hard_statuses`` and ``policy_statuses`` of ``[bounces]``."""
     if not code:
         return None
     if code.startswith("2."):

@@ -152,6 +152,16 @@ def subscriber_may_become(old: SubscriberStatus, new: SubscriberStatus) -> bool:
     return new in SUBSCRIBER_TRANSITIONS[old]
 
 
+# The one way back to active besides a person's own sign-up: an operator who finds that a
+# bounce or a complaint was recorded in error (`mailer subscribers reactivate`), with a
+# reason kept in the person's history. Nobody who unsubscribed or was erased comes back so.
+REACTIVATABLE = frozenset({_SUB.BOUNCED, _SUB.COMPLAINED})
+
+
+def subscriber_may_be_reactivated(old: SubscriberStatus) -> bool:
+    return old in REACTIVATABLE
+
+
 # For each send status, the statuses a send may come from (the diagram above).
 _S = SendStatus
 SEND_TRANSITIONS: dict[SendStatus, frozenset[SendStatus]] = {
