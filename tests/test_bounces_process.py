@@ -65,7 +65,7 @@ def test_each_message_lands_on_the_right_person(
         sent, "SELECT COUNT(*) FROM subscriber WHERE status != 'active' AND email != ?", PEOPLE[who]
     )
     assert others == [(0,)]
-    if kind == "soft":
+    if kind in ("soft", "full"):
         assert action == "counted: 1 of 3 sends in a row failed"
     if kind in ("delayed", "auto-reply", "policy"):
         assert subscriber_status(sent, PEOPLE[who]) == "active"
@@ -175,7 +175,7 @@ def test_a_forged_unsubscribe_token_changes_nothing(cli: Any, sent: Path) -> Non
     path = sent / "forged.eml"
     path.write_bytes(raw.replace(token.group(1), forged))
     r = cli("bounces", "process", str(path))
-    assert "Not understood" in r.stdout
+    assert r.stdout.startswith("unsubscribe: unverified"), r.stdout
     assert membership(sent, PEOPLE[11]) == "subscribed"
     assert membership(sent, PEOPLE[12]) == "subscribed"
 

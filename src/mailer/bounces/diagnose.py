@@ -28,6 +28,7 @@ import email.errors
 import email.header
 import hashlib
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ from mailer.site import tokens, urls
 from mailer.store.status import BounceKind
 
 K = BounceKind
+# flufl.bounce logs a traceback when one of its detectors trips on odd input (and goes on
+# with the others): a returned message must never put a traceback in mailer's log.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL + 1)
 # At most this many recipients are read from one message: a report naming more is a
 # forgery or a list's own bounce, and it is stored unverified either way.
 MAX_RECIPIENTS = 50
