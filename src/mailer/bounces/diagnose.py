@@ -74,7 +74,9 @@ _BOUNCE_SUBJECT = re.compile(
     r"failure notice|non[- ]?delivery|not delivered|could not be delivered|"
     r"delivery report|nondeliverable|rejected|bounce|unzustellbar|nicht zustellbar|"
     r"non remis|no entregado|non recapitat|onbestelbaar|não entregue|"
-    r"配信|エラー|不能|退信|退回|не доставлено|недоставлен|warning|delayed|delay",
+    r"配信|エラー|不能|退信|退回|не доставлено|недоставлен|warning|delayed|delay|"
+    r"error sending|could not send|failed to deliver|delivery error|mail error|"
+    r"returned to sender|mail system error|message not delivered|failed delivery",
     re.I,
 )
 # Where a notice stops and the quoted original (or its headers) starts.
@@ -85,11 +87,13 @@ _QUOTED_START = re.compile(
     r"undelivered message|message headers? follow|headers of (the )?(original|your) message|"
     r"the header of the original message|received:|"
     r"forwarded message|start of (the )?(returned|original)|original text|message text follows|"
-    r"unsent message follows|your message reads|元のメッセージ|原始邮件|исходное сообщение|"
+    r"unsent message follows|your message reads|original message follow|"
+    r"(first )?\d* ?lines of (your|the) (original )?message|元のメッセージ|原始邮件|исходное сообщение|"
     r"urspr[üu]ngliche nachricht|message d'origine|mensaje original|messaggio originale"
     r")",
     re.I,
 )
+_QUOTED_HEADER = re.compile(r"^\s*>\s*(received|return-path|message-id|x-[\w-]+|from|to|date):", re.I)
 _HEADERISH = re.compile(
     r"^(return-path|received|message-id|from|to|subject|date|dkim-signature)"
     r":\s",
@@ -250,6 +254,8 @@ def _cut_quoted(text: str) -> str:
     for i, line in enumerate(lines):
         if i > 3 and _QUOTED_START.match(line) and not _mentions_failure(line):
             break
+        if i > 3 and _QUOTED_HEADER.match(line):
+            break  # "> Received: ...": the original, quoted line by line
         # A block of header lines (Return-Path:, Received:...) is the quoted original.
         if (
             i > 3
@@ -341,6 +347,15 @@ class _Reader:
                 html_parts.append(_html_text(_decode(part)))
         if not any(p.strip() for p in self.notice_parts):
             self.notice_parts = html_parts
+        if not self.status_parts:
+            # Delivery-status fields written into the notice's text (some servers do).
+            for text in self.notice_parts:
+                start = re.search(r"(?im)^(reporting-mta|final-recipient|original-recipient):", text)
+                if start and re.search(r"(?im)^final-recipient:", text):
+                    pseudo = Message()
+                    pseudo.set_payload(_cut_quoted(text[start.start() :]))
+                    self.status_parts.append(pseudo)
+                    break
         # Undeclared delivery-status fields in a text part (some servers send them so).
         self.deadline.check()
 
@@ -400,6 +415,10 @@ class _Reader:
             return Diagnosis(
                 shape="unsubscribe", findings=[finding], unsubscribe_token=token, **base
             )
+        if _UNSUBSCRIBE_ALONE.match(subject) and not bounce_like and sender:
+            # "unsubscribe" with no token (a mail program that drops it): the sender asks.
+            finding = Finding(sender, K.UNSUBSCRIBE, reason="unsubscribe email without a token")
+            return Diagnosis(shape="unsubscribe", findings=[finding], named=[sender], **base)
         auto = self._auto_reply(subject)
         if bounce_like or empty_path or not auto:
             findings = self._text_bounce(own + _subject_reason(subject), notice, bounce_like)
@@ -436,7 +455,10 @@ class _Reader:
             or bool(msg.get("X-Failed-Recipients"))
             or bool(_DAEMON.match(sender))
             or str(msg.get_content_type()) == "multipart/report"
-            or (bool(_BOUNCE_SUBJECT.search(subject)) and not self._auto_reply(subject))
+            or (
+                bool(_BOUNCE_SUBJECT.search(subject))
+                and not wording.AUTO_REPLY_SUBJECT.search(subject)
+            )
         )
 
     def _auto_reply(self, subject: str) -> bool:
@@ -463,7 +485,30 @@ class _Reader:
 
     # -- categories -------------------------------------------------------------------------
 
+    def _names_our_side(self, text: str, recipient: str) -> bool:
+        """Whether a failure names the sender's domain and not the recipient's: a refusal
+        of our address ("sender.example does not exist"), never about the person."""
+        code = _code_of(text)
+        if not text or (code and not code.endswith((".0.0", ".1.0", ".1.7", ".1.8"))):
+            return False
+        local = recipient.partition("@")[0].lower()
+        if local and local in text.lower():
+            return False
+        ours = {
+            a.rpartition("@")[2]
+            for a in _addresses(self.msg.get_all("To", []) or [])
+            + [x for o in self.originals[:2] for x in _addresses(o.get_all("From", []) or [])]
+        }
+        theirs = recipient.rpartition("@")[2].lower()
+        low = text.lower()
+        return any(
+            d and d != theirs and re.search(rf"(?<![\w.-]){re.escape(d)}(?![\w-])", low)
+            for d in ours
+        ) and (not theirs or theirs not in low)
+
     def _category(self, code: str, text: str) -> BounceKind | None:
+        if wording.about_the_sender(code):
+            return K.POLICY
         by_words = wording.category_of_text(text)
         if by_words is not None:
             return by_words
@@ -511,6 +556,9 @@ class _Reader:
             if len(recipients) >= MAX_RECIPIENTS:
                 break
         self.deadline.check()
+        failed = _addresses(self.msg.get_all("X-Failed-Recipients", []) or [])
+        if len(recipients) == 1 and not recipients[0].address and len(failed) == 1:
+            recipients[0].address = failed[0]  # a path or a program, not an address
         addresses = [r.address for r in recipients if r.address]
         findings: list[Finding] = []
         seen: set[str] = set()
@@ -549,6 +597,8 @@ class _Reader:
             return Finding(r.address, K.DELAYED, code, diagnostic[:300], "delayed")
         # The remote's words, then a specific code, then the notice's words about them.
         category = wording.category_of_text(_inner(diagnostic))
+        if wording.about_the_sender(code) or self._names_our_side(diagnostic, r.address):
+            category = K.POLICY
         if category is None and code and not code.endswith(".0.0"):
             category = wording.category_of_code(code, **self.codes)
         if category is None:
@@ -612,7 +662,11 @@ class _Reader:
         ours |= set(_addresses(msg.get_all("Reply-To", []) or []))
         if not found and bounce_like:
             found = _failed_addresses(own, ours)
-        found = [a for a in dict.fromkeys(found) if a and "@" in a and a not in ours]
+        found = [
+            a
+            for a in dict.fromkeys(found)
+            if a and "@" in a and a not in ours and not _MESSAGE_ID_LIKE.match(a)
+        ]
         if not found:
             if not bounce_like:
                 return []
@@ -635,10 +689,15 @@ class _Reader:
                 reply = _REPLY.search(about)
                 code = f"{reply.group(1)}.0.0" if reply else ""
             category = self._category(code, _inner(about))
+            if category == K.HARD and self._names_our_side(_first_failure_line(about), address):
+                category = K.POLICY
             if category is None:
                 category = K.SOFT
-            delayed = wording.DELAYED.search(own) and not re.search(
-                r"permanent|fatal|gave up|giving up|could not be delivered|failed", own, re.I
+            delayed = wording.STILL_TRYING.search(own) or (
+                wording.DELAYED.search(own)
+                and not re.search(
+                    r"permanent|fatal|gave up|giving up|could not be delivered|failed", own, re.I
+                )
             )
             if delayed and category in (K.SOFT, K.FULL):
                 category = K.DELAYED
@@ -655,6 +714,7 @@ class _Reader:
         return findings
 
 
+_UNSUBSCRIBE_ALONE = re.compile(rf"\s*{re.escape(_SUBJECT_WORD)}\b", re.I)
 _COMPLAINT_SUBJECT = re.compile(r"complaint about message|abuse report|spam report", re.I)
 
 
@@ -667,8 +727,9 @@ def _subject_reason(subject: str) -> str:
 def _inner(text: str) -> str:
     """The remote's own words: after the last specific status code when a wrapper
     (such as "5.1.0 Unknown address error 550-'5.7.1 blocked'") quotes another."""
-    codes = [m for m in _CODE.finditer(text) if not m.group(0).endswith((".0.0", ".1.0"))]
-    if len(codes) > 1 and codes[-1].group(0) != codes[0].group(0):
+    codes = list(_CODE.finditer(text))
+    wrapper = codes[0].group(0).endswith((".0.0", ".1.0", ".3.0")) if codes else False
+    if wrapper and len(codes) > 1 and codes[-1].group(0) != codes[0].group(0):
         return text[codes[-1].start() :]
     return text
 
@@ -724,10 +785,10 @@ def _code_of(text: str) -> str:
 def _about(text: str, addresses: list[str], everyone: list[str]) -> str:
     """The lines of a notice about one recipient: from a line naming them to the next one
     naming someone else."""
-    if not text or not addresses:
-        return ""
     if len({a.lower() for a in everyone if a}) <= 1:
         return text[:4000]
+    if not text or not addresses:
+        return ""
     lines = text.splitlines()
     wanted = [a.lower() for a in addresses]
     others = [a.lower() for a in everyone if a and a.lower() not in wanted]
@@ -766,11 +827,13 @@ def _first_failure_line(text: str) -> str:
     return ""
 
 
+# A Message-ID that looks like an address: a long run of hex digits and dots.
+_MESSAGE_ID_LIKE = re.compile(r"^[0-9a-f.$=_-]{16,}@", re.I)
 _FAILED_LINE = re.compile(
     r"^\s*<?([^\s<>@]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?\s*:?\s*$|"  # an address alone
     r"^\s*<([^\s<>@]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>:|"  # qmail, Postfix text
     r"rcpt to:?\s*<([^\s<>@]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>|"
-    r"(?:to|for|recipient|address|destinataire|empf[äa]nger|destinatario)\s*:?\s*<?"
+    r"\b(?:to|for|recipient|address|destinataire|empf[äa]nger|destinatario)\s*:?\s*<?"
     r"([^\s<>@\"'(),;:]{1,64}@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?",
     re.I | re.M,
 )
@@ -780,6 +843,6 @@ def _failed_addresses(text: str, ours: set[str]) -> list[str]:
     found = []
     for match in _FAILED_LINE.finditer(text[:20000]):
         address = next(g for g in match.groups() if g).lower().strip(".")
-        if address not in ours:
+        if address not in ours and not _MESSAGE_ID_LIKE.match(address):
             found.append(address)
     return list(dict.fromkeys(found))[:MAX_RECIPIENTS]

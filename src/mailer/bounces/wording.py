@@ -53,7 +53,8 @@ OURS = _any(
     r"(not|unable to|cannot|will not) relay|relay not permitted|\bnorelay|"
     r"open relay|we do not relay|not permitted to relay|unauthenticated relay",
     # our message: size, standards, rate
-    r"message (size )?(is )?too (big|large)|length exceeds|exceeds? (the )?(maximum |max )?"
+    r"message (size )?(is )?too (big|large)|length exceeds|exceed\w* .{0,30}message size|"
+    r"not accepting mail from|exceeds? (the )?(maximum |max )?"
     r"(message )?size|message size exceeds|size limit|\btoo large\b|too many (recipients|"
     r"connections|messages|mails|emails)|rate ?limit|rate that prevents|"
     r"sending rate|throttl|too fast|too many (concurrent|simultaneous)|"
@@ -74,12 +75,15 @@ FULL = _any(
     r"mail ?box (is |was )?(currently )?full|mail ?box.{0,30}\bfull\b|inbox (is )?full|"
     r"over ?quota|over (the|its|his|her|their) (storage )?(quota|limit)|quota (exceeded|exceed|"
     r"full|limit)|exceed(s|ed)? (the |his |her |their )?(storage |mailbox |disk )?(quota|"
-    r"allocation)|insufficient (system )?(storage|disk|space)|not enough (storage|space|disk)|"
+    r"allocation)|"
     r"storage (space|limit|allocation|quota)|out of (storage|space|disk)|"
     r"would exceed (the )?(mailbox|quota)|mailfolder (is )?full|disk quota|"
     r"mailbox size limit|too many messages in (the|this) mailbox|user has no space|"
     r"mailbox has exceeded|full mailbox|account is full|is over (its )?(size|limit)|"
-    r"mailbox exceeded|messages in .{0,20}mailbox exceeded",
+    r"mailbox exceeded|messages in .{0,20}mailbox exceeded|mailbox exceeds|quota violation|"
+    r"exceed\w* (their|his|her|its|the|your) (mailbox |storage |disk )?quota|"
+    r"reached (the |its |his |her |their )?(disk |storage |mailbox )?quota|"
+    r"exceeds (the )?allowed size",
     r"postfach (ist )?voll|speicherplatz|quota (ist )?(überschritten|erreicht)|"
     r"bo[iî]te (aux lettres |mail )?(est )?(pleine|satur[ée]e)|quota d[ée]pass[ée]|"
     r"buz[óo]n (est[áa] )?(lleno|completo)|cuota (excedida|superada)|casella (di posta )?"
@@ -124,7 +128,9 @@ GONE = _any(
     r"(user|recipient|address) (is )?not (local|here|known|found|valid)|"
     r"address (is )?(no longer|not) (valid|in use|active)|invalid address|"
     r"mailbox name not allowed|no such|recipient unknown|"
-    r"dd this user doesn|this account (has been|is) (disabled|suspended|closed|deactivated)",
+    r"dd this user doesn|this account (has been|is) (disabled|suspended|closed|deactivated)|"
+    r"(no|not have an?) (final )?(e-?mail )?delivery point|no matches to (nameserver|name server) query|"
+    r"did not (exactly )?match an? .{0,30}(e-?mail )?address",
     # German
     r"(benutzer|empf[äa]nger|adresse|mailbox|postfach|konto|nutzer)\w* (ist |wurde )?"
     r"(unbekannt|existiert nicht|nicht gefunden|ung[üu]ltig|deaktiviert|gesperrt|gel[öo]scht)|"
@@ -165,20 +171,39 @@ TEMPORARY = _any(
     r"try (again )?later|temporar|deferr|service (unavailable|not available)|"
     r"system (error|busy|not available|unavailable)|too busy|local error|"
     r"no route to host|network (is )?unreachable|i/o error|mail loop|routing loop|"
-    r"too many hops|loop detected|loops back|host unreachable|could not connect|"
+    r"too many hops|\bloop|host unreachable|could not connect|"
     r"can'?t connect|cannot connect|unable to connect|name server|dns (error|failure|"
     r"lookup)|try again|resources? (temporarily )?unavailable|internal (server )?error",
 )
 
+# A failure the server itself says may pass, whatever else it names ("Host not found,
+# try again": the name server did not answer).
+SURELY_TEMPORARY = _any(
+    r"not found, try again|try again later|temporar(il)?y (unavailable|failure|rejected|"
+    r"deferred|not available|locked|suspended)|temporary (lookup )?failure",
+    # a program on the receiving server failed (a filter, a local delivery agent)
+    r"pipe to \||command died with|command output|failed to read response template|"
+    r"couldn'?t create|child status|mailer error",
+)
+
 # A warning that the message is still on its way: never a failure.
 DELAYED = _any(
-    r"still (trying|being tried|attempting|undelivered|in the queue|queued)|will "
+    r"still (trying|being tried|attempting|undelivered|in the queue|queued)|"
+    r"attempts will continue|will continue to be made|will continue to try|postponed|will "
     r"(continue|keep) (to )?(try|retry|attempt)|will be retried|delivery (is |has been )?"
     r"delayed|has been delayed|delay(ed)? (notification|notice|warning)|"
     r"not yet been delivered|has not yet been|warning: message .{0,40}undelivered|"
     r"no action is required on your part|will retry|retry (until|for)|"
     r"zustellung verz[öo]gert|verz[öo]gert|distribution retard[ée]e|"
     r"entrega retrasada|retrasad|consegna ritardata|vertraagd|atrasad",
+)
+
+# Words that make a notice a warning whatever else it says ("could not be delivered ...
+# delivery attempts will continue").
+STILL_TRYING = _any(
+    r"attempts will continue|will continue to (be made|try|attempt|retry)|will keep trying|"
+    r"still (trying|being retried)|will (be )?retr(y|ied)|has been postponed|"
+    r"do not need to re-?send|no action is required on your part"
 )
 
 # Automatic replies that are not bounces (subjects).
@@ -204,6 +229,8 @@ def category_of_text(text: str) -> BounceKind | None:
         return None
     # "550-5.2.1 The user ... at a rate that\n550-5.2.1 prevents": one sentence again.
     text = " ".join(_CONTINUATION.sub(" ", text).split())
+    if RECIPIENT_GONE.search(text):
+        return K.HARD
     if OURS.search(text):
         strong = STRONGLY_GONE.search(text)
         if strong and not _SENDER_SIDE.search(text):
@@ -211,6 +238,8 @@ def category_of_text(text: str) -> BounceKind | None:
         return K.POLICY
     if FULL.search(text):
         return K.FULL
+    if SURELY_TEMPORARY.search(text):
+        return K.SOFT
     if GONE.search(text):
         return K.HARD
     if TEMPORARY.search(text):
@@ -220,12 +249,23 @@ def category_of_text(text: str) -> BounceKind | None:
 
 _CONTINUATION = re.compile(r"(?m)(?:^|(?<=\s))[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s)?")
 
+# Words that say the recipient's own account is gone or shut, whatever else is named.
+RECIPIENT_GONE = _any(
+    r"recipient(')?s? (account|mailbox) (is |has been )?(blocked|disabled|closed|suspended|"
+    r"deactivated|deleted)|le compte du destinataire (est )?(bloqu|d[ée]sactiv|supprim|ferm)"
+)
+
 # Words that say the address is gone so plainly that a passing word such as "policy"
 # elsewhere in the same notice does not change it.
 STRONGLY_GONE = _any(
     r"user ?unknown|no such (user|mailbox|recipient)|(mailbox|user|address|account) "
     r"(does not|doesn't) exist|unknown (user|recipient|mailbox)|recipient not found|"
-    r"account (has been |is )?(disabled|closed|deleted|deactivated)"
+    r"account (has been |is )?(disabled|closed|deleted|deactivated)|"
+    r"recipient(')?s? account (is |has been )?(blocked|disabled|closed|suspended)|"
+    # Microsoft 365 answers so for an address its directory does not have (AS(201806281))
+    r"5\.4\.1.{0,60}recipient address rejected: access denied|"
+    r"the email account that you tried to reach (does not exist|is disabled)|"
+    r"this user doesn'?t have an? .{1,40} account"
 )
 
 # Words that make a refusal certainly about the sender, whatever else the text says.
@@ -233,6 +273,14 @@ _SENDER_SIDE = _any(
     r"\bspf\b|\bdkim\b|\bdmarc\b|sender|mail from|spamhaus|block ?list|black ?list|"
     r"reputation|\bspam\b|relay|\bptr\b|reverse dns|\bblocked\b"
 )
+
+# The codes of a refusal of the sender's address (RFC 3463): about us, whatever the words.
+_SENDER_CODES = ("5.1.7", "5.1.8", "4.1.7", "4.1.8")
+
+
+def about_the_sender(code: str) -> bool:
+    return code in _SENDER_CODES
+
 
 # Enhanced status codes that are about our sender or message, never about the person.
 _OURS_CODES = ("5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.7.", "4.7.", "5.3.4", "5.2.3", "5.6.")
