@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -89,9 +88,7 @@ def test_the_corpus_is_classified_right(scored: list[tuple[Row, Finding | None]]
     right = [row for row, f in scored if f is not None and str(f.category) == row.category]
     score = len(right) / len(scored)
     wrong = Counter(
-        (row.category, str(f.category) if f else "missing")
-        for row, f in scored
-        if row not in right
+        (row.category, str(f.category) if f else "missing") for row, f in scored if row not in right
     )
     print(f"corpus: {len(right)}/{len(scored)} right by category ({score:.1%}); wrong: {wrong}")
     assert score >= 0.95, wrong

@@ -82,9 +82,7 @@ def test_fetch_acts_on_every_message_and_files_it(cli: Any, sent: Path, server: 
             assert (kind, PEOPLE[who], code) in [e[:3] for e in recorded], name
     # Five genuine ones, and the forged VERP one, which changed nobody.
     assert [e[0] for e in recorded].count("hard") == 6
-    assert sql(sent, "SELECT COUNT(*) FROM bounce_event WHERE kind = 'hard' AND verified") == [
-        (5,)
-    ]
+    assert sql(sent, "SELECT COUNT(*) FROM bounce_event WHERE kind = 'hard' AND verified") == [(5,)]
     assert [e[0] for e in recorded].count("auto-reply") == 3
     assert [e[0] for e in recorded].count("unrecognised") == len(JUNK)
     assert server.messages("INBOX") == []

@@ -31,10 +31,10 @@ import html
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
+from typing import Any
 
 from flufl.bounce import all_failures
 
@@ -88,12 +88,15 @@ _QUOTED_START = re.compile(
     r"the header of the original message|received:|"
     r"forwarded message|start of (the )?(returned|original)|original text|message text follows|"
     r"unsent message follows|your message reads|original message follow|"
-    r"(first )?\d* ?lines of (your|the) (original )?message|元のメッセージ|原始邮件|исходное сообщение|"
+    r"(first )?\d* ?lines of (your|the) (original )?message|"
+    r"元のメッセージ|原始邮件|исходное сообщение|"
     r"urspr[üu]ngliche nachricht|message d'origine|mensaje original|messaggio originale"
     r")",
     re.I,
 )
-_QUOTED_HEADER = re.compile(r"^\s*>\s*(received|return-path|message-id|x-[\w-]+|from|to|date):", re.I)
+_QUOTED_HEADER = re.compile(
+    r"^\s*>\s*(received|return-path|message-id|x-[\w-]+|from|to|date):", re.I
+)
 _HEADERISH = re.compile(
     r"^(return-path|received|message-id|from|to|subject|date|dkim-signature)"
     r":\s",
@@ -198,8 +201,36 @@ def diagnose(
         raise UnreadableMessage(f"cannot be read ({type(exc).__name__})") from None
 
 
+def _header_text(value: email.header.Header) -> str:
+    """A header the parser kept as 8-bit bytes: most often UTF-8, else ISO-2022-JP or Latin-1."""
+    parts = []
+    for data, charset in email.header.decode_header(value):
+        if not isinstance(data, bytes):
+            parts.append(data)
+            continue
+        if b"\x1b$B" in data:
+            charset = "iso2022_jp"
+        elif not charset or charset == "unknown-8bit":
+            charset = "utf-8"
+        try:
+            parts.append(data.decode(charset))
+        except (LookupError, UnicodeDecodeError):
+            parts.append(data.decode("latin-1", "replace"))
+    return " ".join(parts)
+
+
 def _text(value: object) -> str:
-    return " ".join(str(value or "").split())
+    if isinstance(value, email.header.Header):
+        return " ".join(_header_text(value).split())
+    text = str(value or "")
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        # 8-bit bytes in a header (UTF-8 most often): the parser kept them as surrogates.
+        data = text.encode("utf-8", "surrogateescape")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("iso2022_jp" if b"\x1b$B" in data else "latin-1", "replace")
+    return " ".join(text.split())
 
 
 def _header(msg: Message, name: str) -> str:
@@ -350,7 +381,9 @@ class _Reader:
         if not self.status_parts:
             # Delivery-status fields written into the notice's text (some servers do).
             for text in self.notice_parts:
-                start = re.search(r"(?im)^(reporting-mta|final-recipient|original-recipient):", text)
+                start = re.search(
+                    r"(?im)^(reporting-mta|final-recipient|original-recipient):", text
+                )
                 if start and re.search(r"(?im)^final-recipient:", text):
                     pseudo = Message()
                     pseudo.set_payload(_cut_quoted(text[start.start() :]))

@@ -129,7 +129,8 @@ GONE = _any(
     r"address (is )?(no longer|not) (valid|in use|active)|invalid address|"
     r"mailbox name not allowed|no such|recipient unknown|"
     r"dd this user doesn|this account (has been|is) (disabled|suspended|closed|deactivated)|"
-    r"(no|not have an?) (final )?(e-?mail )?delivery point|no matches to (nameserver|name server) query|"
+    r"(no|not have an?) (final )?(e-?mail )?delivery point|"
+    r"no matches to (nameserver|name server) query|"
     r"did not (exactly )?match an? .{0,30}(e-?mail )?address",
     # German
     r"(benutzer|empf[äa]nger|adresse|mailbox|postfach|konto|nutzer)\w* (ist |wurde )?"

@@ -402,7 +402,7 @@ def reactivate(
 
     \b
     Example:
-      mailer subscribers reactivate jo.bloggs@example.org --reason "their IT says the mailbox exists"
+      mailer subscribers reactivate jo.bloggs@example.org --reason "IT says it exists"
     """
     from mailer.subscribers import people
     from mailer.subscribers.addresses import normalise
