@@ -294,3 +294,17 @@ def test_a_forged_complaint_never_blocks_a_later_sign_up(cli: Any, newsletter: P
     confirmations = [m for m in messages(newsletter, "_web") if "Confirm" in str(m["Subject"])]
     assert len(confirmations) == 2
     assert message_to(newsletter, stranger, "_web")["Subject"].startswith("Confirm")
+
+
+def test_the_send_report_counts_what_changed_nobody(cli: Any, sent: Path) -> None:
+    process(cli, sent, arf(VICTIM), "arf.eml")
+    poison = sent / "poison.eml"
+    poison.write_bytes(b"Content-Type: message/rfc822\r\n\r\n" * 100 + b"x")
+    r = cli("bounces", "process", str(poison))
+    assert r.exit_code == 0 and r.stdout.startswith("Quarantined (nested deeper than 16 parts)")
+    report = cli("report", "2025-11")
+    assert report.exit_code == 0, report.output
+    assert "Unverified: 1 report(s) since the send named no copy mailer signed" in report.stdout
+    assert "Quarantined: 1 message(s) since the send could not be read" in report.stdout
+    html = (sent / "build" / "2025-11" / "report.html").read_text(encoding="utf-8")
+    assert "<strong>Unverified:</strong> 1 returned message since the send" in html

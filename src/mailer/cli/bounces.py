@@ -211,6 +211,8 @@ def list_(
         code = f" {row['status']}" if row["status"] else ""
         who = row["address"] or "-"
         trust = "verified" if row["verified"] else "UNVERIFIED"
+        if row["kind"] == "quarantined":
+            trust = "not read"
         typer.echo(
             f"{row['id']:>6}  {row['received']}  {row['kind']}{code}  {trust}  {who}"
             + (f"  (send {row['send_id']})" if row["send_id"] else "")

@@ -261,7 +261,11 @@ def unrecognised_count(session: Session, since: dt.datetime | None = None) -> in
 def counts_since(session: Session, since: dt.datetime | None = None) -> tuple[int, int]:
     """(unverified reports not yet applied, quarantined messages) since ``since``."""
     e = EVENT.c
-    unverified = sa.and_(e.verified == sa.false(), e.subscriber_id.is_(None))
+    unverified = sa.and_(
+        e.verified == sa.false(),
+        e.subscriber_id.is_(None),
+        e.kind != BounceKind.QUARANTINED,
+    )
     query = sa.select(
         sa.func.count().filter(unverified),
         sa.func.count().filter(e.kind == BounceKind.QUARANTINED),
@@ -312,7 +316,7 @@ def listing(
         e.action,
     ).outerjoin(table_of(Subscriber), s.id == e.subscriber_id)
     if unverified:
-        query = query.where(e.verified == sa.false())
+        query = query.where(e.verified == sa.false(), e.kind != BounceKind.QUARANTINED)
     if quarantined:
         query = query.where(e.kind == BounceKind.QUARANTINED)
     rows = session.connection().execute(query.order_by(e.id.desc()).limit(limit))
