@@ -308,3 +308,13 @@ def test_the_send_report_counts_what_changed_nobody(cli: Any, sent: Path) -> Non
     assert "Quarantined: 1 message(s) since the send could not be read" in report.stdout
     html = (sent / "build" / "2025-11" / "report.html").read_text(encoding="utf-8")
     assert "<strong>Unverified:</strong> 1 returned message since the send" in html
+
+
+def test_erasure_blanks_the_unverified_reports_that_name_the_person(
+    cli: Any, sent: Path
+) -> None:
+    process(cli, sent, exim_text(VICTIM), "exim.eml")
+    assert sql(sent, "SELECT address FROM bounce_event") == [(VICTIM,)]
+    assert VICTIM in sql(sent, "SELECT reason FROM bounce_event")[0][0]
+    assert cli("subscribers", "erase", VICTIM, "--yes").exit_code == 0
+    assert sql(sent, "SELECT kind, address, reason FROM bounce_event") == [("hard", "", "")]
