@@ -46,7 +46,8 @@ OURS = _any(
     r"mismatches client ip|invalid ip|network not allowed|relay quota|"
     r"protocol violation|message filtered|domain filter|user complaints|unexpected volume|"
     r"messages from \[?\d{1,3}(\.\d{1,3}){3}|groups\.google\.com|google groups|"
-    r"header error|8-bit data|"
+    r"header error|8-bit data|line limit exceeded|line too long|refused to talk to me|"
+    r"address is not verified|identities failed|\b(mail|message) (was |has been )?rejected\b|"
     r"permission to post|have permission|not (have|got) (the )?permission|"
     r"権限|權限|权限|autorisation de|permiso para|berechtigung|"
     r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)|"
@@ -130,7 +131,7 @@ GONE = _any(
     r"mailbox name not allowed|no such|recipient unknown|"
     r"dd this user doesn|this account (has been|is) (disabled|suspended|closed|deactivated)|"
     r"(no|not have an?) (final )?(e-?mail )?delivery point|"
-    r"no matches to (nameserver|name server) query|"
+    r"no matches to (nameserver|name server) query|not a registered (gateway )?user|"
     r"did not (exactly )?match an? .{0,30}(e-?mail )?address",
     # German
     r"(benutzer|empf[äa]nger|adresse|mailbox|postfach|konto|nutzer)\w* (ist |wurde )?"

@@ -159,6 +159,9 @@ def _read(file: str) -> bytes:
     (the reader quarantines it)."""
     if file == "-":
         raw = sys.stdin.buffer.read(MAX_BYTES + 1)
+        # Postfix's pipe writes the whole message: take the rest too, and drop it.
+        while len(raw) > MAX_BYTES and sys.stdin.buffer.read(1024 * 1024):
+            pass
     else:
         try:
             with Path(file).open("rb") as f:
