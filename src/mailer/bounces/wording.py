@@ -41,7 +41,7 @@ OURS = _any(
     r"reverse (dns|lookup)|\bptr\b|\brdns\b|(helo|ehlo) (command )?(rejected|refused|"
     r"invalid|not)|(invalid|bad) (helo|ehlo)|"
     r"not authori[sz]ed|authenticat(ion|ed) (checks? )?(is )?(required|failed|failure)|"
-    r"must (be )?authenticate|client host.{0,60}rejected|access denied|"
+    r"must (be )?authenticate|client host.{0,60}rejected|access denied|smtp auth|"
     r"sender address|domain of sender|unroutable sender|unverif(y|i)able sending|"
     r"mismatches client ip|invalid ip|network not allowed|relay quota|"
     r"protocol violation|message filtered|domain filter|user complaints|unexpected volume|"
@@ -125,7 +125,7 @@ GONE = _any(
     r"expired|locked)|host (or domain name )?(not found|unknown)|unknown host|"
     r"domain (name )?(not found|does not exist|unknown|is not valid|doesn't exist)|"
     r"(no|null) mx\b|does not accept (e-?)?mail|name or service not known|"
-    r"nxdomain|unrouteable (mail )?domain|no valid recipients|"
+    r"unrouteable (mail )?domain|no valid recipients|"
     r"(user|recipient|address) (is )?not (local|here|known|found|valid)|"
     r"address (is )?(no longer|not) (valid|in use|active)|invalid address|"
     r"mailbox name not allowed|no such|recipient unknown|"
@@ -183,6 +183,9 @@ TEMPORARY = _any(
 SURELY_TEMPORARY = _any(
     r"not found, try again|try again later|temporar(il)?y (unavailable|failure|rejected|"
     r"deferred|not available|locked|suspended)|temporary (lookup )?failure",
+    # a name server's answer: a domain that is really gone fails send after send and is
+    # marked bounced by the soft count; one lookup never suppresses anybody
+    r"dns error|dns type '?\w+'? lookup|lookup of \S+ responded",
     # a program on the receiving server failed (a filter, a local delivery agent)
     r"pipe to \||command died with|command output|failed to read response template|"
     r"couldn'?t create|child status|mailer error",
