@@ -213,7 +213,9 @@ def test_a_dsn_naming_500_people_changes_nobody_quickly(cli: Any, sent: Path) ->
     assert "changed nobody" in r.stdout
     nobody_changed(sent)
     # At most 50 recipients of one message are even read; all are unverified.
-    assert sql(sent, "SELECT COUNT(*), SUM(verified) FROM bounce_event") == [(50, 0)]
+    assert sql(
+        sent, "SELECT COUNT(*), SUM(CASE WHEN verified THEN 1 ELSE 0 END) FROM bounce_event"
+    ) == [(50, 0)]
     print(f"500-recipient forged DSN processed in {elapsed:.2f} s")
 
 
@@ -310,9 +312,7 @@ def test_the_send_report_counts_what_changed_nobody(cli: Any, sent: Path) -> Non
     assert "<strong>Unverified:</strong> 1 returned message since the send" in html
 
 
-def test_erasure_blanks_the_unverified_reports_that_name_the_person(
-    cli: Any, sent: Path
-) -> None:
+def test_erasure_blanks_the_unverified_reports_that_name_the_person(cli: Any, sent: Path) -> None:
     process(cli, sent, exim_text(VICTIM), "exim.eml")
     assert sql(sent, "SELECT address FROM bounce_event") == [(VICTIM,)]
     assert VICTIM in sql(sent, "SELECT reason FROM bounce_event")[0][0]
