@@ -157,12 +157,19 @@ class BounceSettings:
     folder: str = "INBOX"
     processed_folder: str = "processed"
     unrecognised_folder: str = "unrecognised"
+    # Where a message that cannot be read within the limits below is moved (IMAP).
+    quarantine_folder: str = "quarantine"
+    # How much of one message is read before it is quarantined (docs/bounces.md).
+    max_message_kb: int = 10240
+    max_depth: int = 16
+    max_parts: int = 500
+    max_seconds: float = 10.0
     # How often `mailer worker` reads the mailbox, in minutes.
     fetch_every: float = 5.0
     # A person is marked bounced after temporary failures on this many sends in a row.
     soft_limit: int = 3
     # Status codes (prefixes) that mean the address itself is gone: bounced at once.
-    hard_statuses: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.")
+    hard_statuses: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.1", "5.4.4")
     # Status codes (prefixes) of policy or reputation refusals: the send is flagged.
     policy_statuses: tuple[str, ...] = ("5.7.",)
 
@@ -778,7 +785,7 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
         raise ConfigError(f"{path}: bounces.imap_security: must be one of {', '.join(_SECURITY)}")
     default_port = {"none": 143, "starttls": 143, "tls": 993}[security]
     folders = {}
-    for key in ("folder", "processed_folder", "unrecognised_folder"):
+    for key in ("folder", "processed_folder", "unrecognised_folder", "quarantine_folder"):
         folders[key] = b.get(key, str, getattr(d, key))
         if not _FOLDER.match(folders[key]):
             raise ConfigError(f"{path}: bounces.{key}: {folders[key]!r} is not a folder name")
@@ -799,9 +806,16 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
         policy_statuses=_statuses(
             path, "policy_statuses", b.get("policy_statuses", list), d.policy_statuses
         ),
+        max_message_kb=b.get("max_message_kb", int, d.max_message_kb),
+        max_depth=b.get("max_depth", int, d.max_depth),
+        max_parts=b.get("max_parts", int, d.max_parts),
+        max_seconds=b.get("max_seconds", float, d.max_seconds),
         **folders,
     )
     b.finish()
+    for key in ("max_message_kb", "max_depth", "max_parts", "max_seconds"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{path}: bounces.{key}: must be a number above 0")
     if settings.soft_limit < 1:
         raise ConfigError(f"{path}: bounces.soft_limit: must be at least 1")
     if settings.fetch_every <= 0:

@@ -28,6 +28,8 @@ ISSUES_ALIAS_PATH = "/issues/{slug}/"
 ASSET_PATH = "/assets/{name}"
 UNSUBSCRIBE_PATH = "/unsubscribe/{token}"
 GENERIC_UNSUBSCRIBE_PATH = "/unsubscribe"
+# The subject of the List-Unsubscribe mailto: (mailer bounces reads it back from the email).
+UNSUBSCRIBE_SUBJECT = "unsubscribe {token}"
 PREFERENCES_PATH = "/preferences/{token}"
 PREFERENCES_DATA_PATH = "/preferences/{token}/data.json"
 SIGNUP_PATH = "/subscribe"
@@ -170,4 +172,5 @@ def stylesheet_url(settings: Settings) -> str:
 
 def unsubscribe_mailto(settings: Settings, token: str) -> str:
     address = settings.sender.reply_to or settings.sender.from_address
-    return f"mailto:{address}?subject=unsubscribe%20{token}"
+    subject = UNSUBSCRIBE_SUBJECT.format(token=token).replace(" ", "%20")
+    return f"mailto:{address}?subject={subject}"
