@@ -670,7 +670,7 @@ def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
         username=username,
         password=env.get("MAILER_SMTP_PASSWORD") or None,
         auth=auth,
-        oauth=_oauth(env, "MAILER_SMTP_AUTH") if auth == "oauth2" else None,
+        oauth=_oauth(env, '[transport] auth = "oauth2"') if auth == "oauth2" else None,
         profile=profile.name,
         connections=t.number(
             "connections", int, profile.connections or 4, env, "MAILER_SMTP_CONNECTIONS"
@@ -709,13 +709,13 @@ def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
 
 def _oauth(env: Mapping[str, str], wanted_by: str) -> OAuthSettings:
     """The OAuth 2.0 client credentials from the environment, for ``wanted_by`` (the
-    variable that chose auth = "oauth2"). No value is ever echoed: they may be secrets."""
+    setting that asks for them). No value is ever echoed: they may be secrets."""
     client_id = (env.get("MAILER_OAUTH_CLIENT_ID") or "").strip()
     tenant = (env.get("MAILER_OAUTH_TENANT") or "").strip() or None
     token_url = (env.get("MAILER_OAUTH_TOKEN_URL") or "").strip()
     secret = env.get("MAILER_OAUTH_CLIENT_SECRET") or None
     certificate = env.get("MAILER_OAUTH_CERTIFICATE_FILE") or None
-    why = f'{wanted_by} or auth = "oauth2" asks for OAuth 2.0'
+    why = f"{wanted_by} asks for OAuth 2.0"
     if not client_id:
         raise ConfigError(
             f"MAILER_OAUTH_CLIENT_ID is not set: {why}; set it to the application (client) "
@@ -854,7 +854,7 @@ def _bounces(
         raise ConfigError(f"{path}: bounces.imap_auth: must be one of {', '.join(_AUTH)}")
     imap_oauth = None
     if imap_auth == "oauth2" and (env.get("MAILER_BOUNCES_IMAP_HOST") or b.get("imap_host", str)):
-        imap_oauth = oauth or _oauth(env, "MAILER_BOUNCES_IMAP_AUTH")
+        imap_oauth = oauth or _oauth(env, '[bounces] imap_auth = "oauth2"')
     settings = BounceSettings(
         domain=domain,
         local_part=local_part,
