@@ -152,7 +152,7 @@ class IdentityProvider:
         idp = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+            def do_POST(self) -> None:
                 size = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(size).decode())
                 if self.path == f"/{TENANT}/oauth2/v2.0/token":

@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
-import json
 import email.policy
+import json
 import socket
 import ssl
 import threading
