@@ -28,7 +28,7 @@ from mailer.errors import (
 )
 from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import DkimSigner, MessageTemplate, Recipient, stuff
-from mailer.sending.ratelimit import RateLimiter, SharedRateLimiter, Slot
+from mailer.sending.ratelimit import DailyLimitReached, RateLimiter, SharedRateLimiter, Slot
 from mailer.sending.transports import Connection, ConnectionFactory, Outgoing
 from mailer.sending.transports.smtp import deliverable
 from mailer.sending.verp import envelope_sender
@@ -160,7 +160,11 @@ class Sender:
                         conn = await self._connected(conn)
                         if conn is None:
                             break
-                        slot = await self.limiter.acquire(self.stopped)
+                        try:
+                            slot = await self.limiter.acquire(self.stopped)
+                        except DailyLimitReached as exc:
+                            self.request_pause(PauseReason.DAILY_LIMIT, str(exc))
+                            break
                         if slot is None:
                             break
                     found = await self._next(c, retries)
