@@ -130,9 +130,7 @@ def test_a_spread_send_pauses_when_the_day_is_used_and_the_worker_resumes_it(
         assert "the relay's limit of 5 recipients a day is used; the worker resumes" in r.stderr
         assert len(server.received) == 5
         assert Counter(ledger(approved).values()) == {"sent": 5, "pending": 7}
-        assert sql(approved, "SELECT status, pause_reason FROM send") == [
-            ("paused", "daily-limit")
-        ]
+        assert sql(approved, "SELECT status, pause_reason FROM send") == [("paused", "daily-limit")]
         settings = config.load(approved)
         now = dt.datetime.now(dt.UTC)
         with open_db(settings) as database:

@@ -663,6 +663,8 @@ def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
             ("rate_per_day", int),
         )
     }
+    # The credentials are needed (and checked) only when mail goes out through SMTP.
+    oauth_wanted = auth == "oauth2" and transport_name == "smtp"
     smtp = SMTPSettings(
         host=host,
         port=port,
@@ -670,7 +672,7 @@ def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
         username=username,
         password=env.get("MAILER_SMTP_PASSWORD") or None,
         auth=auth,
-        oauth=_oauth(env, '[transport] auth = "oauth2"') if auth == "oauth2" else None,
+        oauth=_oauth(env, '[transport] auth = "oauth2"') if oauth_wanted else None,
         profile=profile.name,
         connections=t.number(
             "connections", int, profile.connections or 4, env, "MAILER_SMTP_CONNECTIONS"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,20 @@ import typer
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("doctor")(doctor)
+
+
+def _ask_profile() -> str:
+    """The mail service, asked last; no answer (an empty line, or no more input) is
+    "generic": any other SMTP server."""
+    typer.echo(
+        "Your mail service (microsoft365, ses, mailgun, postmark, sendgrid, smtp2go or "
+        "generic) [generic]: ",
+        nl=False,
+    )
+    answer = sys.stdin.readline().strip()
+    if not answer:
+        typer.echo("")
+    return answer or "generic"
 
 
 def init(
@@ -53,6 +68,15 @@ def init(
             help="Required in every marketing email.",
         ),
     ] = "",
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="Your mail service: microsoft365, ses, mailgun, postmark, sendgrid, smtp2go or "
+            "generic (the default); sets the SMTP host, port, security and sending limits "
+            "(docs/mail-services.md).",
+        ),
+    ] = None,
     templates: Annotated[
         bool,
         typer.Option(
@@ -65,20 +89,25 @@ def init(
     signing key of unsubscribe links.
 
     It asks for what only you know (name, organisation, web address, sender, postal
-    address); give them as options to skip the questions. Nothing is written if a value is
-    refused. The design comes from mailer's own templates unless you copy them with
-    --templates and change your copies.
+    address, mail service); give them as options to skip the questions. Nothing is
+    written if a value is refused. The design comes from mailer's own templates unless
+    you copy them with --templates and change your copies.
 
     \b
     Example:
       mailer init cscp-news --name "CSCP Newsletter" \\
         --organisation "Cumberland Safeguarding Children Partnership" \\
         --base-url https://news.example.org --from-address newsletter@example.org \\
-        --postal-address "Cumberland House, Botchergate, Carlisle CA1 1RZ"
+        --postal-address "Cumberland House, Botchergate, Carlisle CA1 1RZ" \\
+        --profile microsoft365
     """
     from mailer.folder import create
 
-    answers = create.Answers(name, organisation, base_url, from_address, postal_address)
+    if profile is None:
+        profile = _ask_profile()
+    answers = create.Answers(
+        name, organisation, base_url, from_address, postal_address, profile=profile
+    )
     made = create.create(folder, answers, templates=templates)
     shown = folder if not folder.is_absolute() else made.root
     typer.echo(f"Created the newsletter folder {made.root}:")
