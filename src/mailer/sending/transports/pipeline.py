@@ -331,7 +331,7 @@ class SMTPConnection:
 async def _abandon(client: aiosmtplib.SMTP) -> None:
     """Drop a connection that failed to open, at once: no goodbye (not even TLS's) that
     would need the loop to go on turning, as a one-off message's loop does not."""
-    transport = client.transport
+    transport: Any = client.transport
     if transport is not None:
         transport.abort()
     client.close()
