@@ -243,3 +243,56 @@ def test_tokens_are_kept_until_shortly_before_they_expire(
         assert second != first and len(idp.issued) == 2
         assert idp.requests[-1]["scope"] == ["https://outlook.office365.com/.default"]
         assert source.token() == second
+
+
+def test_a_certificate_instead_of_a_secret_signs_the_request(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailer test app")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert_pem
+    )
+    with IdentityProvider(tmp_path, certificate=cert_pem) as idp:
+        env = idp.env(MAILER_OAUTH_CERTIFICATE_FILE=str(pem))
+        del env["MAILER_OAUTH_CLIENT_SECRET"]
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        for k, v in (
+            ("MAILER_TRANSPORT", "smtp"),
+            ("MAILER_SMTP_AUTH", "oauth2"),
+            ("MAILER_SMTP_SECURITY", "starttls"),
+            ("MAILER_SMTP_USERNAME", "newsletter@example.org"),
+        ):
+            monkeypatch.setenv(k, v)
+        s = config.load(settings.root)
+        assert s.transport.smtp.oauth is not None
+        token = oauth.TokenSource(s.transport.smtp.oauth).token()
+    assert idp.valid(token)
+    (form,) = idp.requests
+    assert "client_secret" not in form and "client_assertion" in form

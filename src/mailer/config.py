@@ -654,15 +654,22 @@ def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
     if env.get("MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"):
         plain_auth = env["MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"].lower() in ("1", "true", "yes")
     username = _env_str(env, "MAILER_SMTP_USERNAME", t.text("username", profile.username))
-    rates = {
-        key: t.number(key, kind, getattr(profile, key), env, f"MAILER_SMTP_{key.upper()}")
-        for key, kind in (
-            ("rate_per_second", float),
-            ("rate_per_minute", int),
-            ("rate_per_hour", int),
-            ("rate_per_day", int),
-        )
+    p = profile
+    rates: dict[str, Any] = {
+        "rate_per_second": t.number(
+            "rate_per_second", float, p.rate_per_second, env, "MAILER_SMTP_RATE_PER_SECOND"
+        ),
+        "rate_per_minute": t.number(
+            "rate_per_minute", int, p.rate_per_minute, env, "MAILER_SMTP_RATE_PER_MINUTE"
+        ),
+        "rate_per_hour": t.number(
+            "rate_per_hour", int, p.rate_per_hour, env, "MAILER_SMTP_RATE_PER_HOUR"
+        ),
+        "rate_per_day": t.number(
+            "rate_per_day", int, p.rate_per_day, env, "MAILER_SMTP_RATE_PER_DAY"
+        ),
     }
+    connections = t.number("connections", int, p.connections or 4, env, "MAILER_SMTP_CONNECTIONS")
     # The credentials are needed (and checked) only when mail goes out through SMTP.
     oauth_wanted = auth == "oauth2" and transport_name == "smtp"
     smtp = SMTPSettings(
@@ -674,9 +681,7 @@ def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
         auth=auth,
         oauth=_oauth(env, '[transport] auth = "oauth2"') if oauth_wanted else None,
         profile=profile.name,
-        connections=t.number(
-            "connections", int, profile.connections or 4, env, "MAILER_SMTP_CONNECTIONS"
-        ),
+        connections=connections,
         timeout=t.number("timeout", float, 30.0, env, "MAILER_SMTP_TIMEOUT"),
         ca_file=_env_str(env, "MAILER_SMTP_CA_FILE", t.text("ca_file")),
         plain_auth_on_loopback=plain_auth,
