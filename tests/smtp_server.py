@@ -155,9 +155,8 @@ class Handler:
             )
             self.lock.notify_all()
         if self.stray is not None:
-            # Written once the reply is (aiosmtpd writes it without yielding in between).
-            line = f"{self.stray}\r\n".encode()
-            asyncio.get_running_loop().call_soon(server.transport.write, line)
+            # In the same write as the reply, so the client has both at once.
+            return f"250 2.0.0 Message accepted\r\n{self.stray}"
         return "250 2.0.0 Message accepted"
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:

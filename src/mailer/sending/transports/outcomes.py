@@ -38,6 +38,7 @@ __all__ = [
     "Context",
     "DataRefused",
     "LineLost",
+    "OutOfStep",
     "RecipientRefused",
     "Refused",
     "Reply",
@@ -61,6 +62,11 @@ class Reply(NamedTuple):
 class LineLost(ConnectionError):
     """The connection closed (or was never there, or its replies fell out of step with
     its commands) before the message was complete."""
+
+
+class OutOfStep(LineLost):
+    """A reply no server may give to its command, or a line no command asked for: the
+    replies no longer match the commands, so none can be trusted on this connection."""
 
 
 class ReplyMissing(Exception):

@@ -47,6 +47,7 @@ from mailer.sending.transports.outcomes import (
     Context,
     DataRefused,
     LineLost,
+    OutOfStep,
     RecipientRefused,
     Refused,
     Reply,
@@ -77,7 +78,7 @@ def _answers(reply: Reply, data: bool = False) -> Reply:
     success = reply.code == 354 if data else 200 <= reply.code < 300
     if success or 400 <= reply.code < 600:
         return reply
-    raise LineLost(f"the server's replies are out of step with the commands ({reply})")
+    raise OutOfStep(f"the server's replies are out of step with the commands ({reply})")
 
 
 class SMTPConnection:
@@ -128,6 +129,12 @@ class SMTPConnection:
         return self._replies is not None and self._replies.lost is None
 
     async def connect(self) -> None:
+        if self.ready and self._ahead is None:
+            # Idle since its last reply: let the loop read what came meanwhile (two turns:
+            # the first polls the socket, the second runs the read), so a line no command
+            # asked for drops this connection now, not after the next command is written.
+            for _ in range(2):
+                await asyncio.sleep(0)
         if self.ready:
             return
         self._drop()
@@ -166,7 +173,7 @@ class SMTPConnection:
                 # Lines after the last reply aiosmtplib read: they would be taken for the
                 # replies to this connection's first commands.
                 text = left.decode("utf-8", "replace").strip()[:200]
-                raise LineLost(f"the server sent a line no command asked for ({text!r})")
+                raise OutOfStep(f"the server sent a line no command asked for ({text!r})")
         except (aiosmtplib.SMTPException, OSError, MailerError) as exc:
             await _abandon(client)
             mapped = outcome(exc, self.context())
@@ -235,10 +242,13 @@ class SMTPConnection:
         try:
             for data in (False, False, True):
                 got.append(_answers(await replies.reply(timeout), data))
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
             # The line is lost, late or out of step: it cannot be used again. But "421
-            # closing" at MAIL is followed by a closed line: report the 421.
+            # closing" at MAIL is followed by a closed line: report the 421 (unless the
+            # replies were out of step, when no reply read so far can be trusted).
             self._drop()
+            if isinstance(exc, OutOfStep):
+                raise
             refused = _first_refusal(got)
             if refused is not None:
                 raise refused from None

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from mailer.sending.transports.outcomes import LineLost, Reply
+from mailer.sending.transports.outcomes import LineLost, OutOfStep, Reply
 
 # A server that sends this much without finishing a reply is not an SMTP server.
 MAX_REPLY = 64 * 1024
@@ -83,7 +83,7 @@ class Replies(asyncio.Protocol):
 
     def _stray(self, reply: Reply) -> None:
         text = str(reply)[:200]
-        self._lose(LineLost(f"the server sent a line no command asked for ({text!r})"))
+        self._lose(OutOfStep(f"the server sent a line no command asked for ({text!r})"))
         self.transport.abort()
 
     def eof_received(self) -> bool:
