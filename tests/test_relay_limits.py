@@ -42,6 +42,13 @@ def test_a_profile_sets_host_port_security_and_limits(newsletter: Path) -> None:
         50_000,
     )
     assert _settings(newsletter, 'profile = "sendgrid"\n').transport.smtp.username == "apikey"
+    # A rehearsal through the outbox is not held to the relay's limits.
+    outbox = _settings(newsletter, 'profile = "ses"\n').transport.smtp
+    assert (outbox.host, outbox.rate_per_second, outbox.rate_per_day) == (
+        "email-smtp.eu-west-2.amazonaws.com",
+        None,
+        None,
+    )
 
 
 def test_explicit_settings_override_the_profile(newsletter: Path) -> None:
