@@ -29,6 +29,7 @@ def _ask_profile() -> str:
 
 
 def init(
+    ctx: typer.Context,
     folder: Annotated[
         Path, typer.Argument(help="The folder to make (or fill): default, the current one.")
     ] = Path("."),
@@ -104,7 +105,10 @@ def init(
     from mailer.folder import create
 
     if profile is None:
-        profile = _ask_profile()
+        # Asked with the other questions: at a terminal, or when they were asked too.
+        source = ctx.get_parameter_source("name")
+        asked = source is not None and source.name == "PROMPT"
+        profile = _ask_profile() if asked or sys.stdin.isatty() else "generic"
     answers = create.Answers(
         name, organisation, base_url, from_address, postal_address, profile=profile
     )

@@ -293,6 +293,13 @@ class SharedRateLimiter:
                     return slot
                 if isinstance(found, Wait):
                     if found.kind == "day" and found.seconds > DAY_PAUSE_AFTER:
+                        if self._mine:
+                            # This worker's messages on their way go first: each took a
+                            # slot of the day, which a pause now would waste.
+                            on_its_way = next(iter(self._mine.values()))
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(on_its_way.ended.wait(), POLL)
+                            continue
                         ready = self._now() + dt.timedelta(seconds=found.seconds)
                         raise DailyLimitReached(self.per_day, ready)
                     await self.clock.sleep_async(min(found.seconds, POLL))

@@ -139,19 +139,9 @@ class SMTPConnection:
             return
         self._drop()
         s = self.settings
-        password = None
-        if s.username and self.tokens is None:
-            password = s.password or ""
-        token: TokenSupplier | None = None
-        if self.tokens is not None:
-            # Fetched before the line is opened: an identity provider's refusal leaves
-            # nothing to close.
-            fetched = await self.tokens()
-
-            async def _token() -> str:
-                return fetched
-
-            token = _token
+        # Fetched before the line is opened: an identity provider's refusal leaves nothing
+        # to close.
+        token = await self.tokens() if self.tokens is not None else None
         client = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
@@ -160,14 +150,19 @@ class SMTPConnection:
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
             tls_context=self.ssl_context,
-            username=s.username or None,
-            password=password,
-            oauth_token_generator=token,
         )
         try:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
+            # The login is this client's, not aiosmtplib's connect(): a refused one leaves
+            # the connection here to drop at once (see _abandon).
+            if token is not None:
+                if "xoauth2" not in client.server_auth_methods:
+                    raise aiosmtplib.SMTPException("the server does not offer AUTH XOAUTH2")
+                await client.auth_xoauth2(s.username or "", token)
+            elif s.username:
+                await client.login(s.username, s.password or "")
             left = bytes(getattr(client.protocol, "_buffer", b""))
             if left.strip():
                 # Lines after the last reply aiosmtplib read: they would be taken for the
