@@ -5,6 +5,10 @@ processes can reach it) with its configuration, a TLS certificate from trustme, 
 a passwd-file and a maildir. ``dovecot -F`` runs in the foreground as a child process on a
 free loopback port, logging to its stderr; the test waits for its "starting up" line (its
 listeners are bound by then) and logs in once, never sleeping.
+
+``Dovecot(introspection_url=...)`` also accepts AUTHENTICATE XOAUTH2, as Exchange Online
+does: Dovecot's oauth2 passdb asks that URL (an identity provider on loopback,
+tests/oauth_server.py) whether a token is active and whose mailbox it is.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ ssl_cert = <{dir}/cert.pem
 ssl_key = <{dir}/key.pem
 {dh}
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 default_internal_user = {internal}
 default_login_user = {login}
 default_internal_group = {group}
@@ -53,8 +57,9 @@ namespace inbox {{
   inbox = yes
   separator = /
 }}
-passdb {{
+{oauth_passdb}passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {dir}/users
 }}
 userdb {{
@@ -79,10 +84,29 @@ service imap-login {{
 """
 
 
+OAUTH_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {dir}/oauth2.conf.ext
+}}
+"""
+
+OAUTH_CONFIG = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
 class Dovecot:
     """``with Dovecot() as server:`` a running IMAP server with one empty mailbox."""
 
-    def __init__(self) -> None:
+    def __init__(self, introspection_url: str | None = None) -> None:
+        self.introspection_url = introspection_url
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
         self.ca_file = self.dir / "ca.pem"
@@ -120,7 +144,13 @@ class Dovecot:
             uid=uid,
             gid=gid,
             dh=f"ssl_dh = <{dh}" if dh.is_file() else "",
+            oauth_mechanisms=" xoauth2 oauthbearer" if self.introspection_url else "",
+            oauth_passdb=OAUTH_PASSDB.format(dir=self.dir) if self.introspection_url else "",
         )
+        if self.introspection_url:
+            (self.dir / "oauth2.conf.ext").write_text(
+                OAUTH_CONFIG.format(url=self.introspection_url), encoding="utf-8"
+            )
         (self.dir / "dovecot.conf").write_text(config, encoding="utf-8")
         self.process = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(self.dir / "dovecot.conf")],

@@ -13,7 +13,11 @@ It stands for the network's far side: the relay mailer talks to. Faults:
 - ``data_reply``: addresses whose message is answered with that reply at the end of DATA;
 - ``drop_at_rcpt``: addresses whose first RCPT TO closes the line without a reply;
 - ``late``: addresses whose message is taken and answered only once the client has given
-  up waiting and closed the connection (a reply later than the client's timeout).
+  up waiting and closed the connection (a reply later than the client's timeout);
+- ``stray``: a line the server adds right after its reply to the end of DATA, one no
+  command asked for (as a broken or hostile server might);
+- ``idp``: the identity provider (tests/oauth_server.py) whose valid tokens AUTH XOAUTH2
+  accepts for its mailbox (``SMTPServer(oauth=True)`` offers no other way to log in).
 
 Tests wait for the server's state with :meth:`Handler.wait_until`, never with sleeps.
 """
@@ -21,8 +25,10 @@ Tests wait for the server's state with :meth:`Handler.wait_until`, never with sl
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
+import json
 import socket
 import ssl
 import threading
@@ -58,6 +64,9 @@ class Handler:
     data_reply: dict[str, str] = field(default_factory=dict)
     drop_at_rcpt: set[str] = field(default_factory=set)
     late: set[str] = field(default_factory=set)
+    stray: str | None = None
+    idp: Any = None
+    logins: list[str] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     lock: threading.Condition = field(default_factory=threading.Condition)
     drops: int = 0
@@ -145,7 +154,33 @@ class Handler:
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
             )
             self.lock.notify_all()
+        if self.stray is not None:
+            # In the same write as the reply, so the client has both at once.
+            return f"250 2.0.0 Message accepted\r\n{self.stray}"
         return "250 2.0.0 Message accepted"
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        """AUTH XOAUTH2 as Exchange Online answers it: a refusal is a 334 challenge with a
+        JSON error, which the client answers with an empty line, then 535."""
+        try:
+            raw = base64.b64decode(args[1]) if len(args) > 1 else b""
+            fields = dict(part.split("=", 1) for part in raw.decode().split("\x01") if "=" in part)
+        except (ValueError, UnicodeError):
+            fields = {}
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer.removeprefix("Bearer ")
+        idp = self.idp
+        ok = idp is not None and bearer.startswith("Bearer ") and idp.valid(token)
+        ok = ok and user == idp.mailbox
+        with self.lock:
+            if ok:
+                self.logins.append(user)
+        if ok:
+            return AuthResult(success=True, auth_data=user)
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.3 Authentication unsuccessful"
+        )
 
     def recipients(self) -> list[str]:
         with self.lock:
@@ -170,6 +205,7 @@ class SMTPServer:
         password: str | None = None,
         smtputf8: bool = True,
         implicit_tls: bool = False,
+        oauth: bool = False,
     ) -> None:
         self.handler = handler or Handler()
         self.port = free_port()
@@ -201,6 +237,13 @@ class SMTPServer:
 
             kwargs.update(
                 authenticator=authenticate, auth_required=True, auth_require_tls=tls_dir is not None
+            )
+        if oauth:
+            kwargs.update(
+                authenticator=lambda *args: AuthResult(success=False, handled=False),
+                auth_required=True,
+                auth_require_tls=tls_dir is not None,
+                auth_exclude_mechanism=["PLAIN", "LOGIN"],
             )
         self.controller = Controller(
             self.handler,

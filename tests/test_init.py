@@ -77,10 +77,18 @@ def test_init_makes_a_folder_that_builds_with_the_shipped_templates(empty: Path)
 
 
 def test_init_asks_for_what_it_needs_and_refuses_a_second_run(empty: Path) -> None:
-    answers = "My News\nMy Org\nhttps://news.myorg.uk\nnews@myorg.uk\n1 High St, Town\n"
+    answers = (
+        "My News\nMy Org\nhttps://news.myorg.uk\nnews@myorg.uk\n1 High St, Town\nmicrosoft365\n"
+    )
     r = run("init", input=answers)
     assert r.exit_code == 0, r.output
-    assert config.load(empty, env={}).name == "My News"
+    made = config.load(empty, env={})
+    assert made.name == "My News"
+    assert made.transport.name == "outbox"  # a rehearsal until the operator says smtp
+    assert (made.transport.smtp.profile, made.transport.smtp.host) == (
+        "microsoft365",
+        "smtp.office365.com",
+    )
     before = (empty / "mailer.toml").read_bytes()
     again = run("init", *ANSWERS)
     assert again.exit_code == 1

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 from mailer.images import image_kind, pixel_size
+from mailer.profiles import PROFILES
 
 CONFIG_NAME = "mailer.toml"
 KEY_FILE = "secret_key"
@@ -36,6 +37,11 @@ MIN_KEY_BYTES = 32
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _TRANSPORTS = ("outbox", "smtp")
 _SECURITY = ("none", "starttls", "tls")
+_AUTH = ("password", "oauth2")
+# Microsoft's token endpoint of a tenant (client-credentials flow, v2.0).
+MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+# The scope of Exchange Online's SMTP and IMAP (SMTP.SendAsApp, IMAP.AccessAsApp).
+OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 # C0 and C1 control characters (CR and LF among them) and the Unicode line separators:
 # none may reach an email header.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -84,15 +90,37 @@ LOGO_WIDTH = (16, 600)
 
 
 @dataclass(frozen=True)
+class OAuthSettings:
+    """An application's OAuth 2.0 client credentials (``auth = "oauth2"``), all from the
+    environment: mailer gets access tokens for SMTP and IMAP with them (mailer.oauth)."""
+
+    client_id: str
+    token_url: str
+    tenant: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    # A PEM file with the certificate's private key and the certificate, instead of a secret.
+    certificate_file: str | None = None
+    scope: str = OUTLOOK_SCOPE
+
+
+@dataclass(frozen=True)
 class SMTPSettings:
     host: str = "localhost"
     port: int = 25
     security: str = "none"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # "password", or "oauth2" (AUTH XOAUTH2 with a token from ``oauth``).
+    auth: str = "password"
+    oauth: OAuthSettings | None = None
+    # The relay profile the settings came from (mailer.profiles), "generic" for none.
+    profile: str = "generic"
     connections: int = 4
     rate_per_second: float | None = None
+    rate_per_minute: int | None = None
     rate_per_hour: int | None = None
+    # Recipients a day: a send larger than what is left of it is refused, or spread.
+    rate_per_day: int | None = None
     timeout: float = 30.0
     # A CA bundle to trust for STARTTLS/TLS, for relays with a private certificate authority.
     ca_file: str | None = None
@@ -154,6 +182,9 @@ class BounceSettings:
     imap_username: str | None = None
     imap_password: str | None = field(default=None, repr=False)
     imap_ca_file: str | None = None
+    # "password", or "oauth2" (AUTH XOAUTH2 with a token from ``imap_oauth``).
+    imap_auth: str = "password"
+    imap_oauth: OAuthSettings | None = None
     folder: str = "INBOX"
     processed_folder: str = "processed"
     unrecognised_folder: str = "unrecognised"
@@ -343,6 +374,7 @@ def _read_or_create_key(path: Path) -> str:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (where a password may travel without TLS)."""
     if host == "localhost":
         return True
     try:
@@ -597,65 +629,9 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     if brand.logo:
         _check_logo(path, root, brand)
 
-    t = top.table("transport")
-    # Every key is read before the environment overrides it, so none is reported as unknown.
-    transport_name = t.get("name", str, "outbox")
-    transport_name = env.get("MAILER_TRANSPORT") or transport_name
-    if transport_name not in _TRANSPORTS:
-        raise ConfigError(
-            f"transport {transport_name!r} is not one of {', '.join(_TRANSPORTS)} "
-            "(set in mailer.toml [transport] name or MAILER_TRANSPORT)"
-        )
-    security = t.get("security", str, "none")
-    security = env.get("MAILER_SMTP_SECURITY") or security
-    if security not in _SECURITY:
-        raise ConfigError(
-            f"MAILER_SMTP_SECURITY={security!r}: must be one of {', '.join(_SECURITY)}"
-        )
-    default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
-    host = _env_str(env, "MAILER_SMTP_HOST", t.text("host", "localhost"))
-    if CONTROL.search(host) or " " in host:
-        raise ConfigError(f"MAILER_SMTP_HOST={host!r}: must be a host name or address")
-    port = t.number("port", int, default_port, env, "MAILER_SMTP_PORT")
-    if port > 65535:
-        raise ConfigError(f"{t._where('port')}: {port} is not a port number (1 to 65535)")
-    plain_auth = t.get("plain_auth_on_loopback", bool, False)
-    if env.get("MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"):
-        plain_auth = env["MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"].lower() in ("1", "true", "yes")
-    smtp = SMTPSettings(
-        host=host,
-        port=port,
-        security=security,
-        username=_env_str(env, "MAILER_SMTP_USERNAME", t.text("username")),
-        password=env.get("MAILER_SMTP_PASSWORD") or None,
-        connections=t.number("connections", int, 4, env, "MAILER_SMTP_CONNECTIONS"),
-        rate_per_second=t.number(
-            "rate_per_second", float, None, env, "MAILER_SMTP_RATE_PER_SECOND"
-        ),
-        rate_per_hour=t.number("rate_per_hour", int, None, env, "MAILER_SMTP_RATE_PER_HOUR"),
-        timeout=t.number("timeout", float, 30.0, env, "MAILER_SMTP_TIMEOUT"),
-        ca_file=_env_str(env, "MAILER_SMTP_CA_FILE", t.text("ca_file")),
-        plain_auth_on_loopback=plain_auth,
-    )
-    unencrypted = transport_name == "smtp" and bool(smtp.username) and security == "none"
-    if unencrypted and not (plain_auth and is_loopback(smtp.host)):
-        raise ConfigError(
-            f"the SMTP password would be sent unencrypted to {smtp.host}: set "
-            '[transport] security = "starttls" (or "tls"), or MAILER_SMTP_SECURITY'
-        )
-    backoff = _env_float(env, "MAILER_RETRY_BACKOFF", t.get("retry_backoff", float, 1.0))
-    if backoff is None or backoff < 0 or backoff != backoff:
-        raise ConfigError(f"MAILER_RETRY_BACKOFF={backoff!r}: must be 0 or more seconds")
-    transport = TransportSettings(
-        name=transport_name,
-        smtp=smtp,
-        max_attempts=t.number("max_attempts", int, 3, {}, ""),
-        retry_backoff=backoff,
-        pause_after_errors=t.number("pause_after_errors", int, 20, {}, ""),
-    )
-    t.finish()
+    transport = _transport(top.table("transport"), env)
     checks = _checks(path, top.table("checks"))
-    bounces = _bounces(path, top.table("bounces"), env)
+    bounces = _bounces(path, top.table("bounces"), env, transport.smtp.oauth)
     web = _web(path, root, top.table("web"))
     worker = _worker(top.table("worker"), env)
     top.finish()
@@ -698,6 +674,158 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         web=web,
         alerts_to=alerts_to,
         worker=worker,
+    )
+
+
+def _transport(t: _Table, env: Mapping[str, str]) -> TransportSettings:
+    """The [transport] table: a relay profile's settings, overridden by the file's, overridden
+    by the environment's. Every key is read before the environment overrides it, so none is
+    reported as unknown."""
+    profile_name = env.get("MAILER_SMTP_PROFILE") or t.get("profile", str, "generic")
+    profile = PROFILES.get(profile_name)
+    if profile is None:
+        raise ConfigError(
+            f"{t._where('profile')}: {profile_name!r} is not one of {', '.join(PROFILES)}"
+        )
+    transport_name = t.get("name", str, "outbox")
+    transport_name = env.get("MAILER_TRANSPORT") or transport_name
+    if transport_name not in _TRANSPORTS:
+        raise ConfigError(
+            f"transport {transport_name!r} is not one of {', '.join(_TRANSPORTS)} "
+            "(set in mailer.toml [transport] name or MAILER_TRANSPORT)"
+        )
+    security = t.get("security", str, profile.security or "none")
+    security = env.get("MAILER_SMTP_SECURITY") or security
+    if security not in _SECURITY:
+        raise ConfigError(
+            f"MAILER_SMTP_SECURITY={security!r}: must be one of {', '.join(_SECURITY)}"
+        )
+    auth = env.get("MAILER_SMTP_AUTH") or t.get("auth", str, profile.auth or "password")
+    if auth not in _AUTH:
+        raise ConfigError(f"MAILER_SMTP_AUTH={auth!r}: must be one of {', '.join(_AUTH)}")
+    # A port set with the profile's own security keeps it; another security has its own.
+    default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
+    if profile.port and security == profile.security:
+        default_port = profile.port
+    host = _env_str(env, "MAILER_SMTP_HOST", t.text("host", profile.host or "localhost"))
+    if CONTROL.search(host) or " " in host:
+        raise ConfigError(f"MAILER_SMTP_HOST={host!r}: must be a host name or address")
+    port = t.number("port", int, default_port, env, "MAILER_SMTP_PORT")
+    if port > 65535:
+        raise ConfigError(f"{t._where('port')}: {port} is not a port number (1 to 65535)")
+    plain_auth = t.get("plain_auth_on_loopback", bool, False)
+    if env.get("MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"):
+        plain_auth = env["MAILER_SMTP_PLAIN_AUTH_ON_LOOPBACK"].lower() in ("1", "true", "yes")
+    username = _env_str(env, "MAILER_SMTP_USERNAME", t.text("username", profile.username))
+    # A rehearsal through the outbox is not held to the relay's limits.
+    p = profile if transport_name == "smtp" else PROFILES["generic"]
+    rates: dict[str, Any] = {
+        "rate_per_second": t.number(
+            "rate_per_second", float, p.rate_per_second, env, "MAILER_SMTP_RATE_PER_SECOND"
+        ),
+        "rate_per_minute": t.number(
+            "rate_per_minute", int, p.rate_per_minute, env, "MAILER_SMTP_RATE_PER_MINUTE"
+        ),
+        "rate_per_hour": t.number(
+            "rate_per_hour", int, p.rate_per_hour, env, "MAILER_SMTP_RATE_PER_HOUR"
+        ),
+        "rate_per_day": t.number(
+            "rate_per_day", int, p.rate_per_day, env, "MAILER_SMTP_RATE_PER_DAY"
+        ),
+    }
+    connections = t.number("connections", int, p.connections or 4, env, "MAILER_SMTP_CONNECTIONS")
+    # The credentials are needed (and checked) only when mail goes out through SMTP.
+    oauth_wanted = auth == "oauth2" and transport_name == "smtp"
+    smtp = SMTPSettings(
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        password=env.get("MAILER_SMTP_PASSWORD") or None,
+        auth=auth,
+        oauth=_oauth(env, '[transport] auth = "oauth2"') if oauth_wanted else None,
+        profile=profile.name,
+        connections=connections,
+        timeout=t.number("timeout", float, 30.0, env, "MAILER_SMTP_TIMEOUT"),
+        ca_file=_env_str(env, "MAILER_SMTP_CA_FILE", t.text("ca_file")),
+        plain_auth_on_loopback=plain_auth,
+        **rates,
+    )
+    logs_in = bool(smtp.username) or auth == "oauth2"
+    unencrypted = transport_name == "smtp" and logs_in and security == "none"
+    if unencrypted and not (plain_auth and is_loopback(smtp.host)):
+        what = "token" if auth == "oauth2" else "password"
+        raise ConfigError(
+            f"the SMTP {what} would be sent unencrypted to {smtp.host}: set "
+            '[transport] security = "starttls" (or "tls"), or MAILER_SMTP_SECURITY'
+        )
+    if auth == "oauth2" and transport_name == "smtp" and not smtp.username:
+        raise ConfigError(
+            'MAILER_SMTP_USERNAME is not set: with auth = "oauth2" it is the mailbox that '
+            "sends (such as newsletter@example.org)"
+        )
+    backoff = _env_float(env, "MAILER_RETRY_BACKOFF", t.get("retry_backoff", float, 1.0))
+    if backoff is None or backoff < 0 or backoff != backoff:
+        raise ConfigError(f"MAILER_RETRY_BACKOFF={backoff!r}: must be 0 or more seconds")
+    transport = TransportSettings(
+        name=transport_name,
+        smtp=smtp,
+        max_attempts=t.number("max_attempts", int, 3, {}, ""),
+        retry_backoff=backoff,
+        pause_after_errors=t.number("pause_after_errors", int, 20, {}, ""),
+    )
+    t.finish()
+    return transport
+
+
+def _oauth(env: Mapping[str, str], wanted_by: str) -> OAuthSettings:
+    """The OAuth 2.0 client credentials from the environment, for ``wanted_by`` (the
+    setting that asks for them). No value is ever echoed: they may be secrets."""
+    client_id = (env.get("MAILER_OAUTH_CLIENT_ID") or "").strip()
+    tenant = (env.get("MAILER_OAUTH_TENANT") or "").strip() or None
+    token_url = (env.get("MAILER_OAUTH_TOKEN_URL") or "").strip()
+    secret = env.get("MAILER_OAUTH_CLIENT_SECRET") or None
+    certificate = env.get("MAILER_OAUTH_CERTIFICATE_FILE") or None
+    why = f"{wanted_by} asks for OAuth 2.0"
+    if not client_id:
+        raise ConfigError(
+            f"MAILER_OAUTH_CLIENT_ID is not set: {why}; set it to the application (client) "
+            "ID of the app registration"
+        )
+    if not token_url:
+        if not tenant:
+            raise ConfigError(
+                f"MAILER_OAUTH_TENANT is not set: {why}; set it to the directory (tenant) "
+                "ID, or MAILER_OAUTH_TOKEN_URL for an identity provider other than Microsoft"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,100}", tenant):
+            raise ConfigError(
+                "MAILER_OAUTH_TENANT: must be the directory (tenant) ID or a domain such as "
+                "example.onmicrosoft.com"
+            )
+        token_url = MICROSOFT_TOKEN_URL.format(tenant=tenant)
+    parts = urlsplit(token_url)
+    if parts.scheme != "https" or not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError(
+            "MAILER_OAUTH_TOKEN_URL: must be an https:// address with a path, such as "
+            "https://login.microsoftonline.com/TENANT/oauth2/v2.0/token"
+        )
+    if CONTROL.search(client_id) or " " in client_id:
+        raise ConfigError("MAILER_OAUTH_CLIENT_ID: must be one word, such as a GUID")
+    if bool(secret) == bool(certificate):
+        raise ConfigError(
+            "set one of MAILER_OAUTH_CLIENT_SECRET (a client secret of the app registration) "
+            "and MAILER_OAUTH_CERTIFICATE_FILE (a PEM file with its certificate and key)"
+        )
+    if certificate and not Path(certificate).is_file():
+        raise ConfigError(f"MAILER_OAUTH_CERTIFICATE_FILE: {certificate} is not a file")
+    return OAuthSettings(
+        client_id=client_id,
+        token_url=token_url,
+        tenant=tenant,
+        client_secret=secret,
+        certificate_file=certificate,
+        scope=(env.get("MAILER_OAUTH_SCOPE") or "").strip() or OUTLOOK_SCOPE,
     )
 
 
@@ -762,8 +890,11 @@ def _statuses(path: Path, key: str, value: Any, default: tuple[str, ...]) -> tup
     return codes
 
 
-def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
-    """The [bounces] table; the IMAP password only ever comes from the environment."""
+def _bounces(
+    path: Path, b: _Table, env: Mapping[str, str], oauth: OAuthSettings | None
+) -> BounceSettings:
+    """The [bounces] table; the IMAP password only ever comes from the environment, and
+    with imap_auth = "oauth2" the token from the OAuth settings SMTP uses."""
     d = BounceSettings()
     if "imap_password" in b.data:
         raise ConfigError(
@@ -789,6 +920,12 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
         folders[key] = b.get(key, str, getattr(d, key))
         if not _FOLDER.match(folders[key]):
             raise ConfigError(f"{path}: bounces.{key}: {folders[key]!r} is not a folder name")
+    imap_auth = env.get("MAILER_BOUNCES_IMAP_AUTH") or b.get("imap_auth", str, d.imap_auth)
+    if imap_auth not in _AUTH:
+        raise ConfigError(f"{path}: bounces.imap_auth: must be one of {', '.join(_AUTH)}")
+    imap_oauth = None
+    if imap_auth == "oauth2" and (env.get("MAILER_BOUNCES_IMAP_HOST") or b.get("imap_host", str)):
+        imap_oauth = oauth or _oauth(env, '[bounces] imap_auth = "oauth2"')
     settings = BounceSettings(
         domain=domain,
         local_part=local_part,
@@ -798,6 +935,8 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
         imap_username=_env_str(env, "MAILER_BOUNCES_IMAP_USERNAME", b.text("imap_username")),
         imap_password=env.get("MAILER_BOUNCES_IMAP_PASSWORD") or None,
         imap_ca_file=_env_str(env, "MAILER_BOUNCES_IMAP_CA_FILE", b.get("imap_ca_file", str)),
+        imap_auth=imap_auth,
+        imap_oauth=imap_oauth,
         fetch_every=b.get("fetch_every", float, d.fetch_every),
         soft_limit=b.get("soft_limit", int, d.soft_limit),
         hard_statuses=_statuses(

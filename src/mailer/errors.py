@@ -33,6 +33,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
         ├── PermanentSendError a 5xx reply for a recipient: never retry
         ├── DeliveryUnknown    the message was sent and no final reply came: never guessed
         └── TransportUnavailable  the server is down or refused our credentials: pause
+            └── TokenRefused   no OAuth 2.0 access token could be had (auth = "oauth2")
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ class DeliveryUnknown(SendError):
 
 class TransportUnavailable(SendError):
     """The server is down or refused our credentials: the send pauses, nobody is marked failed."""
+
+
+class TokenRefused(TransportUnavailable):
+    """The identity provider gave no OAuth 2.0 access token (a wrong secret, an unknown
+    application, no answer): nothing can log in, so a send pauses as for a refused login."""
 
 
 # -- mapping third-party errors -------------------------------------------------------------

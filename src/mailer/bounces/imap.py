@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import ipaddress
 import logging
 import re
 import socket
@@ -22,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailer import oauth
 from mailer.bounces.process import Processed, process
-from mailer.config import BounceSettings, Settings
-from mailer.errors import ConfigError, MailboxError
+from mailer.config import BounceSettings, Settings, is_loopback
+from mailer.errors import ConfigError, MailboxError, TokenRefused
 from mailer.store.database import Database
 
 log = logging.getLogger("mailer.bounces")
@@ -63,15 +63,6 @@ def _quote(folder: str) -> str:
     return f'"{folder}"'
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def connect(b: BounceSettings) -> imaplib.IMAP4:
     """A logged-in connection to the bounce mailbox."""
     if not b.imap_host or not b.imap_username:
@@ -79,9 +70,9 @@ def connect(b: BounceSettings) -> imaplib.IMAP4:
             "no bounce mailbox is configured: set imap_host and imap_username in mailer.toml "
             "[bounces] (see docs/bounces.md)"
         )
-    if not b.imap_password:
+    if b.imap_auth == "password" and not b.imap_password:
         raise ConfigError("MAILER_BOUNCES_IMAP_PASSWORD is not set: export the mailbox password")
-    if b.imap_security == "none" and not _loopback(b.imap_host):
+    if b.imap_security == "none" and not is_loopback(b.imap_host):
         raise ConfigError(
             "bounces.imap_security = none would send the mailbox password in clear text: "
             "use tls or starttls (none is only for a server on this machine)"
@@ -100,17 +91,39 @@ def connect(b: BounceSettings) -> imaplib.IMAP4:
     except (OSError, imaplib.IMAP4.error) as exc:
         raise MailboxError(f"cannot reach the bounce mailbox at {where}: {_why(exc)}") from exc
     try:
-        imap.login(b.imap_username, b.imap_password)
+        log_in(imap, b)
     except imaplib.IMAP4.error as exc:
         _close(imap)
-        raise MailboxError(
-            f"the bounce mailbox at {where} refused the login of {b.imap_username}: "
+        fix = (
             "check imap_username and MAILER_BOUNCES_IMAP_PASSWORD"
+            if b.imap_auth == "password"
+            else "in Microsoft 365, give the app registration the IMAP.AccessAsApp permission "
+            "(admin consent granted) and register its service principal in Exchange with "
+            "full access to that mailbox"
+        )
+        method = "" if b.imap_auth == "password" else " with an OAuth 2.0 token"
+        raise MailboxError(
+            f"the bounce mailbox at {where} refused the login of {b.imap_username}{method}: {fix}"
         ) from exc
+    except TokenRefused as exc:
+        _close(imap)
+        raise MailboxError(f"the bounce mailbox at {where}: {exc}") from None
     except OSError as exc:
         _close(imap)
         raise MailboxError(f"the bounce mailbox at {where} dropped the line: {_why(exc)}") from exc
     return imap
+
+
+def log_in(imap: imaplib.IMAP4, b: BounceSettings) -> None:
+    """Authenticate ``imap`` by the configured method: LOGIN with the password, or AUTHENTICATE
+    XOAUTH2 with an OAuth 2.0 token (``imap_auth = "oauth2"``, mailer.oauth)."""
+    assert b.imap_username is not None
+    if b.imap_auth != "oauth2" or b.imap_oauth is None:
+        imap.login(b.imap_username, b.imap_password or "")
+        return
+    answers = [oauth.xoauth2(b.imap_username, oauth.source(b.imap_oauth).token())]
+    # A refusal comes as a challenge holding the error, answered with an empty line.
+    imap.authenticate("XOAUTH2", lambda _challenge: answers.pop() if answers else b"")
 
 
 def _why(exc: BaseException) -> str:

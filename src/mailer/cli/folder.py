@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,22 @@ def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor)
 
 
+def _ask_profile() -> str:
+    """The mail service, asked last; no answer (an empty line, or no more input) is
+    "generic": any other SMTP server."""
+    typer.echo(
+        "Your mail service (microsoft365, ses, mailgun, postmark, sendgrid, smtp2go or "
+        "generic) [generic]: ",
+        nl=False,
+    )
+    answer = sys.stdin.readline().strip()
+    if not answer:
+        typer.echo("")
+    return answer or "generic"
+
+
 def init(
+    ctx: typer.Context,
     folder: Annotated[
         Path, typer.Argument(help="The folder to make (or fill): default, the current one.")
     ] = Path("."),
@@ -53,6 +69,15 @@ def init(
             help="Required in every marketing email.",
         ),
     ] = "",
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="Your mail service: microsoft365, ses, mailgun, postmark, sendgrid, smtp2go or "
+            "generic (the default); sets the SMTP host, port, security and sending limits "
+            "(docs/mail-services.md).",
+        ),
+    ] = None,
     templates: Annotated[
         bool,
         typer.Option(
@@ -65,20 +90,28 @@ def init(
     signing key of unsubscribe links.
 
     It asks for what only you know (name, organisation, web address, sender, postal
-    address); give them as options to skip the questions. Nothing is written if a value is
-    refused. The design comes from mailer's own templates unless you copy them with
-    --templates and change your copies.
+    address, mail service); give them as options to skip the questions. Nothing is
+    written if a value is refused. The design comes from mailer's own templates unless
+    you copy them with --templates and change your copies.
 
     \b
     Example:
       mailer init cscp-news --name "CSCP Newsletter" \\
         --organisation "Cumberland Safeguarding Children Partnership" \\
         --base-url https://news.example.org --from-address newsletter@example.org \\
-        --postal-address "Cumberland House, Botchergate, Carlisle CA1 1RZ"
+        --postal-address "Cumberland House, Botchergate, Carlisle CA1 1RZ" \\
+        --profile microsoft365
     """
     from mailer.folder import create
 
-    answers = create.Answers(name, organisation, base_url, from_address, postal_address)
+    if profile is None:
+        # Asked with the other questions: at a terminal, or when they were asked too.
+        source = ctx.get_parameter_source("name")
+        asked = source is not None and source.name == "PROMPT"
+        profile = _ask_profile() if asked or sys.stdin.isatty() else "generic"
+    answers = create.Answers(
+        name, organisation, base_url, from_address, postal_address, profile=profile
+    )
     made = create.create(folder, answers, templates=templates)
     shown = folder if not folder.is_absolute() else made.root
     typer.echo(f"Created the newsletter folder {made.root}:")

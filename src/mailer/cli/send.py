@@ -178,6 +178,14 @@ def send(
         ),
     ] = False,
     skip_checks: SkipChecks = None,
+    spread: Annotated[
+        bool,
+        typer.Option(
+            "--spread",
+            help="Spread a send larger than the relay's day limit over days (the worker "
+            "resumes it each day).",
+        ),
+    ] = False,
 ) -> None:
     """Send an approved issue to one or more lists, a proof to an address, or resume a send.
 
@@ -198,6 +206,7 @@ def send(
       mailer send 2025-11 --retry-failed
       mailer send 2025-11 --resend-unknown             # shows the count, asks first
       mailer send 2025-11 --list practitioners --skip-checks "venue confirmed by phone"
+      mailer send 2025-11 --list practitioners --spread   # over days, within the relay's limit
     """
     modes = [bool(to), bool(lists), resume, retry_failed, resend_unknown]
     if sum(modes) != 1:
@@ -249,7 +258,7 @@ def send(
         _summary(result)
         return
     assert lists
-    p = service.preview(s, slug, lists, skip_checks)
+    p = service.preview(s, slug, lists, skip_checks, spread=spread)
     people = f"{p.recipients} {'person' if p.recipients == 1 else 'people'}"
     # Everything that decides who gets what, said before anyone is asked to say yes.
     typer.echo(f"{slug}, approved by {p.approval.approved_by}:")
@@ -257,6 +266,11 @@ def send(
     typer.echo(f"  From:       {p.sender}")
     typer.echo(f"  To:         {', '.join(p.lists)}: {people}")
     typer.echo(f"  Transport:  {p.transport}")
+    if p.day is not None and p.day.days > 1:
+        typer.echo(
+            f"  Spread:     {p.day.left:,} now, then up to {p.day.limit:,} a day: about "
+            f"{p.day.days} days (mailer worker resumes it each day)"
+        )
     if p.checked is not None and p.checked.errors:
         codes = ", ".join(sorted({f.code for f in p.checked.errors}))
         typer.echo(
@@ -270,7 +284,11 @@ def send(
         typer.echo("Nothing was sent.")
         raise typer.Exit(1)
     _summary(
-        _run(lambda bar: service.start(s, slug, lists, on_progress=bar, skip_checks=skip_checks))
+        _run(
+            lambda bar: service.start(
+                s, slug, lists, on_progress=bar, skip_checks=skip_checks, spread=spread
+            )
+        )
     )
     where = s.outbox_dir / slug
     if s.transport.name == "outbox":

@@ -18,6 +18,7 @@ from pathlib import Path
 from mailer import config
 from mailer.config import CONFIG_NAME, CONTROL, Settings
 from mailer.errors import InvalidInput
+from mailer.profiles import PROFILES
 
 GITIGNORE = """\
 # Written by mailer init. Never commit the database (it holds people's addresses), the
@@ -40,9 +41,12 @@ class Answers:
     from_address: str
     postal_address: str
     from_name: str = ""
+    # The mail service (mailer.profiles): its host, port, security and limits.
+    profile: str = "generic"
 
     def values(self) -> dict[str, str]:
         return {
+            "profile": self.profile.strip().lower() or "generic",
             "name": self.name.strip(),
             "organisation": self.organisation.strip(),
             "base_url": self.base_url.strip().rstrip("/"),
@@ -66,6 +70,8 @@ def settings_text(answers: Answers) -> str:
     """The commented mailer.toml for these answers."""
     template = resources.files("mailer.folder").joinpath("mailer.toml.template").read_text("utf-8")
     values = answers.values()
+    if values["profile"] not in PROFILES:
+        raise InvalidInput(f"--profile: must be one of {', '.join(PROFILES)}")
     for key, value in values.items():
         if CONTROL.search(value):
             raise InvalidInput(f"--{key.replace('_', '-')}: must be one line of text")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mailer import config
 from mailer.config import CONFIG_NAME, Settings
@@ -154,6 +155,11 @@ def _transport(
         return
     server = s.transport.smtp
     login = f" as {server.username}" if server.username else " without a login"
+    method = "with a password" if server.username else "without a login"
+    if server.auth == "oauth2" and server.oauth is not None:
+        host = urlsplit(server.oauth.token_url).hostname
+        login += " with OAuth 2.0"
+        method = f"with an OAuth 2.0 token from {host} (AUTH XOAUTH2)"
     where = f"{server.host}:{server.port} ({server.security}){login}"
     if not smtp:
         yield Line(Verdict.OK, "transport", f"smtp to {where} (check the login: --smtp)")
@@ -165,4 +171,4 @@ def _transport(
     except MailerError as exc:
         yield Line(Verdict.FAIL, "smtp", f"{where}: {exc}")
         return
-    yield Line(Verdict.OK, "smtp", f"connected to {where}; nothing was sent")
+    yield Line(Verdict.OK, "smtp", f"connected to {where}; nothing was sent (logged in {method})")

@@ -1,5 +1,6 @@
 """Sends the worker takes up by itself: those whose workers all died, those a stopping
 worker paused, every few minutes those paused because the mail server was unavailable,
+those the relay's day limit paused once its day window has room again,
 and, unless ``[worker] help_other_senders = false``, those other workers are sending that
 still have rows nobody has claimed (it joins them with its own connections).
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from mailer.config import Settings
 from mailer.errors import MailerError, StateError
 from mailer.scheduling import runner
+from mailer.sending import ratelimit
 from mailer.sending.engine import RunResult
 from mailer.sending.transports import TransportFactory
 from mailer.store import deliveries, schedules, send_workers, sends
@@ -41,7 +43,9 @@ log = logging.getLogger("mailer.scheduler")
 RETRY_UNAVAILABLE_AFTER = dt.timedelta(minutes=5)
 
 
-def _worth_resuming(conn: Connection, send: Send, now: dt.datetime, helps: bool) -> bool:
+def _worth_resuming(
+    settings: Settings, conn: Connection, send: Send, now: dt.datetime, helps: bool
+) -> bool:
     assert send.id is not None
     live = send_workers.any_live(conn, send.id)
     if send.status == SendStatus.SENDING:
@@ -56,6 +60,8 @@ def _worth_resuming(conn: Connection, send: Send, now: dt.datetime, helps: bool)
     if reason == PauseReason.UNAVAILABLE:
         last = send.heartbeat_at or send.started_at
         return last is None or now - as_utc(last) >= RETRY_UNAVAILABLE_AFTER
+    if reason == PauseReason.DAILY_LIMIT:
+        return ratelimit.day_ready(settings, conn, now)
     return True
 
 
@@ -77,7 +83,7 @@ def resume_interrupted(
         candidates = [
             (s.id, s.slug, s.pause_reason)
             for s in sends.unfinished(session)
-            if s.id is not None and _worth_resuming(conn, s, moment, helps)
+            if s.id is not None and _worth_resuming(settings, conn, s, moment, helps)
         ]
     outcomes = []
     for send_id, slug, before in candidates:

@@ -28,6 +28,14 @@ multiplied by the workers. Times are on one clock: the database server's on Post
 added to every window), this machine's on SQLite. The past hour's messages read from the
 ledger are on their senders' clocks, which NTP keeps within milliseconds of it.
 
+**A day's limit.** Relays such as Exchange Online allow so many recipients a day (the
+``rate_per_day`` of a relay profile, :mod:`mailer.profiles`). A day is one more window of
+slots, seeded from the ledger's past day. A send larger than what is left of the day is
+refused before it starts, with the arithmetic (:func:`require_day`), unless the operator
+asks for it to be spread over days; once the day's slots are used, the limiter stops the
+send (:class:`DailyLimitReached`) rather than wait for hours, the send is paused for that
+reason, and ``mailer worker`` resumes it when the window has room again (:func:`day_ready`).
+
 Every wait goes through the injected :class:`~mailer.clock.Clock`, so tests drive the
 limiter on a fake clock. The in-process limiter lives on the sender's event loop and
 needs no locks beyond the one that keeps the connections in line; the shared one does its
@@ -44,18 +52,28 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
+from mailer.errors import StateError
+from mailer.profiles import PROFILES
 from mailer.sending.threads import JobThread
 from mailer.store import deliveries, relay_slots
 from mailer.store.database import Database
 from mailer.store.engine import retry_while_busy
 from mailer.store.relay_slots import End, Held, Taken, Wait, Window
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
 log = logging.getLogger("mailer.sender")
+MINUTE = 60.0
 HOUR = 3600.0
+DAY = 86400.0
+# A wait this long for the day's window pauses the send instead (the worker resumes it).
+DAY_PAUSE_AFTER = 60.0
 # Float rounding must never let a window hold one message too many.
 EPSILON = 1e-6
 # Times in the database are kept to the microsecond: a shared window is this much longer.
@@ -65,6 +83,17 @@ POLL = 0.25
 # How often a worker looks again when every slot is held by another worker's message.
 POLL_ELSEWHERE = 0.05
 T = TypeVar("T")
+
+
+class DailyLimitReached(Exception):
+    """The day's limit of the relay is used: the send pauses until ``ready`` (UTC)."""
+
+    def __init__(self, limit: int, ready: dt.datetime) -> None:
+        super().__init__(
+            f"the relay's limit of {limit:,} recipients a day is used; the worker resumes "
+            f"the send after {ready:%Y-%m-%d %H:%M} UTC"
+        )
+        self.ready = ready
 
 
 class Slot:
@@ -187,9 +216,12 @@ class SharedRateLimiter:
         *,
         threaded: bool = True,
         align: bool = False,
+        per_minute: int | None = None,
+        per_day: int | None = None,
     ) -> None:
         self.interval = 1.0 / per_second + EPSILON if per_second else 0.0
         self.per_hour = per_hour or 0
+        self.per_day = per_day or 0
         # Whether times go on the shared clock (see open); a test's fake clock is its own.
         self.align = align
         self.clock, self.database, self.relay, self.worker = clock, database, relay, worker
@@ -197,8 +229,7 @@ class SharedRateLimiter:
         if per_second:
             size = max(1, math.floor(per_second))
             self.windows.append(Window("second", size, 1.0 + ROUNDING))
-        if per_hour:
-            self.windows.append(Window("hour", per_hour, HOUR + ROUNDING))
+        self.windows += windows(per_minute, per_hour, per_day)
         self.offset = 0.0
         self._threaded = threaded
         self._thread: JobThread | None = None
@@ -230,10 +261,15 @@ class SharedRateLimiter:
                 # The reference was read somewhere in between: every window allows for it.
                 spread = (after - before) / 2
                 self.windows = [Window(w.kind, w.size, w.seconds + spread) for w in self.windows]
-            if self.per_hour:
-                since = self._now() - dt.timedelta(hours=1)
+            longest = max((w.seconds for w in self.windows), default=0.0)
+            if longest >= MINUTE:
+                since = self._now() - dt.timedelta(seconds=longest)
                 ends = [_at(t) for t in deliveries.sent_since(conn, since)]
-                relay_slots.seed(conn, self.relay, "hour", self.per_hour, ends)
+                for w in self.windows:
+                    if w.seconds >= MINUTE:
+                        start = self._now() - dt.timedelta(seconds=w.seconds)
+                        recent = [t for t in ends if t >= start]
+                        relay_slots.seed(conn, self.relay, w.kind, w.size, recent)
         if self._threaded:
             self._thread = JobThread("ratelimit")
 
@@ -256,6 +292,16 @@ class SharedRateLimiter:
                         self._mine[place] = slot
                     return slot
                 if isinstance(found, Wait):
+                    if found.kind == "day" and found.seconds > DAY_PAUSE_AFTER:
+                        if self._mine:
+                            # This worker's messages on their way go first: each took a
+                            # slot of the day, which a pause now would waste.
+                            on_its_way = next(iter(self._mine.values()))
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(on_its_way.ended.wait(), POLL)
+                            continue
+                        ready = self._now() + dt.timedelta(seconds=found.seconds)
+                        raise DailyLimitReached(self.per_day, ready)
                     await self.clock.sleep_async(min(found.seconds, POLL))
                     continue
                 mine = self._mine.get((found.kind, found.slot))
@@ -338,12 +384,27 @@ def _at(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
+def windows(per_minute: int | None, per_hour: int | None, per_day: int | None) -> list[Window]:
+    """The windows of a relay's limits longer than a second."""
+    found = []
+    for kind, size, seconds in (
+        ("minute", per_minute, MINUTE),
+        ("hour", per_hour, HOUR),
+        ("day", per_day, DAY),
+    ):
+        if size:
+            found.append(Window(kind, size, seconds + ROUNDING))
+    return found
+
+
 def limiter_for(
     settings: Settings, database: Database, worker: str, clock: Clock
 ) -> RateLimiter | SharedRateLimiter:
     """The limiter of a run of a send: shared through the database when a limit is set."""
     smtp = settings.transport.smtp
-    if not (smtp.rate_per_second or smtp.rate_per_hour):
+    if not (
+        smtp.rate_per_second or smtp.rate_per_minute or smtp.rate_per_hour or smtp.rate_per_day
+    ):
         return RateLimiter(None, None, clock)
     return SharedRateLimiter(
         smtp.rate_per_second,
@@ -353,4 +414,68 @@ def limiter_for(
         relay_of(settings),
         worker,
         align=isinstance(clock, SystemClock),
+        per_minute=smtp.rate_per_minute,
+        per_day=smtp.rate_per_day,
     )
+
+
+# -- a day's limit, before and between the days of a send ------------------------------------
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """How a send of ``people`` fits a relay's ``limit`` of recipients a day, ``used`` of
+    which went in the past 24 hours."""
+
+    limit: int
+    used: int
+    people: int
+
+    @property
+    def left(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    @property
+    def days(self) -> int:
+        if self.people <= self.left:
+            return 1
+        return 1 + math.ceil((self.people - self.left) / self.limit)
+
+
+def day_plan(settings: Settings, conn: Connection, people: int, now: float) -> DayPlan | None:
+    """The plan of a send of ``people`` under the relay's day limit; None without one."""
+    limit = settings.transport.smtp.rate_per_day
+    if settings.transport.name != "smtp" or not limit:
+        return None
+    used = len(deliveries.sent_since(conn, _at(now - DAY)))
+    return DayPlan(limit, used, people)
+
+
+def require_day(
+    settings: Settings, conn: Connection, slug: str, people: int, spread: bool, now: float
+) -> DayPlan | None:
+    """Refuse a send that does not fit what is left of the day, with the arithmetic, unless
+    it is to be ``spread`` over days; the plan, or None without a day limit."""
+    plan = day_plan(settings, conn, people, now)
+    if plan is None or plan.days == 1 or spread:
+        return plan
+    smtp = settings.transport.smtp
+    relay = PROFILES[smtp.profile].title if smtp.profile != "generic" else smtp.host
+    raise StateError(
+        f"{slug} would go to {people:,} people, but {relay} takes {plan.limit:,} recipients "
+        f"a day ({plan.used:,} sent in the past 24 hours, so {plan.left:,} left): it would "
+        f"take {plan.days} days. Add --spread to send {plan.left:,} now and the rest as the "
+        "limit allows (mailer worker resumes it each day), or send through a relay built "
+        "for bulk mail (docs/mail-services.md)"
+    )
+
+
+def day_ready(settings: Settings, conn: Connection, now: dt.datetime) -> bool:
+    """Whether a send paused by the day's limit may go on: the relay's day window has a
+    slot free again (or no day limit is set any more)."""
+    limit = settings.transport.smtp.rate_per_day
+    if settings.transport.name != "smtp" or not limit:
+        return True
+    (window,) = windows(None, None, limit)
+    ready = relay_slots.ready_at(conn, relay_of(settings), window)
+    return ready is None or ready <= now

@@ -28,12 +28,12 @@ from mailer.errors import (
 )
 from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import DkimSigner, MessageTemplate, Recipient, stuff
-from mailer.sending.ratelimit import RateLimiter, SharedRateLimiter, Slot
+from mailer.sending.ratelimit import DailyLimitReached, RateLimiter, SharedRateLimiter, Slot
 from mailer.sending.transports import Connection, ConnectionFactory, Outgoing
+from mailer.sending.transports.smtp import deliverable
 from mailer.sending.verp import envelope_sender
 from mailer.store.models import DeliveryStatus
 from mailer.store.status import PauseReason
-from mailer.subscribers.addresses import ascii_address
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -74,7 +74,7 @@ class Sender:
         self.interrupt: tuple[PauseReason, str] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._errors_in_a_row = 0
-        self._ascii: dict[str, str | None] = {}
+        self._ascii: dict[str, str] = {}
         self.stop_event: asyncio.Event
         self.ledger: Ledger
 
@@ -160,7 +160,11 @@ class Sender:
                         conn = await self._connected(conn)
                         if conn is None:
                             break
-                        slot = await self.limiter.acquire(self.stopped)
+                        try:
+                            slot = await self.limiter.acquire(self.stopped)
+                        except DailyLimitReached as exc:
+                            self.request_pause(PauseReason.DAILY_LIMIT, str(exc))
+                            break
                         if slot is None:
                             break
                     found = await self._next(c, retries)
@@ -331,17 +335,9 @@ class Sender:
         return item.message
 
     def _deliverable(self, address: str, smtputf8: bool) -> str:
-        """The address as stored, or with its domain in ASCII for a server without
-        SMTPUTF8; a mailbox that is not ASCII before the @ needs SMTPUTF8 (RFC 6531)."""
+        """The address as the server can take it (:func:`deliverable`), kept per address."""
         if address.isascii() or smtputf8:
             return address
         if address not in self._ascii:
-            self._ascii[address] = ascii_address(address)
-        found = self._ascii[address]
-        if found is None:
-            raise PermanentSendError(
-                f"the server does not accept internationalised addresses (SMTPUTF8) "
-                f"such as {address}",
-                bounce=False,
-            )
-        return found
+            self._ascii[address] = deliverable(address, smtputf8)
+        return self._ascii[address]

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mailer import checks
+from mailer import checks, clock
 from mailer.config import Settings
 from mailer.content import scaffold
 from mailer.content.overrides import issue_settings, overrides_json, with_overrides
 from mailer.errors import ApprovalError, NotFound, StateError
 from mailer.render import CompiledIssue, compile_slug
 from mailer.sending import approval as approvals
-from mailer.sending import engine, transports
+from mailer.sending import engine, ratelimit, transports
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
@@ -92,6 +92,8 @@ class Preview:
     # How it will travel, and the From line people will see.
     transport: str = ""
     sender: str = ""
+    # How it fits the relay's day limit, when there is one (several days: --spread).
+    day: ratelimit.DayPlan | None = None
 
 
 def _refuse_if_open(session: Session, slug: str) -> None:
@@ -105,7 +107,12 @@ def _refuse_if_open(session: Session, slug: str) -> None:
 
 
 def preview(
-    settings: Settings, slug: str, lists: Sequence[str], skip_checks: str | None = None
+    settings: Settings,
+    slug: str,
+    lists: Sequence[str],
+    skip_checks: str | None = None,
+    *,
+    spread: bool = False,
 ) -> Preview:
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
@@ -119,6 +126,9 @@ def preview(
             raise StateError("name at least one list with --list")
         _refuse_if_open(session, slug)
         count = _require_someone(session, slug, found)
+        day = ratelimit.require_day(
+            settings, session.connection(), slug, count, spread, clock.utcnow().timestamp()
+        )
         sender = issue_settings(settings, compiled.issue).sender
         return Preview(
             compiled,
@@ -128,6 +138,7 @@ def preview(
             report,
             transport=transport_in_words(settings, slug),
             sender=f"{sender.from_name} <{sender.from_address}>",
+            day=day,
         )
 
 
@@ -155,6 +166,7 @@ def create(
     scheduled_at: datetime | None = None,
     skip_checks: str | None = None,
     on_create: Callable[[Session, int], None] | None = None,
+    spread: bool = False,
 ) -> int:
     """A new send of the approved issue to these lists, frozen as compiled; its id.
 
@@ -176,7 +188,9 @@ def create(
         _refuse_if_open(session, slug)
         if not lists:
             raise StateError("name at least one list with --list")
-        _require_someone(session, slug, [people.get_list(session, n) for n in lists])
+        count = _require_someone(session, slug, [people.get_list(session, n) for n in lists])
+        now = clock.utcnow().timestamp()
+        ratelimit.require_day(settings, session.connection(), slug, count, spread, now)
         frozen = Send(
             slug=slug,
             content_hash=compiled.content_hash,
@@ -205,10 +219,14 @@ def start(
     on_progress: Progress | None = None,
     stop: threading.Event | None = None,
     skip_checks: str | None = None,
+    spread: bool = False,
 ) -> RunResult:
-    """Create a send of the approved issue to these lists and run it."""
+    """Create a send of the approved issue to these lists and run it; ``spread``: over as
+    many days as the relay's day limit needs (it pauses, and the worker resumes it)."""
     with open_db(settings) as database:
-        send_id = create(settings, slug, lists, database=database, skip_checks=skip_checks)
+        send_id = create(
+            settings, slug, lists, database=database, skip_checks=skip_checks, spread=spread
+        )
         return run(
             settings,
             send_id,

@@ -59,9 +59,11 @@ class Held:
 
 @dataclass(frozen=True)
 class Wait:
-    """A slot is free, but not for ``seconds`` more (or the pace says so)."""
+    """A slot is free, but not for ``seconds`` more (or the pace says so); ``kind`` is the
+    window that makes it wait longest ("" for the pace)."""
 
     seconds: float
+    kind: str = ""
 
 
 # The end of a message: (kind, slot, when it took the slot, when it ended).
@@ -143,6 +145,7 @@ def take(
         sa.select(SLOT.c.ended_at).where(_relay(relay, PACE), SLOT.c.slot == 0).with_for_update()
     ).scalar_one()
     wait = (as_utc(pace) - moment).total_seconds() if interval else 0.0
+    longest = ""
     chosen: dict[str, int] = {}
     for window in windows:
         mine = sa.and_(_relay(relay, window.kind), SLOT.c.slot < window.size)
@@ -162,10 +165,11 @@ def take(
             started = as_utc(held.started_at) if held.started_at else None
             return Held(window.kind, held.slot, held.holder or "", started)
         ready = as_utc(free.ended_at) + dt.timedelta(seconds=window.seconds)
-        wait = max(wait, (ready - moment).total_seconds())
+        if (ready - moment).total_seconds() > wait:
+            wait, longest = (ready - moment).total_seconds(), window.kind
         chosen[window.kind] = free.slot
     if wait > 0:
-        return Wait(wait)
+        return Wait(wait, longest)
     if interval:
         conn.execute(
             sa.update(SLOT)
@@ -179,6 +183,19 @@ def take(
             .values(holder=worker, started_at=moment)
         )
     return Taken(chosen, moment)
+
+
+def ready_at(conn: Connection, relay: str, window: Window) -> dt.datetime | None:
+    """When a message may next start as far as ``window`` goes: a full window after the
+    earliest end among its free slots; None if the relay has no such window yet."""
+    earliest = conn.execute(
+        sa.select(sa.func.min(SLOT.c.ended_at)).where(
+            _relay(relay, window.kind), SLOT.c.slot < window.size, SLOT.c.holder.is_(None)
+        )
+    ).scalar_one_or_none()
+    if earliest is None:
+        return None
+    return as_utc(earliest) + dt.timedelta(seconds=window.seconds)
 
 
 def end(conn: Connection, relay: str, worker: str, ends: Sequence[End]) -> None:

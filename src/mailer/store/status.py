@@ -78,11 +78,16 @@ class PauseReason(StrEnum):
     UNAVAILABLE = "unavailable"  # the server was down or refused the login
     FAILURES = "failures"  # too many failures in a row
     ERROR = "error"  # the ledger could not be written, or a bug
+    DAILY_LIMIT = "daily-limit"  # the relay's recipients a day are used: resumed the next day
 
     @property
     def resumes_by_itself(self) -> bool:
         """Whether `mailer worker` resumes a send paused for this reason without a person."""
-        return self in (PauseReason.WORKER_STOPPED, PauseReason.UNAVAILABLE)
+        return self in (
+            PauseReason.WORKER_STOPPED,
+            PauseReason.UNAVAILABLE,
+            PauseReason.DAILY_LIMIT,
+        )
 
 
 class DeliveryStatus(StrEnum):

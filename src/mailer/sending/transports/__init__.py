@@ -2,9 +2,10 @@
 ``MAILER_TRANSPORT``): ``outbox`` (the default) and ``smtp``; ``MockTransport`` scripts a
 server for tests.
 
-:func:`factory` opens blocking transports for one-off messages (proofs, notices);
-:func:`connector` opens the connections a send runs on its event loop (for SMTP, the
-pipelined client of :mod:`.pipeline`).
+SMTP has one client (:mod:`.pipeline`), whose replies and errors one table maps onto
+outcomes (:mod:`.outcomes`). :func:`connector` opens the connections a send runs on its
+event loop; :func:`factory` opens the blocking face of the same client (:mod:`.smtp`) for
+one-off messages: proofs, notices, alerts and ``mailer doctor --smtp``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import socket
 import ssl
 from collections.abc import Callable
 
-from mailer.config import Settings
+from mailer import oauth
+from mailer.config import Settings, SMTPSettings
 from mailer.errors import ConfigError
 from mailer.sending.transports.base import Connection, Outgoing, Transport, TransportBase
 from mailer.sending.transports.mock import Envelope, Mailbag, MockTransport
 from mailer.sending.transports.outbox import OutboxTransport
-from mailer.sending.transports.pipeline import SMTPConnection
+from mailer.sending.transports.pipeline import SMTPConnection, TokenSupplier
 from mailer.sending.transports.smtp import SMTPTransport
 
 # Opens a transport (both faces): what callers pass, for one-off messages and for sends.
@@ -42,7 +44,15 @@ __all__ = [
     "connections",
     "connector",
     "factory",
+    "tokens",
 ]
+
+
+def tokens(smtp: SMTPSettings) -> TokenSupplier | None:
+    """What gives SMTP connections their OAuth 2.0 token, when ``auth = "oauth2"``."""
+    if smtp.auth != "oauth2" or smtp.oauth is None:
+        return None
+    return oauth.source(smtp.oauth).supply
 
 
 def factory(settings: Settings, slug: str) -> TransportFactory:
@@ -54,7 +64,7 @@ def factory(settings: Settings, slug: str) -> TransportFactory:
         return lambda: OutboxTransport(folder)
     if name == "smtp":
         smtp = settings.transport.smtp
-        return lambda: SMTPTransport(smtp)
+        return lambda: SMTPTransport(smtp, tokens=tokens(smtp))
     raise ConfigError(f"unknown transport {name!r}")
 
 
@@ -66,7 +76,8 @@ def connector(settings: Settings, slug: str) -> ConnectionFactory:
         # name are not worth repeating for every connection.
         context = ssl.create_default_context(cafile=smtp.ca_file)
         hostname = socket.getfqdn()
-        return lambda: SMTPConnection(smtp, context, hostname)
+        supplier = tokens(smtp)
+        return lambda: SMTPConnection(smtp, context, hostname, supplier)
     return factory(settings, slug)
 
 

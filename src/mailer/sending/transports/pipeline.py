@@ -1,9 +1,12 @@
-"""SMTP for sends: connections on one event loop, pipelined, fed bytes ready for the wire.
+"""mailer's SMTP client: connections on an event loop, pipelined, fed bytes ready for the
+wire. Sends run many of them on their loop; one-off messages (proofs, notices, alerts,
+``mailer doctor``) use one through the blocking face of :mod:`.smtp`.
 
 A connection is opened, secured (STARTTLS or implicit TLS, the certificate verified) and
-authenticated by aiosmtplib, a maintained client. Then this module takes the connection
-over (``transport.set_protocol``) with a protocol that reads replies *in order*, so
-commands can be written ahead of their replies:
+authenticated (a password, or an OAuth 2.0 token with AUTH XOAUTH2) by aiosmtplib, a
+maintained client. Then this module takes the connection over
+(``transport.set_protocol``) with a protocol that reads replies *in order*, so commands
+can be written ahead of their replies:
 
 - When the server announces PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write,
   then the message and its final ``.`` together with the MAIL, RCPT and DATA of the
@@ -11,17 +14,19 @@ commands can be written ahead of their replies:
   section 3.1), so a message costs one round trip instead of four.
 - Without PIPELINING, each command waits for its reply, as RFC 5321 asks.
 
-The message bytes come dot-stuffed from :class:`mailer.sending.message.MessageTemplate`;
-nothing here scans a message.
+The message bytes come dot-stuffed (from :class:`mailer.sending.message.MessageTemplate`
+for a send, from :mod:`.smtp` for a one-off message); nothing here scans a message.
 
 What a failure means for the ledger (see :mod:`mailer.sending.transports.base`): a refusal
 at MAIL, RCPT or DATA, or a line lost before the final ``.`` was written, means the
 message was not delivered. Once the final ``.`` is written, a lost line or a reply later
 than ``timeout`` means nobody knows: :class:`~mailer.errors.DeliveryUnknown`.
 
-The replies are read by :class:`~mailer.sending.transports.replies.Replies`. Errors are
-mapped onto mailer's by two tables, one for connecting and one for sending, in
-which the most specific exception class wins (:func:`mailer.errors.map_exception`).
+Replies are read by :class:`~mailer.sending.transports.replies.Replies`, which gives the
+line up when one comes that no command asked for; a reply no server may give to its
+command (354 to RCPT, 250 to DATA, a line that is not a reply) says the same, that replies
+and commands are out of step. Errors are mapped by the one table of
+:mod:`~mailer.sending.transports.outcomes`.
 """
 
 from __future__ import annotations
@@ -30,156 +35,50 @@ import asyncio
 import contextlib
 import re
 import ssl
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiosmtplib
 
 from mailer.config import SMTPSettings
-from mailer.errors import (
-    DeliveryUnknown,
-    ErrorTable,
-    MailerError,
-    PermanentSendError,
-    TemporarySendError,
-    TransportUnavailable,
-    map_exception,
-)
+from mailer.errors import MailerError, PermanentSendError
 from mailer.sending.transports.base import Outgoing
-from mailer.sending.transports.replies import CLOSE_WITHIN, LineLost, Replies, Reply
-from mailer.sending.transports.smtp import classify
+from mailer.sending.transports.outcomes import (
+    Context,
+    DataRefused,
+    LineLost,
+    OutOfStep,
+    RecipientRefused,
+    Refused,
+    Reply,
+    ReplyMissing,
+    SenderRefused,
+    outcome,
+)
+from mailer.sending.transports.replies import CLOSE_WITHIN, Replies
 
-__all__ = ["LineLost", "Reply", "SMTPConnection", "connect_table", "send_table"]
+__all__ = ["SMTPConnection", "TokenSupplier"]
 
 # Addresses were validated where they entered; this is the last line of defence against a
 # value that would end a command early or start another.
 _UNSAFE = re.compile(r"[\x00-\x20<>\x7f]")
 
-
-class ReplyMissing(Exception):
-    """The whole message was written and its final reply never came."""
-
-
-class Refused(Exception):
-    """The server answered a command with something other than success."""
-
-    stage = "the message"
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-class SenderRefused(Refused):
-    stage = "MAIL FROM"
-
-
-class RecipientRefused(Refused):
-    stage = "RCPT TO"
-
-
-class DataRefused(Refused):
-    stage = "DATA"
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What an error message needs to say: the server, and the sender and recipient."""
-
-    where: str
-    mail_from: str = ""
-    to: str = ""
-    timeout: float = 0.0
-
-
-def connect_table(c: _Context) -> ErrorTable:
-    def unreachable(e: BaseException) -> MailerError:
-        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        return TransportUnavailable(f"cannot connect to the SMTP server {c.where}: {reason}")
-
-    return [
-        (
-            aiosmtplib.SMTPAuthenticationError,
-            lambda e: TransportUnavailable(
-                f"the SMTP server {c.where} refused the username or password "
-                f"({Reply(e.code, e.message)}): check MAILER_SMTP_USERNAME and "
-                "MAILER_SMTP_PASSWORD"
-            ),
-        ),
-        (
-            aiosmtplib.SMTPResponseException,
-            lambda e: TransportUnavailable(
-                f"the SMTP server {c.where} refused the connection ({Reply(e.code, e.message)})"
-            ),
-        ),
-        (
-            aiosmtplib.SMTPTimeoutError,
-            lambda e: TransportUnavailable(
-                f"the SMTP server {c.where} did not answer within {c.timeout:g} s"
-            ),
-        ),
-        (
-            ssl.SSLCertVerificationError,
-            lambda e: TransportUnavailable(
-                f"the SMTP server {c.where} has a certificate that cannot be trusted "
-                f"({e.verify_message}): set MAILER_SMTP_CA_FILE for a private authority"
-            ),
-        ),
-        (
-            aiosmtplib.SMTPException,
-            lambda e: TransportUnavailable(f"the SMTP server {c.where}: {e}"),
-        ),
-        (aiosmtplib.SMTPConnectError, unreachable),
-        (OSError, unreachable),
-    ]
-
-
-def send_table(c: _Context) -> ErrorTable:
-    def sender_refused(e: SenderRefused) -> MailerError:
-        if 500 <= e.reply.code < 600:
-            # The server refuses our sender address: every recipient would fail alike.
-            return TransportUnavailable(
-                f"the SMTP server {c.where} refused the sender {c.mail_from} ({e.reply})"
-            )
-        return TemporarySendError(str(e.reply))
-
-    def lost(e: BaseException) -> MailerError:
-        return TemporarySendError(f"connection to {c.where} lost before the message was sent: {e}")
-
-    return [
-        (SenderRefused, sender_refused),
-        (RecipientRefused, lambda e: classify(e.reply.code, e.reply.text, at_rcpt=True)),
-        (Refused, lambda e: classify(e.reply.code, e.reply.text)),
-        (
-            ReplyMissing,
-            lambda e: DeliveryUnknown(
-                f"{c.where} received the whole message and sent no reply "
-                f"({e.__cause__ or e}): it may have been accepted"
-            ),
-        ),
-        (TimeoutError, lambda e: TemporarySendError(f"{c.where}: {e}")),
-        (OSError, lost),
-        (
-            UnicodeError,
-            lambda e: PermanentSendError(
-                f"{c.where}: the address cannot be sent as it is ({e})", bounce=False
-            ),
-        ),
-    ]
-
-
-def _cause(exc: BaseException) -> BaseException:
-    """A certificate failure hidden inside a connection error, or ``exc`` itself."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return exc
+# Gives a connection an OAuth 2.0 access token (fresh or cached) for AUTH XOAUTH2.
+TokenSupplier = Callable[[], Awaitable[str]]
 
 
 def _ok(reply: Reply) -> bool:
     return 200 <= reply.code < 300
+
+
+def _answers(reply: Reply, data: bool = False) -> Reply:
+    """``reply`` if a server may give it to its command (354 or a refusal to DATA; a
+    success or a refusal to anything else), else :class:`LineLost`: the replies are out of
+    step with the commands, and the connection must go."""
+    success = reply.code == 354 if data else 200 <= reply.code < 300
+    if success or 400 <= reply.code < 600:
+        return reply
+    raise OutOfStep(f"the server's replies are out of step with the commands ({reply})")
 
 
 class SMTPConnection:
@@ -189,9 +88,15 @@ class SMTPConnection:
     wire = True
 
     def __init__(
-        self, settings: SMTPSettings, ssl_context: ssl.SSLContext, local_hostname: str
+        self,
+        settings: SMTPSettings,
+        ssl_context: ssl.SSLContext,
+        local_hostname: str,
+        tokens: TokenSupplier | None = None,
     ) -> None:
+        """``tokens`` gives the access token of AUTH XOAUTH2 (``auth = "oauth2"``)."""
         self.settings = settings
+        self.tokens = tokens
         self.ssl_context = ssl_context
         self.local_hostname = local_hostname
         self.pipelining = False
@@ -204,11 +109,39 @@ class SMTPConnection:
     def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
+    def context(self, message: Outgoing | None = None) -> Context:
+        """What the error table needs: the connection's stage, server and settings."""
+        s = self.settings
+        return Context(
+            "connect" if message is None else "send",
+            s.host,
+            s.port,
+            s.security,
+            s.auth,
+            s.timeout,
+            message.mail_from if message is not None else "",
+            message.to if message is not None else "",
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Whether the connection is open and in step (connect would do nothing)."""
+        return self._replies is not None and self._replies.lost is None
+
     async def connect(self) -> None:
-        if self._replies is not None and self._replies.lost is None:
+        if self.ready and self._ahead is None:
+            # Idle since its last reply: let the loop read what came meanwhile (two turns:
+            # the first polls the socket, the second runs the read), so a line no command
+            # asked for drops this connection now, not after the next command is written.
+            for _ in range(2):
+                await asyncio.sleep(0)
+        if self.ready:
             return
         self._drop()
         s = self.settings
+        # Fetched before the line is opened: an identity provider's refusal leaves nothing
+        # to close.
+        token = await self.tokens() if self.tokens is not None else None
         client = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
@@ -217,18 +150,31 @@ class SMTPConnection:
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
             tls_context=self.ssl_context,
-            username=s.username or None,
-            password=(s.password or "") if s.username else None,
         )
         try:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
-            cause = _cause(exc)
-            mapped = map_exception(cause, connect_table(_Context(self.where, timeout=s.timeout)))
-            raise (mapped or exc) from exc
+            # The login is this client's, not aiosmtplib's connect(): a refused one leaves
+            # the connection here to drop at once (see _abandon).
+            if token is not None:
+                if "xoauth2" not in client.server_auth_methods:
+                    raise aiosmtplib.SMTPException("the server does not offer AUTH XOAUTH2")
+                await client.auth_xoauth2(s.username or "", token)
+            elif s.username:
+                await client.login(s.username, s.password or "")
+            left = bytes(getattr(client.protocol, "_buffer", b""))
+            if left.strip():
+                # Lines after the last reply aiosmtplib read: they would be taken for the
+                # replies to this connection's first commands.
+                text = left.decode("utf-8", "replace").strip()[:200]
+                raise OutOfStep(f"the server sent a line no command asked for ({text!r})")
+        except (aiosmtplib.SMTPException, OSError, MailerError) as exc:
+            await _abandon(client)
+            mapped = outcome(exc, self.context())
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
         except BaseException:
             client.close()
             raise
@@ -252,13 +198,12 @@ class SMTPConnection:
             # A refusal leaves the connection usable; anything else (a lost line, a late
             # reply, "421 closing") may leave replies in flight that would be misread.
             if isinstance(exc, Refused):
-                if exc.reply.code in (0, 421):
+                if exc.reply.code == 421:
                     self._drop()
             elif not isinstance(exc, MailerError):
                 self._drop()
-            context = _Context(self.where, message.mail_from, message.to, self.settings.timeout)
-            mapped = map_exception(exc, send_table(context))
-            if mapped is None:
+            mapped = outcome(exc, self.context(message))
+            if mapped is None or mapped is exc:
                 raise
             raise mapped from exc
 
@@ -286,14 +231,19 @@ class SMTPConnection:
         if not self.pipelining:
             return await self._one_at_a_time(replies, message)
         if self._ahead is not message:
-            replies.write(self._envelope(message) + b"DATA\r\n")
+            replies.write(self._envelope(message) + b"DATA\r\n", 3)
         self._ahead = None
         got: list[Reply] = []
         try:
-            for _ in range(3):
-                got.append(await replies.reply(timeout))
-        except (OSError, TimeoutError):
-            # "421 closing" at MAIL is followed by a closed line: report the 421.
+            for data in (False, False, True):
+                got.append(_answers(await replies.reply(timeout), data))
+        except (OSError, TimeoutError) as exc:
+            # The line is lost, late or out of step: it cannot be used again. But "421
+            # closing" at MAIL is followed by a closed line: report the 421 (unless the
+            # replies were out of step, when no reply read so far can be trusted).
+            self._drop()
+            if isinstance(exc, OutOfStep):
+                raise
             refused = _first_refusal(got)
             if refused is not None:
                 raise refused from None
@@ -302,7 +252,7 @@ class SMTPConnection:
         if refused is not None:
             if got[2].code == 354:
                 # A server that took DATA after refusing the envelope wants a (lone) end.
-                replies.write(b".\r\n")
+                replies.write(b".\r\n", 1)
                 await replies.reply(timeout)
             else:
                 await self._reset(replies)
@@ -313,7 +263,7 @@ class SMTPConnection:
                 ahead = self._envelope(follow) + b"DATA\r\n"
             except (PermanentSendError, UnicodeError):
                 ahead = b""  # its own delivery will say why; not written ahead
-        replies.write(b"".join((message.data, b".\r\n", ahead)))
+        replies.write(b"".join((message.data, b".\r\n", ahead)), 4 if ahead else 1)
         if ahead:
             self._ahead = follow
         return await self._final(replies, timeout, len(ahead))
@@ -321,21 +271,21 @@ class SMTPConnection:
     async def _one_at_a_time(self, replies: Replies, message: Outgoing) -> str:
         timeout = self.settings.timeout
         mail, _, rcpt = self._envelope(message).partition(b"\r\n")
-        replies.write(mail + b"\r\n")
-        reply = await replies.reply(timeout)
+        replies.write(mail + b"\r\n", 1)
+        reply = _answers(await replies.reply(timeout))
         if not _ok(reply):
             raise SenderRefused(reply)
-        replies.write(rcpt)
-        reply = await replies.reply(timeout)
+        replies.write(rcpt, 1)
+        reply = _answers(await replies.reply(timeout))
         if not _ok(reply):
             await self._reset(replies)
             raise RecipientRefused(reply)
-        replies.write(b"DATA\r\n")
-        reply = await replies.reply(timeout)
+        replies.write(b"DATA\r\n", 1)
+        reply = _answers(await replies.reply(timeout), data=True)
         if reply.code != 354:
             await self._reset(replies)
             raise DataRefused(reply)
-        replies.write(message.data + b".\r\n")
+        replies.write(message.data + b".\r\n", 1)
         return await self._final(replies, timeout)
 
     async def _final(self, replies: Replies, timeout: float, after: int = 0) -> str:
@@ -348,6 +298,10 @@ class SMTPConnection:
                 # The final dot never left this process: the server cannot have the message.
                 raise LineLost(f"{exc} while the message was being written") from exc
             raise ReplyMissing(str(exc)) from exc
+        if not (_ok(reply) or 400 <= reply.code < 600):
+            # Not an answer to the end of the data: the server's own answer is unknown.
+            self._drop()
+            raise ReplyMissing(f"the server's replies are out of step ({reply})")
         if not _ok(reply):
             raise Refused(reply)
         return str(reply)
@@ -355,7 +309,7 @@ class SMTPConnection:
     async def _reset(self, replies: Replies) -> None:
         """End a refused transaction, so the next MAIL is not "nested"."""
         if replies.lost is None:
-            replies.write(b"RSET\r\n")
+            replies.write(b"RSET\r\n", 1)
             await replies.reply(self.settings.timeout)
 
     def _drop(self) -> None:
@@ -369,7 +323,7 @@ class SMTPConnection:
             return
         if replies.lost is None:
             with contextlib.suppress(OSError, TimeoutError):
-                replies.write(b"QUIT\r\n")
+                replies.write(b"QUIT\r\n", 1)
                 await replies.reply(min(self.settings.timeout, 5.0))
         replies.transport.close()
         try:
@@ -377,6 +331,19 @@ class SMTPConnection:
         except TimeoutError:
             replies.transport.abort()  # a TLS peer that never answers close_notify
             await replies.closed.wait()
+
+
+async def _abandon(client: aiosmtplib.SMTP) -> None:
+    """Drop a connection that failed to open, at once: no goodbye (not even TLS's) that
+    would need the loop to go on turning, as a one-off message's loop does not."""
+    transport: Any = client.transport
+    if transport is not None:
+        transport.abort()
+    client.close()
+    if transport is not None:
+        # The socket is closed by a callback of the loop's next turns.
+        for _ in range(2):
+            await asyncio.sleep(0)
 
 
 def _first_refusal(got: list[Reply]) -> Refused | None:

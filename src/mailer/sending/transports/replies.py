@@ -6,6 +6,11 @@ authenticated (``transport.set_protocol``). Replies are parsed as they arrive, h
 the server splits or joins them, and handed out one per command in the order the commands
 were written. A wait for a reply fails after a timeout, watched by one timer per
 connection rather than one per reply.
+
+Each write says how many replies its commands call for. A reply that arrives when none is
+awaited (a server that adds a line before or after its replies, or an unasked-for 421) puts
+every later reply out of step with its command, so the connection is given up at once:
+whatever was waiting for a reply learns that the line is lost, never a neighbour's answer.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import NamedTuple
+
+from mailer.sending.transports.outcomes import LineLost, OutOfStep, Reply
 
 # A server that sends this much without finishing a reply is not an SMTP server.
 MAX_REPLY = 64 * 1024
@@ -23,18 +29,6 @@ WATCH_EVERY = 1.0
 _DASH = ord("-")
 # How long a closing connection may take to say goodbye (TLS close_notify).
 CLOSE_WITHIN = 2.0
-
-
-class Reply(NamedTuple):
-    code: int
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.code} {' '.join(self.text.split())}".strip()
-
-
-class LineLost(ConnectionError):
-    """The connection closed (or was never there) before the message was complete."""
 
 
 class Replies(asyncio.Protocol):
@@ -52,6 +46,8 @@ class Replies(asyncio.Protocol):
         self._timeout = 0.0
         self.lost: BaseException | None = None
         self.unsent = 0
+        # Replies the commands written so far still call for.
+        self.awaited = 0
         # Set once the socket is closed: a TLS connection's closing takes a few turns of
         # the loop (close_notify), and must finish before the loop does.
         self.closed = asyncio.Event()
@@ -70,8 +66,13 @@ class Replies(asyncio.Protocol):
             if end - line > 3 and buffer[line + 3] == _DASH:
                 line = end + 1
                 continue
-            self._replies.append(_parse(bytes(buffer[start : end + 1])))
+            reply = _parse(bytes(buffer[start : end + 1]))
             start = line = end + 1
+            if not self.awaited:
+                self._stray(reply)
+                return
+            self.awaited -= 1
+            self._replies.append(reply)
         if start:
             del buffer[:start]
         if len(buffer) > MAX_REPLY:
@@ -79,6 +80,11 @@ class Replies(asyncio.Protocol):
             self.transport.abort()
             return
         self._wake()
+
+    def _stray(self, reply: Reply) -> None:
+        text = str(reply)[:200]
+        self._lose(OutOfStep(f"the server sent a line no command asked for ({text!r})"))
+        self.transport.abort()
 
     def eof_received(self) -> bool:
         self._lose(LineLost("the server closed the connection"))
@@ -99,9 +105,11 @@ class Replies(asyncio.Protocol):
 
     # -- what the connection uses -----------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, replies: int) -> None:
+        """Write ``data``, whose commands call for ``replies`` replies."""
         if self.lost is not None or self.transport.is_closing():
             raise LineLost("the connection was closed")
+        self.awaited += replies
         self.transport.write(data)
 
     async def drain(self) -> None:
