@@ -97,6 +97,10 @@ _QUOTED_START = re.compile(
 _QUOTED_HEADER = re.compile(
     r"^\s*>\s*(received|return-path|message-id|x-[\w-]+|from|to|date):", re.I
 )
+_IN_TRANSIT = re.compile(
+    r"^(return-path|received|message-id|dkim-signature|mime-version|content-type|x-[\w-]+):",
+    re.I,
+)
 _HEADERISH = re.compile(
     r"^(return-path|received|message-id|from|to|subject|date|dkim-signature)"
     r":\s",
@@ -287,12 +291,15 @@ def _cut_quoted(text: str) -> str:
             break
         if i > 3 and _QUOTED_HEADER.match(line):
             break  # "> Received: ...": the original, quoted line by line
-        # A block of header lines (Return-Path:, Received:...) is the quoted original.
+        # A block of header lines (Return-Path:, Received:...) is the quoted original; a
+        # notice's own summary of it ("Subject: ..." / "Date: ...") is not, unless the
+        # block has a header only a message in transit carries.
         if (
             i > 3
             and _HEADERISH.match(line)
             and i + 1 < len(lines)
             and (_HEADERISH.match(lines[i + 1]) or lines[i + 1][:1] in (" ", "\t"))
+            and any(_IN_TRANSIT.match(n) for n in lines[i : i + 8])
         ):
             break
         out.append(line)
@@ -460,7 +467,9 @@ class _Reader:
         inner = self._inner_report(envelope_recipient)
         if inner is not None:
             return inner
-        if auto and not bounce_like:
+        if (auto or wording.CHALLENGE.search(" ".join(notice[:3000].split()))) and not bounce_like:
+            # An automatic reply, or a challenge-response system asking us to confirm that
+            # we are a person before it delivers our mail (never a bounce).
             finding = Finding("", K.AUTO_REPLY, reason=subject[:200])
             return Diagnosis(shape="auto-reply", findings=[finding], **base)
         return Diagnosis(shape="unrecognised", findings=[], **base)
@@ -483,10 +492,13 @@ class _Reader:
 
     def _bounce_like(self, sender: str, subject: str) -> bool:
         msg = self.msg
+        # "From: <>" is the null sender's own mark: only reports are sent from it.
+        null_from = msg.get("From") is not None and not sender and "<>" in _text(msg.get("From"))
         return (
             bool(self.status_parts)
             or bool(msg.get("X-Failed-Recipients"))
             or bool(_DAEMON.match(sender))
+            or null_from
             or str(msg.get_content_type()) == "multipart/report"
             or (
                 bool(_BOUNCE_SUBJECT.search(subject))
@@ -846,10 +858,17 @@ def _about(text: str, addresses: list[str], everyone: list[str]) -> str:
 
 
 def _first_line_with(text: str, address: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()]
     for i, line in enumerate(lines):
-        if _CODE.search(line) or _REPLY.search(line):
-            return " ".join(lines[i : i + 2]) if len(line) < 40 else line
+        if line and (_CODE.search(line) or _REPLY.search(line)):
+            # The server's sentence often goes on over the next lines ("550 <x@y>:" /
+            # "Destinatario desconocido"): up to the next blank line.
+            taken = [line]
+            for more in lines[i + 1 : i + 4]:
+                if not more or sum(len(t) for t in taken) > 200:
+                    break
+                taken.append(more)
+            return " ".join(taken)
     return ""
 
 
