@@ -55,7 +55,7 @@ MAX_RECIPIENTS = 50
 # Text read from a notice part, per part.
 MAX_TEXT = 64 * 1024
 _CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?:[ -]|$)")
+_REPLY = re.compile(r"(?<![\w.-])([245])\d\d(?:[ -]|$)")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _TOKEN = re.compile(tokens.PATTERN)
 _SUBJECT_WORD = urls.UNSUBSCRIBE_SUBJECT.partition("{token}")[0].strip()
@@ -442,6 +442,14 @@ class _Reader:
         ):
             findings = self._feedback()
             return Diagnosis(shape="arf", findings=findings, named=_named(findings), **base)
+        complained = _addresses(msg.get_all("X-HmXmrOriginalRecipient", []) or [])
+        if complained and not self.status_parts:
+            # Hotmail's own complaint format (JMRP) names the person in this header, which
+            # only Hotmail adds; some arrive with the original alone, without a wrapper.
+            findings = [
+                Finding(complained[0], K.COMPLAINT, "", "feedback report: abuse", "complaint")
+            ]
+            return Diagnosis(shape="arf", findings=findings, named=complained[:1], **base)
         bounce_like = self._bounce_like(sender, subject)
         return_path = msg.get("Return-Path")
         empty_path = return_path is not None and not str(return_path).strip("<> \t\r\n")
@@ -705,13 +713,18 @@ class _Reader:
         ours = set(_addresses(msg.get_all("From", []) or []))
         ours |= set(_addresses(msg.get_all("To", []) or []))
         ours |= set(_addresses(msg.get_all("Reply-To", []) or []))
+
+        def kept(addresses: list[str]) -> list[str]:
+            return [
+                a
+                for a in dict.fromkeys(addresses)
+                if a and "@" in a and a not in ours and not _MESSAGE_ID_LIKE.match(a)
+            ]
+
+        found = kept(found)
         if not found and bounce_like:
-            found = _failed_addresses(own, ours)
-        found = [
-            a
-            for a in dict.fromkeys(found)
-            if a and "@" in a and a not in ours and not _MESSAGE_ID_LIKE.match(a)
-        ]
+            # The detectors found nobody, or only us: the notice's own lines name them.
+            found = kept(_failed_addresses(own, ours))
         if not found:
             if not bounce_like:
                 return []
@@ -738,13 +751,14 @@ class _Reader:
                 category = K.POLICY
             if category is None:
                 category = K.SOFT
-            delayed = wording.STILL_TRYING.search(own) or (
-                wording.DELAYED.search(own)
-                and not re.search(
-                    r"permanent|fatal|gave up|giving up|could not be delivered|failed", own, re.I
-                )
+            delayed = wording.DELAYED.search(own) and not re.search(
+                r"permanent|fatal|gave up|giving up|could not be delivered|failed", own, re.I
             )
-            if delayed and category in (K.SOFT, K.FULL):
+            # A warning that delivery goes on is a delay whatever reason it quotes ("451
+            # SPAM not accepted ... Delivery attempts will continue").
+            if (wording.STILL_TRYING.search(own) and category != K.HARD) or (
+                delayed and category in (K.SOFT, K.FULL)
+            ):
                 category = K.DELAYED
             reason = _first_line_with(about, address) or _first_failure_line(about)
             findings.append(

@@ -27,7 +27,8 @@ def _any(*phrases: str) -> re.Pattern[str]:
 OURS = _any(
     # block lists, reputation, spam
     r"block ?list|black ?list|\bblocked\b|\bblock(ed)? by\b|\bdnsbl\b|\brbl\b|spamhaus|"
-    r"spamcop|sorbs|barracuda(central)?|mailspike|\bbanned\b|\bdenylist|\buribl\b",
+    r"spamcop|sorbs|barracuda(central)?|mailspike|\bbanned\b|\bdenylist|\buribl\b|"
+    r"(?<!not )(?<!n't )\blisted (by|at|on)\b",
     r"reputation|\bspam(s|my|ming|mers?)?\b|\bspam[a-z]*(filter|profiler|bouncer|assassin|cop|haus|"
     r"trap|guard|check|score|block|detect|reject|wall|stop|expert)|unsolicited|"
     r"bulk (e-?mail|mail)|junk ?mail|suspected (spam|phishing)|phish|\bvirus|malware|"
@@ -138,6 +139,9 @@ GONE = _any(
     r"mailbox (is )?frozen|host \S+ not found|non-?existent (user|recipient|mailbox|address|"
     r"account)|(user|recipient|mailbox|address|account) (is )?(non-?existent|inexistent)|"
     r"badrcptto|recipient is in (my|the) bad ?recipient list|not an active (address|user|account)|"
+    r"(mail ?box|account|casilla|cuenta|buz[óo]n|conta|caixa)\w* (ha |has |foi )?(been )?"
+    r"(expired|expirad|caducad|vencid)|por falta de uso|por inactividad|"
+    r"(due to|because of|for) inactivity|"
     r"mailbox (not found|unavailable|"
     r"not available|disabled|inactive|is disabled|has been disabled|closed|deleted|"
     r"suspended|locked|is inactive|no longer|does not exist)|"
@@ -212,7 +216,7 @@ TEMPORARY = _any(
 # A failure the server itself says may pass, whatever else it names ("Host not found,
 # try again": the name server did not answer).
 SURELY_TEMPORARY = _any(
-    r"not found, try again|try again later|gr[ae]y ?list|"
+    r"not found, try again|try again later|gr[ae]y ?list|unavailable to take delivery|"
     r"temporar(il)?y (unavailable|failure|rejected|deferred|not available|locked|suspended)|"
     r"temporary (lookup )?failure",
     # a name server's answer: a domain that is really gone fails send after send and is
@@ -255,12 +259,19 @@ CHALLENGE = _any(
 
 # Automatic replies that are not bounces (subjects).
 AUTO_REPLY_SUBJECT = _any(
-    r"^\s*(automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|auto:|"
+    r"^\s*(\[|re:\s*)?(automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|auto:|"
     r"out of (the )?office|away from|on (vacation|holiday|leave)|vacation|"
+    r"thank you for (your )?(e-?mail|message|contacting)|"
     r"abwesenheit|automatische antwort|r[ée]ponse automatique|absence|"
     r"respuesta autom[áa]tica|fuera de la oficina|risposta automatica|fuori sede|"
     r"automatisch antwoord|afwezig|resposta autom[áa]tica|ausente|自動応答|自动回复|"
-    r"автоответ|отсутств)",
+    r"автоответ|отсутств|"
+    # Polish, Czech, Slovak, Hungarian, Romanian, Turkish, Greek, Nordic, Baltic
+    r"automatyczna odpowied|nieobecno|automatick[áa] odpov|automatikus v[áa]lasz|"
+    r"h[áa]zon k[íi]v[üu]l|r[ăa]spuns automat|otomatik yan[ıi]t|ofis d[ıi][şs][ıi]nda|"
+    r"αυτόματη απάντηση|autosvar|fr[åa]nvaro|frav[æa]r|automaattinen vastaus|poissa|"
+    r"automātiska atbilde|automatiska atbilde|[āa]rpus biroja|atvaļinājum|atvalinajum|"
+    r"automatinis atsakymas)",
 )
 
 
