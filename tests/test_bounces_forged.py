@@ -7,6 +7,8 @@ report, tied to its copy by the VERP address's MAC, still acts.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from fastapi.testclient import TestClient
 from bounce_helpers import BOUNCE_DOMAIN, copies, events, setup_sent, subscriber_status
 from mailer import config
 from mailer.sending import verp
+from mailer.store.models import CONSENT_SOURCE_LENGTH
+from mailer.store.people import consent_with_reactivation
 from mailer.web import create_app
 from send_helpers import addresses, sql
 from web_helpers import message_to, messages, newsletter_with_a_send
@@ -268,6 +272,14 @@ def test_applying_an_unverified_report_by_hand_and_undoing_it(cli: Any, sent: Pa
     assert "reactivated (send None, from mailer subscribers reactivate): active again" in shown
     held = cli("subscribers", "show", VICTIM, "--json").stdout
     assert '"reason": "the complaint was forged"' in held
+    # The consent evidence of the list they are back on says why, after its own source.
+    consent = re.search(r"lawful basis \S+, source '([^']*)'", shown)
+    assert consent is not None
+    assert re.fullmatch(
+        r".+; reactivated on \d{4}-\d\d-\d\d \(was complained\): the complaint was forged",
+        consent.group(1),
+    ), consent.group(1)
+    assert "reactivated on" in json.loads(held)["lists"][0]["consent"]["source"]
     # Nobody who unsubscribed comes back this way, and a reason is required.
     assert cli("subscribers", "reactivate", PEOPLE[3], "--reason", "x").exit_code == 1
     missing = cli("subscribers", "reactivate", VICTIM)
@@ -318,3 +330,17 @@ def test_erasure_blanks_the_unverified_reports_that_name_the_person(cli: Any, se
     assert VICTIM in sql(sent, "SELECT reason FROM bounce_event")[0][0]
     assert cli("subscribers", "erase", VICTIM, "--yes").exit_code == 0
     assert sql(sent, "SELECT kind, address, reason FROM bounce_event") == [("hard", "", "")]
+
+
+def test_reactivation_notes_keep_the_original_consent_source_within_its_length() -> None:
+    note = "reactivated on 2026-12-07 (was bounced): IT says the mailbox exists"
+    once = consent_with_reactivation("import members.csv", note)
+    assert once == f"import members.csv; {note}"
+    many = once
+    for day in range(10, 31):
+        many = consent_with_reactivation(many, note.replace("07", str(day)))
+    assert len(many) <= CONSENT_SOURCE_LENGTH
+    assert many.startswith("import members.csv; reactivated on 2026-12-")
+    assert many.endswith("2026-12-30 (was bounced): IT says the mailbox exists")
+    longest = consent_with_reactivation("x" * CONSENT_SOURCE_LENGTH, note)
+    assert len(longest) <= CONSENT_SOURCE_LENGTH and longest.endswith(note)

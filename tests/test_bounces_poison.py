@@ -10,6 +10,7 @@ ever printed.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -177,3 +178,42 @@ def test_poison_in_the_mailbox_is_moved_to_quarantine_and_the_rest_is_read(
     assert listed.stdout.count("quarantined") >= len(QUARANTINED)
     assert "nested deeper than 16 parts" in listed.stdout
     assert "more than 500 parts" in listed.stdout
+
+
+def _logged_out(server: Dovecot) -> list[int]:
+    """The bytes the server sent in each IMAP session that has ended (its log's "out=")."""
+    assert server.log is not None
+    return [int(n) for n in re.findall(r"Logged out .*?\bout=(\d+)", server.log.text())]
+
+
+def test_a_message_too_large_is_quarantined_over_imap_without_being_downloaded(
+    cli: Any, newsletter: Path, server: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup_sent(cli, newsletter, PEOPLE, extra=imap_recipe(server))
+    monkeypatch.setenv("MAILER_BOUNCES_IMAP_PASSWORD", PASSWORD)
+    huge = HEAD + b"Message-ID: <huge@mx.example.net>\r\n" + too_large()[len(HEAD) :]
+    assert len(huge) > 10240 * 1024
+    server.append(huge)
+    server.append(render("ses-5.1.1.eml", copies(newsletter)[PEOPLE[0]], newsletter))
+    # The server logs each session's traffic when it ends: its start-up check and the two
+    # appends so far; then the run's, which sent the genuine bounce and a few headers,
+    # never the 11 MB.
+    assert server.log is not None
+    with server.log.cond:
+        assert server.log.cond.wait_for(lambda: len(_logged_out(server)) == 3, 120)
+    r = cli("bounces", "fetch")
+    assert r.exit_code == 0, r.output
+    with server.log.cond:
+        assert server.log.cond.wait_for(lambda: len(_logged_out(server)) > 3, 120)
+    assert sum(_logged_out(server)[3:]) < 200 * 1024
+    assert server.messages("INBOX") == []
+    (kept,) = server.messages("quarantine")
+    assert kept == huge
+    assert subscriber_status(newsletter, PEOPLE[0]) == "bounced"
+    listed = cli("bounces", "list", "--quarantined")
+    assert "larger than 10240 KB" in listed.stdout
+    # The same message again (a run killed before the move): recorded once, moved again.
+    server.append(huge)
+    assert cli("bounces", "fetch").exit_code == 0
+    assert [e[0] for e in events(newsletter)].count("quarantined") == 1
+    assert len(server.messages("quarantine")) == 2

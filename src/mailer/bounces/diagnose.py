@@ -55,7 +55,7 @@ MAX_RECIPIENTS = 50
 # Text read from a notice part, per part.
 MAX_TEXT = 64 * 1024
 _CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?:[ -]|$)")
+_REPLY = re.compile(r"(?<![\w.-])([245])\d\d(?:[ -]|$)")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _TOKEN = re.compile(tokens.PATTERN)
 _SUBJECT_WORD = urls.UNSUBSCRIBE_SUBJECT.partition("{token}")[0].strip()
@@ -96,6 +96,10 @@ _QUOTED_START = re.compile(
 )
 _QUOTED_HEADER = re.compile(
     r"^\s*>\s*(received|return-path|message-id|x-[\w-]+|from|to|date):", re.I
+)
+_IN_TRANSIT = re.compile(
+    r"^(return-path|received|message-id|dkim-signature|mime-version|content-type|x-[\w-]+):",
+    re.I,
 )
 _HEADERISH = re.compile(
     r"^(return-path|received|message-id|from|to|subject|date|dkim-signature)"
@@ -287,12 +291,15 @@ def _cut_quoted(text: str) -> str:
             break
         if i > 3 and _QUOTED_HEADER.match(line):
             break  # "> Received: ...": the original, quoted line by line
-        # A block of header lines (Return-Path:, Received:...) is the quoted original.
+        # A block of header lines (Return-Path:, Received:...) is the quoted original; a
+        # notice's own summary of it ("Subject: ..." / "Date: ...") is not, unless the
+        # block has a header only a message in transit carries.
         if (
             i > 3
             and _HEADERISH.match(line)
             and i + 1 < len(lines)
             and (_HEADERISH.match(lines[i + 1]) or lines[i + 1][:1] in (" ", "\t"))
+            and any(_IN_TRANSIT.match(n) for n in lines[i : i + 8])
         ):
             break
         out.append(line)
@@ -435,6 +442,14 @@ class _Reader:
         ):
             findings = self._feedback()
             return Diagnosis(shape="arf", findings=findings, named=_named(findings), **base)
+        complained = _addresses(msg.get_all("X-HmXmrOriginalRecipient", []) or [])
+        if complained and not self.status_parts:
+            # Hotmail's own complaint format (JMRP) names the person in this header, which
+            # only Hotmail adds; some arrive with the original alone, without a wrapper.
+            findings = [
+                Finding(complained[0], K.COMPLAINT, "", "feedback report: abuse", "complaint")
+            ]
+            return Diagnosis(shape="arf", findings=findings, named=complained[:1], **base)
         bounce_like = self._bounce_like(sender, subject)
         return_path = msg.get("Return-Path")
         empty_path = return_path is not None and not str(return_path).strip("<> \t\r\n")
@@ -460,7 +475,9 @@ class _Reader:
         inner = self._inner_report(envelope_recipient)
         if inner is not None:
             return inner
-        if auto and not bounce_like:
+        if (auto or wording.CHALLENGE.search(" ".join(notice[:3000].split()))) and not bounce_like:
+            # An automatic reply, or a challenge-response system asking us to confirm that
+            # we are a person before it delivers our mail (never a bounce).
             finding = Finding("", K.AUTO_REPLY, reason=subject[:200])
             return Diagnosis(shape="auto-reply", findings=[finding], **base)
         return Diagnosis(shape="unrecognised", findings=[], **base)
@@ -483,10 +500,13 @@ class _Reader:
 
     def _bounce_like(self, sender: str, subject: str) -> bool:
         msg = self.msg
+        # "From: <>" is the null sender's own mark: only reports are sent from it.
+        null_from = msg.get("From") is not None and not sender and "<>" in _text(msg.get("From"))
         return (
             bool(self.status_parts)
             or bool(msg.get("X-Failed-Recipients"))
             or bool(_DAEMON.match(sender))
+            or null_from
             or str(msg.get_content_type()) == "multipart/report"
             or (
                 bool(_BOUNCE_SUBJECT.search(subject))
@@ -693,13 +713,18 @@ class _Reader:
         ours = set(_addresses(msg.get_all("From", []) or []))
         ours |= set(_addresses(msg.get_all("To", []) or []))
         ours |= set(_addresses(msg.get_all("Reply-To", []) or []))
+
+        def kept(addresses: list[str]) -> list[str]:
+            return [
+                a
+                for a in dict.fromkeys(addresses)
+                if a and "@" in a and a not in ours and not _MESSAGE_ID_LIKE.match(a)
+            ]
+
+        found = kept(found)
         if not found and bounce_like:
-            found = _failed_addresses(own, ours)
-        found = [
-            a
-            for a in dict.fromkeys(found)
-            if a and "@" in a and a not in ours and not _MESSAGE_ID_LIKE.match(a)
-        ]
+            # The detectors found nobody, or only us: the notice's own lines name them.
+            found = kept(_failed_addresses(own, ours))
         if not found:
             if not bounce_like:
                 return []
@@ -726,13 +751,14 @@ class _Reader:
                 category = K.POLICY
             if category is None:
                 category = K.SOFT
-            delayed = wording.STILL_TRYING.search(own) or (
-                wording.DELAYED.search(own)
-                and not re.search(
-                    r"permanent|fatal|gave up|giving up|could not be delivered|failed", own, re.I
-                )
+            delayed = wording.DELAYED.search(own) and not re.search(
+                r"permanent|fatal|gave up|giving up|could not be delivered|failed", own, re.I
             )
-            if delayed and category in (K.SOFT, K.FULL):
+            # A warning that delivery goes on is a delay whatever reason it quotes ("451
+            # SPAM not accepted ... Delivery attempts will continue").
+            if (wording.STILL_TRYING.search(own) and category != K.HARD) or (
+                delayed and category in (K.SOFT, K.FULL)
+            ):
                 category = K.DELAYED
             reason = _first_line_with(about, address) or _first_failure_line(about)
             findings.append(
@@ -846,10 +872,17 @@ def _about(text: str, addresses: list[str], everyone: list[str]) -> str:
 
 
 def _first_line_with(text: str, address: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()]
     for i, line in enumerate(lines):
-        if _CODE.search(line) or _REPLY.search(line):
-            return " ".join(lines[i : i + 2]) if len(line) < 40 else line
+        if line and (_CODE.search(line) or _REPLY.search(line)):
+            # The server's sentence often goes on over the next lines ("550 <x@y>:" /
+            # "Destinatario desconocido"): up to the next blank line.
+            taken = [line]
+            for more in lines[i + 1 : i + 4]:
+                if not more or sum(len(t) for t in taken) > 200:
+                    break
+                taken.append(more)
+            return " ".join(taken)
     return ""
 
 

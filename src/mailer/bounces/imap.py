@@ -3,10 +3,12 @@
 For each message in the folder: read it without marking it seen, process it and commit
 (:func:`mailer.bounces.process.process`), and only then move it to the "processed" folder,
 to "unrecognised" when it could not be understood, or to "quarantine" when it could not
-be read within the limits (it is never read again, and the next message is). Nothing is
-ever deleted. Killed at
-any point, a run loses nothing: a message not yet committed is still in the folder, and
-one committed but not yet moved is recognised by its key next time and only moved.
+be read within the limits (it is never read again, and the next message is). A message
+larger than ``max_message_kb`` is known by the size the server gives (``RFC822.SIZE``)
+and quarantined without being downloaded: only 2 KB of its identifying headers are read.
+Nothing is ever deleted. Killed at any point, a run loses nothing: a message not yet
+committed is still in the folder, and one committed but not yet moved is recognised by
+its key next time and only moved.
 """
 
 from __future__ import annotations
@@ -22,14 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailer import oauth
-from mailer.bounces.process import Processed, process
+from mailer.bounces.diagnose import limits_of
+from mailer.bounces.process import Processed, process, quarantine
+from mailer.bounces.reading import check_size
 from mailer.config import BounceSettings, Settings, is_loopback
-from mailer.errors import ConfigError, MailboxError, TokenRefused
+from mailer.errors import ConfigError, MailboxError, TokenRefused, UnreadableMessage
 from mailer.store.database import Database
 
 log = logging.getLogger("mailer.bounces")
 TIMEOUT = 60.0
 _FETCHED = re.compile(rb"BODY\[\] \{\d+\}")
+_HEAD_FETCHED = re.compile(rb"BODY\[HEADER\.FIELDS [^\]]*\](<\d+>)? \{\d+\}")
+_UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+# Of a message too large to read, only this much of its identifying headers is downloaded.
+HEAD_BYTES = 2048
+_HEAD = f"(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]<0.{HEAD_BYTES}>)"
 
 
 @dataclass
@@ -172,11 +182,27 @@ def _move(imap: imaplib.IMAP4, uid: bytes, folder: str, can_move: bool) -> None:
         _check(imap.expunge(), "expunge")
 
 
-def _body(data: list[Any]) -> bytes | None:
+def _body(data: list[Any], fetched: re.Pattern[bytes] = _FETCHED) -> bytes | None:
     for item in data:
-        if isinstance(item, tuple) and len(item) == 2 and _FETCHED.search(bytes(item[0])):
+        if isinstance(item, tuple) and len(item) == 2 and fetched.search(bytes(item[0])):
             return bytes(item[1])
     return None
+
+
+def _sizes(imap: imaplib.IMAP4, uids: list[bytes]) -> dict[bytes, int]:
+    """The size the server gives for each message (RFC822.SIZE), asked in one command for
+    the range of ``uids`` (ascending, as SEARCH gives them), however many there are."""
+    if not uids:
+        return {}
+    span = f"{uids[0].decode()}:{uids[-1].decode()}"
+    data = _check(imap.uid("FETCH", span, "(RFC822.SIZE)"), "tell the messages' sizes")
+    sizes: dict[bytes, int] = {}
+    for item in data:
+        line = bytes(item[0] if isinstance(item, tuple) else item or b"")
+        uid, size = _UID.search(line), _SIZE.search(line)
+        if uid and size:
+            sizes[uid.group(1)] = int(size.group(1))
+    return sizes
 
 
 def fetch(
@@ -198,12 +224,26 @@ def fetch(
         # A message flagged deleted is on its way out (a move cut short leaves one): skip it.
         (found,) = _check(imap.uid("SEARCH", "UNDELETED"), "list the messages")[:1] or [b""]
         uids = bytes(found or b"").split()
-        for uid in uids[:limit] if limit else uids:
-            data = _check(imap.uid("FETCH", uid.decode(), "(BODY.PEEK[])"), "read a message")
-            raw = _body(data)
-            if raw is None:
-                continue  # deleted by someone else meanwhile
-            result = process(settings, database, raw, source=source)
+        uids = uids[:limit] if limit else uids
+        limits = limits_of(b)
+        sizes = _sizes(imap, uids)
+        for uid in uids:
+            try:
+                check_size(sizes.get(uid, 0), limits)
+            except UnreadableMessage as too_large:
+                # Never downloaded: its identifying headers name it in the record.
+                data = _check(imap.uid("FETCH", uid.decode(), _HEAD), "read a message's headers")
+                head = _body(data, _HEAD_FETCHED)
+                if head is None:
+                    continue  # deleted by someone else meanwhile
+                key_bytes = head + b"\r\nsize: " + str(sizes[uid]).encode()
+                result = quarantine(database, key_bytes, str(too_large), source=source)
+            else:
+                data = _check(imap.uid("FETCH", uid.decode(), "(BODY.PEEK[])"), "read a message")
+                raw = _body(data)
+                if raw is None:
+                    continue  # deleted by someone else meanwhile
+                result = process(settings, database, raw, source=source)
             if on_committed is not None:
                 on_committed(result)
             if result.quarantined:

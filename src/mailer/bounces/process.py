@@ -133,7 +133,7 @@ def process(
             policy_statuses=b.policy_statuses,
         )
     except UnreadableMessage as exc:
-        return _quarantine(database, raw, str(exc), source=source)
+        return quarantine(database, raw, str(exc), source=source)
     prefix = f"{diagnosis.key}#"
     with database.session(write=True) as session:
         if store.seen(session, prefix):
@@ -152,7 +152,9 @@ def process(
     return Processed(diagnosis.key, kind, True, verified, actions)
 
 
-def _quarantine(database: Database, raw: bytes, why: str, *, source: str) -> Processed:
+def quarantine(database: Database, raw: bytes, why: str, *, source: str) -> Processed:
+    """Record a message that cannot be read (``why``), once. ``raw`` is the message, or as
+    much of it as was downloaded (the headers of one too large to download)."""
     key = raw_key(raw)
     prefix = f"{key}#"
     with database.session(write=True) as session:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import time
 from dataclasses import dataclass
 from email.message import Message
@@ -65,10 +66,16 @@ def _content(header_block: bytes) -> tuple[str, bytes | None]:
     return kind, b"--" + boundary.encode("utf-8", "surrogateescape").rstrip()
 
 
+def check_size(size: int, limits: Limits) -> None:
+    """Refuse a message of ``size`` bytes beyond the limit: said before it is downloaded
+    when the mailbox tells its size (IMAP's ``RFC822.SIZE``)."""
+    if size > limits.max_bytes:
+        raise UnreadableMessage(f"larger than {limits.max_bytes // 1024} KB")
+
+
 def check_structure(raw: bytes, limits: Limits, deadline: Deadline) -> None:
     """Refuse a message whose MIME structure is beyond ``limits``, reading it once, in a loop."""
-    if len(raw) > limits.max_bytes:
-        raise UnreadableMessage(f"larger than {limits.max_bytes // 1024} KB")
+    check_size(len(raw), limits)
     stack: list[_Frame] = []
     parts = 1
     in_headers = True  # reading the header block of the current part
@@ -121,6 +128,18 @@ def check_structure(raw: bytes, limits: Limits, deadline: Deadline) -> None:
 def read(raw: bytes, limits: Limits, deadline: Deadline | None = None) -> Message:
     """The parsed message, or :class:`UnreadableMessage` saying which limit it is beyond."""
     deadline = deadline or Deadline(limits.max_seconds)
+    # Blank lines before the first header (a message saved by hand) would make every
+    # header part of the body.
+    raw = raw.lstrip(b" \t\r\n")
+    msg = _parsed(raw, limits, deadline)
+    repaired = _with_boundary_repaired(msg)
+    if repaired is not None:
+        msg = _parsed(repaired, limits, deadline)
+    deadline.check()
+    return msg
+
+
+def _parsed(raw: bytes, limits: Limits, deadline: Deadline) -> Message:
     try:
         check_structure(raw, limits, deadline)
     except UnreadableMessage:
@@ -128,8 +147,24 @@ def read(raw: bytes, limits: Limits, deadline: Deadline | None = None) -> Messag
     except Exception as exc:  # a header the check cannot read: never a traceback
         raise UnreadableMessage(f"cannot be read ({type(exc).__name__})") from None
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        return email.message_from_bytes(raw, policy=email.policy.compat32)
     except Exception as exc:  # never expected after the check above; never a traceback
         raise UnreadableMessage(f"cannot be parsed ({type(exc).__name__})") from None
-    deadline.check()
-    return msg
+
+
+def _with_boundary_repaired(msg: Message) -> bytes | None:
+    """A multipart whose quoted boundary runs on into other text (a header that lost its
+    line break: ``boundary="x" Message-Id: <...>``), with the boundary the quotes give;
+    None when the message needs no repair."""
+    if not msg.get_content_type().startswith("multipart/") or msg.is_multipart():
+        return None
+    boundary = msg.get_param("boundary")
+    found = re.match(r'\s*"([^"]{1,200})"\s*\S', boundary) if isinstance(boundary, str) else None
+    body = msg.get_payload()
+    if found is None or not isinstance(body, str) or f"--{found.group(1)}" not in body:
+        return None
+    msg.set_param("boundary", found.group(1))
+    try:
+        return msg.as_bytes()
+    except Exception:  # a message the generator cannot write back is read as it is
+        return None

@@ -22,16 +22,18 @@ def _any(*phrases: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)
 
 
-# Refusals of the message or of the sender: about us, never about the person.
+# Refusals of the message or of the sender: about us, never about the person. These words
+# say so plainly, whatever else the notice says (a full mailbox, a missing user).
 OURS = _any(
     # block lists, reputation, spam
     r"block ?list|black ?list|\bblocked\b|\bblock(ed)? by\b|\bdnsbl\b|\brbl\b|spamhaus|"
-    r"spamcop|sorbs|barracuda(central)?|mailspike|\bbanned\b|\bdenylist",
-    r"reputation|\bspam\b|spam[- ]?(detected|filter|score|content)|unsolicited|"
+    r"spamcop|sorbs|barracuda(central)?|mailspike|\bbanned\b|\bdenylist|\buribl\b|"
+    r"(?<!not )(?<!n't )\blisted (by|at|on)\b",
+    r"reputation|\bspam(s|my|ming|mers?)?\b|\bspam[a-z]*(filter|profiler|bouncer|assassin|cop|haus|"
+    r"trap|guard|check|score|block|detect|reject|wall|stop|expert)|unsolicited|"
     r"bulk (e-?mail|mail)|junk ?mail|suspected (spam|phishing)|phish|\bvirus|malware|"
-    r"infected|content (filter|rejected|policy)|message content|\bpolicy\b|policies|"
-    r"not (accepted|allowed) (for|by|due to)|prohibited|poor reputation|"
-    r"low reputation|rejected (for|due to|because of) (policy|content)",
+    r"infected|content (filter|rejected|policy)|message content|poor reputation|"
+    r"low reputation|rejected (for|due to|because of) (policy|content)|mass mailer",
     # our sender, our authentication, our servers
     r"\bspf\b|\bdkim\b|\bdmarc\b|sender (address )?(rejected|denied|refused|blocked|verify|"
     r"verification)|(sender|from) (domain|address) (does not|doesn't) (exist|resolve)|"
@@ -40,35 +42,57 @@ OURS = _any(
     r"envelope sender|return[- ]path|bad sender|invalid sender|unknown sender|"
     r"reverse (dns|lookup)|\bptr\b|\brdns\b|(helo|ehlo) (command )?(rejected|refused|"
     r"invalid|not)|(invalid|bad) (helo|ehlo)|"
-    r"not authori[sz]ed|authenticat(ion|ed) (checks? )?(is )?(required|failed|failure)|"
-    r"must (be )?authenticate|client host.{0,60}rejected|access denied|smtp auth|"
+    r"authenticat(ion|ed) (checks? )?(is )?(required|failed|failure)|"
+    r"must (be )?authenticate|client host.{0,60}rejected|smtp auth|"
     r"sender address|domain of sender|unroutable sender|unverif(y|i)able sending|"
     r"mismatches client ip|invalid ip|network not allowed|relay quota|"
     r"protocol violation|message filtered|domain filter|user complaints|unexpected volume|"
     r"messages from \[?\d{1,3}(\.\d{1,3}){3}|groups\.google\.com|google groups|"
     r"header error|8-bit data|line limit exceeded|line too long|refused to talk to me|"
-    r"address is not verified|identities failed|\b(mail|message) (was |has been )?rejected\b|"
+    r"address is not verified|identities failed|"
+    r"not (allowed|permitted|authori[sz]ed) to send|requires confirmation|"
+    r"confirm this (mail )?server|(your|sending|our) (mail )?server (is )?not allowed|"
     r"permission to post|have permission|not (have|got) (the )?permission|"
     r"権限|權限|权限|autorisation de|permiso para|berechtigung|"
     r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)|"
     r"(not|unable to|cannot|will not) relay|relay not permitted|\bnorelay|"
-    r"open relay|we do not relay|not permitted to relay|unauthenticated relay",
-    # our message: size, standards, rate
+    r"open relay|we do not relay|not permitted to relay|unauthenticated relay|"
+    r"use me .{0,20}as a relay|allowed rcpthosts|not in my list of allowed",
+    # our message: size, attachments, standards, rate
     r"message (size )?(is )?too (big|large)|length exceeds|exceed\w* .{0,30}message size|"
-    r"not accepting mail from|exceeds? (the )?(maximum |max )?"
-    r"(message )?size|message size exceeds|size limit|\btoo large\b|too many (recipients|"
-    r"connections|messages|mails|emails)|rate ?limit|rate that prevents|"
+    r"message size (limit )?exceed|(max(imum)?|fixed) message size|sendsizelimit|"
+    r"recipsizelimit|message too large|not accepting mail from|"
+    r"exceeds? (the )?(maximum |max )?message size|too many (recipients|connections)|"
+    r"rate ?limit|rate that prevents|"
     r"sending rate|throttl|too fast|too many (concurrent|simultaneous)|"
     r"not (rfc|RFC)[- ]?(compliant|5322|2822)|rfc ?(5322|2822|822) |"
     r"multiple (from|date|message-id)|invalid (from|header)|headers? (is |are )?invalid|"
     r"message (was )?(not )?(compliant|rejected by)|ip address.{0,40}(listed|blocked|"
     r"rejected|refused|not allowed|banned)|"
-    r"your (ip|server|domain|message|mail|email) (address )?(has been |was |is )?"
-    r"(blocked|rejected|refused|listed|blacklisted|temporarily)",
+    r"your (ip|server|domain) (address )?(has been |was |is )?"
+    r"(blocked|rejected|refused|listed|blacklisted|temporarily)|"
+    r"your (message|mail|e-?mail) (has been |was |is )?(blocked|listed|blacklisted)|"
+    r"(mail|messages?|e-?mail) with attachments|attachments? (are |is )?(not (allowed|"
+    r"accepted|permitted)|blocked|forbidden|refused)|(illegal|forbidden|prohibited|"
+    r"dangerous|blocked) attachment|embedded images|"
+    r"(messages? )?without (a |an )?(to|from|date|subject|message-id):? (field|header)|"
+    r"(missing|no) (resent-)?(to|from|date|message-id):? (field|header)|"
+    r"(provide|use) a valid from|from:? (domain|address) is (invalid|not valid)|"
+    r"not accepting (network )?connections",
     # other languages: spam, refused, blocked
     r"垃圾邮件|拒绝|拒收|受信拒否|迷惑メール|スパム|спам|заблокирован.{0,20}(ip|адрес отправителя)|"
     r"rechazad|rifiutat|abgelehnt|geblockt|gesperrt.{0,20}(ip|absender)|refusé|"
     r"bloqueado|bloccat|geweigerd",
+)
+
+# Words that refuse the message without saying why: a refusal of ours unless the notice
+# says plainly that the mailbox is full or the person is gone ("Message rejected. Not
+# enough storage space in user's mailbox").
+OURS_VAGUE = _any(
+    r"\bpolicy\b|policies|not (accepted|allowed) (for|by|due to)|prohibited|"
+    r"not authori[sz]ed|access denied|\b(mail|message) (was |has been )?(rejected|refused)\b|"
+    r"exceeds? (the )?(maximum |max )?size|size limit|\btoo large\b|"
+    r"too many (messages|mails|emails)"
 )
 
 # The mailbox exists but is full.
@@ -84,10 +108,15 @@ FULL = _any(
     r"mailbox exceeded|messages in .{0,20}mailbox exceeded|mailbox exceeds|quota violation|"
     r"exceed\w* (their|his|her|its|the|your) (mailbox |storage |disk )?quota|"
     r"reached (the |its |his |her |their )?(disk |storage |mailbox )?quota|"
-    r"exceeds (the )?allowed size",
-    r"postfach (ist )?voll|speicherplatz|quota (ist )?(überschritten|erreicht)|"
+    r"exceeds (the )?allowed size|quota (usage )?(exceeded|exceed)|"
+    r"not (have )?enough (storage |disk )?space|(storage|disk) ?space (quota|limit)|"
+    r"too many (messages|mails|e-?mails) (on|in) (the |this )?(server|mailbox|account|inbox)|"
+    r"mailbox (size )?(limit|quota) (exceeded|reached)",
+    r"postfach (ist )?voll|speicherplatz|zu ?viele (e-?mails|mails|nachrichten)|"
+    r"quota (ist )?(überschritten|erreicht)|"
     r"bo[iî]te (aux lettres |mail )?(est )?(pleine|satur[ée]e)|quota d[ée]pass[ée]|"
-    r"buz[óo]n (est[áa] )?(lleno|completo)|cuota (excedida|superada)|casella (di posta )?"
+    r"(buz[óo]n|casilla|mail ?box)( de correo)? (est[áa] )?(lleno|llena|completo|completa|agotad)|"
+    r"espacio (en (la )?casilla )?.{0,20}agotado|cuota (excedida|superada)|casella (di posta )?"
     r"(piena|satura)|spazio (esaurito|insufficiente)|mailbox (is )?vol|postvak (is )?vol|"
     r"caixa (postal )?(cheia|lotada)|cota excedida|容量|一杯|満杯|ящик переполнен|"
     r"переполнен|превышен.{0,20}(квот|размер ящика)|邮箱已满|空间不足|信箱已满|容量不足",
@@ -106,7 +135,13 @@ GONE = _any(
     r"(mailbox |recipient )?address|bad recipient|recipient rejected|"
     r"address (unknown|not found|invalid)|addressee unknown|not recogni[sz]ed|"
     r"invalid (final )?(delivery )?user ?id|invalid final delivery|"
-    r"no mailbox (here )?(by that name|for|found)|mailbox (is )?frozen|host \S+ not found|"
+    r"no mail ?box (is )?(here |available )?(by that name|for|found|available|here)|"
+    r"mailbox (is )?frozen|host \S+ not found|non-?existent (user|recipient|mailbox|address|"
+    r"account)|(user|recipient|mailbox|address|account) (is )?(non-?existent|inexistent)|"
+    r"badrcptto|recipient is in (my|the) bad ?recipient list|not an active (address|user|account)|"
+    r"(mail ?box|account|casilla|cuenta|buz[óo]n|conta|caixa)\w* (ha |has |foi )?(been )?"
+    r"(expired|expirad|caducad|vencid)|por falta de uso|por inactividad|"
+    r"(due to|because of|for) inactivity|"
     r"mailbox (not found|unavailable|"
     r"not available|disabled|inactive|is disabled|has been disabled|closed|deleted|"
     r"suspended|locked|is inactive|no longer|does not exist)|"
@@ -124,7 +159,7 @@ GONE = _any(
     r"(user|recipient|mailbox) (is )?(inactive|disabled|terminated|suspended|deactivated|"
     r"expired|locked)|host (or domain name )?(not found|unknown)|unknown host|"
     r"domain (name )?(not found|does not exist|unknown|is not valid|doesn't exist)|"
-    r"(no|null) mx\b|does not accept (e-?)?mail|name or service not known|"
+    r"(no|null) mx\b|does not accept (e-?)?mail|name or service not known|no smtp service|"
     r"unrouteable (mail )?domain|no valid recipients|"
     r"(user|recipient|address) (is )?not (local|here|known|found|valid)|"
     r"address (is )?(no longer|not) (valid|in use|active)|invalid address|"
@@ -181,8 +216,9 @@ TEMPORARY = _any(
 # A failure the server itself says may pass, whatever else it names ("Host not found,
 # try again": the name server did not answer).
 SURELY_TEMPORARY = _any(
-    r"not found, try again|try again later|temporar(il)?y (unavailable|failure|rejected|"
-    r"deferred|not available|locked|suspended)|temporary (lookup )?failure",
+    r"not found, try again|try again later|gr[ae]y ?list|unavailable to take delivery|"
+    r"temporar(il)?y (unavailable|failure|rejected|deferred|not available|locked|suspended)|"
+    r"temporary (lookup )?failure",
     # a name server's answer: a domain that is really gone fails send after send and is
     # marked bounced by the soft count; one lookup never suppresses anybody
     r"dns error|dns type '?\w+'? lookup|lookup of \S+ responded",
@@ -211,14 +247,31 @@ STILL_TRYING = _any(
     r"do not need to re-?send|no action is required on your part"
 )
 
+# Challenge-response systems: our mail waits until we show we are a person, or the
+# sender is already allowed. Automatic replies, never a failure of the address.
+CHALLENGE = _any(
+    r"(allowed|approved|guest|white) ?(senders? )?list|whitelist|pre-?approved|"
+    r"(verify|confirm|prove) (that )?you are (a )?(human|real|person)|"
+    r"(click|visit|follow) .{0,60}(link|below|url).{0,80}(add(ed)?|verif|confirm|deliver)|"
+    r"protected by .{0,40}(spam|filter|challenge|verification)|sender verification|"
+    r"challenge[- ]response|waitlisted|awaiting (your )?(verification|confirmation)"
+)
+
 # Automatic replies that are not bounces (subjects).
 AUTO_REPLY_SUBJECT = _any(
-    r"^\s*(automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|auto:|"
+    r"^\s*(\[|re:\s*)?(automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|auto:|"
     r"out of (the )?office|away from|on (vacation|holiday|leave)|vacation|"
+    r"thank you for (your )?(e-?mail|message|contacting)|"
     r"abwesenheit|automatische antwort|r[ée]ponse automatique|absence|"
     r"respuesta autom[áa]tica|fuera de la oficina|risposta automatica|fuori sede|"
     r"automatisch antwoord|afwezig|resposta autom[áa]tica|ausente|自動応答|自动回复|"
-    r"автоответ|отсутств)",
+    r"автоответ|отсутств|"
+    # Polish, Czech, Slovak, Hungarian, Romanian, Turkish, Greek, Nordic, Baltic
+    r"automatyczna odpowied|nieobecno|automatick[áa] odpov|automatikus v[áa]lasz|"
+    r"h[áa]zon k[íi]v[üu]l|r[ăa]spuns automat|otomatik yan[ıi]t|ofis d[ıi][şs][ıi]nda|"
+    r"αυτόματη απάντηση|autosvar|fr[åa]nvaro|frav[æa]r|automaattinen vastaus|poissa|"
+    r"automātiska atbilde|automatiska atbilde|[āa]rpus biroja|atvaļinājum|atvalinajum|"
+    r"automatinis atsakymas)",
 )
 
 
@@ -232,17 +285,20 @@ def category_of_text(text: str) -> BounceKind | None:
     """
     if not text:
         return None
-    # "550-5.2.1 The user ... at a rate that\n550-5.2.1 prevents": one sentence again.
-    text = " ".join(_CONTINUATION.sub(" ", text).split())
+    # Headers of the original that a notice repeats ("Subject: ...") are not its words, nor
+    # are addresses ("junkmail@example.org ... Mailbox size limit exceeded").
+    text = _ADDRESS_WORD.sub("", _REPEATED_HEADER.sub("", text))
+    # "550-5.2.1 The user ... at a rate that\n550-5.2.1 prevents": one sentence again;
+    # "BAD_RECIPIENT", "USER_UNKNOWN": words.
+    text = " ".join(_CONTINUATION.sub(" ", text).replace("_", " ").split())
     if RECIPIENT_GONE.search(text):
         return K.HARD
     if OURS.search(text):
-        strong = STRONGLY_GONE.search(text)
-        if strong and not _SENDER_SIDE.search(text):
-            return K.HARD
-        return K.POLICY
+        return _refused_unless_plainly_gone(text)
     if FULL.search(text):
         return K.FULL
+    if OURS_VAGUE.search(text):
+        return _refused_unless_plainly_gone(text)
     if SURELY_TEMPORARY.search(text):
         return K.SOFT
     if GONE.search(text):
@@ -252,6 +308,18 @@ def category_of_text(text: str) -> BounceKind | None:
     return None
 
 
+def _refused_unless_plainly_gone(text: str) -> BounceKind:
+    strong = STRONGLY_GONE.search(text)
+    if strong and not _SENDER_SIDE.search(text):
+        return K.HARD
+    return K.POLICY
+
+
+_REPEATED_HEADER = re.compile(
+    r"(?im)^[ \t>]*(from|to|cc|subject|date|sent|message-id|reply-to|return-path|received|"
+    r"x-[\w-]+)[ \t]*:.*$"
+)
+_ADDRESS_WORD = re.compile(r"[<\[(\"']?[^\s<>\[\]()\"'@]{1,64}@[\w.-]+[>\])\"']?")
 _CONTINUATION = re.compile(r"(?m)(?:^|(?<=\s))[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s)?")
 
 # Words that say the recipient's own account is gone or shut, whatever else is named.

@@ -221,6 +221,10 @@ class Membership(SQLModel, table=True):
     changed_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+# The longest consent source kept (an import file's name, and reactivation notes).
+CONSENT_SOURCE_LENGTH = 500
+
+
 class Consent(SQLModel, table=True):
     """Why a person is on a list: the evidence a partnership shows when asked (UK GDPR Art. 30)."""
 
@@ -236,8 +240,9 @@ class Consent(SQLModel, table=True):
     subscriber_id: int = Field(primary_key=True)
     list_id: int = Field(primary_key=True)
     basis: LawfulBasis = Field(sa_column=Column(_enum(LawfulBasis, "lawful_basis"), nullable=False))
-    # Where the address came from: an import file's name, "web form", or the command used.
-    source: str = Field(max_length=500)
+    # Where the address came from: an import file's name, "web form", or the command used;
+    # then any operator's reactivation, with its reason (store.people.reactivate).
+    source: str = Field(max_length=CONSENT_SOURCE_LENGTH)
     recorded_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Set when a web sign-up is confirmed by clicking the link in the confirmation email.
     confirmed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -26,6 +26,7 @@ from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError, Sto
 from mailer.store import signups
 from mailer.store.engine import describe, store_error
 from mailer.store.models import (
+    CONSENT_SOURCE_LENGTH,
     BounceEvent,
     Consent,
     Delivery,
@@ -227,11 +228,17 @@ def _mark(session: Session, subscriber_ids: Iterable[int], status: SubscriberSta
     return int(result.rowcount)
 
 
-def reactivate(session: Session, subscriber: Subscriber, since: dt.datetime | None) -> list[str]:
+def reactivate(
+    session: Session, subscriber: Subscriber, since: dt.datetime | None, *, reason: str
+) -> list[str]:
     """Undo a bounce or a complaint recorded in error: the person is active again.
 
     A complaint unsubscribed them from every list: the lists they left at ``since`` (the
     complaint's time) or later are joined again. Returns those lists' slugs.
+
+    The consent evidence of every list they are on afterwards says so, with the reason
+    (:func:`consent_with_reactivation`): why they may be mailed again is part of why they
+    are on the list, next to the source of their original consent, which is kept.
     """
     if not subscriber_may_be_reactivated(subscriber.status):
         raise StateError(
@@ -261,7 +268,33 @@ def reactivate(session: Session, subscriber: Subscriber, since: dt.datetime | No
             session.add(membership)
             rejoined.append(mailing_list.slug)
     session.flush()
+    note = f"{_NOTE_START}{utcnow():%Y-%m-%d} (was {was}): {reason}"
+    for membership, _list, consent in memberships_of(session, subscriber.id or 0):
+        if consent is not None and membership.status == MembershipStatus.SUBSCRIBED:
+            consent.source = consent_with_reactivation(consent.source, note)
+            session.add(consent)
+    session.flush()
     return rejoined
+
+
+_NOTE_SEPARATOR = "; "
+_NOTE_START = "reactivated on "
+
+
+def consent_with_reactivation(source: str, note: str) -> str:
+    """A consent source with an operator's reactivation noted after it: the original
+    source first (shortened only if it leaves no room for the note), then the newest
+    notes that fit."""
+    original, *older = source.split(_NOTE_SEPARATOR + _NOTE_START)
+    newest = note[:200]
+    original = original[: CONSENT_SOURCE_LENGTH - len(_NOTE_SEPARATOR) - len(newest)]
+    kept = [newest]
+    for entry in reversed([_NOTE_START + n for n in older]):
+        length = len(original) + sum(len(_NOTE_SEPARATOR) + len(k) for k in kept)
+        if length + len(_NOTE_SEPARATOR) + len(entry) > CONSENT_SOURCE_LENGTH:
+            break
+        kept.insert(0, entry)
+    return _NOTE_SEPARATOR.join([original, *kept])
 
 
 def mark_bounced(session: Session, subscriber_ids: Iterable[int]) -> int:

@@ -67,7 +67,8 @@ def reactivate(db: Database, raw_email: str, reason: str) -> tuple[str, list[str
     """Undo a bounce or complaint recorded in error; (the status it had, lists rejoined).
 
     The reason is kept in the person's history (``mailer subscribers show``), with the
-    bounces and complaints it undoes.
+    bounces and complaints it undoes, and in the consent evidence of each list they are
+    on: why they may be mailed again.
     """
     email = normalise(raw_email)
     reason = " ".join(reason.split())
@@ -78,7 +79,7 @@ def reactivate(db: Database, raw_email: str, reason: str) -> tuple[str, list[str
         assert subscriber.id is not None
         was = str(subscriber.status)
         since = returned.latest_complaint_at(session, subscriber.id)
-        rejoined = store.reactivate(session, subscriber, since)
+        rejoined = store.reactivate(session, subscriber, since, reason=reason)
         returned.record_reactivation(
             session,
             subscriber.id,
