@@ -34,6 +34,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     LiteralScalarString,
+    PlainScalarString,
     SingleQuotedScalarString,
 )
 from ruamel.yaml.util import load_yaml_guess_indent
@@ -68,8 +69,15 @@ SESSION_FIELDS = {
 }
 IMAGE_FIELDS = {"src": "text", "alt": "text", "width": "number"}
 LINK_FIELDS = {"text": "text", "url": "text"}
-# Keys a value may never be removed from by leaving its field empty: validation names them.
-_REQUIRED = {"subject", "date", "title", "type", "venue", "start", "end", "text", "url", "src"}
+# Keys that stay when their field is emptied, so validation names what is missing there;
+# any other emptied field removes its key.
+_REQUIRED = {
+    "issue": {"subject", "date"},
+    "section": {"title"},
+    "session": {"date", "start", "end", "venue"},
+    "image": {"src", "alt"},
+    "link": {"text", "url"},
+}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A picture's new name: what is left of the uploaded name, made safe for a path and a URL.
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
@@ -178,11 +186,15 @@ def _value(kind: str, text: str, old: Any) -> Any:
         return text in ("true", "on", "yes", "1")
     if kind == "markdown" and ("\n" in text or isinstance(old, LiteralScalarString)):
         return LiteralScalarString(text.rstrip("\n") + "\n")
-    if isinstance(old, DoubleQuotedScalarString):
+    # A value written in quotes stays in quotes; an empty one (a new field) was quoted only
+    # because it was empty.
+    if isinstance(old, DoubleQuotedScalarString) and old:
         return DoubleQuotedScalarString(text)
-    if isinstance(old, SingleQuotedScalarString):
+    if isinstance(old, SingleQuotedScalarString) and old:
         return SingleQuotedScalarString(text)
-    return text
+    # Plain, quoted only where YAML needs it (a CommentedMap would otherwise keep the
+    # style of the value it replaces).
+    return PlainScalarString(text)
 
 
 def _typed(kind: str, raw: str) -> str:
@@ -191,7 +203,11 @@ def _typed(kind: str, raw: str) -> str:
 
 
 def _set_fields(
-    node: CommentedMap, fields: Mapping[str, str], form: Mapping[str, str], prefix: str
+    node: CommentedMap,
+    fields: Mapping[str, str],
+    form: Mapping[str, str],
+    prefix: str,
+    required: set[str],
 ) -> None:
     """Set ``node``'s keys from the form values named ``prefix`` + key. A field the form
     does not carry is left alone; an emptied optional field removes its key."""
@@ -209,7 +225,7 @@ def _set_fields(
             continue
         text = _typed(kind, form[name])
         old = node.get(key)
-        if text == "" and key not in _REQUIRED:
+        if text == "" and key not in required:
             if key in node:
                 del node[key]
             continue
@@ -220,13 +236,14 @@ def _set_fields(
 
 def apply(doc: CommentedMap, form: Mapping[str, str]) -> None:
     """Put the values of a posted form into ``doc``, in place."""
-    _set_fields(doc, ISSUE_FIELDS, form, "")
+    _set_fields(doc, ISSUE_FIELDS, form, "", _REQUIRED["issue"])
     for i, raw in enumerate(_items(doc.get("sections"))):
         if not isinstance(raw, CommentedMap):
             continue
         base = f"sections[{i}]."
         kind = _shown(raw.get("type"))
-        _set_fields(raw, {**SECTION_FIELDS, **TYPE_FIELDS.get(kind, {})}, form, base)
+        fields = {**SECTION_FIELDS, **TYPE_FIELDS.get(kind, {})}
+        _set_fields(raw, fields, form, base, _REQUIRED["section"])
         if f"{base}image.src" in form:
             image = raw.get("image")
             src = form.get(f"{base}image.src", "").strip()
@@ -237,13 +254,14 @@ def apply(doc: CommentedMap, form: Mapping[str, str]) -> None:
                 if not isinstance(image, CommentedMap):
                     image = CommentedMap()
                     raw["image"] = image
-                _set_fields(image, IMAGE_FIELDS, form, f"{base}image.")
+                _set_fields(image, IMAGE_FIELDS, form, f"{base}image.", _REQUIRED["image"])
         for j, link in enumerate(_items(raw.get("links"))):
             if isinstance(link, CommentedMap):
-                _set_fields(link, LINK_FIELDS, form, f"{base}links[{j}].")
+                _set_fields(link, LINK_FIELDS, form, f"{base}links[{j}].", _REQUIRED["link"])
         for j, session in enumerate(_items(raw.get("sessions"))):
             if isinstance(session, CommentedMap):
-                _set_fields(session, SESSION_FIELDS, form, f"{base}sessions[{j}].")
+                where = f"{base}sessions[{j}]."
+                _set_fields(session, SESSION_FIELDS, form, where, _REQUIRED["session"])
 
 
 def _sections(doc: CommentedMap) -> CommentedSeq:

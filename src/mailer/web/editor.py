@@ -20,6 +20,7 @@ email is shown at phone and desktop widths, compiled from the draft.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import getpass
@@ -230,6 +231,18 @@ def _form_values(form: Any) -> dict[str, str]:
     return {key: value for key, value in form.multi_items() if isinstance(value, str)}
 
 
+def carried(text: str) -> str:
+    """Text the form carries back unchanged: a browser would turn its line ends into CRLF."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def uncarried(value: str) -> str:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+    except (ValueError, UnicodeError):
+        raise InvalidInput("the form was damaged: open the issue again") from None
+
+
 def _calendar_days(day: str) -> list[Occurrence]:
     try:
         start = dt.date.fromisoformat(day)
@@ -262,8 +275,8 @@ def _act(
 ) -> Outcome:
     """Apply the form to the draft, then the button pressed."""
     folder = editor.folder(slug)
-    base = values.get("base", "")
-    draft = values.get("draft", base)
+    base = uncarried(values.get("base", ""))
+    draft = uncarried(values.get("draft", "")) or base
     doc = document.read(draft)
     document.apply(doc, values)
     action = values.get("action", "preview")
@@ -343,8 +356,8 @@ def _issue_page(editor: Editor, slug: str, outcome: Outcome, *, status: int = 20
         title=f"Editing {slug}",
         slug=slug,
         values=values,
-        draft=outcome.draft,
-        base=outcome.base,
+        draft=carried(outcome.draft),
+        base=carried(outcome.base),
         unsaved=outcome.draft != outcome.base,
         evaluated=evaluated,
         message=outcome.message,
@@ -389,9 +402,13 @@ class Local:
             origin = headers.get(b"origin")
             fetch_site = headers.get(b"sec-fetch-site")
             length = headers.get(b"content-length", b"0")
-            if (origin is not None and origin not in self.origins) or (
-                fetch_site is not None and fetch_site not in (b"same-origin", b"none")
-            ):
+            # Browsers say where a request comes from in Sec-Fetch-Site, which no page can
+            # change; an older one says it in Origin.
+            if fetch_site is not None:
+                foreign = fetch_site not in (b"same-origin", b"none")
+            else:
+                foreign = origin is not None and origin not in self.origins
+            if foreign:
                 refusal = (403, b"Forms are accepted only from the editor's own pages.\n")
             elif not length.isdigit() or int(length) > self.max_body:
                 refusal = (413, b"Request too large: pictures must be smaller.\n")
@@ -400,7 +417,8 @@ class Local:
             if message["type"] == "http.response.start":
                 extra = [
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    # Its own forms say their origin; other sites learn nothing of it.
+                    (b"referrer-policy", b"same-origin"),
                     (b"cache-control", b"no-store"),
                     (b"x-robots-tag", b"noindex, nofollow"),
                 ]

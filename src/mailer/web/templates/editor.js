@@ -42,7 +42,8 @@
     form.querySelectorAll("input[type=file]").forEach(function (input) {
       data.delete(input.name);
     });
-    fetch(form.action, { method: "POST", body: data, credentials: "same-origin" })
+    // Not form.action: the buttons named "action" hide that property.
+    fetch(form.getAttribute("action"), { method: "POST", body: data, credentials: "same-origin" })
       .then(function (response) {
         return response.text();
       })
