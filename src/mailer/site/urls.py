@@ -34,6 +34,7 @@ SIGNUP_PATH = "/subscribe"
 CONFIRM_PATH = "/confirm/{token}"
 MANAGE_PATH = "/manage"
 CLICK_PATH = "/c/{token}"
+APPROVAL_PATH = "/approve/{token}"
 ACCESSIBILITY_PATH = "/accessibility"
 STYLESHEET_PATH = "/site.css"
 HEALTH_PATH = "/healthz"
@@ -46,6 +47,7 @@ RESERVED_SLUGS = frozenset(
         "confirm",
         "manage",
         "c",
+        "approve",
         "accessibility",
         "assets",
         "issues",
@@ -115,6 +117,11 @@ def manage_url(settings: Settings) -> str:
 def click_url(settings: Settings, token: str) -> str:
     """A counted link (``track_clicks``): redirects to the URL the signed token names."""
     return f"{settings.base_url}{CLICK_PATH.format(token=token)}"
+
+
+def approval_url(settings: Settings, token: str) -> str:
+    """The link mailed to an approver: GET shows the content and two buttons, which POST."""
+    return f"{settings.base_url}{APPROVAL_PATH.format(token=token)}"
 
 
 def accessibility_url(settings: Settings) -> str:

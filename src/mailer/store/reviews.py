@@ -47,6 +47,11 @@ def add_request(
     return request
 
 
+def forget_request(session: Session, request_id: int) -> None:
+    """A request whose email could not be sent: its link never reached anyone."""
+    session.connection().execute(sa.delete(REQUEST).where(REQUEST.c.id == request_id))
+
+
 def get_request(session: Session, request_id: int) -> ApprovalRequest | None:
     return session.get(ApprovalRequest, request_id)
 
