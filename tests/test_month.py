@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from conftest import REPO, Result
 from mailer.cli import app
 from send_helpers import Lines, addresses, mailer_process, make_list, sql
-from web_helpers import free_port
 from smtp_server import SMTPServer
+from web_helpers import free_port
 
 LONDON = ZoneInfo("Europe/London")
 PEOPLE = ["amira@example.org", "ben@example.org", "chloe@example.org"]
