@@ -5,9 +5,12 @@ approver through a real SMTP server (aiosmtpd), the approver opens the link on a
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -21,6 +24,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from conftest import CHROMIUM, CHROMIUM_ARGS, Result
 from mailer import config
 from mailer.errors import ConfigError
+from mailer.sending import signoff
+from mailer.store.database import open_db
 from send_helpers import smtp_env
 from smtp_server import SMTPServer
 from subscriber_helpers import ok
@@ -280,3 +285,41 @@ def test_the_approval_settings_are_checked(tmp_path: Path) -> None:
     )
     assert good.approval.approvers == ("chair@example.org", "bm@example.org")
     assert good.approval.required == 2 and good.approval.link_days == 7
+
+
+def test_two_approvers_and_a_typed_name_where_the_folder_allows_it(
+    newsletter: Path, cli: Any
+) -> None:
+    """Through the outbox and the library: two different approvers required, and a name
+    typed with --by counting as one where allow_self_approval is set."""
+    toml = newsletter / "mailer.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8")
+        + f'\n[approval]\napprovers = ["{CHAIR}", "{MANAGER}"]\nrequired = 2\n'
+        "allow_self_approval = true\n",
+        encoding="utf-8",
+    )
+    ok(cli("lists", "create", "all", "--name", "All practitioners"))
+    ok(cli("subscribers", "add", READERS[0], "--list", "all"))
+    ok(cli("build", ISSUE))
+    ok(cli("approve", ISSUE, "--request"))
+    mailed = sorted((newsletter / "outbox" / ISSUE / "approvals").glob("*.eml"))
+    assert len(mailed) == 2
+    tokens = {}
+    for path in mailed:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        body = message.get_body(("plain",))
+        assert body is not None
+        (token,) = re.findall(r"/approve/(\S+)", body.get_content())
+        tokens[str(message["To"])] = token
+    settings = config.load(newsletter)
+    with open_db(settings) as database:
+        done = signoff.decide(settings, database, tokens[CHAIR], time.time(), approve=True)
+        assert done.state == "decided"
+    one = cli("send", ISSUE, "--list", "all", "--dry-run")
+    assert one.exit_code == 1
+    assert f"approved by {CHAIR} and needs 2 different approvers: ask {MANAGER}" in one.stderr
+    # A name typed at this machine counts as the second, as mailer.toml allows here.
+    ok(cli("approve", ISSUE, "--by", "Sam Patel"))
+    assert ok(cli("send", ISSUE, "--list", "all", "--dry-run")).exit_code == 0

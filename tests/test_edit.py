@@ -5,6 +5,7 @@ AA failures; and the round trip of issue.yaml through the form, comments kept.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import signal
 import struct
@@ -118,7 +119,7 @@ def press(page: Page, name: str) -> None:
         page.get_by_role("button", name=name, exact=True).first.click()
 
 
-def test_write_a_new_issue_in_the_browser(editor: Running, page: Page) -> None:
+def test_write_a_new_issue_in_the_browser(editor: Running, page: Page, cli: Any) -> None:
     page.goto(editor.url)
     accessible(page)
     page.get_by_label("Its name").fill("2099-01")
@@ -180,6 +181,9 @@ def test_write_a_new_issue_in_the_browser(editor: Running, page: Page) -> None:
     assert saved.index(COURSE) < saved.index("Family Help: what changes")
     assert 'start: "13:30"' in saved and "src: images/family.png" in saved
     assert f"date: {past.isoformat()}" in saved and "online: true" in saved
+    # The save is in the issue's history.
+    (event,) = json.loads(cli("history", "2099-01", "--json").stdout)
+    assert event["event"] == "saved" and len(event["content_hash"]) == 16
 
     # The past session's check finding is beside its date; the other session has none.
     notes = page.locator("#f-sections-0-sessions-0-date-notes")
