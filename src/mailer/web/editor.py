@@ -78,6 +78,8 @@ LABELS = {
     "nspcc": "NSPCC Learning",
     "awareness": "Awareness",
 }
+# The most fields (and file fields) an issue's form may post.
+MAX_FIELDS = 20_000
 # How many compiled drafts are kept for the preview frames.
 KEPT_DRAFTS = 16
 # How far ahead of an issue's date the calendar's awareness days are offered.
@@ -478,7 +480,12 @@ def create_editor(settings: Settings, *, token: str, port: int) -> Local:
 
     @app.post(p + "/issue/{slug}")
     async def post_issue(slug: str, request: Request) -> HTMLResponse:
-        form = await request.form()
+        # One field per value of the issue: a long issue has well over Starlette's 1,000.
+        # The draft and the text as opened travel in two fields of up to 4/3 of the file.
+        part = 2 * settings.limits.issue_file_max_kb * 1024
+        form = await request.form(
+            max_files=MAX_FIELDS, max_fields=MAX_FIELDS, max_part_size=max(part, 1 << 20)
+        )
         values = _form_values(form)
         uploads = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
         outcome = await run_in_threadpool(_act, editor, slug, values, uploads)
