@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import io
 import os
 import re
@@ -107,14 +108,20 @@ def read(text: str) -> CommentedMap:
     return data
 
 
-def write(doc: CommentedMap, like: str) -> str:
-    """``doc`` as text, indented as ``like`` (the text it was read from) is."""
+@functools.lru_cache(maxsize=8)
+def _indents(like: str) -> tuple[int, int]:
+    """How ``like`` indents its lists (guessing parses the whole text: done once per text)."""
     try:
         _, indent, offset = load_yaml_guess_indent(like)
     except YAMLError:
-        indent, offset = 4, 2
+        return 4, 2
+    return indent or 4, offset if offset is not None else 2
+
+
+def write(doc: CommentedMap, like: str) -> str:
+    """``doc`` as text, indented as ``like`` (the text it was read from) is."""
     out = io.StringIO()
-    _yaml(indent or 4, offset if offset is not None else 2).dump(doc, out)
+    _yaml(*_indents(like)).dump(doc, out)
     return out.getvalue()
 
 

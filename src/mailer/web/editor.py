@@ -37,6 +37,7 @@ from typing import Any
 import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from ruamel.yaml.comments import CommentedMap
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -182,8 +183,9 @@ class Editor:
         with self._lock:
             return self._drafts.get(key)
 
-    def evaluate(self, slug: str, text: str) -> Evaluated:
-        """Validate, compile and check the draft ``text`` of issue ``slug``."""
+    def evaluate(self, slug: str, text: str, doc: CommentedMap | None = None) -> Evaluated:
+        """Validate, compile and check the draft ``text`` of issue ``slug`` (``doc``: the
+        text read already, with its lines)."""
         settings = self.settings
         folder = settings.issues_dir / slug
         shown = f"{settings.issues_dir.relative_to(settings.root)}/{slug}/{ISSUE_FILE}"
@@ -204,7 +206,7 @@ class Editor:
         found.content_hash = compiled.content_hash
         send_date, _ = checks.planned_send_date(settings, issue)
         report = checks.run(self.check_settings, compiled, send_date, text=text)
-        lines = document.field_lines(document.read(text))
+        lines = document.field_lines(doc if doc is not None else document.read(text))
         for finding in report.findings:
             where = document.field_at(lines, finding.line) if finding.file == shown else ""
             # A finding about a session as a whole is shown beside its date.
@@ -346,10 +348,10 @@ def _act(
 
 
 def _issue_page(editor: Editor, slug: str, outcome: Outcome, *, status: int = 200) -> HTMLResponse:
-    evaluated = editor.evaluate(slug, outcome.draft)
+    doc = document.read(outcome.draft)
+    evaluated = editor.evaluate(slug, outcome.draft, doc)
     if outcome.message.startswith("Saved"):
         editor.record_save(slug, evaluated.content_hash)
-    doc = document.read(outcome.draft)
     values = document.view(doc)
     folder = editor.settings.issues_dir / slug
     return editor.page(
