@@ -23,6 +23,7 @@ SCRIPTS = (
     "web_load.py",
     "db_copy.py",
     "scale_workers.py",
+    "bounce_reading.py",
 )
 
 for script in SCRIPTS:

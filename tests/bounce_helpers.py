@@ -30,7 +30,7 @@ CASES = [
     ("ses-5.1.1.eml", 3, "hard", "5.1.1", "bounced", "subscribed", True),
     ("exim-text-user-unknown.eml", 4, "hard", "5.1.1", "bounced", "subscribed", True),
     ("postfix-4.4.1-failed.eml", 5, "soft", "4.4.1", "active", "subscribed", True),
-    ("exim-dsn-5.2.2-mailbox-full.eml", 6, "soft", "5.2.2", "active", "subscribed", True),
+    ("exim-dsn-5.2.2-mailbox-full.eml", 6, "full", "5.2.2", "active", "subscribed", True),
     ("postfix-delayed.eml", 7, "delayed", "4.4.1", "active", "subscribed", True),
     ("m365-5.7.1-policy.eml", 8, "policy", "5.7.1", "active", "subscribed", True),
     ("arf-yahoo-abuse.eml", 9, "complaint", "", "complained", "unsubscribed", True),
@@ -41,7 +41,9 @@ CASES = [
     ("ooo-plain-out-of-office.eml", 14, "auto-reply", "", "active", "subscribed", False),
     ("ooo-gmail-vacation.eml", 15, "auto-reply", "", "active", "subscribed", True),
 ]
-JUNK = ["junk-spam.eml", "junk-forged-verp.eml", "junk-not-a-message.eml"]
+JUNK = ["junk-spam.eml", "junk-not-a-message.eml"]
+# A report that names a person but no copy mailer signed: kept unverified, acted on never.
+FORGED = ["junk-forged-verp.eml"]
 
 
 def enable_bounces(root: Path, extra: str = "") -> None:

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from bounce_helpers import CASES, JUNK, copies, events, render, setup_sent, subscriber_status
+from bounce_helpers import (
+    CASES,
+    FORGED,
+    JUNK,
+    copies,
+    events,
+    render,
+    setup_sent,
+    subscriber_status,
+)
 from conftest import REPO
 from dovecot_server import PASSWORD, USER, Dovecot
 from mailer import config
@@ -53,7 +62,7 @@ def deliver_corpus(server: Dovecot, root: Path) -> None:
     by_email = copies(root)
     for name, who, *_ in CASES:
         server.append(render(name, by_email[PEOPLE[who]], root))
-    for name in JUNK:
+    for name in JUNK + FORGED:
         server.append(render(name, by_email[PEOPLE[19]], root))
 
 
@@ -61,20 +70,23 @@ def test_fetch_acts_on_every_message_and_files_it(cli: Any, sent: Path, server: 
     deliver_corpus(server, sent)
     r = cli("bounces", "fetch")
     assert r.exit_code == 0, r.output
-    total = len(CASES) + len(JUNK)
+    total = len(CASES) + len(JUNK) + len(FORGED)
     assert f"Read {total} messages: {total} new, 0 processed before." in r.stdout
-    assert "3 message(s) could not be understood: see the unrecognised folder." in r.stdout
+    assert "2 message(s) could not be understood: see the unrecognised folder." in r.stdout
+    assert "2 report(s) named no copy mailer signed and changed nobody" in r.stdout
     recorded = events(sent)
     assert len(recorded) == total
     for name, who, kind, code, status, _member, named in CASES:
         assert subscriber_status(sent, PEOPLE[who]) == status, name
         if named:
             assert (kind, PEOPLE[who], code) in [e[:3] for e in recorded], name
-    assert [e[0] for e in recorded].count("hard") == 5
+    # Five genuine ones, and the forged VERP one, which changed nobody.
+    assert [e[0] for e in recorded].count("hard") == 6
+    assert sql(sent, "SELECT COUNT(*) FROM bounce_event WHERE kind = 'hard' AND verified") == [(5,)]
     assert [e[0] for e in recorded].count("auto-reply") == 3
     assert [e[0] for e in recorded].count("unrecognised") == len(JUNK)
     assert server.messages("INBOX") == []
-    assert len(server.messages("processed")) == len(CASES)
+    assert len(server.messages("processed")) == len(CASES) + len(FORGED)
     assert len(server.messages("unrecognised")) == len(JUNK)
     # Source names the mailbox, not a person.
     assert sql(sent, "SELECT DISTINCT source FROM bounce_event") == [("imap 127.0.0.1 INBOX",)]

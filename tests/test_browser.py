@@ -8,11 +8,12 @@ machine. Screenshots of both widths are kept in tests/screenshots/ for a human t
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
@@ -25,6 +26,8 @@ from mailer.site import build as builder
 from mailer.site import urls
 
 SCREENSHOTS = REPO / "tests" / "screenshots"
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 PHONE, DESKTOP = 375, 800
 COLUMN = 640
 
@@ -47,7 +50,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     )
     for slug in all_slugs(settings):  # drafts are left out of the archive
         builder.publish(settings, slug)
-    builder.build(settings, all_slugs(settings), archive=True)
+    # The training calendar as it was when the November 2025 issue went out.
+    builder.build(settings, all_slugs(settings), archive=True, today=dt.date(2025, 10, 30))
     return Site(settings)
 
 
@@ -68,8 +72,15 @@ def refused() -> Iterator[list[str]]:
     assert found == [], f"the page asked for things from elsewhere: {found}"
 
 
-def open_page(browser: Browser, site: Site, refused: list[str], width: int, *parts: str) -> Page:
-    page = browser.new_page(viewport={"width": width, "height": 900})
+def open_page(
+    browser: Browser,
+    site: Site,
+    refused: list[str],
+    width: int,
+    *parts: str,
+    scheme: Literal["light", "dark"] = "light",
+) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": 900}, color_scheme=scheme)
     base = site.settings.base_url + "/"
     local_files = site.settings.build_dir.as_uri() + "/"
 
@@ -189,8 +200,10 @@ def test_text_is_readable_at_16px(browser: Browser, site: Site, refused: list[st
 def test_the_archive_links_to_both_issues(browser: Browser, site: Site, refused: list[str]) -> None:
     page = open_page(browser, site, refused, PHONE, "index.html")
     try:
-        links = page.locator("main a")
+        links = page.locator("main ol a")
         assert links.count() == 2
+        training = page.get_by_role("link", name="Training calendar", exact=False)
+        assert training.get_attribute("href") == urls.training_url(site.settings)
         for i, slug in enumerate(("2025-11", "2021-12")):
             link = links.nth(i)
             assert link.is_visible()
@@ -199,5 +212,45 @@ def test_the_archive_links_to_both_issues(browser: Browser, site: Site, refused:
         assert "December 2021" in links.nth(1).inner_text()
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE
         assert shoot(page, f"archive-{PHONE}").stat().st_size > 10_000
+    finally:
+        page.close()
+
+
+AXE_PAGES = [
+    ("2025-11", "email.html"),
+    ("2025-11", "index.html"),
+    ("2021-12", "email.html"),
+    ("2021-12", "index.html"),
+    ("index.html",),
+    ("training", "index.html"),
+]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("parts", AXE_PAGES, ids=lambda p: "/".join(p))
+def test_axe_finds_no_wcag_violation_in_light_or_dark_mode(
+    browser: Browser,
+    site: Site,
+    refused: list[str],
+    parts: tuple[str, ...],
+    scheme: Literal["light", "dark"],
+) -> None:
+    """axe-core checks colour contrast too, so the dark-mode rules are held to WCAG 2.2 AA."""
+    page = open_page(browser, site, refused, DESKTOP, *parts, scheme=scheme)
+    try:
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+        result: dict[str, Any] = page.evaluate(
+            "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG
+        )
+        problems = [
+            f"{v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['html'][:120]})"
+            for v in result["violations"]
+        ]
+        print(
+            f"\naxe {'/'.join(parts)} {scheme}: {len(problems)} violations, "
+            f"{len(result['passes'])} rules passed"
+        )
+        assert problems == []
+        assert len(result["passes"]) > 10
     finally:
         page.close()

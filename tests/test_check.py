@@ -21,7 +21,10 @@ import pytest
 from check_helpers import enforce, news, run_one, write_issue
 from conftest import Result
 from mailer import checks, config
-from mailer.checks import CHECKS
+from mailer.checks import CHECKS, spam
+from mailer.checks.registry import Context
+from mailer.checks.source import Source
+from mailer.config import Settings
 from mailer.content.awareness import calendar, parse
 from mailer.errors import ChecksFailed, ConfigError
 from mailer.render import compile_slug
@@ -105,6 +108,8 @@ def test_a_bad_send_date_is_one_line(cli: Any) -> None:
 def test_every_check_has_a_fixture_that_trips_it() -> None:
     elsewhere = {
         "image-alt-missing",
+        "calendar-differs",
+        "calendar-link-missing",
         "colour-contrast",
         "text-missing-link",
         "subject-length",
@@ -150,6 +155,19 @@ def test_spamassassin_scores_a_real_message_of_the_issue(newsletter: Path) -> No
     assert run_one(newsletter, slug, "spam-likely") == []
     slug = write_issue(newsletter, news("The partnership has appointed a new chair."))
     assert run_one(newsletter, slug, "spam-score") == []
+
+
+@pytest.mark.parametrize("slug", ["2025-11", "2021-12"])
+def test_both_example_issues_score_zero_in_spamassassin(settings: Settings, slug: str) -> None:
+    """The hidden preheader no longer costs HTML_FONT_LOW_CONTRAST (a font colour equal to
+    the background): nothing that SpamAssassin's shipped rules score is left."""
+    compiled = compile_slug(settings, slug)
+    ctx = Context(settings, compiled, compiled.issue.date, Source(compiled.issue, settings.root))
+    found = spam.score(ctx)
+    assert isinstance(found, spam.Score), found
+    print(f"\n{slug}: SpamAssassin {found.points} ({', '.join(found.rules)})")
+    assert found.points == 0.0, found.rules
+    assert "HTML_FONT_LOW_CONTRAST" not in found.rules
 
 
 def test_without_spamassassin_a_note_says_how_to_install_it(

@@ -27,11 +27,11 @@ from conftest import EXAMPLE, Result
 from mailer import __version__, config, formats
 from mailer.cli import app
 from mailer.config import Settings
-from mailer.content import Issue, all_slugs, load_issues
+from mailer.content import Issue, all_slugs, load_issues, phones
 from mailer.content.overrides import issue_settings
 from mailer.formats import human_size
 from mailer.render.compile import environment, mjml_html
-from mailer.render.markdown import parser
+from mailer.render.markdown import parser, smart_quotes
 from mailer.render.text import WIDTH
 from mailer.site import build as builder
 from mailer.site import urls
@@ -128,7 +128,14 @@ def test_exactly_one_hidden_preheader(built: Built, slug: str) -> None:
     hidden = doc.xpath("//body//*[contains(translate(@style, ' ', ''), 'display:none')]")
     assert len(hidden) == 1
     preview = hidden[0].text_content()
-    assert preview == built.issues[slug].preheader
+    assert preview == smart_quotes(built.issues[slug].preheader)
+    # Hidden in Gmail and Apple Mail (display, height, overflow) and Outlook (mso-hide),
+    # without the font colour equal to the background that SpamAssassin scores.
+    style = hidden[0].get("style").replace(" ", "")
+    assert {"display:none", "max-height:0", "overflow:hidden", "mso-hide:all"} <= set(
+        style.split(";")
+    )
+    assert "color" not in style and "font-size" not in style
     assert 40 <= len(preview) <= 130
     assert preview != built.issues[slug].subject
 
@@ -188,7 +195,7 @@ def test_the_november_email_is_well_under_gmails_clipping_size(built: Built) -> 
     print(f"\nbuild/2025-11/email.html: {size} bytes ({size / 1024:.1f} KiB)")
     print(f"building both example issues took {built.seconds:.2f} s")
     assert size < GMAIL_CLIP
-    assert size < 60 * 1024, "the aim is below 60 KB"
+    assert size < 50_000, "the aim is below 50 KB"
 
 
 def test_the_email_keeps_per_recipient_placeholders_and_the_web_page_does_not(
@@ -214,7 +221,7 @@ def test_the_email_keeps_per_recipient_placeholders_and_the_web_page_does_not(
         ]
         # The web page is the same newsletter: every section title is there.
         for section in built.issues[slug].sections:
-            assert web_doc.xpath("//h2[normalize-space()=$t]", t=section.title)
+            assert web_doc.xpath("//h2[normalize-space()=$t]", t=smart_quotes(section.title))
 
 
 @pytest.mark.parametrize("slug", SLUGS)
@@ -281,8 +288,10 @@ def test_the_text_part_carries_everything_a_reader_needs(built: Built, slug: str
     flat = " ".join(text.split())
     addresses = issue_urls(issue)
     assert len(addresses) >= (20 if slug == "2025-11" else 10)
+    numbers = {phones.tel_href(m.group()): m.group() for m in phones.find(text)}
     for url in addresses:
-        assert url.removeprefix("mailto:") in text, url
+        # A telephone link is the number as written; every other address is in full.
+        assert numbers.get(url, url.removeprefix("mailto:")) in text, url
     sessions = [s for section in issue.sections for s in section.sessions]
     assert len(sessions) == (31 if slug == "2025-11" else 0)
     for s in sessions:
@@ -327,7 +336,8 @@ def test_the_text_part_is_wrapped_at_78_characters(built: Built, slug: str) -> N
 
 def test_the_archive_lists_every_issue_newest_first(built: Built) -> None:
     doc = parse(built.text("index.html"))
-    links = [(a.get("href"), a.text_content()) for a in doc.xpath("//main//a")]
+    links = [(a.get("href"), a.text_content()) for a in doc.xpath("//main//ol//a")]
+    assert doc.xpath("//main//a/@href")[0] == urls.training_url(built.settings)
     assert links == [
         (urls.issue_url(built.settings, slug), built.issues[slug].subject) for slug in SLUGS
     ]

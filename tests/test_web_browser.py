@@ -113,7 +113,7 @@ def accessible(page: Page) -> None:
 def test_the_archive_and_an_issue(served: Served, page: Page) -> None:
     page.goto(served.url + "/")
     assert page.title() == f"{served.settings.name}: all issues"
-    links = page.locator("main a")
+    links = page.locator("main ol a")
     assert links.count() == 2
     assert "November 2025" in links.nth(0).inner_text()
     accessible(page)

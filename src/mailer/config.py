@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
+from mailer.images import image_kind, pixel_size
 
 CONFIG_NAME = "mailer.toml"
 KEY_FILE = "secret_key"
@@ -70,6 +71,16 @@ class Brand:
     accent: str = "#0f766e"
     background: str = "#f3f1f6"
     logo: str | None = None
+    # What the logo says, for people who cannot see it: required with a logo.
+    logo_alt: str = ""
+    # The width it is shown at in the masthead, in pixels.
+    logo_width: int = 160
+
+
+# The logo is fetched with every email opened: keep it small, and a sensible size.
+LOGO_MAX_KB = 100
+LOGO_MAX_PIXELS = 2000
+LOGO_WIDTH = (16, 600)
 
 
 @dataclass(frozen=True)
@@ -146,12 +157,19 @@ class BounceSettings:
     folder: str = "INBOX"
     processed_folder: str = "processed"
     unrecognised_folder: str = "unrecognised"
+    # Where a message that cannot be read within the limits below is moved (IMAP).
+    quarantine_folder: str = "quarantine"
+    # How much of one message is read before it is quarantined (docs/bounces.md).
+    max_message_kb: int = 10240
+    max_depth: int = 16
+    max_parts: int = 500
+    max_seconds: float = 10.0
     # How often `mailer worker` reads the mailbox, in minutes.
     fetch_every: float = 5.0
     # A person is marked bounced after temporary failures on this many sends in a row.
     soft_limit: int = 3
     # Status codes (prefixes) that mean the address itself is gone: bounced at once.
-    hard_statuses: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.")
+    hard_statuses: tuple[str, ...] = ("5.1.", "5.2.1", "5.4.1", "5.4.4")
     # Status codes (prefixes) of policy or reputation refusals: the send is flagged.
     policy_statuses: tuple[str, ...] = ("5.7.",)
 
@@ -490,6 +508,53 @@ def _env_float(env: Mapping[str, str], key: str, default: float | None) -> float
         raise ConfigError(f"{key}={raw!r}: must be a number") from None
 
 
+def _check_logo(path: Path, root: Path, brand: Brand) -> None:
+    """The logo is a real PNG, JPEG or GIF in the folder, small, with alt text."""
+    assert brand.logo
+    where = f"{path}: brand.logo"
+    logo = (root / brand.logo).resolve()
+    if not logo.is_relative_to(root.resolve()) or not logo.is_file():
+        raise ConfigError(f"{where}: {brand.logo} must be a file inside the newsletter folder")
+    size = logo.stat().st_size
+    if size > LOGO_MAX_KB * 1024:
+        raise ConfigError(
+            f"{where}: {brand.logo} is {size // 1024:,} KB: make it at most {LOGO_MAX_KB} KB "
+            "(every reader's mail program fetches it)"
+        )
+    with logo.open("rb") as f:
+        kind = image_kind(f.read(16))
+    if kind not in ("PNG", "JPEG", "GIF"):
+        raise ConfigError(
+            f"{where}: {brand.logo} is not a PNG, JPEG or GIF picture (Outlook shows no other)"
+        )
+    pixels = pixel_size(logo)
+    if pixels is None:
+        raise ConfigError(f"{where}: {brand.logo}: its size cannot be read: save it again")
+    width, height = pixels
+    if width > LOGO_MAX_PIXELS or height > LOGO_MAX_PIXELS:
+        raise ConfigError(
+            f"{where}: {brand.logo} is {width}×{height} pixels: make it at most "
+            f"{LOGO_MAX_PIXELS}×{LOGO_MAX_PIXELS} (twice the width it is shown at is plenty)"
+        )
+    low, high = LOGO_WIDTH
+    if not low <= brand.logo_width <= high:
+        raise ConfigError(
+            f"{path}: brand.logo_width: {brand.logo_width} is not a width from {low} to {high} "
+            "pixels"
+        )
+    if width < brand.logo_width:
+        raise ConfigError(
+            f"{where}: {brand.logo} is {width} pixels wide, narrower than it is shown "
+            f"(brand.logo_width = {brand.logo_width}): use a wider picture, or a smaller "
+            "logo_width"
+        )
+    if not brand.logo_alt.strip():
+        raise ConfigError(
+            f"{path}: brand.logo_alt: is required with a logo: write what the logo says, "
+            'e.g. logo_alt = "Cumberland Safeguarding Children Partnership"'
+        )
+
+
 def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str]) -> Settings:
     top = _Table(path, "", data)
     name = top.text("name", required=True)
@@ -545,17 +610,15 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         accent=b.get("accent", str, Brand.accent),
         background=b.get("background", str, Brand.background),
         logo=b.get("logo", str),
+        logo_alt=b.text("logo_alt", ""),
+        logo_width=b.number("logo_width", int, Brand.logo_width, {}, ""),
     )
     b.finish()
     for key in ("primary", "accent", "background"):
         if not _COLOUR.match(getattr(brand, key)):
             raise ConfigError(f"{path}: brand.{key}: must be a colour like #5b2a86")
     if brand.logo:
-        logo = (root / brand.logo).resolve()
-        if not logo.is_relative_to(root.resolve()) or not logo.is_file():
-            raise ConfigError(
-                f"{path}: brand.logo: {brand.logo} must be a file inside the newsletter folder"
-            )
+        _check_logo(path, root, brand)
 
     t = top.table("transport")
     # Every key is read before the environment overrides it, so none is reported as unknown.
@@ -783,7 +846,7 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
         raise ConfigError(f"{path}: bounces.imap_security: must be one of {', '.join(_SECURITY)}")
     default_port = {"none": 143, "starttls": 143, "tls": 993}[security]
     folders = {}
-    for key in ("folder", "processed_folder", "unrecognised_folder"):
+    for key in ("folder", "processed_folder", "unrecognised_folder", "quarantine_folder"):
         folders[key] = b.get(key, str, getattr(d, key))
         if not _FOLDER.match(folders[key]):
             raise ConfigError(f"{path}: bounces.{key}: {folders[key]!r} is not a folder name")
@@ -804,9 +867,16 @@ def _bounces(path: Path, b: _Table, env: Mapping[str, str]) -> BounceSettings:
         policy_statuses=_statuses(
             path, "policy_statuses", b.get("policy_statuses", list), d.policy_statuses
         ),
+        max_message_kb=b.get("max_message_kb", int, d.max_message_kb),
+        max_depth=b.get("max_depth", int, d.max_depth),
+        max_parts=b.get("max_parts", int, d.max_parts),
+        max_seconds=b.get("max_seconds", float, d.max_seconds),
         **folders,
     )
     b.finish()
+    for key in ("max_message_kb", "max_depth", "max_parts", "max_seconds"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{path}: bounces.{key}: must be a number above 0")
     if settings.soft_limit < 1:
         raise ConfigError(f"{path}: bounces.soft_limit: must be at least 1")
     if settings.fetch_every <= 0:

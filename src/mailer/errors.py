@@ -28,6 +28,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     │   └── TooManyRequests    a web form was posted too often from one place or for one address
     ├── ScheduleError          a time or rule cannot be scheduled
     ├── MailboxError           the bounce mailbox cannot be reached or refused the login
+    ├── UnreadableMessage      a returned message is beyond the reading limits: quarantined
     └── SendError              delivery failed
         ├── TemporarySendError a 4xx reply or a dropped connection: worth retrying
         ├── PermanentSendError a 5xx reply for a recipient: never retry
@@ -152,6 +153,10 @@ class ScheduleError(MailerError):
 
 class MailboxError(MailerError):
     """The bounce mailbox cannot be reached, refused the login, or refused a command."""
+
+
+class UnreadableMessage(MailerError):
+    """A returned message cannot be read within the limits (size, depth, parts, time)."""
 
 
 class SendError(MailerError):

@@ -40,6 +40,9 @@ def time_12(t: dt.time) -> str:
 
 
 def time_range(session: Session) -> str:
+    """``9:30am to 12:30pm``; ``from 9:30am`` for a session with no end time."""
+    if session.end is None:
+        return f"from {time_12(session.start)}"
     return f"{time_12(session.start)} to {time_12(session.end)}"
 
 

@@ -2,7 +2,9 @@
 
 For each message in the folder: read it without marking it seen, process it and commit
 (:func:`mailer.bounces.process.process`), and only then move it to the "processed" folder,
-or to "unrecognised" when it could not be understood. Nothing is ever deleted. Killed at
+to "unrecognised" when it could not be understood, or to "quarantine" when it could not
+be read within the limits (it is never read again, and the next message is). Nothing is
+ever deleted. Killed at
 any point, a run loses nothing: a message not yet committed is still in the folder, and
 one committed but not yet moved is recognised by its key next time and only moved.
 """
@@ -37,6 +39,8 @@ class FetchSummary:
     read: int = 0
     new: int = 0  # messages not processed before
     unrecognised: int = 0
+    unverified: int = 0  # recognised, but tied to no copy by a MAC: changed nobody
+    quarantined: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
 
@@ -46,8 +50,12 @@ class FetchSummary:
             self.new += 1
             self.kinds[str(result.kind)] = self.kinds.get(str(result.kind), 0) + 1
             self.actions += result.actions
-        if not result.recognised:
+        if result.quarantined:
+            self.quarantined += 1
+        elif not result.recognised:
             self.unrecognised += 1
+        elif result.new and not result.verified:
+            self.unverified += 1
 
 
 def _quote(folder: str) -> str:
@@ -130,7 +138,7 @@ def _check(reply: tuple[str, list[Any]], what: str) -> list[Any]:
 
 
 def _ensure_folders(imap: imaplib.IMAP4, b: BounceSettings) -> None:
-    for folder in (b.processed_folder, b.unrecognised_folder):
+    for folder in (b.processed_folder, b.unrecognised_folder, b.quarantine_folder):
         status, data = imap.list('""', _quote(folder))
         if status == "OK" and any(d for d in data if d):
             continue
@@ -185,7 +193,10 @@ def fetch(
             result = process(settings, database, raw, source=source)
             if on_committed is not None:
                 on_committed(result)
-            target = b.processed_folder if result.recognised else b.unrecognised_folder
+            if result.quarantined:
+                target = b.quarantine_folder
+            else:
+                target = b.processed_folder if result.recognised else b.unrecognised_folder
             _move(imap, uid, target, can_move)
             summary.add(result)
         imap.close()
@@ -195,9 +206,10 @@ def fetch(
         _close(imap)
     if summary.read:
         log.info(
-            "bounce mailbox: %d read, %d new, %d unrecognised",
+            "bounce mailbox: %d read, %d new, %d unrecognised, %d quarantined",
             summary.read,
             summary.new,
             summary.unrecognised,
+            summary.quarantined,
         )
     return summary

@@ -1,16 +1,22 @@
-"""One message in, its result committed: who it is about, and what changes.
+"""One message in, its result committed: whether it is authenticated, and what changes.
 
-Who a message is about is found, most reliable first:
+A report changes a person only when it is tied to a copy mailer sent by a MAC mailer
+made, which nobody else can forge (:func:`authenticate`):
 
-1. the VERP address it was delivered to (:mod:`mailer.sending.verp`), which names the copy;
-2. the Message-ID of the original that a report quotes: mailer's Message-IDs carry the send,
-   the ledger row and an HMAC of both, so a quoted one is checked, never trusted;
-3. the signed unsubscribe token in the quoted original's ``List-Unsubscribe``;
-4. the address a report names, tied to the newest copy sent to it.
+1. the VERP address it was delivered to (:mod:`mailer.sending.verp`): the pipe's
+   ``--recipient``, or an envelope header such as ``Delivered-To`` or ``X-Original-To``;
+2. mailer's own ``Message-ID`` quoted in the report (:func:`mailer.site.tokens.read_message_id`);
+3. the unsubscribe token of the quoted original's ``List-Unsubscribe``, or, for an
+   unsubscribe email, the token in its subject.
+
+Then :func:`mailer.bounces.policy.apply_authenticated` may change that copy's person, and
+nobody else. Anything else is stored unverified (:func:`mailer.bounces.policy.store_unverified`).
+
+A message that cannot be read within the limits is *quarantined*: recorded, kept aside by
+the caller (the quarantine folder, or ``.mailer/bounces/quarantine/``), never retried.
 
 Each message is one transaction, keyed by its Message-ID (or a hash of its bytes): a
-message processed twice, because a run was killed between the commit and the move to the
-"processed" folder, records nothing the second time.
+message processed twice records nothing the second time.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailer.bounces import policy
-from mailer.bounces.parse import Finding, Parsed, parse
+from mailer.bounces.diagnose import Diagnosis, diagnose, limits_of, raw_key
 from mailer.config import Settings
-from mailer.errors import BadToken
+from mailer.errors import BadToken, UnreadableMessage
 from mailer.sending import verp
 from mailer.site import tokens
 from mailer.store import bounces as store
@@ -36,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailer.bounces")
 K = BounceKind
-# Kinds that are about a person and change something when the person is known.
-_ABOUT_SOMEONE = (K.HARD, K.SOFT, K.POLICY, K.COMPLAINT, K.UNSUBSCRIBE)
 
 
 @dataclass(frozen=True)
@@ -47,36 +51,37 @@ class Processed:
     key: str
     kind: BounceKind  # the most telling thing it reported; UNRECOGNISED if nothing
     new: bool  # False when it had been processed before: nothing was recorded again
+    verified: bool = False  # tied to a copy by a MAC mailer made
     actions: list[str] = field(default_factory=list)  # "subscriber 12: marked bounced"
+    why: str = ""  # for a quarantined message: the limit it is beyond
 
     @property
     def recognised(self) -> bool:
-        return self.kind != K.UNRECOGNISED
+        return self.kind not in (K.UNRECOGNISED, K.QUARANTINED)
+
+    @property
+    def quarantined(self) -> bool:
+        return self.kind == K.QUARANTINED
 
 
-def _message_id_target(
+def copy_of_message_id(
     session: Session, settings: Settings, message_id: str
 ) -> store.Target | None:
-    """The copy a quoted Message-ID names, if mailer made it (see MessageTemplate.message_id)."""
-    local, _, domain = message_id.strip("<>").partition("@")
-    parts = local.split(".")
-    if len(parts) != 3 or domain.lower() != settings.sender.domain:
+    """The copy a Message-ID mailer set names, if its MAC is right (for reports and webhooks)."""
+    found = tokens.read_message_id(tokens.keys_of(settings), message_id, settings.sender.domain)
+    if found is None:
         return None
-    try:
-        send_id, delivery_id = int(parts[0]), int(parts[1])
-    except ValueError:
-        return None
-    tag = tokens.make(settings.require_secret_key(), "message-id", send_id, delivery_id)
-    nonce = tag.partition(".")[2][:10].lower().replace("-", "x").replace("_", "y")
-    if not delivery_id or parts[2] != nonce:
-        return None
+    send_id, delivery_id = found
     target = store.by_delivery(session, delivery_id)
     return target if target is not None and target.send_id == send_id else None
 
 
-def _token_target(session: Session, settings: Settings, token: str) -> store.Target | None:
+def copy_of_unsubscribe_token(
+    session: Session, settings: Settings, token: str
+) -> store.Target | None:
+    """The copy an unsubscribe token names, if its MAC is right."""
     try:
-        subscriber_id, send_id = tokens.read(settings.require_secret_key(), "unsubscribe", token)
+        subscriber_id, send_id = tokens.read(tokens.keys_of(settings), tokens.UNSUBSCRIBE, token)
     except (BadToken, ValueError):
         return None
     if not subscriber_id or not send_id:
@@ -85,50 +90,28 @@ def _token_target(session: Session, settings: Settings, token: str) -> store.Tar
     return found or store.Target(None, send_id, subscriber_id)
 
 
-def identify(session: Session, settings: Settings, parsed: Parsed) -> store.Target | None:
-    """The copy the whole message is about, when the message itself says so."""
-    for address in parsed.envelope:
+def authenticate(
+    session: Session, settings: Settings, diagnosis: Diagnosis
+) -> tuple[store.Target | None, str]:
+    """The copy a MAC in the message names, and which MAC; (None, "") when there is none."""
+    if diagnosis.shape == "unsubscribe":
+        target = copy_of_unsubscribe_token(session, settings, diagnosis.unsubscribe_token)
+        return target, "unsubscribe token" if target else ""
+    for address in diagnosis.envelope:
         delivery_id = verp.delivery_of(settings, address)
         if delivery_id is not None:
             found = store.by_delivery(session, delivery_id)
             if found is not None:
-                return found
-    for message_id in parsed.original_message_ids:
-        found = _message_id_target(session, settings, message_id)
+                return found, "VERP address"
+    for message_id in diagnosis.quoted_message_ids:
+        found = copy_of_message_id(session, settings, message_id)
         if found is not None:
-            return found
-    for token in parsed.original_tokens:
-        found = _token_target(session, settings, token)
+            return found, "Message-ID"
+    for token in diagnosis.quoted_tokens:
+        found = copy_of_unsubscribe_token(session, settings, token)
         if found is not None:
-            return found
-    return None
-
-
-def _kind(settings: Settings, finding: Finding) -> BounceKind:
-    if finding.kind in (K.HARD, K.SOFT):
-        return policy.classify(settings.bounces, finding.status, finding.action)
-    return finding.kind
-
-
-def _resolve(
-    session: Session, settings: Settings, parsed: Parsed
-) -> list[tuple[BounceKind, Finding, store.Target | None]]:
-    """Each finding with its kind and the copy it is about (None when nobody is known)."""
-    if parsed.shape == "unsubscribe":
-        target = _token_target(session, settings, parsed.unsubscribe_token)
-        finding = parsed.findings[0]
-        return [(K.UNSUBSCRIBE if target else K.UNRECOGNISED, finding, target)]
-    found = [(_kind(settings, f), f) for f in parsed.findings]
-    whole = identify(session, settings, parsed)
-    if whole is not None and found:
-        # One message, one copy (mailer sends each copy to one recipient): the worst wins.
-        kind, finding = max(found, key=lambda kf: policy.SEVERITY.get(kf[0], 0))
-        return [(kind, finding, whole)]
-    resolved: list[tuple[BounceKind, Finding, store.Target | None]] = []
-    for kind, finding in found:
-        target = store.latest_to(session, finding.recipient) if finding.recipient else None
-        resolved.append((kind, finding, target))
-    return resolved
+            return found, "unsubscribe token"
+    return None, ""
 
 
 def process(
@@ -140,51 +123,62 @@ def process(
     recipient: str | None = None,
 ) -> Processed:
     """Read one message and commit what it changes; safe to call twice with the same one."""
-    parsed = parse(raw, envelope_recipient=recipient)
-    prefix = f"{parsed.key}#"
+    b = settings.bounces
+    try:
+        diagnosis = diagnose(
+            raw,
+            envelope_recipient=recipient,
+            limits=limits_of(b),
+            hard_statuses=b.hard_statuses,
+            policy_statuses=b.policy_statuses,
+        )
+    except UnreadableMessage as exc:
+        return _quarantine(database, raw, str(exc), source=source)
+    prefix = f"{diagnosis.key}#"
     with database.session(write=True) as session:
         if store.seen(session, prefix):
-            return Processed(parsed.key, store.kind_of(session, prefix) or K.UNRECOGNISED, False)
-        resolved = _resolve(session, settings, parsed) if parsed.findings else []
-        actions: list[str] = []
-        kinds: list[BounceKind] = []
-        for i, (kind, finding, target) in enumerate(resolved):
-            if kind in _ABOUT_SOMEONE and target is None:
-                kind = K.UNRECOGNISED
-                reason = f"{finding.status} about an address mailer has no copy for".strip()
-            else:
-                reason = finding.reason
-            event = store.record(
-                session,
-                key=f"{prefix}{i}",
-                kind=kind,
-                target=target,
-                status=finding.status,
-                reason=reason,
-                source=source,
+            before = store.kind_of(session, prefix) or K.UNRECOGNISED
+            return Processed(diagnosis.key, before, False)
+        target, how = authenticate(session, settings, diagnosis)
+        findings = diagnosis.findings
+        if target is not None:
+            kind, actions, verified = policy.apply_authenticated(
+                session, b, target, findings, key=diagnosis.key, source=source, how=how
             )
-            if target is not None and kind in _ABOUT_SOMEONE:
-                event.action = policy.apply(session, settings.bounces, kind, target)
-                actions.append(f"subscriber {target.subscriber_id}: {event.action}")
-            else:
-                event.action = "none"
-            kinds.append(kind)
-        if not resolved:
-            store.record(session, key=f"{prefix}0", kind=K.UNRECOGNISED, target=None, source=source)
-            kinds.append(K.UNRECOGNISED)
-    recognised = [k for k in kinds if k != K.UNRECOGNISED]
-    kind = (
-        max(recognised, key=lambda k: policy.SEVERITY.get(k, 0)) if recognised else K.UNRECOGNISED
-    )
-    log.info("processed a %s message from %s: %s", parsed.shape, source, kind)
-    return Processed(parsed.key, kind, True, actions)
+        else:
+            events = policy.store_unverified(session, findings, key=diagnosis.key, source=source)
+            kind, actions, verified = policy.worst_kind(events), [], False
+    log.info("processed a %s message from %s: %s", diagnosis.shape, source, kind)
+    return Processed(diagnosis.key, kind, True, verified, actions)
 
 
-def keep_unrecognised(settings: Settings, raw: bytes, key: str) -> Path:
-    """Keep a message nobody could read under .mailer/bounces/unrecognised/ for a person."""
-    folder = settings.state_dir / "bounces" / "unrecognised"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"{key[:24]}.eml"
+def _quarantine(database: Database, raw: bytes, why: str, *, source: str) -> Processed:
+    key = raw_key(raw)
+    prefix = f"{key}#"
+    with database.session(write=True) as session:
+        if store.seen(session, prefix):
+            return Processed(key, K.QUARANTINED, False, why=why)
+        event = store.record(
+            session,
+            key=f"{prefix}0",
+            kind=K.QUARANTINED,
+            target=None,
+            reason=why,
+            source=source,
+            verified=False,
+        )
+        event.action = "quarantined"
+    log.warning("a message from %s was quarantined: %s", source, why)
+    return Processed(key, K.QUARANTINED, True, why=why)
+
+
+def keep(settings: Settings, raw: bytes, key: str, folder: str) -> Path:
+    """Keep a message under .mailer/bounces/FOLDER/ (0600 in 0700 folders) for a person."""
+    base = settings.state_dir / "bounces"
+    path = base / folder / f"{key[:24]}.eml"
+    (base / folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+    for each in (base, base / folder):
+        os.chmod(each, 0o700)
     if not path.exists():
         partial = path.with_suffix(".part")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

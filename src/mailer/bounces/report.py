@@ -26,8 +26,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mailer.bounces.parse import status_code
+from mailer.bounces.diagnose import status_code
 from mailer.config import Settings
+from mailer.store import bounces as returned
 from mailer.store import clicks as link_clicks
 from mailer.store import deliveries, reports, sends
 from mailer.store.database import Database
@@ -140,6 +141,10 @@ class SendReport:
     people: list[PersonRow] | None = None
     # Clicks per link, from `mailer serve` when track_clicks is on; None when not counted.
     clicks: Clicks | None = None
+    # Returned mail since the send started that changed nobody: reports no MAC tied to a
+    # copy (`mailer bounces list --unverified`) and messages too broken to read.
+    unverified: int = 0
+    quarantined: int = 0
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
@@ -159,7 +164,7 @@ def _outcomes(
             counts["accepted"] += 1
             if K.HARD in came_back:
                 counts["hard"] += 1
-            elif K.SOFT in came_back:
+            elif K.SOFT in came_back or K.FULL in came_back:
                 counts["soft"] += 1
             else:
                 counts["delivered"] += 1
@@ -218,6 +223,7 @@ def build(
         )
         lists = reports.lists_of(session, send.id)
         members = reports.members(session, send.id)
+        unverified, quarantined = returned.counts_since(session, start)
         if clicks is None and settings.web.track_clicks:
             # Counted by `mailer serve` per link, never per person.
             clicks = [(c.url, c.clicks) for c in link_clicks.clicks_per_link(session, slug)]
@@ -231,7 +237,7 @@ def build(
         if copy.status in (D.FAILED_PERMANENT, D.FAILED_TEMPORARY):
             reasons[status_code("", copy.error) or ""] += 1
     for event in came_back:
-        if event.kind in (K.HARD, K.SOFT, K.POLICY):
+        if event.kind in (K.HARD, K.FULL, K.SOFT, K.POLICY):
             reasons[event.status] += 1
     timeline, width = _timeline([c.sent_at for c in copies if c.sent_at is not None], start)
     return SendReport(
@@ -255,6 +261,8 @@ def build(
         bucket_seconds=width,
         people=_people(copies, came_back, left) if people else None,
         clicks=clicks,
+        unverified=unverified,
+        quarantined=quarantined,
     )
 
 
@@ -262,7 +270,7 @@ def _people(
     copies: list[reports.CopyRow], came_back: list[reports.EventRow], left: set[int]
 ) -> list[PersonRow]:
     worst: dict[int, reports.EventRow] = {}
-    order = {K.HARD: 5, K.COMPLAINT: 4, K.POLICY: 3, K.SOFT: 2, K.UNSUBSCRIBE: 1}
+    order = {K.HARD: 6, K.COMPLAINT: 5, K.POLICY: 4, K.FULL: 3, K.SOFT: 2, K.UNSUBSCRIBE: 1}
     for event in came_back:
         if event.subscriber_id is None or event.kind not in order:
             continue

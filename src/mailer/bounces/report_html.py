@@ -208,4 +208,21 @@ def text(report: SendReport, settings: Settings) -> list[str]:
         )
     for code, meaning, n in report.reasons:
         lines.append(f"  failure {code or '-':<8} {meaning:<40}{n:>6,}")
+    lines += notes(report)
     return lines
+
+
+def notes(report: SendReport) -> list[str]:
+    """What came back since the send that changed nobody, for the operator to look at."""
+    found = []
+    if report.unverified:
+        found.append(
+            f"Unverified: {report.unverified} report(s) since the send named no copy mailer "
+            "signed and changed nobody: see mailer bounces list --unverified."
+        )
+    if report.quarantined:
+        found.append(
+            f"Quarantined: {report.quarantined} message(s) since the send could not be read: "
+            "see mailer bounces list --quarantined."
+        )
+    return found

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from ruamel.yaml import YAML
 
 from mailer.checks.registry import Context, Hit, Severity, check, quote
+from mailer.content import phones
 from mailer.content.scaffold import template_text
 
 PLACEHOLDER = re.compile(r"\b(?:TODO|FIXME|TBC|TBA|TBD|TK|XXX+)\b|(?i:lorem ipsum|\[insert\b)")
 _MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\([^)]*\)")
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-# A UK number: 0 or +44, then 9 or 10 more digits, spaced or hyphenated as people write them.
-PHONE = re.compile(r"(?<![\w+])(?:\+44\s?(?:\(0\)\s?)?|0)\d(?:[\s-]?\d){8,9}\b")
 # Template lines shorter than this are too ordinary to recognise ("A news item" is kept
 # by equality below).
 _PHRASE = 24
@@ -111,17 +110,23 @@ def addresses_linked(ctx: Context) -> Iterator[Hit]:
             yield Hit(f"{m.group()} in the {field.kind} is not a link", field.line_at(m.start()))
 
 
+# Where a telephone number cannot become a link: the renderer links those in every other
+# text (bodies, the intro, venues, notes), and link texts are links already.
+_UNLINKED = ("subject", "preheader", "title", "booking text")
+
+
 @check(
     "phone-in-text",
     Severity.NOTE,
-    "A UK phone number is written in the text (often intended, such as a service line).",
-    "make it a tel: link, e.g. [0333 240 1727](tel:+443332401727), so phones can call it",
+    "A UK phone number is written where it cannot be a link: the subject, the preheader, a "
+    "title or a button.",
+    "say it in the text as well, where it becomes a tel: link phones can call",
 )
 def phones_linked(ctx: Context) -> Iterator[Hit]:
     for field in ctx.source.fields():
-        if field.kind in ("link text", "alt text"):
+        if field.kind not in _UNLINKED:
             continue
-        for m in PHONE.finditer(_outside_links(field.text)):
+        for m in phones.find(field.text):
             yield Hit(
-                f"{m.group()} in the {field.kind} is not a tel: link", field.line_at(m.start())
+                f"{m.group()} in the {field.kind} cannot be a tel: link", field.line_at(m.start())
             )

@@ -8,7 +8,17 @@ import logging
 from dataclasses import dataclass
 
 # Each module registers its checks on import; this order is the order of docs/check.md.
-from mailer.checks import access, awareness, dates, leftovers, links, online, output, spam
+from mailer.checks import (
+    access,
+    awareness,
+    calendars,
+    dates,
+    leftovers,
+    links,
+    online,
+    output,
+    spam,
+)
 from mailer.checks.registry import CHECKS, Context, Finding, Severity
 from mailer.checks.source import Source
 from mailer.config import CONFIG_NAME, Settings
@@ -17,7 +27,17 @@ from mailer.errors import ChecksFailed, ConfigError, InvalidInput
 from mailer.formats import long_date
 from mailer.render import CompiledIssue
 
-__all__ = ["access", "awareness", "dates", "leftovers", "links", "online", "output", "spam"]
+__all__ = [
+    "access",
+    "awareness",
+    "calendars",
+    "dates",
+    "leftovers",
+    "links",
+    "online",
+    "output",
+    "spam",
+]
 
 log = logging.getLogger("mailer.checks")
 # How many errors a refusal names before it says "and N more".

@@ -25,7 +25,10 @@ def build(
         list[str] | None, typer.Argument(help="Issue slugs: folder names under issues/.")
     ] = None,
     all_: Annotated[
-        bool, typer.Option("--all", help="Build every issue, the archive page and the feed.")
+        bool,
+        typer.Option(
+            "--all", help="Build every issue, the archive page, the feed and the training calendar."
+        ),
     ] = False,
 ) -> None:
     """Build issues into email HTML, plain text and a web page under build/.
@@ -33,7 +36,7 @@ def build(
     \b
     Examples:
       mailer build 2025-11
-      mailer build --all          # every issue, plus build/index.html and build/feed.xml
+      mailer build --all          # every issue, the archive, feed.xml and training.ics
     """
     from mailer.content import all_slugs
     from mailer.site import build as builder
@@ -50,9 +53,28 @@ def build(
             "name at least one issue to build (e.g. mailer build 2025-11), or use --all"
         )
     files = builder.build(s, names, archive=all_)
-    width = max(len(str(_rel(f.path, s.root))) for f in files)
+    # The calendar files of an issue's sessions are many: one line says them all.
+    shown: list[tuple[str, str]] = []
+    calendars: dict[Path, list[int]] = {}
     for f in files:
-        typer.echo(f"{str(_rel(f.path, s.root)).ljust(width)}  {human_size(f.size):>9}")
+        if f.path.suffix == ".ics" and f.path.parent != s.build_dir:
+            if f.path.parent not in calendars:
+                shown.append((str(_rel(f.path.parent / "*.ics", s.root)), ""))
+            calendars.setdefault(f.path.parent, []).append(f.size)
+        else:
+            shown.append((str(_rel(f.path, s.root)), human_size(f.size)))
+    for folder, sizes in calendars.items():
+        name = str(_rel(folder / "*.ics", s.root))
+        n = len(sizes)
+        shown = [
+            (p, f"{human_size(sum(sizes))} in {n} calendar file{'s' if n != 1 else ''}")
+            if p == name
+            else (p, size)
+            for p, size in shown
+        ]
+    width = max(len(p) for p, _ in shown)
+    for p, size in shown:
+        typer.echo(f"{p.ljust(width)}  {size:>9}")
     for f in files:
         if f.warning:
             typer.echo(f"Warning: {f.warning}", err=True)

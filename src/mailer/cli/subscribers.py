@@ -384,6 +384,35 @@ def unsubscribe(
         typer.echo(f"{address} was already unsubscribed from {where}; nothing changed.")
 
 
+@app.command("reactivate")
+def reactivate(
+    email: Email,
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", help="Why: kept in the person's history (mailer subscribers show)."
+        ),
+    ],
+) -> None:
+    """Make someone marked bounced or complained in error active again.
+
+    For a bounce or complaint that mailer recorded wrongly (see mailer bounces list). A
+    person who complained is put back on the lists the complaint took them off. Someone
+    who unsubscribed or was erased is never reactivated: they must sign up again.
+
+    \b
+    Example:
+      mailer subscribers reactivate jo.bloggs@example.org --reason "IT says it exists"
+    """
+    from mailer.subscribers import people
+    from mailer.subscribers.addresses import normalise
+
+    with database() as db:
+        was, rejoined = people.reactivate(db, email, reason)
+    again = f"; back on {', '.join(rejoined)}" if rejoined else ""
+    typer.echo(f"{normalise(email)} is active again (was {was}){again}.")
+
+
 @app.command("erase")
 def erase(
     email: Email,

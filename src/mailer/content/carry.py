@@ -4,7 +4,8 @@ Most sections of a monthly newsletter recur: the training programme, the learnin
 resources, the standing news. The new issue keeps them, with their images, and drops what
 is past by its own date: training sessions before it, awareness days over by then, and
 ``closes:`` dates that have passed. Whatever was carried over is marked with a ``REVIEW``
-comment saying what to check; comments never reach the email.
+comment saying what to check; comments never reach the email. Training courses and their
+sessions get the ``id:`` they had, so their calendar entries follow them when a date moves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from mailer.config import Settings
 from mailer.content.load import ISSUE_FILE, load_issue
+from mailer.content.model import Section
 from mailer.content.scaffold import check_new_slug
 from mailer.errors import ContentError, Problem
 
@@ -120,6 +122,8 @@ def start_from(settings: Settings, slug: str, previous: str, day: dt.date) -> Pa
             # Above the key: a comment after a block of text would read as part of it.
             data.yaml_set_comment_before_after_key(key, before=f"REVIEW: written for {previous}")
     sections = data["sections"]
+    for node, section in zip(sections, old.sections, strict=True):
+        _pin_ids(node, section)
     sections[:] = [s for s in sections if _carry_section(s, day, previous)]
     if not sections:
         raise ContentError(
@@ -157,6 +161,18 @@ def start_from(settings: Settings, slug: str, previous: str, day: dt.date) -> Pa
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return path
+
+
+def _pin_ids(node: CommentedMap, section: Section) -> None:
+    """Write the ids a training course and its sessions had in the earlier issue, so their
+    calendar entries keep their UIDs when the new issue changes a title, date or time."""
+    if section.type != "training":
+        return
+    if "id" not in node:
+        node.insert(list(node).index("type") + 1, "id", section.course_id)
+    for item, session in zip(node.get("sessions") or [], section.sessions, strict=True):
+        if isinstance(item, CommentedMap) and "id" not in item:
+            item.insert(0, "id", session.key)
 
 
 def _images(data: CommentedMap) -> list[str]:

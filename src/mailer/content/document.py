@@ -75,7 +75,7 @@ LINK_FIELDS = {"text": "text", "url": "text"}
 _REQUIRED = {
     "issue": {"subject", "date"},
     "section": {"title"},
-    "session": {"date", "start", "end", "venue"},
+    "session": {"date", "start", "venue"},
     "image": {"src", "alt"},
     "link": {"text", "url"},
 }
@@ -238,7 +238,17 @@ def _set_fields(
             continue
         if key in node and _typed(kind, _shown(old)) == text:
             continue  # unchanged: the value is kept exactly as written
-        node[key] = _value(kind, text, old)
+        if key in node:
+            node[key] = _value(kind, text, old)
+            continue
+        # A new key goes after the one the form shows before it: end: after start:.
+        names = list(fields)
+        at = len(node)
+        for before in reversed(names[: names.index(key)]):
+            if before in node:
+                at = list(node).index(before) + 1
+                break
+        node.insert(at, key, _value(kind, text, old))
 
 
 def apply(doc: CommentedMap, form: Mapping[str, str]) -> None:
@@ -312,7 +322,6 @@ def add_session(doc: CommentedMap, index: int) -> int:
     session = CommentedMap()
     session["date"] = ""
     session["start"] = DoubleQuotedScalarString("")
-    session["end"] = DoubleQuotedScalarString("")
     session["venue"] = ""
     sessions.append(session)
     return len(sessions) - 1

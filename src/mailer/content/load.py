@@ -7,6 +7,7 @@ located by file, line and field path, so a user fixes everything in one go.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import html
@@ -23,8 +24,9 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from mailer.config import Limits
 from mailer.content import hints, overrides
-from mailer.content.model import Image, Issue, Link, Section, Session
+from mailer.content.model import ID, Image, Issue, Link, Section, Session
 from mailer.errors import ContentError, Problem
+from mailer.images import image_kind
 
 if TYPE_CHECKING:
     from mailer.config import Settings
@@ -41,9 +43,9 @@ _EXTRA_KEYS = {
     "news": set(),
     "nspcc": set(),
     "awareness": {"date", "start", "end"},
-    "training": {"booking_url", "booking_text", "sessions"},
+    "training": {"booking_url", "booking_text", "sessions", "id"},
 }
-_SESSION_KEYS = {"date", "start", "end", "venue", "online", "url", "note"}
+_SESSION_KEYS = {"date", "start", "end", "venue", "online", "url", "note", "id"}
 _IMAGE_KEYS = {"src", "alt", "width"}
 _LINK_KEYS = {"text", "url"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -54,19 +56,6 @@ _MULTILINE = {"body", "intro"}
 PLACEHOLDER_MARK = "%%MAILER_"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _LINE_BREAK = re.compile(r"[\r\n]")
-
-
-def image_kind(head: bytes) -> str | None:
-    """What an image file really is, from its first bytes; None if not PNG, JPEG, GIF, WebP."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return None
 
 
 def _count_nodes(data: Any, budget: int) -> int:
@@ -249,8 +238,8 @@ class _Checker:
         self.add(self.key_line(node, key), path, f"{raw!r} is not a valid date ({hint})")
         return None
 
-    def time(self, node: Any, key: str, path: str) -> dt.time | None:
-        raw = self.text(node, key, path, required=True)
+    def time(self, node: Any, key: str, path: str, required: bool = True) -> dt.time | None:
+        raw = self.text(node, key, path, required=required)
         if raw is None:
             return None
         m = _TIME.match(raw)
@@ -259,6 +248,21 @@ class _Checker:
         hint = hints.curly_quotes(raw) or "use HH:MM, 24-hour"
         self.add(self.key_line(node, key), path, f"{raw!r} is not a valid time ({hint})")
         return None
+
+    def ident(self, node: Any, path: str) -> str | None:
+        """An ``id:`` (a course's or a session's): lower-case letters, digits and dashes."""
+        raw = self.text(node, "id", f"{path}.id")
+        if raw is None:
+            return None
+        if not ID.fullmatch(raw):
+            self.add(
+                self.key_line(node, "id"),
+                f"{path}.id",
+                f"{raw!r} is not an id: use lower-case letters, digits and dashes (at most 64), "
+                "like further-awareness",
+            )
+            return None
+        return raw
 
     def url(self, node: Any, key: str, path: str, mailto: bool = False) -> str | None:
         raw = self.text(node, key, path, required=True)
@@ -316,6 +320,8 @@ class _Checker:
                 section = self.section(node, f"sections[{i}]", _item_line(raw_sections, i))
                 if section is not None:
                     sections.append(section)
+        if not self.problems and sections:
+            sections = self.identities(sections, raw_sections)
         images = tuple(
             s.image.path for s in sections if s.image is not None and s.image.path is not None
         )
@@ -395,6 +401,48 @@ class _Checker:
             type=kind, title=title, body=body, image=image, links=links, closes=closes, **extra
         )
 
+    def identities(self, sections: list[Section], raw: list[Any]) -> list[Section]:
+        """Every course and session of the issue with an id of its own.
+
+        An ``id:`` written twice is an error. Two courses or sessions whose derived ids
+        meet (the same title; the same date and start) are told apart by ``-2``, ``-3``, as
+        they always were allowed to exist; only those get their ``id`` set here, so an
+        ``id`` is otherwise one the author wrote.
+        """
+        out: list[Section] = []
+        courses: set[str] = set()
+        for i, (section, node) in enumerate(zip(sections, raw, strict=True)):
+            if section.type != "training":
+                out.append(section)
+                continue
+            if section.id and section.id in courses:
+                self.add(
+                    self.key_line(node, "id"),
+                    f"sections[{i}].id",
+                    f"{section.id!r} is the id of an earlier course: give each its own",
+                )
+            course = _unique(section.course_id, courses)
+            keys: set[str] = set()
+            sessions = []
+            for j, (session, item) in enumerate(
+                zip(section.sessions, node.get("sessions") or [], strict=True)
+            ):
+                if session.id and session.id in keys:
+                    self.add(
+                        self.key_line(item, "id"),
+                        f"sections[{i}].sessions[{j}].id",
+                        f"{session.id!r} is the id of an earlier session of this course: "
+                        "give each its own",
+                    )
+                key = _unique(session.key, keys)
+                sessions.append(
+                    session if key == session.key else dataclasses.replace(session, id=key)
+                )
+            if course != section.course_id:
+                section = dataclasses.replace(section, id=course)
+            out.append(dataclasses.replace(section, sessions=tuple(sessions)))
+        return out
+
     def awareness(self, node: Any, path: str) -> dict[str, Any]:
         day = self.date(node, "date", f"{path}.date")
         start = self.date(node, "start", f"{path}.start")
@@ -417,6 +465,8 @@ class _Checker:
 
     def training(self, node: Any, path: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if "id" in node:
+            out["id"] = self.ident(node, path)
         if "booking_url" in node:
             out["booking_url"] = self.url(node, "booking_url", f"{path}.booking_url", mailto=True)
         text = self.text(node, "booking_text", f"{path}.booking_text")
@@ -441,7 +491,8 @@ class _Checker:
             return None
         day = self.date(node, "date", f"{path}.date", required=True)
         start = self.time(node, "start", f"{path}.start")
-        end = self.time(node, "end", f"{path}.end")
+        end = self.time(node, "end", f"{path}.end", required=False)
+        ident = self.ident(node, path) if "id" in node else None
         venue = self.text(node, "venue", f"{path}.venue", required=True)
         online = node.get("online", False)
         if not isinstance(online, bool):
@@ -456,9 +507,9 @@ class _Checker:
                 f"{end:%H:%M} is not after the start {start:%H:%M}",
             )
             return None
-        if day is None or start is None or end is None or venue is None:
+        if day is None or start is None or venue is None or ("end" in node and end is None):
             return None
-        return Session(day, start, end, venue, online, url, note)
+        return Session(day, start, end, venue, online, url, note, ident)
 
     def image(self, node: Any, path: str) -> Image | None:
         if "image" not in node:
@@ -565,6 +616,16 @@ def _item_line(seq: Any, index: int) -> int | None:
         except (KeyError, TypeError):
             return _line(seq)
     return None
+
+
+def _unique(wanted: str, taken: set[str]) -> str:
+    """``wanted``, or ``wanted-2``, ``wanted-3``... whichever is not taken yet (then taken)."""
+    found, n = wanted, 1
+    while found in taken:
+        n += 1
+        found = f"{wanted}-{n}"
+    taken.add(found)
+    return found
 
 
 def _suggest(word: str, options: set[str]) -> str | None:

@@ -7,6 +7,23 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# What an id: key may be (a course's or a session's): lower-case letters, digits and "-".
+ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+# A course's derived id is its title's words, cut at a word to at most this many letters.
+_COURSE_ID_MAX = 32
+
+
+def course_id_of(title: str) -> str:
+    """The id a course gets from its title: ``understanding-the-levels-of-need``."""
+    words = re.sub(r"[^a-z0-9]+", " ", title.lower()).split()
+    out = ""
+    for word in words:
+        longer = f"{out}-{word}" if out else word
+        if len(longer) > _COURSE_ID_MAX:
+            break
+        out = longer
+    return out or (words[0][:_COURSE_ID_MAX] if words else "course")
+
 
 @dataclass(frozen=True)
 class Link:
@@ -27,11 +44,20 @@ class Image:
 class Session:
     date: dt.date
     start: dt.time
-    end: dt.time
+    # None when the issue gives no end time (`mailer check` warns about it).
+    end: dt.time | None
     venue: str
     online: bool = False
     url: str | None = None
     note: str | None = None
+    # What identifies the session across issues, so its calendar entry keeps its UID when
+    # a later issue moves it; by default its first date and start time (see key).
+    id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The session's id within its course: its ``id:``, else ``2026-01-12-0930``."""
+        return self.id or f"{self.date.isoformat()}-{self.start:%H%M}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,13 @@ class Section:
     booking_url: str | None = None
     booking_text: str = "Book your place"
     sessions: tuple[Session, ...] = ()
+    # A training section's id: (what identifies the course across issues), if written.
+    id: str | None = None
+
+    @property
+    def course_id(self) -> str:
+        """The course's id: its ``id:``, else one made from its title."""
+        return self.id or course_id_of(self.title)
 
     @property
     def anchor(self) -> str:

@@ -23,12 +23,12 @@ import mjml
 
 from mailer import formats
 from mailer.config import Settings
-from mailer.content import Issue, load_issues
+from mailer.content import Issue, Section, Session, load_issues
 from mailer.content.overrides import issue_settings
 from mailer.errors import RenderError
 from mailer.render.inline import inline_css
 from mailer.render.links import count_clicks
-from mailer.render.markdown import to_html
+from mailer.render.markdown import prose, to_html, typo
 from mailer.render.text import LABELS, render_text
 from mailer.site import urls
 
@@ -118,6 +118,8 @@ def _new_environment(folder: Path) -> jinja2.Environment:
     )
     env.filters.update(
         md=to_html,
+        typo=typo,
+        prose=prose,
         long_date=formats.long_date,
         month_year=formats.month_year,
         day_month_year=formats.day_month_year,
@@ -125,6 +127,10 @@ def _new_environment(folder: Path) -> jinja2.Environment:
         awareness_when=formats.awareness_when,
     )
     return env
+
+
+def _session_ics(settings: Settings, slug: str, section: Section, session: Session) -> str:
+    return urls.session_calendar_url(settings, slug, section.course_id, session.key)
 
 
 def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
@@ -138,6 +144,8 @@ def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web:
         if web
         else urls.UNSUBSCRIBE_PLACEHOLDER,
         "preferences": urls.manage_url(settings) if web else urls.PREFERENCES_PLACEHOLDER,
+        "training": urls.training_url(settings),
+        "session_ics": partial(_session_ics, settings, issue.slug),
     }
     try:
         source = env.get_template(LAYOUT).render(
@@ -191,6 +199,8 @@ def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
         web_url=urls.issue_url(settings, issue.slug),
         unsubscribe_url=urls.UNSUBSCRIBE_PLACEHOLDER,
         preferences_url=urls.PREFERENCES_PLACEHOLDER,
+        session_url=partial(_session_ics, settings, issue.slug),
+        training_url=urls.training_url(settings),
     )
     _check_placeholders(email_html, email_text)
     return CompiledIssue(

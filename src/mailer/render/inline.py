@@ -46,9 +46,34 @@ def inline_css(html: str) -> str:
         raise RenderError(f"inlining CSS failed: {exc}") from exc
     # premailer consumes the marker on the <style> blocks it skips, except media-scoped ones.
     out = out.replace(' data-premailer="ignore"', "")
+    out = _compact_styles(out)
     if not out.lstrip().lower().startswith("<!doctype"):
         out = f"{DOCTYPE}\n{out}"
     return out
+
+
+_STYLE_ATTRIBUTE = re.compile(r'style="([^"]*)"')
+
+
+def _compact(declarations: str) -> str:
+    parts = (d.strip() for d in declarations.split(";"))
+    return ";".join(
+        f"{name.strip()}:{value.strip()}"
+        for name, _, value in (d.partition(":") for d in parts if d)
+    )
+
+
+def _compact_styles(html: str) -> str:
+    """Style attributes without the spaces premailer writes ("margin:0; padding:0" costs a
+    byte per declaration on every element). Outlook's conditional comments are untouched."""
+
+    def compact(match: re.Match[str]) -> str:
+        return f'style="{_compact(match.group(1))}"'
+
+    parts = _COMMENT.split(html)
+    for i in range(0, len(parts), 2):
+        parts[i] = _STYLE_ATTRIBUTE.sub(compact, parts[i])
+    return "".join(parts)
 
 
 def _mark_ignored_styles(html: str) -> str:

@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING
 from markdown_it.token import Token
 
 from mailer.formats import awareness_when, day_month_year, long_date, session_line
-from mailer.render.markdown import parser
+from mailer.render.markdown import parser, smart_quotes
+from mailer.render.typography import TEL_META
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mailer.config import Settings
-    from mailer.content import Issue, Section
+    from mailer.content import Issue, Section, Session
+
+    SessionURL = Callable[[Section, Session], str]
 
 WIDTH = 78
 LABELS = {
@@ -27,10 +32,10 @@ LABELS = {
 }
 
 
-def wrap(text: str, indent: str = "", first: str | None = None) -> str:
+def wrap(text: str, indent: str = "", first: str | None = None, width: int = WIDTH) -> str:
     return textwrap.fill(
         " ".join(text.split()),
-        width=WIDTH,
+        width=width,
         initial_indent=indent if first is None else first,
         subsequent_indent=indent,
         break_long_words=False,
@@ -45,7 +50,8 @@ def _inline(token: Token) -> str:
     link_text: list[str] = []
     for child in token.children or []:
         if child.type == "link_open":
-            href = str(child.attrGet("href") or "")
+            # A telephone number the renderer linked is the number itself in plain text.
+            href = "" if child.meta.get(TEL_META) else str(child.attrGet("href") or "")
             link_text = []
         elif child.type == "link_close":
             label = "".join(link_text).strip()
@@ -61,8 +67,9 @@ def _inline(token: Token) -> str:
     return "".join(out)
 
 
-def markdown_to_text(source: str) -> str:
-    """Markdown as readable plain text: paragraphs, bullets with '-', numbered items."""
+def markdown_to_text(source: str, width: int = WIDTH) -> str:
+    """Markdown as readable plain text: paragraphs, bullets with '-', numbered items,
+    wrapped at ``width`` characters."""
     blocks: list[tuple[bool, str]] = []  # (is a list item, wrapped text)
     stack: list[list[int]] = []  # for each open list: [is ordered, next number]
     item_first = False
@@ -76,7 +83,7 @@ def markdown_to_text(source: str) -> str:
         elif token.type == "inline":
             text = _inline(token)
             if not stack:
-                blocks.append((False, wrap(text)))
+                blocks.append((False, wrap(text, width=width)))
                 continue
             depth = "  " * (len(stack) - 1)
             ordered, number = stack[-1]
@@ -84,10 +91,10 @@ def markdown_to_text(source: str) -> str:
             hang = depth + " " * len(marker)
             if item_first:
                 stack[-1][1] += 1
-                blocks.append((True, wrap(text, hang, depth + marker)))
+                blocks.append((True, wrap(text, hang, depth + marker, width)))
                 item_first = False
             else:
-                blocks.append((True, wrap(text, hang)))
+                blocks.append((True, wrap(text, hang, width=width)))
         elif token.type in ("fence", "code_block"):
             blocks.append((False, token.content.rstrip()))
     # List items sit on adjacent lines; every other block is a paragraph of its own.
@@ -106,8 +113,8 @@ def _labelled(label: str, value: str, indent: str = "") -> str:
     return wrap(f"{label}: {value}", indent)
 
 
-def _section_text(section: Section, image_url: str | None) -> list[str]:
-    title = wrap(section.title)
+def _section_text(section: Section, session_url: SessionURL) -> list[str]:
+    title = wrap(smart_quotes(section.title))
     rule = "-" * max(len(line) for line in title.splitlines())
     parts = [LABELS[section.type].upper(), title, rule]
     when = awareness_when(section)
@@ -118,17 +125,19 @@ def _section_text(section: Section, image_url: str | None) -> list[str]:
     if section.sessions:
         parts += ["", "Date:" if len(section.sessions) == 1 else "Dates:"]
         for s in section.sessions:
-            parts.append(wrap(session_line(s), "    ", "  - "))
+            parts.append(wrap(smart_quotes(session_line(s)), "    ", "  - "))
             if s.url:
                 parts.append(_labelled("Join online", s.url, "    "))
             if s.note:
-                parts.append(wrap(s.note, "    "))
+                parts.append(wrap(smart_quotes(s.note), "    "))
+            parts.append(_labelled("Add to calendar", session_url(section, s), "    "))
     if section.booking_url:
-        parts += ["", _labelled(section.booking_text, section.booking_url.removeprefix("mailto:"))]
+        booking = smart_quotes(section.booking_text)
+        parts += ["", _labelled(booking, section.booking_url.removeprefix("mailto:"))]
     if section.closes:
         parts += ["", f"Closes {long_date(section.closes)}."]
     for link in section.links:
-        parts += ["", wrap(f"{link.text}:"), link.url.removeprefix("mailto:")]
+        parts += ["", wrap(f"{smart_quotes(link.text)}:"), link.url.removeprefix("mailto:")]
     return parts
 
 
@@ -139,6 +148,8 @@ def render_text(
     web_url: str,
     unsubscribe_url: str,
     preferences_url: str,
+    session_url: SessionURL,
+    training_url: str,
 ) -> str:
     rule = "=" * WIDTH
     lines = [
@@ -151,10 +162,19 @@ def render_text(
     if issue.intro:
         lines += ["", markdown_to_text(issue.intro)]
     lines += ["", "IN THIS ISSUE"]
-    lines += [wrap(s.title, "    ", "  - ") for s in issue.sections]
+    lines += [wrap(smart_quotes(s.title), "    ", "  - ") for s in issue.sections]
+    if any(s.sessions for s in issue.sections):
+        lines += [
+            "",
+            wrap(
+                "Every upcoming course is also in the training calendar, which your calendar "
+                "app can subscribe to:"
+            ),
+            training_url,
+        ]
     for section in issue.sections:
         lines += ["", rule, ""]
-        lines += _section_text(section, None)
+        lines += _section_text(section, session_url)
     lines += ["", rule, ""]
     # The postal address usually begins with the organisation's name; do not say it twice.
     if not settings.footer.postal_address.startswith(settings.organisation):

@@ -222,10 +222,10 @@ class MessageTemplate:
         """The same for every copy of one ledger row, so a copy sent again after a crash
         carries the Message-ID of the first and mail programs can drop the duplicate."""
         if recipient.delivery_id:
-            tag = tokens.make(self._key, tokens.MESSAGE_ID, self.send_id, recipient.delivery_id)
-            nonce = tag.partition(".")[2][:10].lower().replace("-", "x").replace("_", "y")
-        else:
-            nonce = secrets.token_hex(5)  # proofs: every one is a new message
+            return tokens.make_message_id(
+                self._key, self.send_id, recipient.delivery_id, self._domain
+            )
+        nonce = secrets.token_hex(5)  # proofs: every one is a new message
         return f"<{self.send_id}.{recipient.delivery_id}.{nonce}@{self._domain}>"
 
     def render(

@@ -22,12 +22,12 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from mailer.config import Settings
-from mailer.content import Issue, load_issues
+from mailer.content import Issue, all_slugs, load_issues
 from mailer.errors import InvalidInput, StateError
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment, require_size
-from mailer.site import urls
+from mailer.site import training, urls
 from mailer.store import publications
 from mailer.store.database import open_db
 from mailer.store.status import PublishedBy
@@ -42,10 +42,19 @@ class BuiltFile:
     warning: str = ""
 
 
-def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) -> list[BuiltFile]:
-    """Build the named issues (and, with ``archive``, the archive page and feed)."""
+def build(
+    settings: Settings,
+    slugs: Iterable[str],
+    *,
+    archive: bool = False,
+    today: dt.date | None = None,
+) -> list[BuiltFile]:
+    """Build the named issues (and, with ``archive``, the archive page, the feed, and the
+    training calendar of the sessions from ``today`` on: by default the real today)."""
     issues = load_issues(settings, slugs)
     compiled = [require_size(settings, compile_issue(settings, issue)) for issue in issues]
+    with_sessions = any(s.sessions for issue in issues for s in issue.sections)
+    published = published_issues(settings, issues) if archive or with_sessions else []
     out = settings.build_dir
     if out.exists() and not out.is_dir():
         raise InvalidInput(f"{out} is a file, not a folder: move it away so mailer can build")
@@ -53,7 +62,8 @@ def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) ->
     written: list[BuiltFile] = []
     warn_at = settings.limits.html_warn_kb * 1024
     for item in compiled:
-        files = _write_issue(out, item)
+        calendars = training.issue_calendars(settings, item.issue, published)
+        files = _write_issue(out, item, calendars)
         if files and files[0].size > warn_at:
             files[0] = dataclasses.replace(
                 files[0],
@@ -64,9 +74,23 @@ def build(settings: Settings, slugs: Iterable[str], *, archive: bool = False) ->
     if settings.brand.logo:
         written += _copy(settings.root / settings.brand.logo, out / "assets")
     if archive:
-        shown = newest_first(published_only(settings, issues))
+        shown = newest_first(published)
+        day = today or training.today(settings)
         written.append(_write_text(out / "index.html", archive_html(settings, shown)))
         written.append(_write_text(out / "feed.xml", feed_xml(settings, shown)))
+        written.append(
+            _write_text(
+                out / "training.ics",
+                training.feed_text(settings, published, day),
+                exact_newlines=True,
+            )
+        )
+        (out / "training").mkdir(exist_ok=True)
+        written.append(
+            _write_text(
+                out / "training" / "index.html", training.page_html(settings, published, day)
+            )
+        )
     return written
 
 
@@ -79,6 +103,15 @@ def published_only(settings: Settings, issues: Iterable[Issue]) -> list[Issue]:
     """The issues that are published; drafts never reach the archive or the feed."""
     slugs = published_slugs(settings)
     return [i for i in issues if i.slug in slugs]
+
+
+def published_issues(settings: Settings, loaded: Iterable[Issue] = ()) -> list[Issue]:
+    """Every published issue that has a folder, loaded (reusing those in ``loaded``)."""
+    have = {i.slug: i for i in loaded}
+    slugs = sorted(published_slugs(settings) & set(all_slugs(settings)))
+    missing = load_issues(settings, [s for s in slugs if s not in have])
+    have.update((i.slug, i) for i in missing)
+    return [have[s] for s in slugs]
 
 
 def newest_first(issues: Iterable[Issue]) -> list[Issue]:
@@ -131,13 +164,16 @@ def require_built(settings: Settings, compiled: CompiledIssue) -> None:
             raise StateError(f"{stale} (the logo changed since mailer build){again}")
 
 
-def _write_issue(out: Path, item: CompiledIssue) -> list[BuiltFile]:
+def _write_issue(out: Path, item: CompiledIssue, calendars: dict[str, str]) -> list[BuiltFile]:
     slug = item.issue.slug
     staging = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=out))
     try:
         (staging / "email.html").write_text(item.email_html, encoding="utf-8")
         (staging / "email.txt").write_text(item.email_text, encoding="utf-8")
         (staging / "index.html").write_text(item.web_html, encoding="utf-8")
+        for name, text in calendars.items():
+            # iCalendar lines end in CRLF, whatever the platform writes by default.
+            (staging / name).write_text(text, encoding="utf-8", newline="")
         for image in item.issue.images:
             target = staging / image.relative_to(item.issue.folder)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -167,9 +203,10 @@ def _copy(source: Path, folder: Path) -> list[BuiltFile]:
     return [BuiltFile(target, target.stat().st_size)]
 
 
-def _write_text(path: Path, text: str) -> BuiltFile:
+def _write_text(path: Path, text: str, *, exact_newlines: bool = False) -> BuiltFile:
+    """Write ``path`` in one step; ``exact_newlines`` keeps CRLF as CRLF (iCalendar)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8", newline="" if exact_newlines else None)
     os.replace(tmp, path)
     return BuiltFile(path, path.stat().st_size)
 
@@ -186,6 +223,8 @@ def archive_html(settings: Settings, issues: list[Issue]) -> str:
         settings=settings,
         entries=entries,
         feed_url=urls.feed_url(settings),
+        training_url=urls.training_url(settings),
+        logo_url=urls.asset_url(settings, settings.brand.logo) if settings.brand.logo else None,
         signup_url=urls.signup_url(settings),
         manage_url=urls.manage_url(settings),
         accessibility_url=urls.accessibility_url(settings),

@@ -73,6 +73,45 @@ def read(key: bytes | Sequence[bytes], purpose: str, token: str) -> tuple[int, .
     return ids
 
 
+# The text form of a :func:`make` token, for finding one inside other text (an email's
+# subject, a quoted header): integers joined by "-", a dot, the MAC in URL-safe base64.
+_MAC_CHARS = len(_b64(bytes(_MAC_BYTES)))
+PATTERN = rf"(?<![\w.-])\d{{1,18}}(?:-\d{{1,18}})*\.[A-Za-z0-9_-]{{{_MAC_CHARS}}}(?![\w-])"
+
+
+def make_message_id(key: bytes, send_id: int, delivery_id: int, domain: str) -> str:
+    """The Message-ID of one ledger row's copy: the send, the row and a MAC of both.
+
+    The same for every copy of one row, so a copy sent again after a crash carries the
+    Message-ID of the first. A report that quotes it names its copy (:func:`read_message_id`).
+    """
+    tag = make(key, MESSAGE_ID, send_id, delivery_id)
+    nonce = tag.partition(".")[2][:10].lower().replace("-", "x").replace("_", "y")
+    return f"<{int(send_id)}.{int(delivery_id)}.{nonce}@{domain}>"
+
+
+def read_message_id(
+    key: bytes | Sequence[bytes], message_id: str, domain: str
+) -> tuple[int, int] | None:
+    """``(send_id, delivery_id)`` of a Message-ID :func:`make_message_id` made, else None."""
+    local, _, at = message_id.strip().strip("<>").partition("@")
+    parts = local.split(".")
+    if len(parts) != 3 or at.lower() != domain.lower() or len(local) > 60:
+        return None
+    try:
+        send_id, delivery_id = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    if send_id <= 0 or delivery_id <= 0:
+        return None
+    keys = [key] if isinstance(key, bytes) else list(key)
+    for k in keys:
+        expected = make_message_id(k, send_id, delivery_id, domain)
+        if hmac.compare_digest(expected.strip("<>").partition("@")[0], local):
+            return send_id, delivery_id
+    return None
+
+
 def keys_of(settings: Settings) -> list[bytes]:
     """The keys a link may be signed with: the current one, then the previous one."""
     found = [settings.require_secret_key()]

@@ -28,6 +28,8 @@ ISSUES_ALIAS_PATH = "/issues/{slug}/"
 ASSET_PATH = "/assets/{name}"
 UNSUBSCRIBE_PATH = "/unsubscribe/{token}"
 GENERIC_UNSUBSCRIBE_PATH = "/unsubscribe"
+# The subject of the List-Unsubscribe mailto: (mailer bounces reads it back from the email).
+UNSUBSCRIBE_SUBJECT = "unsubscribe {token}"
 PREFERENCES_PATH = "/preferences/{token}"
 PREFERENCES_DATA_PATH = "/preferences/{token}/data.json"
 SIGNUP_PATH = "/subscribe"
@@ -36,6 +38,9 @@ MANAGE_PATH = "/manage"
 CLICK_PATH = "/c/{token}"
 APPROVAL_PATH = "/approve/{token}"
 ACCESSIBILITY_PATH = "/accessibility"
+# Every upcoming training session of the published issues: a page, and a calendar feed.
+TRAINING_PATH = "/training/"
+TRAINING_FEED_PATH = "/training.ics"
 STYLESHEET_PATH = "/site.css"
 HEALTH_PATH = "/healthz"
 # Issue slugs that would be shadowed by a page of mailer serve.
@@ -54,6 +59,8 @@ RESERVED_SLUGS = frozenset(
         "healthz",
         "feed.xml",
         "site.css",
+        "training",
+        "training.ics",
     }
 )
 
@@ -84,6 +91,40 @@ def image_url(settings: Settings, slug: str, src: str) -> str:
 
 def asset_url(settings: Settings, path: str) -> str:
     return f"{settings.base_url}/assets/{quote(path.rpartition('/')[2])}"
+
+
+def session_file(course_id: str, session_id: str) -> str:
+    """The name of a session's calendar file in ``build/SLUG/``: ``COURSE_SESSION.ics``.
+
+    Ids are lower-case letters, digits and dashes, so the underscore keeps the two apart.
+    """
+    return f"{course_id}_{session_id}.ics"
+
+
+def session_calendar_url(settings: Settings, slug: str, course_id: str, session_id: str) -> str:
+    """A session's "Add to calendar" file, published beside the issue's web version."""
+    return f"{settings.base_url}/{quote(slug)}/{session_file(course_id, session_id)}"
+
+
+def training_url(settings: Settings) -> str:
+    """The page listing every upcoming training session."""
+    return f"{settings.base_url}{TRAINING_PATH}"
+
+
+def training_feed_url(settings: Settings) -> str:
+    """The calendar feed of every upcoming training session, to subscribe to."""
+    return f"{settings.base_url}{TRAINING_FEED_PATH}"
+
+
+def training_webcal_url(settings: Settings) -> str:
+    """The feed as a ``webcal:`` link, which calendar apps open as a subscription."""
+    return "webcal://" + training_feed_url(settings).split("://", 1)[1]
+
+
+def calendar_host(settings: Settings) -> str:
+    """What follows the ``@`` of every calendar UID: the site's host and path."""
+    parts = urlsplit(settings.base_url)
+    return f"{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def unsubscribe_url(settings: Settings, token: str) -> str:
@@ -138,4 +179,5 @@ def stylesheet_url(settings: Settings) -> str:
 
 def unsubscribe_mailto(settings: Settings, token: str) -> str:
     address = settings.sender.reply_to or settings.sender.from_address
-    return f"mailto:{address}?subject=unsubscribe%20{token}"
+    subject = UNSUBSCRIBE_SUBJECT.format(token=token).replace(" ", "%20")
+    return f"mailto:{address}?subject={subject}"

@@ -10,6 +10,7 @@ could drift (:func:`failed_sends_in_a_row`).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ MEMBERSHIP = table_of(Membership)
 SEND_LIST = table_of(SendList)
 LIST = table_of(MailingList)
 # Kinds that mean a copy did not reach its reader.
-FAILED = (BounceKind.HARD, BounceKind.SOFT)
+FAILED = (BounceKind.HARD, BounceKind.FULL, BounceKind.SOFT)
 # How far back the run of failed sends is looked for: well past any sensible soft_limit.
 LOOK_BACK = 50
 
@@ -47,15 +48,16 @@ class Target:
     delivery_id: int | None
     send_id: int
     subscriber_id: int
+    email: str = ""  # the address the copy went to ("" once the person is erased)
 
 
 def _target(row: Any) -> Target | None:
-    return None if row is None else Target(row.id, row.send_id, row.subscriber_id)
+    return None if row is None else Target(row.id, row.send_id, row.subscriber_id, row.email)
 
 
 def by_delivery(session: Session, delivery_id: int) -> Target | None:
     d = DELIVERY.c
-    query = sa.select(d.id, d.send_id, d.subscriber_id).where(d.id == delivery_id)
+    query = sa.select(d.id, d.send_id, d.subscriber_id, d.email).where(d.id == delivery_id)
     return _target(session.connection().execute(query).first())
 
 
@@ -65,7 +67,7 @@ def by_send_and_subscriber(session: Session, send_id: int, subscriber_id: int) -
     row = (
         session.connection()
         .execute(
-            sa.select(d.id, d.send_id, d.subscriber_id).where(
+            sa.select(d.id, d.send_id, d.subscriber_id, d.email).where(
                 d.send_id == send_id, d.subscriber_id == subscriber_id
             )
         )
@@ -82,7 +84,7 @@ def latest_to(session: Session, email: str) -> Target | None:
     row = (
         session.connection()
         .execute(
-            sa.select(d.id, d.send_id, d.subscriber_id)
+            sa.select(d.id, d.send_id, d.subscriber_id, d.email)
             .where(d.email == email, d.status == DeliveryStatus.SENT)
             .order_by(d.send_id.desc())
             .limit(1)
@@ -90,6 +92,15 @@ def latest_to(session: Session, email: str) -> Target | None:
         .first()
     )
     return _target(row)
+
+
+def known_addresses(session: Session, emails: list[str]) -> set[str]:
+    """Which of ``emails`` (lower-case) belong to people mailer holds."""
+    if not emails:
+        return set()
+    s = table_of(Subscriber).c
+    rows = session.connection().execute(sa.select(s.email).where(s.email.in_(emails[:200])))
+    return {str(r[0]).lower() for r in rows}
 
 
 def subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
@@ -134,9 +145,13 @@ def record(
     status: str = "",
     reason: str = "",
     source: str = "",
+    verified: bool = True,
+    address: str = "",
 ) -> BounceEvent:
     """Add one event; the caller commits, after the policy has filled in ``action``."""
     event = BounceEvent(
+        verified=verified,
+        address=address[:320],
         key=key[:200],
         kind=kind,
         send_id=target.send_id if target else None,
@@ -157,12 +172,20 @@ def failed_sends_in_a_row(session: Session, subscriber_id: int, up_to_send: int)
     the first newer-to-older send without one (it reached them) ends the run.
     """
     d, e = DELIVERY.c, EVENT.c
+    # An operator's reactivation starts the count again.
+    reactivated = (
+        sa.select(sa.func.max(e.received_at))
+        .where(e.subscriber_id == subscriber_id, e.kind == BounceKind.REACTIVATED)
+        .scalar_subquery()
+    )
     failed = (
         sa.select(e.id)
         .where(
             e.subscriber_id == d.subscriber_id,
             e.send_id == d.send_id,
             e.kind.in_([k.value for k in FAILED]),
+            e.verified == sa.true(),
+            sa.or_(reactivated.is_(None), e.received_at > reactivated),
         )
         .exists()
     )
@@ -233,3 +256,118 @@ def unrecognised_count(session: Session, since: dt.datetime | None = None) -> in
     if since is not None:
         query = query.where(EVENT.c.received_at >= since)
     return int(session.connection().execute(query).scalar_one())
+
+
+def counts_since(session: Session, since: dt.datetime | None = None) -> tuple[int, int]:
+    """(unverified reports not yet applied, quarantined messages) since ``since``."""
+    e = EVENT.c
+    unverified = sa.and_(
+        e.verified == sa.false(),
+        e.subscriber_id.is_(None),
+        e.kind != BounceKind.QUARANTINED,
+    )
+    query = sa.select(
+        sa.func.count().filter(unverified),
+        sa.func.count().filter(e.kind == BounceKind.QUARANTINED),
+    )
+    if since is not None:
+        query = query.where(e.received_at >= since)
+    row = session.connection().execute(query).one()
+    return int(row[0]), int(row[1])
+
+
+@dataclass(frozen=True)
+class ListedEvent:
+    """One row of ``mailer bounces list``."""
+
+    id: int
+    received_at: dt.datetime
+    kind: str
+    verified: bool
+    address: str  # the address the report names (unverified), or the person's
+    subscriber_id: int | None
+    send_id: int | None
+    status: str
+    reason: str
+    source: str
+    action: str
+
+
+def listing(
+    session: Session,
+    *,
+    unverified: bool = False,
+    quarantined: bool = False,
+    limit: int = 50,
+) -> list[ListedEvent]:
+    """The latest events, newest first: all of them, or only unverified or quarantined."""
+    e, s = EVENT.c, table_of(Subscriber).c
+    query = sa.select(
+        e.id,
+        e.received_at,
+        e.kind,
+        e.verified,
+        sa.func.coalesce(sa.func.nullif(e.address, ""), s.email, "").label("address"),
+        e.subscriber_id,
+        e.send_id,
+        e.status,
+        e.reason,
+        e.source,
+        e.action,
+    ).outerjoin(table_of(Subscriber), s.id == e.subscriber_id)
+    if unverified:
+        query = query.where(e.verified == sa.false(), e.kind != BounceKind.QUARANTINED)
+    if quarantined:
+        query = query.where(e.kind == BounceKind.QUARANTINED)
+    rows = session.connection().execute(query.order_by(e.id.desc()).limit(limit))
+    return [
+        ListedEvent(
+            r.id,
+            as_utc(r.received_at),
+            str(r.kind),
+            bool(r.verified),
+            r.address or "",
+            r.subscriber_id,
+            r.send_id,
+            r.status,
+            r.reason,
+            r.source,
+            r.action,
+        )
+        for r in rows
+    ]
+
+
+def event(session: Session, event_id: int) -> BounceEvent | None:
+    return session.get(BounceEvent, event_id)
+
+
+def record_reactivation(session: Session, subscriber_id: int, *, reason: str, action: str) -> None:
+    """Keep an operator's reactivation in the person's history; it also ends the run of
+    failed sends before it (:func:`failed_sends_in_a_row`)."""
+    session.add(
+        BounceEvent(
+            key=f"reactivated:{subscriber_id}:{uuid.uuid4().hex}",
+            kind=BounceKind.REACTIVATED,
+            subscriber_id=subscriber_id,
+            reason=reason[:1000],
+            source="mailer subscribers reactivate",
+            action=action[:200],
+        )
+    )
+    session.flush()
+
+
+def latest_complaint_at(session: Session, subscriber_id: int) -> dt.datetime | None:
+    """When the person's latest applied complaint was recorded (for reactivation)."""
+    e = EVENT.c
+    value = (
+        session.connection()
+        .execute(
+            sa.select(sa.func.max(e.received_at)).where(
+                e.subscriber_id == subscriber_id, e.kind == BounceKind.COMPLAINT
+            )
+        )
+        .scalar()
+    )
+    return None if value is None else as_utc(value)

@@ -446,6 +446,11 @@ class BounceEvent(SQLModel, table=True):
     source: str = Field(default="", max_length=200)
     action: str = Field(default="", max_length=200)
     received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    # Tied to its copy by a MAC mailer made (revision 0014); an unverified report changes
+    # nobody until an operator applies it (`mailer bounces apply`).
+    verified: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    # The address an unverified report names; blanked on erasure.
+    address: str = Field(default="", max_length=320, sa_column_kwargs={"server_default": ""})
 
 
 # --- 7. The public web side (revision 0009; mailing_list.public) ------------------------------

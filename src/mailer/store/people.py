@@ -40,7 +40,11 @@ from mailer.store.models import (
     table_of,
     utcnow,
 )
-from mailer.store.status import DeliveryStatus, subscriber_may_become
+from mailer.store.status import (
+    DeliveryStatus,
+    subscriber_may_be_reactivated,
+    subscriber_may_become,
+)
 from mailer.store.suppression import address_hash, all_hashes, hash_key
 
 LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -221,6 +225,43 @@ def _mark(session: Session, subscriber_ids: Iterable[int], status: SubscriberSta
     )
     session.expire_all()
     return int(result.rowcount)
+
+
+def reactivate(session: Session, subscriber: Subscriber, since: dt.datetime | None) -> list[str]:
+    """Undo a bounce or a complaint recorded in error: the person is active again.
+
+    A complaint unsubscribed them from every list: the lists they left at ``since`` (the
+    complaint's time) or later are joined again. Returns those lists' slugs.
+    """
+    if not subscriber_may_be_reactivated(subscriber.status):
+        raise StateError(
+            f"{subscriber.email} is {subscriber.status}: only someone bounced or complained "
+            "can be reactivated"
+        )
+    was = subscriber.status
+    subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.updated = utcnow()
+    session.add(subscriber)
+    rejoined: list[str] = []
+    if was == SubscriberStatus.COMPLAINED and since is not None:
+        rows = session.exec(
+            select(M, L)
+            .join(L, col(L.id) == col(M.list_id))
+            .where(
+                M.subscriber_id == subscriber.id,
+                M.status == MembershipStatus.UNSUBSCRIBED,
+                col(M.changed_at) >= since - dt.timedelta(seconds=1),
+            )
+            .order_by(L.slug)
+        )
+        now = utcnow()
+        for membership, mailing_list in rows:
+            membership.status = MembershipStatus.SUBSCRIBED
+            membership.changed_at = now
+            session.add(membership)
+            rejoined.append(mailing_list.slug)
+    session.flush()
+    return rejoined
 
 
 def mark_bounced(session: Session, subscriber_ids: Iterable[int]) -> int:
@@ -448,7 +489,13 @@ def erase(session: Session, email: str) -> Erasure:
     conn.execute(
         sa.update(bounce_event)
         .where(bounce_event.c.subscriber_id == subscriber.id)
-        .values(reason="")
+        .values(reason="", address="")
+    )
+    # An unverified report that names the address, tied to nobody, is blanked the same way.
+    conn.execute(
+        sa.update(bounce_event)
+        .where(sa.func.lower(bounce_event.c.address) == email.lower())
+        .values(reason="", address="")
     )
     set_status(session, subscriber, SubscriberStatus.ERASED)
     subscriber.email, subscriber.name, subscriber.organisation = None, "", ""

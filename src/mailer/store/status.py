@@ -110,15 +110,18 @@ class DeliveryStatus(StrEnum):
 class BounceKind(StrEnum):
     """What a message that came back to mailer was (see mailer.bounces.policy)."""
 
-    HARD = "hard"  # the address is gone (5.1.x, 5.2.1, 5.4.x): bounced at once
+    HARD = "hard"  # the address is gone (5.1.1, 5.2.1...): bounced at once
+    FULL = "full"  # the mailbox is full (5.2.2): counted like a temporary failure
     SOFT = "soft"  # a temporary failure: bounced after several sends in a row
-    POLICY = "policy"  # refused for policy or reputation (5.7.x): the send is flagged
+    POLICY = "policy"  # refused for policy or reputation, or our sender: the send is flagged
     COMPLAINT = "complaint"  # marked as spam (an ARF feedback report)
     UNSUBSCRIBE = "unsubscribe"  # the List-Unsubscribe mailto: was used
     DELAYED = "delayed"  # a warning that delivery is still being tried: changes nothing
     DELIVERED = "delivered"  # a report of a successful delivery: changes nothing
     AUTO_REPLY = "auto-reply"  # an out-of-office or other automatic reply: never a bounce
     UNRECOGNISED = "unrecognised"  # not understood, or about nobody mailer sent to
+    QUARANTINED = "quarantined"  # beyond the reading limits: kept aside, never read
+    REACTIVATED = "reactivated"  # an operator undid a bounce or complaint (not a message)
 
 
 class ScheduleKind(StrEnum):
@@ -149,6 +152,16 @@ SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
 
 def subscriber_may_become(old: SubscriberStatus, new: SubscriberStatus) -> bool:
     return new in SUBSCRIBER_TRANSITIONS[old]
+
+
+# The one way back to active besides a person's own sign-up: an operator who finds that a
+# bounce or a complaint was recorded in error (`mailer subscribers reactivate`), with a
+# reason kept in the person's history. Nobody who unsubscribed or was erased comes back so.
+REACTIVATABLE = frozenset({_SUB.BOUNCED, _SUB.COMPLAINED})
+
+
+def subscriber_may_be_reactivated(old: SubscriberStatus) -> bool:
+    return old in REACTIVATABLE
 
 
 # For each send status, the statuses a send may come from (the diagram above).

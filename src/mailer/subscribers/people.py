@@ -63,6 +63,32 @@ def unsubscribe(db: Database, raw_email: str, list_slug: str | None = None) -> b
         return store.unsubscribe(session, subscriber, mailing_list)
 
 
+def reactivate(db: Database, raw_email: str, reason: str) -> tuple[str, list[str]]:
+    """Undo a bounce or complaint recorded in error; (the status it had, lists rejoined).
+
+    The reason is kept in the person's history (``mailer subscribers show``), with the
+    bounces and complaints it undoes.
+    """
+    email = normalise(raw_email)
+    reason = " ".join(reason.split())
+    if not reason or has_controls(reason):
+        raise InvalidInput("--reason: say why, in a few words (for the person's history)")
+    with db.session(write=True) as session:
+        subscriber = store.get_subscriber(session, email)
+        assert subscriber.id is not None
+        was = str(subscriber.status)
+        since = returned.latest_complaint_at(session, subscriber.id)
+        rejoined = store.reactivate(session, subscriber, since)
+        returned.record_reactivation(
+            session,
+            subscriber.id,
+            reason=reason,
+            action=f"active again (was {was})"
+            + (f"; rejoined {', '.join(rejoined)}" if rejoined else ""),
+        )
+    return was, rejoined
+
+
 def erase(db: Database, raw_email: str) -> store.Erasure:
     """Erase everything held about a person, keeping only a keyed hash of the address.
 

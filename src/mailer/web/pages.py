@@ -1,5 +1,6 @@
-"""The public pages: the archive, each published issue's web version and images, the feed,
-the stylesheet, the accessibility statement and the health check.
+"""The public pages: the archive, each published issue's web version, images and calendar
+files, the feed, the training calendar (page and feed), the stylesheet, the accessibility
+statement and the health check.
 
 Drafts are never served: an issue that is not published answers 404 like one that does
 not exist. Images are served only if the issue names them, so no other file of the
@@ -20,6 +21,7 @@ from fastapi.responses import (
 )
 
 from mailer.errors import NotFound
+from mailer.render.ical import MEDIA_TYPE
 from mailer.site import urls
 from mailer.store import publications
 from mailer.web.render import Site
@@ -62,6 +64,18 @@ def router(site: Site) -> APIRouter:
     def feed() -> Response:
         return Response(site.archive()[1], media_type="application/atom+xml")
 
+    @api.get(urls.TRAINING_PATH)
+    def training_page() -> HTMLResponse:
+        return HTMLResponse(site.training()[0])
+
+    @api.get(urls.TRAINING_FEED_PATH)
+    def training_feed() -> Response:
+        return Response(
+            site.training()[1],
+            media_type=MEDIA_TYPE,
+            headers={"cache-control": "public, max-age=3600"},
+        )
+
     @api.get(urls.ASSET_PATH)
     def asset(name: str) -> FileResponse:
         logo = settings.brand.logo
@@ -80,8 +94,13 @@ def router(site: Site) -> APIRouter:
         return HTMLResponse(site.web_html(slug))
 
     @api.get(urls.ISSUE_FILE_PATH)
-    def issue_file(slug: str, path: str) -> FileResponse:
+    def issue_file(slug: str, path: str) -> Response:
         published(slug)
+        if path.endswith(".ics") and "/" not in path:
+            text = site.calendar_file(slug, path)
+            if text is None:
+                raise NotFound("no such file")
+            return Response(text, media_type=MEDIA_TYPE)
         found = site.issue(slug)
         for image in found.images:
             if image.relative_to(found.folder).as_posix() == path:

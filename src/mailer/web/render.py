@@ -21,7 +21,7 @@ from mailer.config import Settings
 from mailer.content import Issue, all_slugs, load_issues
 from mailer.formats import long_date
 from mailer.render import compile_issue
-from mailer.site import build, urls
+from mailer.site import build, training, urls
 from mailer.store import publications
 from mailer.store.database import Database
 
@@ -50,6 +50,7 @@ class Site:
         self._lock = threading.Lock()
         self._issues: dict[str, _Entry] = {}
         self._archive: tuple[Any, str, str] | None = None
+        self._training: tuple[Any, str, str] | None = None
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("mailer.web", "templates"),
             autoescape=True,
@@ -107,3 +108,30 @@ class Site:
         with self._lock:
             self._archive = (key, *pair)
         return pair
+
+    def _published_entries(self) -> list[_Entry]:
+        return [self._entry(slug, compiled=False) for slug in sorted(self.published())]
+
+    def training(self) -> tuple[str, str]:
+        """The training page and calendar feed of the published issues, from today on."""
+        entries = self._published_entries()
+        day = training.today(self.settings)
+        key = (day, tuple(e.signature for e in entries))
+        with self._lock:
+            cached = self._training
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        issues = [e.issue for e in entries]
+        pair = (
+            training.page_html(self.settings, issues, day),
+            training.feed_text(self.settings, issues, day),
+        )
+        with self._lock:
+            self._training = (key, *pair)
+        return pair
+
+    def calendar_file(self, slug: str, name: str) -> str | None:
+        """A published issue's session calendar file ``name``, as `mailer build` writes it."""
+        issues = [e.issue for e in self._published_entries()]
+        found = training.issue_calendars(self.settings, self.issue(slug), issues)
+        return found.get(name)

@@ -1,7 +1,7 @@
 """Approval by the approvers themselves, and an issue's history.
 
 Revision ID: 0019
-Revises: 0013
+Revises: 0014
 Create Date: 2027-01-20
 
 - ``approval.method``: ``command`` (a name typed with ``mailer approve --by``) or ``link``
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
