@@ -25,9 +25,11 @@ from conftest import REPO, Result
 from mailer.cli import app
 from send_helpers import Lines, addresses, mailer_process, make_list, sql
 from smtp_server import SMTPServer
+from web_helpers import free_port
 
 LONDON = ZoneInfo("Europe/London")
 PEOPLE = ["amira@example.org", "ben@example.org", "chloe@example.org"]
+CHAIR = "chair@example.org"
 
 
 def mailer(*args: str, input: str | None = None) -> Result:
@@ -176,27 +178,79 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
             preview.wait(timeout=120)
             lines.close()
             preview.stderr.close()
+        walked.append(f"mailer edit {first}")
+        editor = mailer_process(root, "edit", first, "--no-browser")
+        assert editor.stdout is not None and editor.stderr is not None
+        lines = Lines(editor.stdout)
+        try:
+            url = lines.wait_for("Editing on ").split()[2]
+            assert "A new chair for the partnership" in httpx.get(url, timeout=60).text
+        finally:
+            editor.send_signal(signal.SIGINT)
+            editor.wait(timeout=120)
+            lines.close()
+            editor.stderr.close()
+        assert editor.returncode == 0
         run("build", first)
         run("check", first)
         run("send", first, "--to", "me@example.org")
         (proof,) = server.received
         assert proof.rcpt_tos == ["me@example.org"]
         assert proof.message["Subject"].startswith("[PROOF] CSCP Newsletter")
-        run("approve", first, "--by", "Sam Patel")
+        # The chair approves, through the link mailed to them, on the web side.
+        with (root / "mailer.toml").open("a", encoding="utf-8") as toml:
+            toml.write(f'\n[approval]\napprovers = ["{CHAIR}"]\n')
+        port = free_port()
+        serve = mailer_process(root, "serve", "--port", str(port))
+        assert serve.stdout is not None and serve.stderr is not None
+        served = Lines(serve.stdout)
+        served.wait_for(f"on http://127.0.0.1:{port}/")
+
+        def approve_by_link(slug: str) -> None:
+            run("approve", slug, "--request")
+            mailed = [r.message for r in server.received if r.rcpt_tos == [CHAIR]][-1]
+            text = mailed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            token = re.findall(r"/approve/(\S+)", text)[-1]
+            page = f"http://127.0.0.1:{port}/approve/{token}"
+            assert httpx.get(page, timeout=60).status_code == 200
+            done = httpx.post(page, data={"decision": "approve"}, timeout=60)
+            assert done.status_code == 200 and f"approved by {CHAIR}" in done.text
+
+        try:
+            approve_by_link(first)
+        finally:
+            serve.send_signal(signal.SIGINT)
+            serve.wait(timeout=120)
+            served.close()
+            serve.stderr.close()
         r = run("send", first, "--list", "practitioners", input="y\n")
+        assert f"{first}, approved by {CHAIR}:" in r.stdout
         assert f"  Transport:  SMTP through 127.0.0.1:{server.port} (none)" in r.stdout
         assert "  To:         practitioners: 3 people" in r.stdout
-        assert Counter(server.handler.recipients()[1:]) == Counter(PEOPLE)
+        readers = [a for a in server.handler.recipients() if a in PEOPLE]
+        assert Counter(readers) == Counter(PEOPLE)
         run("build", "--all")
         assert f'href="https://news.cumberland-lscp.org.uk/{first}/"' in (
             root / "build/index.html"
         ).read_text(encoding="utf-8")
         assert "sent" in run("status", first).stdout
+        story = run("history", first).stdout
+        assert f"approved by {CHAIR}" in story and "sent, approved by" in story
 
         # The next one goes out on its own: a real worker picks up its schedule.
         run("new", second, "--date", today.isoformat(), "--from", first)
         run("build", second)
-        run("approve", second, "--by", "Sam Patel")
+        serve = mailer_process(root, "serve", "--port", str(port))
+        assert serve.stdout is not None and serve.stderr is not None
+        served = Lines(serve.stdout)
+        served.wait_for(f"on http://127.0.0.1:{port}/")
+        try:
+            approve_by_link(second)
+        finally:
+            serve.send_signal(signal.SIGINT)
+            serve.wait(timeout=120)
+            served.close()
+            serve.stderr.close()
         soon = dt.datetime.now(LONDON) + dt.timedelta(minutes=5)
         at = f"{soon.day}/{soon.month}/{soon.year} {soon.hour % 12 or 12}.{soon:%M}{soon:%p}"
         r = run("schedule", second, "--list", "practitioners", "--at", at.lower())
@@ -229,7 +283,9 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         assert worker.returncode == 0, log.text()
         listing = run("schedules").stdout
         assert f"{second}  to practitioners  [done]" in listing
-        assert Counter(server.handler.recipients()) == Counter(["me@example.org", *PEOPLE, *PEOPLE])
+        assert Counter(server.handler.recipients()) == Counter(
+            ["me@example.org", CHAIR, *PEOPLE, CHAIR, *PEOPLE]
+        )
         # Every reader's copies carried their own unsubscribe link, and nobody's address
         # was in the worker's log.
         for received in server.received[1:]:

@@ -233,6 +233,28 @@ class WebSettings:
     accessibility_reviewed: str = "2026-12-01"
 
 
+@dataclass(frozen=True)
+class ApprovalSettings:
+    """The ``[approval]`` table: who must approve an issue before it goes to lists."""
+
+    # The addresses of the people who approve (the chair, the business manager). When set,
+    # a send to lists needs an approval given through the link mailed to one of them.
+    approvers: tuple[str, ...] = ()
+    # How many different approvers must approve the same content: 1, or 2 for two pairs
+    # of eyes.
+    required: int = 1
+    # An approval link works once, for this many days.
+    link_days: int = 7
+    # Who is told when an approver asks for changes; alerts_to when empty.
+    notify: tuple[str, ...] = ()
+    # Whether `mailer approve --by NAME` still counts once there are approvers.
+    allow_self_approval: bool = False
+
+    @property
+    def by_approvers(self) -> bool:
+        return bool(self.approvers)
+
+
 # The shortest lease a worker may have on a send, in seconds.
 MIN_LEASE = 3.0
 
@@ -273,6 +295,7 @@ class Settings:
     # Who is emailed when a scheduled send fails, pauses for a person, or is missed.
     alerts_to: tuple[str, ...] = ()
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    approval: ApprovalSettings = field(default_factory=ApprovalSettings)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -634,6 +657,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     bounces = _bounces(path, top.table("bounces"), env, transport.smtp.oauth)
     web = _web(path, root, top.table("web"))
     worker = _worker(top.table("worker"), env)
+    approval = _approval(path, top.table("approval"))
     top.finish()
 
     state = root / ".mailer"
@@ -674,6 +698,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         web=web,
         alerts_to=alerts_to,
         worker=worker,
+        approval=approval,
     )
 
 
@@ -857,6 +882,42 @@ def _alerts_to(top: _Table) -> tuple[str, ...]:
             '"comms@example.org"'
         )
     return tuple(_address(a.strip(), top._where("alerts_to")) for a in found)
+
+
+def _addresses(table: _Table, key: str) -> tuple[str, ...]:
+    """A list of addresses (or one), each checked, without repeats."""
+    table.used.add(key)
+    value = table.data.get(key, [])
+    found = [value] if isinstance(value, str) else value
+    if not isinstance(found, list) or not all(isinstance(a, str) for a in found):
+        raise ConfigError(
+            f"{table._where(key)}: must be a list of addresses, like "
+            '["chair@example.org", "manager@example.org"]'
+        )
+    checked = [_address(a.strip(), table._where(key)) for a in found]
+    return tuple(dict.fromkeys(checked))
+
+
+def _approval(path: Path, a: _Table) -> ApprovalSettings:
+    d = ApprovalSettings()
+    settings = ApprovalSettings(
+        approvers=_addresses(a, "approvers"),
+        required=a.get("required", int, d.required),
+        link_days=a.get("link_days", int, d.link_days),
+        notify=_addresses(a, "notify"),
+        allow_self_approval=a.get("allow_self_approval", bool, d.allow_self_approval),
+    )
+    a.finish()
+    if settings.required not in (1, 2):
+        raise ConfigError(f"{path}: approval.required: must be 1 or 2, not {settings.required}")
+    if settings.approvers and settings.required > len(settings.approvers):
+        raise ConfigError(
+            f"{path}: approval.required: {settings.required} different approvers are required "
+            f"but approval.approvers names {len(settings.approvers)}: add another or require 1"
+        )
+    if not 1 <= settings.link_days <= 60:
+        raise ConfigError(f"{path}: approval.link_days: must be from 1 to 60 days")
+    return settings
 
 
 _BANK_HOLIDAYS = ("ENG", "WLS", "SCT", "NIR")

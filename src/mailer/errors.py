@@ -23,6 +23,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── StateError             an action is not allowed in the current state
     │   ├── ApprovalError      the issue is not approved, or changed since approval
     │   ├── ChecksFailed       the preflight checks found errors for the send date
+    │   ├── EditConflict       issue.yaml changed on disk since the editor opened it
     │   ├── Suppressed         the person unsubscribed, bounced, complained or was erased
     │   └── TooManyRequests    a web form was posted too often from one place or for one address
     ├── ScheduleError          a time or rule cannot be scheduled
@@ -121,6 +122,14 @@ class StateError(MailerError):
 
 class ApprovalError(StateError):
     """The issue is not approved, or its content changed since it was approved."""
+
+
+class EditConflict(StateError):
+    """issue.yaml changed on disk since ``mailer edit`` opened it: nothing was saved."""
+
+    def __init__(self, message: str, diff: Sequence[str]) -> None:
+        super().__init__(message)
+        self.diff = list(diff)
 
 
 class ChecksFailed(StateError):

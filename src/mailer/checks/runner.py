@@ -72,13 +72,21 @@ def _ignored(settings: Settings) -> set[str]:
 
 
 def run(
-    settings: Settings, compiled: CompiledIssue, send_date: dt.date, *, online: bool = False
+    settings: Settings,
+    compiled: CompiledIssue,
+    send_date: dt.date,
+    *,
+    online: bool = False,
+    text: str | None = None,
 ) -> Report:
-    """Every check not silenced in mailer.toml; the network ones only when ``online``."""
+    """Every check not silenced in mailer.toml; the network ones only when ``online``.
+    ``text``: the issue.yaml the issue was compiled from, if not the file on disk."""
     ignored = _ignored(settings)
     # Judged with the issue's own settings (its brand colours, its footer), as it is sent.
     issue_wide = issue_settings(settings, compiled.issue)
-    ctx = Context(issue_wide, compiled, send_date, Source(compiled.issue, settings.root), online)
+    ctx = Context(
+        issue_wide, compiled, send_date, Source(compiled.issue, settings.root, text), online
+    )
     findings = []
     for check in CHECKS.values():
         if check.code in ignored or (check.online and not online):

@@ -54,14 +54,18 @@ class Field:
 class Source:
     """issue.yaml read with positions."""
 
-    def __init__(self, issue: Issue, root: Path) -> None:
+    def __init__(self, issue: Issue, root: Path, text: str | None = None) -> None:
+        """``text``: the issue.yaml the issue was read from, when it is not the file on disk
+        (a draft in ``mailer edit``)."""
         self.issue = issue
         path = issue.folder / ISSUE_FILE
         try:
             self.file = str(path.relative_to(root))
         except ValueError:
             self.file = str(path)
-        self.data: Any = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+        if text is None:
+            text = path.read_text(encoding="utf-8")
+        self.data: Any = YAML(typ="rt").load(text)
 
     def _node(self, path: tuple[str | int, ...]) -> Any:
         node = self.data

@@ -98,6 +98,7 @@ def _register() -> None:
         build,
         check,
         db,
+        edit,
         folder,
         key,
         lists,
@@ -110,6 +111,7 @@ def _register() -> None:
 
     folder.register(app)
     build.register(app)
+    edit.register(app)
     check.register(app)
     web.register(app)
     send.register(app)

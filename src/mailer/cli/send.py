@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     app.command("approve")(approve)
+    app.command("history")(history)
     app.command("send")(send)
     app.command("pause")(pause)
     app.command("cancel")(cancel)
@@ -33,24 +34,95 @@ def register(app: typer.Typer) -> None:
 def approve(
     slug: Annotated[str, typer.Argument(help="The issue to approve.")],
     by: Annotated[
-        str, typer.Option("--by", help="Who approves it (recorded with the content hash).")
-    ],
+        str | None,
+        typer.Option("--by", help="Who approves it (recorded with the content hash)."),
+    ] = None,
+    request: Annotated[
+        bool,
+        typer.Option(
+            "--request", help="Mail the approvers in mailer.toml a link to approve it themselves."
+        ),
+    ] = False,
     skip_checks: SkipChecks = None,
 ) -> None:
-    """Record that NAME approved the issue as it is now; sends require this.
+    """Record that NAME approved the issue as it is now, or ask the approvers to; sends
+    require an approval.
 
     The preflight checks (mailer check) run first, for the date the issue is scheduled
     for or else today, and an issue with errors is refused. If the issue changes
     afterwards, sending refuses until it is approved again.
 
+    When mailer.toml names approvers ([approval] approvers), --request mails each of them
+    the issue as readers will get it, with a link to approve it or ask for changes (once,
+    for this content, within link_days). Then only their approvals count, and --by only
+    where allow_self_approval = true.
+
     \b
-    Example:
+    Examples:
       mailer approve 2025-11 --by "Sam Patel"
+      mailer approve 2025-11 --request
     """
+    if (by is None) == (not request):
+        raise InvalidInput(f"give --by NAME or --request (e.g. mailer approve {slug} --request)")
+    if request:
+        from mailer.sending import signoff
+
+        compiled, asked = signoff.request(settings(), slug, skip_checks=skip_checks)
+        names = ", ".join(a.approver for a in asked)
+        typer.echo(
+            f"Asked {names} to approve {slug} (content {compiled.content_hash}); each link "
+            f"works once, for {settings().approval.link_days} days. See: mailer history {slug}"
+        )
+        return
     from mailer.sending import service
 
+    assert by is not None
     approval = service.approve(settings(), slug, by, skip_checks)
     typer.echo(f"Approved {slug} (content {approval.content_hash}) by {approval.approved_by}.")
+
+
+def history(
+    slug: Annotated[str, typer.Argument(help="The issue whose history to show.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List what happened to an issue on its way out: each save in mailer edit, approval
+    request, approval, request for changes and send, with who, when, content hash and
+    reason.
+
+    Times are in the newsletter's time zone (UTC in --json).
+
+    \b
+    Examples:
+      mailer history 2025-11
+      mailer history 2025-11 --json
+    """
+    from mailer.sending import signoff
+
+    s = settings()
+    events = signoff.history(s, slug)
+    if as_json:
+        typer.echo(signoff.history_json(events))
+        return
+    if not events:
+        typer.echo(f"Nothing has happened to {slug} yet.")
+        return
+    words = {
+        "saved": "saved in mailer edit by",
+        "requested": "approval asked of",
+        "approved": "approved by",
+        "changes-requested": "changes asked for by",
+        "sent": "sent, approved by",
+    }
+    for e in events:
+        line = f"{local_time(e.at, s.tz)}  {words[e.event]} {e.by or '-'}"
+        if e.content_hash:
+            line += f"  (content {e.content_hash})"
+        if e.detail:
+            line += f"  {e.detail}"
+        typer.echo(line)
+        if e.reason:
+            for part in e.reason.splitlines():
+                typer.echo(f"    {part}")
 
 
 class _Bar:

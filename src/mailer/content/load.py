@@ -48,7 +48,7 @@ _EXTRA_KEYS = {
 _SESSION_KEYS = {"date", "start", "end", "venue", "online", "url", "note", "id"}
 _IMAGE_KEYS = {"src", "alt", "width"}
 _LINK_KEYS = {"text", "url"}
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 # Keys whose text is one line (Markdown bodies and the intro may hold line breaks).
 _MULTILINE = {"body", "intro"}
 # The start of mailer's per-recipient placeholders: typed into content, such a string could
@@ -137,6 +137,12 @@ def load_issue(
     except UnicodeDecodeError as exc:
         bad_line, message = hints.not_utf8(path.read_bytes(), exc.start)
         raise ContentError([Problem(shown, bad_line, "", message)]) from None
+    return parse_issue(text, folder, slug, shown, limits)
+
+
+def parse_issue(text: str, folder: Path, slug: str, shown: str, limits: Limits) -> Issue:
+    """Validate the text of an issue.yaml (read from ``folder``, named ``shown`` in
+    problems); ContentError listing every problem. ``mailer edit`` checks its drafts here."""
     try:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -540,36 +546,9 @@ class _Checker:
         return Image(src=src, alt=alt, width=width, path=file)
 
     def image_file(self, src: str, line: int | None, path: str) -> Path | None:
-        """The image file ``src`` names, if it is a real picture inside the issue folder.
-
-        Symbolic links are followed before the check, so a link to a file elsewhere (the
-        signing key, say) is refused rather than published in build/.
-        """
-        if Path(src).suffix.lower() not in _IMAGE_SUFFIXES:
-            self.add(line, path, f"{src!r} is not a PNG, JPEG, GIF or WebP file")
-            return None
-        folder = self.folder.resolve()
-        file = (self.folder / src).resolve()
-        if not file.is_relative_to(folder):
-            self.add(line, path, f"{src!r} leads outside the issue folder: copy the image into it")
-            return None
-        if not file.is_file():
-            self.add(line, path, f"image file {src} does not exist")
-            return None
-        size = file.stat().st_size
-        if size > self.limits.image_max_kb * 1024:
-            self.add(
-                line,
-                path,
-                f"{src} is {size // 1024:,} KB, over the {self.limits.image_max_kb:,} KB limit: "
-                "make it smaller",
-            )
-            return None
-        with file.open("rb") as f:
-            kind = image_kind(f.read(16))
-        if kind is None:
-            self.add(line, path, f"{src} is not really a PNG, JPEG, GIF or WebP picture")
-            return None
+        file, wrong = check_image_file(self.folder, src, self.limits)
+        if wrong is not None:
+            self.add(line, path, wrong)
         return file
 
     def links(self, node: Any, path: str) -> tuple[Link, ...]:
@@ -589,6 +568,34 @@ class _Checker:
             if text and url:
                 out.append(Link(text, url))
         return tuple(out)
+
+
+def check_image_file(folder: Path, src: str, limits: Limits) -> tuple[Path | None, str | None]:
+    """The picture ``src`` names in the issue ``folder``, or what is wrong with it: the rule
+    of ``mailer build``, and of a picture uploaded in ``mailer edit``.
+
+    Symbolic links are followed before the check, so a link to a file elsewhere (the
+    signing key, say) is refused rather than published in build/.
+    """
+    if Path(src).suffix.lower() not in IMAGE_SUFFIXES:
+        return None, f"{src!r} is not a PNG, JPEG, GIF or WebP file"
+    inside = folder.resolve()
+    file = (folder / src).resolve()
+    if not file.is_relative_to(inside):
+        return None, f"{src!r} leads outside the issue folder: copy the image into it"
+    if not file.is_file():
+        return None, f"image file {src} does not exist"
+    size = file.stat().st_size
+    if size > limits.image_max_kb * 1024:
+        return None, (
+            f"{src} is {size // 1024:,} KB, over the {limits.image_max_kb:,} KB limit: "
+            "make it smaller"
+        )
+    with file.open("rb") as f:
+        kind = image_kind(f.read(16))
+    if kind is None:
+        return None, f"{src} is not really a PNG, JPEG, GIF or WebP picture"
+    return file, None
 
 
 def _flow(node: Any) -> bool:

@@ -66,7 +66,7 @@ def schedule_once(
     # Refuse now what the worker would refuse at the time: the checks for that day.
     checks.require_clean(settings, compiled, checks.local_date(settings, when), skip_checks)
     with database.session(write=True) as session:
-        approval.require(session, compiled, settings.tz)
+        approval.require(session, compiled, settings.tz, settings.approval)
         names = _check_lists(session, lists)
         item = schedules.add(
             session,

@@ -3,6 +3,11 @@
 An approval is bound to the compiled content's hash. When the content changes afterwards,
 the refusal names what changed (the subject, a section added, removed or changed), from a
 summary stored with the approval.
+
+When mailer.toml names approvers (``[approval] approvers``), only their approvals count,
+given through the link mailed to each of them (:mod:`mailer.sending.signoff`); a name typed
+with ``--by`` counts only where ``allow_self_approval`` says so. A refusal names who must
+approve.
 """
 
 from __future__ import annotations
@@ -15,13 +20,27 @@ from typing import TYPE_CHECKING
 from mailer.errors import ApprovalError
 from mailer.formats import local_time, utc_minute
 from mailer.render import CompiledIssue
-from mailer.store import sends
-from mailer.store.models import Approval
+from mailer.site import urls
+from mailer.store import reviews, sends
+from mailer.store.models import Approval, ApprovalMethod
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from sqlmodel import Session
+
+    from mailer.config import ApprovalSettings
+
+# Each reader's own links, as the approver's copy of the text shows them.
+OWN_LINK = "(the reader's own link)"
+
+
+def readable(compiled: CompiledIssue) -> str:
+    """The content as readers get it, in text: what an approver reads and compares."""
+    text = compiled.email_text
+    for placeholder in urls.PLACEHOLDERS:
+        text = text.replace(placeholder, OWN_LINK)
+    return text
 
 
 def content_summary(compiled: CompiledIssue) -> dict[str, object]:
@@ -48,18 +67,39 @@ def content_summary(compiled: CompiledIssue) -> dict[str, object]:
     }
 
 
-def approve(session: Session, compiled: CompiledIssue, by: str) -> Approval:
+def approve(
+    session: Session,
+    compiled: CompiledIssue,
+    by: str,
+    method: ApprovalMethod = ApprovalMethod.COMMAND,
+) -> Approval:
     """Record that ``by`` approved exactly this compiled content."""
     by = by.strip()
     if not by:
         raise ApprovalError("say who approves with --by NAME")
     summary = json.dumps(content_summary(compiled))
-    return sends.add_approval(session, compiled.issue.slug, compiled.content_hash, by, summary)
+    return sends.add_approval(
+        session,
+        compiled.issue.slug,
+        compiled.content_hash,
+        by,
+        summary,
+        method=method,
+        content_text=readable(compiled),
+    )
 
 
-def require(session: Session, compiled: CompiledIssue, tz: ZoneInfo | None = None) -> Approval:
+def require(
+    session: Session,
+    compiled: CompiledIssue,
+    tz: ZoneInfo | None = None,
+    rules: ApprovalSettings | None = None,
+) -> Approval:
     """The approval of exactly this content, or an ApprovalError saying what changed (with
-    the time of the approval in ``tz``, the newsletter's time zone)."""
+    the time of the approval in ``tz``, the newsletter's time zone). With approvers in
+    ``rules``, only theirs count, and the refusal names who must approve."""
+    if rules is not None and rules.approvers:
+        return _require_approvers(session, compiled, rules, tz)
     slug = compiled.issue.slug
     approval = sends.latest_approval(session, slug)
     again = f"review it, then run: mailer approve {slug} --by NAME"
@@ -73,6 +113,56 @@ def require(session: Session, compiled: CompiledIssue, tz: ZoneInfo | None = Non
         f"{slug} changed since {approval.approved_by} approved it on {when} "
         f"({'; '.join(changes)}): {again}"
     )
+
+
+def counts(approval: Approval, rules: ApprovalSettings) -> bool:
+    """Whether an approval counts under ``rules``: an approver's through their link, or a
+    typed name where the folder allows it."""
+    if approval.method == ApprovalMethod.LINK:
+        return approval.approved_by in rules.approvers
+    return rules.allow_self_approval
+
+
+def _require_approvers(
+    session: Session, compiled: CompiledIssue, rules: ApprovalSettings, tz: ZoneInfo | None
+) -> Approval:
+    slug = compiled.issue.slug
+
+    def when(moment: object) -> str:
+        return local_time(moment, tz) if tz else utc_minute(moment)  # type: ignore[arg-type]
+
+    asked = reviews.changes_requested(session, slug, compiled.content_hash)
+    if asked:
+        last = asked[-1]
+        raise ApprovalError(
+            f"{last.approver} asked for changes to {slug} on {when(last.decided_at)}: "
+            f"{last.reason}. Change it, build it, then ask again: mailer approve {slug} --request"
+        )
+    counted = [a for a in reviews.approvals_of(session, slug, compiled.content_hash)]
+    counted = [a for a in counted if counts(a, rules)]
+    people = list(dict.fromkeys(a.approved_by for a in counted))
+    if len(people) >= rules.required:
+        return counted[-1]
+    others = [a for a in rules.approvers if a not in people]
+    who = (
+        others[0]
+        if len(others) == 1
+        else f"{'one' if rules.required - len(people) == 1 else 'two'} of {', '.join(others)}"
+    )
+    ask = f"ask {who} with: mailer approve {slug} --request"
+    if people:
+        raise ApprovalError(
+            f"{slug} is approved by {', '.join(people)} and needs {rules.required} different "
+            f"approvers: {ask}"
+        )
+    latest = sends.latest_approval(session, slug)
+    if latest is not None and latest.content_hash != compiled.content_hash:
+        changes = describe_changes(json.loads(latest.summary), content_summary(compiled))
+        raise ApprovalError(
+            f"{slug} changed since {latest.approved_by} approved it on {when(latest.approved_at)} "
+            f"({'; '.join(changes)}): it must be approved again: {ask}"
+        )
+    raise ApprovalError(f"{slug} has not been approved by an approver: {ask}")
 
 
 def describe_changes(old: dict[str, object], new: dict[str, object]) -> list[str]:

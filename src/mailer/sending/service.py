@@ -43,6 +43,13 @@ if TYPE_CHECKING:
 
 
 def approve(settings: Settings, slug: str, by: str, skip_checks: str | None = None) -> Approval:
+    rules = settings.approval
+    if rules.approvers and not rules.allow_self_approval:
+        raise ApprovalError(
+            f"this newsletter's approvers ({', '.join(rules.approvers)}) approve it themselves: "
+            f"ask them with: mailer approve {slug} --request (a name typed with --by counts "
+            "only with allow_self_approval = true under [approval] in mailer.toml)"
+        )
     compiled = compile_slug(settings, slug)
     require_written(compiled)
     # Preflight: judged on the date it is scheduled for, else today.
@@ -119,7 +126,7 @@ def preview(
     require_written(compiled)
     report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
     with open_db(settings) as database, database.session() as session:
-        approval = approvals.require(session, compiled, settings.tz)
+        approval = approvals.require(session, compiled, settings.tz, settings.approval)
         build.require_built(settings, compiled)
         found = [people.get_list(session, name) for name in dict.fromkeys(lists)]
         if not found:
@@ -183,7 +190,7 @@ def create(
     settings.require_secret_key()
     DkimSigner.from_environment()
     with database.session(write=True) as session:
-        approval = approvals.require(session, compiled, settings.tz)
+        approval = approvals.require(session, compiled, settings.tz, settings.approval)
         build.require_built(settings, compiled)
         _refuse_if_open(session, slug)
         if not lists:

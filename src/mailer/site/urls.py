@@ -36,6 +36,7 @@ SIGNUP_PATH = "/subscribe"
 CONFIRM_PATH = "/confirm/{token}"
 MANAGE_PATH = "/manage"
 CLICK_PATH = "/c/{token}"
+APPROVAL_PATH = "/approve/{token}"
 ACCESSIBILITY_PATH = "/accessibility"
 # Every upcoming training session of the published issues: a page, and a calendar feed.
 TRAINING_PATH = "/training/"
@@ -51,6 +52,7 @@ RESERVED_SLUGS = frozenset(
         "confirm",
         "manage",
         "c",
+        "approve",
         "accessibility",
         "assets",
         "issues",
@@ -156,6 +158,11 @@ def manage_url(settings: Settings) -> str:
 def click_url(settings: Settings, token: str) -> str:
     """A counted link (``track_clicks``): redirects to the URL the signed token names."""
     return f"{settings.base_url}{CLICK_PATH.format(token=token)}"
+
+
+def approval_url(settings: Settings, token: str) -> str:
+    """The link mailed to an approver: GET shows the content and two buttons, which POST."""
+    return f"{settings.base_url}{APPROVAL_PATH.format(token=token)}"
 
 
 def accessibility_url(settings: Settings) -> str:

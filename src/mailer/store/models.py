@@ -37,12 +37,14 @@ from sqlmodel import Column, Field, SQLModel
 
 from mailer.clock import utcnow
 from mailer.store.status import (
+    ApprovalMethod,
     BounceKind,
     DeliveryStatus,
     LawfulBasis,
     MembershipStatus,
     PauseReason,
     PublishedBy,
+    RequestStatus,
     ScheduleKind,
     ScheduleStatus,
     SendStatus,
@@ -53,11 +55,14 @@ from mailer.store.status import (
 
 __all__ = [
     "Approval",
+    "ApprovalMethod",
+    "ApprovalRequest",
     "BounceEvent",
     "BounceKind",
     "Consent",
     "Delivery",
     "DeliveryStatus",
+    "IssueSave",
     "LawfulBasis",
     "Lease",
     "LinkClick",
@@ -70,6 +75,7 @@ __all__ = [
     "PublishedBy",
     "RateEvent",
     "RelaySlot",
+    "RequestStatus",
     "Schedule",
     "ScheduleKind",
     "ScheduleStatus",
@@ -277,6 +283,12 @@ class Approval(SQLModel, table=True):
     approved_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # JSON: the subject and a hash per section, so a refusal can say what changed.
     summary: str = Field(default="{}", sa_type=sa.Text)
+    # How it was given (revision 0019): None before, when every approval was typed.
+    method: ApprovalMethod | None = Field(
+        default=None, sa_column=Column(_enum(ApprovalMethod, "approval_method"), nullable=True)
+    )
+    # The content as readers get it in text (revision 0019), for the next approver's diff.
+    content_text: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class Send(SQLModel, table=True):
@@ -584,3 +596,46 @@ class Lease(SQLModel, table=True):
     term: int = 0
     acquired_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# --- 10. Approval by the approvers themselves (revision 0019) ---------------------------------
+
+
+class ApprovalRequest(SQLModel, table=True):
+    """An issue's content mailed to one approver, with a link that decides once.
+
+    The link's token names the row; the row names the approver and the content it is for,
+    so a link works only for its own approver and only while the issue is that content.
+    """
+
+    __tablename__ = "approval_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    content_hash: str = Field(max_length=64)
+    # The address the link was mailed to, from [approval] approvers in mailer.toml.
+    approver: str = Field(max_length=320)
+    requested_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    status: RequestStatus = Field(
+        default=RequestStatus.PENDING,
+        sa_column=Column(_enum(RequestStatus, "request_status"), nullable=False),
+    )
+    decided_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Why the approver asked for changes.
+    reason: str | None = Field(default=None, max_length=2000)
+    # The content as readers get it in text, shown (and compared) on the approval page.
+    content_text: str = Field(default="", sa_type=sa.Text)
+
+
+class IssueSave(SQLModel, table=True):
+    """A save of an issue in ``mailer edit``, for ``mailer history``."""
+
+    __tablename__ = "issue_save"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    saved_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The login name of who saved it on this machine.
+    saved_by: str = Field(default="", max_length=200)
+    # The content hash of what was saved, when it built.
+    content_hash: str | None = Field(default=None, max_length=64)

@@ -30,7 +30,7 @@ from mailer.store.models import (
     table_of,
     utcnow,
 )
-from mailer.store.status import OPEN_SENDS, SEND_TRANSITIONS, PauseReason
+from mailer.store.status import OPEN_SENDS, SEND_TRANSITIONS, ApprovalMethod, PauseReason
 
 SEND = table_of(Send)
 SEND_LIST = table_of(SendList)
@@ -290,8 +290,24 @@ def set_total(conn: Connection, send_id: int, total: int) -> None:
 # -- approvals ------------------------------------------------------------------------------
 
 
-def add_approval(session: Session, slug: str, content_hash: str, by: str, summary: str) -> Approval:
-    approval = Approval(slug=slug, content_hash=content_hash, approved_by=by, summary=summary)
+def add_approval(
+    session: Session,
+    slug: str,
+    content_hash: str,
+    by: str,
+    summary: str,
+    *,
+    method: ApprovalMethod = ApprovalMethod.COMMAND,
+    content_text: str | None = None,
+) -> Approval:
+    approval = Approval(
+        slug=slug,
+        content_hash=content_hash,
+        approved_by=by,
+        summary=summary,
+        method=method,
+        content_text=content_text,
+    )
     session.add(approval)
     session.commit()
     session.refresh(approval)

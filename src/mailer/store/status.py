@@ -6,7 +6,9 @@ options without loading the database layer. Each status has one owner of its tra
 - :data:`SUBSCRIBER_TRANSITIONS`, applied by :func:`mailer.store.people.set_status`;
 - :data:`SEND_TRANSITIONS`, applied by :func:`mailer.store.sends.transition` (a
   compare-and-set, so two processes never both move one send);
-- delivery rows are moved only by the ledger writer (:mod:`mailer.store.deliveries`).
+- delivery rows are moved only by the ledger writer (:mod:`mailer.store.deliveries`);
+- an approval request is decided once, from ``pending``, by the compare-and-set of
+  :func:`mailer.store.reviews.decide`: its link works once.
 
 A send's life::
 
@@ -197,3 +199,21 @@ class PublishedBy(StrEnum):
 
     SEND = "send"  # its first send to a list started
     COMMAND = "command"  # `mailer publish`
+
+
+# -- approval by the approvers themselves (revision 0019) -------------------------------------
+
+
+class ApprovalMethod(StrEnum):
+    """How an approval was given."""
+
+    COMMAND = "command"  # `mailer approve --by NAME`: a name typed at this machine
+    LINK = "link"  # the approver's button, behind the link mailed to their address
+
+
+class RequestStatus(StrEnum):
+    """An approval request: pending until its approver decides, once."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    CHANGES_REQUESTED = "changes-requested"

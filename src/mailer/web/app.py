@@ -23,7 +23,7 @@ from mailer.config import Settings
 from mailer.errors import BadToken, ExpiredToken, NotFound, StoreError, TooManyRequests
 from mailer.site import urls
 from mailer.store.database import open_db
-from mailer.web import pages, personal
+from mailer.web import approvals, pages, personal
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
@@ -146,6 +146,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     )
     app.state.site = site
     app.include_router(personal.router(site), prefix=prefix)
+    app.include_router(approvals.router(site), prefix=prefix)
     app.include_router(pages.router(site), prefix=prefix)
 
     def page(status: int, title: str, message: str) -> HTMLResponse:

@@ -1,0 +1,90 @@
+"""The page behind an approval link: the content an approver is asked to approve, its hash,
+what changed since the last approved version, and two buttons.
+
+A GET only shows: link scanners open every link in a message. Approving, or asking for
+changes with a reason, is a POST from this page (a form posted from another site is
+refused), and works once, for the approver the link was mailed to and only while the
+issue is the content they were sent (:mod:`mailer.sending.signoff`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from mailer.errors import ExpiredToken, InvalidInput
+from mailer.sending import signoff
+from mailer.site import urls
+from mailer.web.render import Site
+
+# What every answer of these pages carries: they are personal, never kept or indexed.
+PRIVATE = {"x-robots-tag": "noindex, nofollow", "cache-control": "no-store"}
+
+
+def _same_site(request: Request, origin: str) -> bool:
+    """Whether a form was posted from this site: browsers say so in Sec-Fetch-Site (which
+    no page can change), older ones in Origin ("null" under our Referrer-Policy)."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    given = request.headers.get("origin")
+    return given in (None, "null", origin)
+
+
+def router(site: Site) -> APIRouter:
+    settings = site.settings
+    api = APIRouter()
+    parts = urlsplit(settings.base_url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+
+    def page(view: signoff.Review | None, *, status: int = 200, **values: object) -> HTMLResponse:
+        title = "Approve this issue" if view is None or view.state == "open" else "Approval"
+        response = site.page(
+            "approve.html.j2",
+            status=status,
+            title=values.pop("title", title),
+            view=view,
+            days=settings.approval.link_days,
+            **values,
+        )
+        response.headers.update(PRIVATE)
+        return response
+
+    def expired() -> HTMLResponse:
+        return page(None, status=410, title="This approval link has expired", expired=True)
+
+    @api.get(urls.APPROVAL_PATH)
+    def approval_page(token: str) -> HTMLResponse:
+        try:
+            view = signoff.review(settings, site.db, token, site.clock())
+        except ExpiredToken:
+            return expired()
+        return page(view, status=200 if view.state == "open" else 409)
+
+    @api.post(urls.APPROVAL_PATH)
+    async def approval_decision(token: str, request: Request) -> HTMLResponse:
+        if not _same_site(request, origin):
+            return page(
+                None, status=403, title="Not allowed", problem="Use the buttons on the page."
+            )
+        form = await request.form()
+        approve = form.get("decision") == "approve"
+        reason = str(form.get("reason", ""))[: signoff.REASON_MAX * 2]
+        now = site.clock()
+        try:
+            view = await run_in_threadpool(
+                lambda: signoff.decide(
+                    settings, site.db, token, now, approve=approve, reason=reason
+                )
+            )
+        except ExpiredToken:
+            return expired()
+        except InvalidInput as exc:
+            view = signoff.review(settings, site.db, token, now)
+            return page(view, status=400, problem=str(exc), reason=reason)
+        return page(view, status=200 if view.state == "decided" else 409)
+
+    return api
