@@ -76,18 +76,20 @@ def router(site: Site) -> APIRouter:
             title="Your subscription",
             view=view,
             note=note,
-            data_path=site.path(urls.PREFERENCES_DATA_PATH, token=token),
+            data_path=site.path(urls.PREFERENCES_DATA_PATH, token=token) if view.fresh else "",
+            fresh_hours=selfservice.FRESH_LINK_HOURS,
         )
 
     @api.get(urls.PREFERENCES_PATH)
     def preferences(token: str) -> HTMLResponse:
-        return preferences_page(token, selfservice.preferences(db, token))
+        return preferences_page(token, selfservice.preferences(db, token, now=site.clock()))
 
     @api.post(urls.PREFERENCES_PATH)
     async def save_preferences(token: str, request: Request) -> HTMLResponse:
         form = await request.form()
+        now = site.clock()
         if form.get("action") == "unsubscribe-all":
-            view = await _threaded(lambda: selfservice.unsubscribe_everything(db, token))
+            view = await _threaded(lambda: selfservice.unsubscribe_everything(db, token, now=now))
             return preferences_page(token, view, "You are unsubscribed from everything.")
         chosen = {str(v) for v in form.getlist("lists")}
         view = await _threaded(
@@ -97,6 +99,7 @@ def router(site: Site) -> APIRouter:
                 name=str(form.get("name", "")),
                 organisation=str(form.get("organisation", "")),
                 chosen=chosen,
+                now=now,
             )
         )
         return preferences_page(token, view, "Your choices are saved.")
@@ -104,7 +107,7 @@ def router(site: Site) -> APIRouter:
     @api.get(urls.PREFERENCES_DATA_PATH)
     def held_data(token: str) -> JSONResponse:
         return JSONResponse(
-            selfservice.held_data(db, token),
+            selfservice.held_data(db, token, now=site.clock()),
             headers={"content-disposition": 'attachment; filename="what-we-hold-about-you.json"'},
         )
 
@@ -188,7 +191,9 @@ def router(site: Site) -> APIRouter:
         ip = _ip(request)
         try:
             await _threaded(
-                lambda: selfservice.request_manage_link(db, email, honeypot=honeypot, ip=ip)
+                lambda: selfservice.request_manage_link(
+                    db, email, honeypot=honeypot, ip=ip, now=site.clock()
+                )
             )
         except InvalidInput as exc:
             return site.page(
