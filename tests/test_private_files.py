@@ -79,6 +79,7 @@ def _every_kind_of_file(cli: Cli, newsletter: Path) -> None:
             data={"email": PEOPLE[0], "lists": "schools", "consent": "yes"},
         )
     ok(cli("report", ISSUE, "--people", "--csv"))
+    ok(cli("subscribers", "export", "-o", "people.csv"))
     ok(
         cli(
             "bounces",
@@ -115,8 +116,9 @@ def test_every_file_that_may_name_a_person_is_private(cli: Cli, newsletter: Path
         state / "reports" / ISSUE / "report.csv",
         *(newsletter / "outbox" / ISSUE).glob("*.eml"),
         *(newsletter / "outbox" / "_web").glob("*.eml"),
+        newsletter / "people.csv",
     ]
-    assert len(made) > 8
+    assert len(made) > 9
     assert {str(f.relative_to(newsletter)): mode(f) for f in made} == {
         str(f.relative_to(newsletter)): 0o600 for f in made
     }

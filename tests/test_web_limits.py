@@ -297,3 +297,19 @@ def test_a_token_with_anything_added_is_refused(served: TestClient, newsletter: 
     assert served.get(path).status_code == 200
     for junk in ("!", "%21", "=", "%20"):
         assert served.get(path + junk).status_code == 400, junk
+
+
+def test_under_a_base_path_the_bare_path_leads_to_base_url(newsletter: Path) -> None:
+    path = newsletter / "mailer.toml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("https://news.example.org", "https://www.example.org/newsletter"),
+        encoding="utf-8",
+    )
+    with TestClient(create_app(config.load(newsletter))) as client:
+        for asked, target in (
+            ("/newsletter", "https://www.example.org/newsletter/"),
+            ("/newsletter/training", "https://www.example.org/newsletter/training/"),
+        ):
+            answer = client.get(asked, headers={"host": "evil.example"}, follow_redirects=False)
+            assert answer.status_code == 308 and answer.headers["location"] == target

@@ -2,7 +2,8 @@
 
 Everything mailer writes that can hold an address goes through these helpers: the SQLite
 database (and its ``-wal`` and ``-shm`` files, which SQLite creates with the database's
-mode), ``.mailer/mailer.log``, the outbox, kept bounces, and reports that name people.
+mode), ``.mailer/mailer.log``, the outbox, kept bounces, reports that name people, and
+``mailer subscribers export -o FILE``.
 ``mkdir(mode=...)`` and ``open(..., mode)`` are both cut down by the umask, so each helper
 sets the mode itself afterwards.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TextIO
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
@@ -51,6 +53,17 @@ def create_private(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def open_private(path: Path, *, encoding: str = "utf-8") -> TextIO:
+    """``path`` opened for writing text (newlines as given), created or emptied as 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "w", encoding=encoding, newline="")
 
 
 def write_private(path: Path, data: bytes | str) -> Path:

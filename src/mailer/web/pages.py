@@ -110,6 +110,12 @@ def router(site: Site) -> APIRouter:
                 return FileResponse(image, headers={"cache-control": "public, max-age=86400"})
         raise NotFound("no such file")
 
+    if site.prefix:
+        # base_url's own path without its slash ("/newsletter"): to the archive.
+        @api.get("")
+        def archive_without_slash() -> RedirectResponse:
+            return RedirectResponse(urls.archive_url(settings), status_code=308)
+
     @api.get(urls.NO_SLASH_PATH)
     def without_slash(slug: str) -> RedirectResponse:
         if slug == urls.TRAINING_PATH.strip("/"):
