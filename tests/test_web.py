@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from db_helpers import engine_for
+from fake_clock import FakeClock
 from mailer import config
 from mailer.config import Settings
 from mailer.site import tokens, urls
-from fake_clock import FakeClock
 from mailer.store.database import open_db
 from mailer.subscribers.posting import Postman
 from mailer.web import create_app
