@@ -74,7 +74,6 @@ __all__ = [
     "PauseReason",
     "Publication",
     "PublishedBy",
-    "RateEvent",
     "RelaySlot",
     "RequestStatus",
     "Schedule",
@@ -511,19 +510,6 @@ class Unsubscription(SQLModel, table=True):
     method: UnsubscribeMethod = Field(
         sa_column=Column(_enum(UnsubscribeMethod, "unsubscribe_method"), nullable=False)
     )
-    at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class RateEvent(SQLModel, table=True):
-    """One form post or email counted against a limit, by a keyed hash of the IP or address,
-    so the limits hold across processes and nothing readable is kept."""
-
-    __tablename__ = "rate_event"
-    __table_args__ = (sa.Index(None, "bucket", "key", "at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    bucket: str = Field(max_length=20)
-    key: str = Field(max_length=64)
     at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

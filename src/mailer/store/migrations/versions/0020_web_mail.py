@@ -6,6 +6,8 @@ Create Date: 2027-02-01
 
 - ``web_mail``: each confirmation, manage link, welcome and alert the web side asks for,
   sent by a background sender with retries and an expiry; the limits count its rows.
+- ``rate_event`` is dropped: the limits count the emails themselves, so a form post that
+  sends nothing no longer counts against anyone.
 """
 
 from __future__ import annotations
@@ -41,9 +43,20 @@ def upgrade() -> None:
     op.create_index("ix_web_mail_mailbox_key_queued_at", "web_mail", ["mailbox_key", "queued_at"])
     op.create_index("ix_web_mail_network_key_queued_at", "web_mail", ["network_key", "queued_at"])
     op.create_index("ix_web_mail_kind_queued_at", "web_mail", ["kind", "queued_at"])
+    op.drop_index("ix_rate_event_bucket_key_at", table_name="rate_event")
+    op.drop_table("rate_event")
 
 
 def downgrade() -> None:
+    op.create_table(
+        "rate_event",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("bucket", sa.String(20), nullable=False),
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_rate_event"),
+    )
+    op.create_index("ix_rate_event_bucket_key_at", "rate_event", ["bucket", "key", "at"])
     for name in ("status_next_try_at", "mailbox_key_queued_at", "network_key_queued_at"):
         op.drop_index(f"ix_web_mail_{name}", "web_mail")
     op.drop_index("ix_web_mail_kind_queued_at", "web_mail")
