@@ -29,8 +29,8 @@ from mailer.web import origin
 from mailer.web.render import Site
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-# How long a one-click unsubscribe waits for a database another writer holds before it is
-# answered 503 (each try itself waits the busy timeout).
+# How long a one-click unsubscribe (and a sign-up or "manage" form) waits for a database
+# another writer holds before it is answered 503 (each try itself waits the busy timeout).
 ONE_CLICK_PATIENCE = 15.0
 T = TypeVar("T")
 
@@ -166,7 +166,10 @@ def router(site: Site) -> APIRouter:
         )
         try:
             await _threaded(
-                lambda: selfservice.request_signup(db, signup_request, now=site.clock())
+                lambda: retry_while_busy(
+                    lambda: selfservice.request_signup(db, signup_request, now=site.clock()),
+                    give_up_after=ONE_CLICK_PATIENCE,
+                )
             )
         except InvalidInput as exc:
             return signup_page(400, str(exc), values)
@@ -208,8 +211,11 @@ def router(site: Site) -> APIRouter:
         ip = _ip(request)
         try:
             await _threaded(
-                lambda: selfservice.request_manage_link(
-                    db, email, honeypot=honeypot, ip=ip, now=site.clock()
+                lambda: retry_while_busy(
+                    lambda: selfservice.request_manage_link(
+                        db, email, honeypot=honeypot, ip=ip, now=site.clock()
+                    ),
+                    give_up_after=ONE_CLICK_PATIENCE,
                 )
             )
         except InvalidInput as exc:
