@@ -37,6 +37,13 @@ MESSAGES = CACHE / "messages"
 STAMP = MESSAGES / ".complete"
 MAKE_TARGET = "make bounce-data"
 TIMEOUT = 60
+# Where an archive may come from: the package registries the project's machines reach.
+REGISTRIES = (
+    "https://files.pythonhosted.org/packages/",
+    "http://deb.debian.org/debian/pool/",
+    "https://deb.debian.org/debian/pool/",
+    "https://registry.npmjs.org/",
+)
 
 
 class SourceError(Exception):
@@ -87,8 +94,11 @@ def manifest() -> list[Archive]:
     for i, entry in enumerate(data.get("archive", []), 1):
         where = f"archive {i}"
         url = _field(entry, "url", where)
-        if not url.startswith(("https://", "http://deb.debian.org/")):
-            raise SourceError(f"{path.relative_to(REPO)}: {where}: {url} is not a registry URL")
+        if not url.startswith(REGISTRIES):
+            raise SourceError(
+                f"{path.relative_to(REPO)}: {where}: {url} is not a package registry's "
+                f"download (one of {', '.join(REGISTRIES)})"
+            )
         sha256 = _field(entry, "sha256", where).lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise SourceError(f"{path.relative_to(REPO)}: {where}: sha256 is not 64 hex digits")
