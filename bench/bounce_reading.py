@@ -2,7 +2,7 @@
 
 Run it from the repository: ``.venv/bin/python bench/bounce_reading.py [--runs 5]``.
 
-- The real messages of the bounce tables (tests/data/bounces/corpus and heldout, 266
+- The real messages of the bounce tables (tests/data/bounces/corpus and heldout, 273
   messages, downloaded by ``make bounce-data``, which ``make bench`` runs):
   ``mailer.bounces.classify`` against ``email.message_from_bytes`` alone, messages per
   second and the ratio.

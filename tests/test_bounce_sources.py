@@ -179,6 +179,7 @@ def test_the_pinned_manifest_names_only_registry_downloads() -> None:
     pinned = sources.manifest()
     assert {a.filename for a in pinned} == {
         "bounced-0.3.0.tar.gz",
+        "flufl_bounce-6.0.0.tar.gz",
         "libmail-deliverystatus-bounceparser-perl_1.543+repacked.orig.tar.xz",
     }
     assert all(a.url.startswith(sources.REGISTRIES) for a in pinned)
