@@ -39,7 +39,7 @@ def pairs() -> list[Pair]:
 def test_the_corpus_is_large_and_varied() -> None:
     rows = table(CORPUS)
     names = {r.file for r in rows}
-    assert len(names) >= 100
+    assert len(names) >= 150
     assert len({r.server for r in rows}) >= 15
     assert all((messages() / f).is_file() for f in names)
     assert {r.category for r in rows} >= {"hard", "full", "soft", "delayed", "policy"}

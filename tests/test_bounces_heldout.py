@@ -7,7 +7,8 @@ on them; the messages themselves are downloaded from package registries by
 It is scored as the corpus is (tests/bounce_tables.py), with the thresholds the issue set
 for messages the project does not hold: at least 90 % right by category, and nobody
 suppressed who should not be. Its ``final`` half was kept untouched while the rules were
-improved on the ``tuning`` half; each half must pass on its own too.
+improved on the ``tuning`` half, which has since joined the corpus; this table is the
+``final`` half, scored cleanly once with the rules frozen (the README gives that figure).
 """
 
 from __future__ import annotations
@@ -43,19 +44,17 @@ def pairs() -> list[Pair]:
 def test_the_held_out_set_is_large_varied_and_apart_from_the_corpus() -> None:
     rows = table(HELDOUT)
     held_out = files(HELDOUT)
-    assert len(held_out) >= 150
+    assert len(held_out) >= 80
     assert len({r.server for r in rows}) >= 15
-    assert {r.half for r in rows} == {"tuning", "final"}
+    assert {r.half for r in rows} == {"final"}
     corpus = files(CORPUS)
     assert not set(held_out) & set(corpus)
     assert not {p.read_bytes() for p in held_out} & {p.read_bytes() for p in corpus}
 
 
-@pytest.mark.parametrize("half", ["tuning", "final", "both"])
-def test_the_held_out_set_is_classified_right(pairs: list[Pair], half: str) -> None:
-    chosen = [(row, f) for row, f in pairs if half in ("both", row.half)]
-    share, wrong = score(chosen)
-    print(f"held out ({half}): {share:.1%} of {len(chosen)} right by category; wrong: {wrong}")
+def test_the_held_out_set_is_classified_right(pairs: list[Pair]) -> None:
+    share, wrong = score(pairs)
+    print(f"held out: {share:.1%} of {len(pairs)} right by category; wrong: {wrong}")
     assert share >= 0.90, wrong
 
 
