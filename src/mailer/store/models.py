@@ -639,3 +639,21 @@ class IssueSave(SQLModel, table=True):
     saved_by: str = Field(default="", max_length=200)
     # The content hash of what was saved, when it built.
     content_hash: str | None = Field(default=None, max_length=64)
+
+
+# -- Relay webhooks (revision 0021) ------------------------------------------------------------
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A one-time value a relay's signed request carried (Mailgun's token, an SNS MessageId),
+    with a hash of what it signed, so a request replayed is recognised: the same body again
+    changes nothing, another body under the same value is refused."""
+
+    __tablename__ = "webhook_nonce"
+    __table_args__ = (sa.UniqueConstraint("provider", "nonce"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    nonce: str = Field(max_length=200)
+    digest: str = Field(max_length=64)
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
