@@ -22,7 +22,7 @@ import webhook_payloads as wp
 from db_helpers import query
 from mailer import config
 from mailer.web import create_app, webhooks
-from subscriber_helpers import Cli, ok, status_of
+from subscriber_helpers import Cli, fails, ok, status_of
 from web_helpers import (
     PEOPLE,
     free_port,
@@ -334,6 +334,22 @@ def test_limits_and_unconfigured_providers(
         r = client.post("/webhooks/postmark", content=b"{}", headers=wp.basic(wp.POSTMARK_KEY))
         assert r.status_code == 404
     nobody_changed(hook)
+
+
+@pytest.mark.parametrize(
+    ("provider", "value", "says"),
+    [
+        ("SES", "arn:aws:sqs:eu-west-2:1:oops", "not an SNS topic ARN"),
+        ("SENDGRID", "bm90IGEga2V5", "not a base64 DER public key"),
+        ("POSTMARK", "hunter2", "shorter than 16 characters"),
+    ],
+)
+def test_a_key_that_cannot_be_right_stops_mailer_serve(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, provider: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(f"MAILER_WEBHOOK_{provider}_KEY", value)
+    output = fails(cli("serve", "--port", str(free_port())), f"MAILER_WEBHOOK_{provider}_KEY", says)
+    assert value not in output and "Traceback" not in output
 
 
 # -- A real `mailer serve` ---------------------------------------------------------------------

@@ -207,9 +207,9 @@ def sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_der_public_key(base64.b64decode(text.strip(), validate=True))
     except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
-        raise WebhookRefused("MAILER_WEBHOOK_SENDGRID_KEY is not a base64 public key") from exc
+        raise WebhookRefused("not a base64 DER public key") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise WebhookRefused("MAILER_WEBHOOK_SENDGRID_KEY is not an ECDSA key")
+        raise WebhookRefused("not an ECDSA public key")
     return key
 
 

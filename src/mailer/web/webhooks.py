@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailer.bounces import events, signatures
 from mailer.bounces.events import PROVIDERS
-from mailer.errors import WebhookRefused
+from mailer.errors import ConfigError, WebhookRefused
 from mailer.site import urls
 from mailer.store import webhooks as nonces
 from mailer.store.webhooks import Seen
@@ -46,13 +47,41 @@ PATH_PREFIX = urls.WEBHOOK_PATH.partition("{")[0]
 FETCH_STATE = "sns_fetch"
 
 
+# An SNS topic's ARN: arn:aws:sns:REGION:ACCOUNT:NAME.
+_TOPIC = re.compile(r"arn:aws(-[a-z]+)?:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
+# Credentials mailer checks itself (Postmark's, SMTP2GO's) must not be guessable.
+MIN_CREDENTIALS = 16
+
+
 def keys_from(env: Mapping[str, str]) -> dict[str, str]:
-    """The providers whose key is set, and the key."""
+    """The providers whose key is set, and the key; ConfigError (naming the variable and
+    the fix, never the value) for a key that cannot be right."""
     found = {}
     for provider in PROVIDERS:
-        value = env.get(f"MAILER_WEBHOOK_{provider.upper()}_KEY", "").strip()
-        if value:
-            found[provider] = value
+        name = f"MAILER_WEBHOOK_{provider.upper()}_KEY"
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        if provider == "ses" and not all(_TOPIC.fullmatch(t.strip()) for t in value.split(",")):
+            raise ConfigError(
+                f"{name}: not an SNS topic ARN; set it to the topic's ARN, such as "
+                "arn:aws:sns:eu-west-2:123456789012:newsletter-bounces"
+            )
+        if provider == "sendgrid":
+            try:
+                signatures.sendgrid_key(value)
+            except WebhookRefused as exc:
+                raise ConfigError(
+                    f"{name}: {exc}; copy the verification key again from SendGrid's "
+                    "Event Webhook settings (Signed Event Webhook)"
+                ) from exc
+        if provider in ("postmark", "smtp2go") and len(value) < MIN_CREDENTIALS:
+            raise ConfigError(
+                f"{name}: shorter than {MIN_CREDENTIALS} characters; use a long random "
+                "password (python3 -c 'import secrets; print(secrets.token_urlsafe(24))') "
+                "and give the same to the service"
+            )
+        found[provider] = value
     return found
 
 
@@ -84,6 +113,8 @@ class Receiver:
         self.site, self.keys = site, keys
         self.certificates = signatures.SnsCertificates(fetch)
         self.fetch = fetch
+        sendgrid = keys.get("sendgrid")
+        self.sendgrid = signatures.sendgrid_key(sendgrid) if sendgrid else None
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.site.clock(), dt.UTC)
@@ -101,8 +132,9 @@ class Receiver:
             token = signatures.verify_mailgun(key, payload.get("signature"), self.now())
             self._bind(provider, token, body)
         elif provider == "sendgrid":
+            assert self.sendgrid is not None  # read with the key, in keys_from
             signatures.verify_sendgrid(
-                signatures.sendgrid_key(key),
+                self.sendgrid,
                 headers.get("x-twilio-email-event-webhook-signature", ""),
                 headers.get("x-twilio-email-event-webhook-timestamp", ""),
                 body,
