@@ -31,7 +31,7 @@ from mailer.errors import (
 from mailer.site import urls
 from mailer.store.database import open_db
 from mailer.subscribers.posting import Postman
-from mailer.web import approvals, origin, pages, personal
+from mailer.web import approvals, origin, pages, personal, webhooks
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
@@ -77,7 +77,8 @@ class Guard:
         path = str(scope.get("path", ""))[len(self.prefix) :]
         personal_page = path.startswith(PERSONAL)
         length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        too_large = not length.isdigit() or int(length) > MAX_BODY
+        limit = webhooks.MAX_BODY if path.startswith(webhooks.PATH_PREFIX) else MAX_BODY
+        too_large = not length.isdigit() or int(length) > limit
         started = time.perf_counter()
         status = [0]
 
@@ -165,6 +166,7 @@ def create_app(
     app.state.site = site
     app.include_router(personal.router(site), prefix=prefix)
     app.include_router(approvals.router(site), prefix=prefix)
+    app.include_router(webhooks.router(site), prefix=prefix)
     app.include_router(pages.router(site), prefix=prefix)
 
     def page(status: int, title: str, message: str) -> HTMLResponse:
