@@ -669,6 +669,8 @@ class WebMail(SQLModel, table=True):
     # Until when a sender's claim holds; a sender that died lets its rows go after it.
     claimed_until: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str = Field(default="", max_length=500)
+
+
 # -- Relay webhooks (revision 0021) ------------------------------------------------------------
 
 
