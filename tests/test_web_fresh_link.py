@@ -9,13 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from mailer import config
 from mailer.site import tokens
 from mailer.subscribers.selfservice import FRESH_LINK_HOURS
-from mailer.web import create_app
 from subscriber_helpers import Cli, query
+from test_web import Web
 from web_helpers import PEOPLE, body_links, messages, newsletter_with_a_send, recipient
 
 NOW = 1_800_000_000.0
@@ -24,14 +23,11 @@ CLIENT_IP = "testclient"
 NEWCOMER = "dana@example.org"
 
 
-class Site:
-    def __init__(self, newsletter: Path) -> None:
-        self.settings = config.load(newsletter)
-        self.now = [NOW]
-        self.client = TestClient(create_app(self.settings, clock=lambda: self.now[0]))
+class Site(Web):
+    """The site on a same-origin test client that delivers queued web mail after a POST."""
 
-    def get(self, url: str) -> object:
-        return self.client.get(url.removeprefix(self.settings.base_url))
+    def __init__(self, newsletter: Path) -> None:
+        super().__init__(config.load(newsletter), [NOW])
 
     def preferences_link(self, folder: str, address: str) -> str:
         (link,) = [
@@ -48,7 +44,7 @@ class Site:
 def site(cli: Cli, newsletter: Path) -> Iterator[Site]:
     newsletter_with_a_send(cli, newsletter)
     served = Site(newsletter)
-    with served.client:
+    try:
         # A newcomer signs up and confirms, so their record holds IP addresses.
         served.client.post(
             "/subscribe",
@@ -59,6 +55,8 @@ def site(cli: Cli, newsletter: Path) -> Iterator[Site]:
         ]
         assert served.client.post(confirm.removeprefix(served.settings.base_url)).status_code == 200
         yield served
+    finally:
+        served.close()
 
 
 def test_a_forwarded_issue_link_shows_no_address_no_ip_and_no_record(site: Site) -> None:

@@ -1,315 +1,257 @@
-"""Bounded requests: bodies counted as they are read (chunked ones too) and refused past
-the limit with nothing spooled; a cap on connections; a cap on repeated log lines;
-redirects only to base_url; tokens that must match exactly."""
+"""Limits a flood cannot walk around, forms only this site can post, the same work (and
+time) whatever the address's state, and one-click unsubscribes that wait out a busy
+database. On both databases."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import socket
-import urllib.error
-import urllib.request
+import statistics
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from db_helpers import on_postgres, url_of
+from fake_clock import FakeClock
 from mailer import config
-from mailer.errors import BadToken
-from mailer.site import tokens
+from mailer.config import Settings
+from mailer.store.database import open_db
+from mailer.subscribers import selfservice
+from mailer.subscribers.addresses import mailbox
+from mailer.subscribers.outgoing import network
+from mailer.subscribers.posting import Postman
+from mailer.subscribers.selfservice import SignupRequest
 from mailer.web import create_app
-from mailer.web.limits import MAX_BODY, LogThrottle
-from subscriber_helpers import Cli
-from web_helpers import (
-    ISSUE,
-    PEOPLE,
-    free_port,
-    newsletter_with_a_send,
-    start_server,
-    stop_server,
-    unsubscribe_link,
-)
+from subscriber_helpers import Cli, ok, query
+from web_helpers import PEOPLE, messages, newsletter_with_a_send, recipient, unsubscribe_link
 
-CHUNK = 16 * 1024
-# The start of a multipart form whose file field then never ends.
-MULTIPART_HEAD = b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n'
-
-
-@pytest.fixture
-def served(cli: Cli, newsletter: Path) -> Iterator[TestClient]:
-    newsletter_with_a_send(cli, newsletter)
-    with TestClient(create_app(config.load(newsletter))) as client:
-        yield client
-
-
-# --- bodies ---------------------------------------------------------------------------------
-
-
-def _endless_upload(app: Any, path: str, content_type: bytes) -> tuple[int, int]:
-    """POST a chunked body that never ends to ``app``: (status answered, chunks read)."""
-    pulled = 0
-    answered: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal pulled
-        pulled += 1
-        if pulled == 1 and content_type.startswith(b"multipart/"):
-            return {"type": "http.request", "body": MULTIPART_HEAD, "more_body": True}
-        return {"type": "http.request", "body": b"x" * CHUNK, "more_body": True}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            answered.append(message["status"])
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", content_type), (b"transfer-encoding", b"chunked")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    asyncio.run(app(scope, receive, send))
-    return answered[0], pulled
+NOW = 1_800_000_000.0
+SAME = {"Sec-Fetch-Site": "same-origin"}
 
 
 @pytest.mark.parametrize(
-    ("route", "content_type"),
+    ("typed", "delivered"),
     [
-        ("/subscribe", b"multipart/form-data; boundary=xyz"),
-        ("/subscribe", b"application/x-www-form-urlencoded"),
-        ("/manage", b"multipart/form-data; boundary=xyz"),
+        ("Victim+1@Gmail.com", "victim@gmail.com"),
+        ("v.ictim@googlemail.com", "victim@gmail.com"),
+        ("v.i.c.t.i.m+x+y@gmail.com", "victim@gmail.com"),
+        ("jo.smith+news@example.org", "jo.smith@example.org"),
+        ("+tag@example.org", "+tag@example.org"),
     ],
 )
-def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(
-    cli: Cli, newsletter: Path, route: str, content_type: bytes
-) -> None:
+def test_the_mailbox_as_delivered(typed: str, delivered: str) -> None:
+    assert mailbox(typed) == delivered
+
+
+def test_networks_are_ipv4_addresses_and_ipv6_64s() -> None:
+    assert network("192.0.2.7") == "192.0.2.7"
+    assert network("2001:db8:1:2:aaaa::1") == network("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert network("2001:db8:1:3::1") != network("2001:db8:1:2::1")
+    assert network("::ffff:192.0.2.7") == "192.0.2.7"
+
+
+def sign_up(settings: Settings, email: str, ip: str, now: float = NOW) -> None:
+    form = SignupRequest(email, "", "", ["all"], True, "", ip)
+    with open_db(settings) as db:
+        selfservice.request_signup(db, form, now=now)
+
+
+def deliver(settings: Settings, now: float = NOW) -> None:
+    with open_db(settings) as db:
+        Postman(settings, db, clock=FakeClock(now)).deliver_due()
+
+
+def web_recipients(root: Path) -> list[str]:
+    return [recipient(m) for m in messages(root, "_web")]
+
+
+@pytest.fixture
+def site(cli: Cli, newsletter: Path) -> Settings:
     newsletter_with_a_send(cli, newsletter)
-    app = create_app(config.load(newsletter))
-    status, pulled = _endless_upload(app, route, content_type)
-    assert status == 413
-    assert (pulled - 1) * CHUNK <= MAX_BODY  # nothing read past the limit
+    return config.load(newsletter)
 
 
-def test_a_declared_length_over_the_limit_is_refused_before_reading(served: TestClient) -> None:
-    answer = served.post(
-        "/subscribe",
-        content=b"email=" + b"a" * (MAX_BODY + 1),
-        headers={"content-type": "application/x-www-form-urlencoded"},
+def test_tags_dots_and_googlemail_reach_one_inbox_once(site: Settings) -> None:
+    for i in range(30):
+        sign_up(site, f"victim+{i}@gmail.com", f"198.51.100.{i}")
+    sign_up(site, "v.ictim@googlemail.com", "203.0.113.1")
+    sign_up(site, "VICTIM@gmail.com", "203.0.113.2")
+    deliver(site)
+    assert web_recipients(site.root) == ["victim+0@gmail.com"]
+
+
+def test_one_ipv6_64_is_one_network(site: Settings) -> None:
+    for i in range(30):
+        sign_up(site, f"p{i}@example.net", f"2001:db8:5:6::{i + 1:x}")
+    deliver(site)
+    assert len(web_recipients(site.root)) == site.web.per_ip_per_hour
+
+
+def test_five_posts_do_not_lock_a_person_out(site: Settings) -> None:
+    for _ in range(5):
+        sign_up(site, "dana@example.net", "192.0.2.1")
+    deliver(site)
+    assert web_recipients(site.root) == ["dana@example.net"]
+    later = NOW + 61 * 60  # past the cooling-off period, far within the day
+    sign_up(site, "dana@example.net", "192.0.2.1", now=later)
+    deliver(site, later)
+    assert web_recipients(site.root) == ["dana@example.net"] * 2
+
+
+def test_the_hourly_cap_holds_confirmations_and_alerts_once(site: Settings) -> None:
+    text = (site.root / "mailer.toml").read_text(encoding="utf-8")
+    (site.root / "mailer.toml").write_text(
+        'alerts_to = ["ops@example.org"]\n' + text + "\n[web]\nconfirmations_per_hour = 3\n"
     )
-    assert answer.status_code == 413
-    assert answer.headers["x-content-type-options"] == "nosniff"
+    capped = config.load(site.root)
+    assert capped.alerts_to
+    for i in range(8):
+        sign_up(capped, f"p{i}@example.net", f"198.51.100.{i}")
+    deliver(capped)
+    assert len(web_recipients(site.root)) == 3
+    alerts = messages(site.root, "_alerts")
+    assert len(alerts) == len(capped.alerts_to)
+    assert "hourly cap" in str(alerts[0]["Subject"])
+    assert "p4@example.net" not in alerts[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # An hour on, confirmations go again.
+    sign_up(capped, "late@example.net", "198.51.100.99", now=NOW + 3601)
+    deliver(capped, NOW + 3601)
+    assert "late@example.net" in web_recipients(site.root)
 
 
-def test_a_one_click_unsubscribe_under_the_limit_still_works(
-    served: TestClient, newsletter: Path
-) -> None:
-    link = unsubscribe_link(newsletter, PEOPLE[0])
-    path = link.split("://", 1)[1].partition("/")[2]
-    answer = served.post("/" + path, data={"List-Unsubscribe": "One-Click"})
-    assert answer.status_code == 200
+# --- same-origin forms ------------------------------------------------------------------------
 
 
-def _chunked_upload(port: int, total: int) -> tuple[bytes, int]:
-    """Send a chunked multipart upload of ``total`` bytes to a real server as a browser
-    would, reading its answer as soon as there is one: (answer, bytes sent)."""
-    sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sock.sendall(
-            b"POST /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        chunk = b"%x\r\n%s\r\n" % (len(MULTIPART_HEAD), MULTIPART_HEAD)
-        sock.sendall(chunk)
-        sock.setblocking(False)
-        body = b"%x\r\n%s\r\n" % (CHUNK, b"x" * CHUNK)
-        answer = b""
-        while sent < total:
-            try:
-                answer += sock.recv(65536)
-            except BlockingIOError:
-                pass
-            except OSError:
-                break
-            if answer:
-                break
-            try:
-                sock.sendall(body)
-                sent += CHUNK
-            except BlockingIOError:
-                continue
-            except OSError:
-                break
-        sock.setblocking(True)
-        try:
-            while b"\r\n\r\n" not in answer:
-                more = sock.recv(65536)
-                if not more:
-                    break
-                answer += more
-        except OSError:
-            pass
-    return answer, sent
+@pytest.fixture
+def client(site: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(site, clock=lambda: NOW)) as served:
+        yield served
 
 
-def test_a_real_server_refuses_a_chunked_upload_and_spools_nothing(
-    cli: Cli, newsletter: Path, tmp_path: Path
-) -> None:
-    newsletter_with_a_send(cli, newsletter)
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    port = free_port()
-    server = start_server(newsletter, port, {**os.environ, "TMPDIR": str(spool)})
-    try:
-        answer, sent = _chunked_upload(port, 64 * 1024 * 1024)
-        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-        assert sent < 64 * 1024 * 1024
-        assert list(spool.iterdir()) == []
-    finally:
-        stop_server(server)
-
-
-# --- connections ----------------------------------------------------------------------------
-
-
-def test_connections_past_the_cap_get_503_at_once(cli: Cli, newsletter: Path) -> None:
-    import subprocess
-    import sys
-
-    from send_helpers import Lines
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "serve", "--port", str(port), "--max-connections", "3"],
-        cwd=newsletter,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    lines = Lines(process.stdout)
-    try:
-        lines.wait_for(f"on http://127.0.0.1:{port}/")
-        url = f"http://127.0.0.1:{port}/healthz"
-        with urllib.request.urlopen(url, timeout=30) as r:
-            assert r.status == 200
-        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        try:
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(url, timeout=30)
-            assert refused.value.code == 503
-        finally:
-            for sock in idle:
-                sock.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        lines.close()
-
-
-# --- the log --------------------------------------------------------------------------------
-
-
-def test_repeated_log_lines_are_capped_and_counted() -> None:
-    now = [0.0]
-    throttle = LogThrottle(burst=3, window=10.0, clock=lambda: now[0])
-    logger = logging.getLogger("test.throttle")
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    handler = Keep()
-    handler.addFilter(throttle)
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
-        for i in range(1000):
-            logger.info("%s %s %d %.1fms", "POST", "/unsubscribe/{token}", 200, i / 10)
-        logger.info("%s %s %d %.1fms", "GET", "/healthz", 200, 1.0)  # another line
-        now[0] = 10.0
-        logger.info("%s %s %d %.1fms", "POST", "/unsubscribe/{token}", 200, 5.0)
-    finally:
-        logger.removeHandler(handler)
-    assert len(records) == 5
-    assert records[-1] == "POST /unsubscribe/{token} 200 5.0ms (and 997 more like it, left out)"
-
-
-# --- redirects and links --------------------------------------------------------------------
-
-
-def test_no_redirect_reflects_the_host_header(served: TestClient) -> None:
-    base = served.app.state.site.settings.base_url  # type: ignore[attr-defined]
-    for path, target in (
-        (f"/{ISSUE}", f"{base}/{ISSUE}/"),
-        (f"/issues/{ISSUE}/", f"{base}/{ISSUE}/"),
-        ("/training", f"{base}/training/"),
+def test_cross_site_form_posts_are_refused(client: TestClient, site: Settings) -> None:
+    form = {"email": "dana@example.net", "lists": "all", "consent": "yes"}
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": site.base_url},
+        {"Sec-Fetch-Site": "same-site"},
+        {},  # neither header and no form token
     ):
-        answer = served.get(path, headers={"host": "evil.example"}, follow_redirects=False)
-        assert answer.status_code == 308, path
-        assert answer.headers["location"] == target
-    for path in ("/accessibility/", "/subscribe/", "/2099-01"):
-        answer = served.get(path, headers={"host": "evil.example"}, follow_redirects=False)
-        assert answer.status_code == 404 and "evil.example" not in answer.text
+        for path, data in (("/subscribe", form), ("/manage", {"email": PEOPLE[0]})):
+            answer = client.post(path, data=data, headers=headers)
+            assert answer.status_code == 403, (path, headers)
+            assert "This form was sent from another website" in answer.text
+    assert query(site.root, "SELECT count(*) FROM web_mail") == [(0,)]
 
 
-# --- tokens ---------------------------------------------------------------------------------
-
-JUNK = ["!", "=", "==", "%21", " ", "\t", ".", "A", "\u0661", "\x00", "/x"]
-
-
-def test_a_token_with_anything_added_is_refused(served: TestClient, newsletter: Path) -> None:
-    key = b"k" * 32
-    good = tokens.make(key, tokens.UNSUBSCRIBE, 12, 7)
-    assert tokens.read(key, tokens.UNSUBSCRIBE, good) == (12, 7)
-    spoiled = [good + j for j in JUNK] + [
-        "+" + good,
-        " " + good,
-        good.replace("12", "1_2", 1),
-        good.replace("12", "\u0661\u0662", 1),
-    ]
-    for token in spoiled:
-        with pytest.raises(BadToken):
-            tokens.read(key, tokens.UNSUBSCRIBE, token)
-    text = tokens.sign_text(key, tokens.CLICK, "2025-11 https://example.org/")
-    for token in [text + j for j in JUNK]:
-        with pytest.raises(BadToken):
-            tokens.read_text(key, tokens.CLICK, token)
-    address = tokens.make_for_address(key, "verp", 412)
-    assert tokens.read_for_address(key, "verp", address.upper()) == (412,)
-    for token in [address + j for j in ["!", "=", " ", "a"]]:
-        with pytest.raises(BadToken):
-            tokens.read_for_address(key, "verp", token)
-    # Through the site: the real link works, and with junk appended it does not.
-    link = unsubscribe_link(newsletter, PEOPLE[0])
-    path = "/" + link.split("://", 1)[1].partition("/")[2]
-    assert served.get(path).status_code == 200
-    for junk in ("!", "%21", "=", "%20"):
-        assert served.get(path + junk).status_code == 400, junk
-
-
-def test_under_a_base_path_the_bare_path_leads_to_base_url(newsletter: Path) -> None:
-    path = newsletter / "mailer.toml"
-    text = path.read_text(encoding="utf-8")
-    path.write_text(
-        text.replace("https://news.example.org", "https://www.example.org/newsletter"),
-        encoding="utf-8",
+def test_same_origin_posts_and_the_form_token_are_accepted(
+    client: TestClient, site: Settings
+) -> None:
+    form = {"email": "dana@example.net", "lists": "all", "consent": "yes"}
+    assert client.post("/subscribe", data=form, headers=SAME).status_code == 200
+    assert (
+        client.post("/subscribe", data=form, headers={"Origin": site.base_url}).status_code == 200
     )
-    with TestClient(create_app(config.load(newsletter))) as client:
-        for asked, target in (
-            ("/newsletter", "https://www.example.org/newsletter/"),
-            ("/newsletter/training", "https://www.example.org/newsletter/training/"),
-        ):
-            answer = client.get(asked, headers={"host": "evil.example"}, follow_redirects=False)
-            assert answer.status_code == 308 and answer.headers["location"] == target
+    page = client.get("/subscribe").text
+    token = page.split('name="form_token" value="')[1].split('"')[0]
+    answer = client.post("/subscribe", data=dict(form, form_token=token))
+    assert answer.status_code == 200
+    forged = client.post("/subscribe", data=dict(form, form_token=token[:-2] + "xx"))
+    assert forged.status_code == 403
+
+
+def test_one_click_unsubscribe_stays_exempt(client: TestClient, site: Settings) -> None:
+    link = unsubscribe_link(site.root, PEOPLE[0]).removeprefix(site.base_url)
+    answer = client.post(link, data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    assert client.post(link, data={"scope": "all"}).status_code == 403  # the page's own form
+
+
+# --- the same work, the same time -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["outbox", "smtp"])
+def test_sign_up_and_manage_take_the_same_time_whoever_asks(
+    cli: Cli, newsletter: Path, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    newsletter_with_a_send(cli, newsletter)
+    ok(cli("subscribers", "add", "gone@example.org", "--list", "all"))
+    ok(cli("subscribers", "erase", "gone@example.org", "--yes"))
+    env = {**os.environ, "MAILER_TRANSPORT": transport, "MAILER_SMTP_HOST": "127.0.0.1"}
+    settings = config.load(newsletter, env=env)
+    with TestClient(create_app(settings, clock=lambda: NOW)) as served:
+
+        def timed(path: str, email: str) -> float:
+            data = {"email": email, "lists": "all", "consent": "yes"}
+            started = time.perf_counter()
+            assert served.post(path, data=data, headers=SAME).status_code == 200
+            return time.perf_counter() - started
+
+        for path in ("/subscribe", "/manage"):
+            times: dict[str, list[float]] = {"subscribed": [], "unknown": [], "suppressed": []}
+            timed(path, "warm@example.net")
+            for i in range(40):  # interleaved, so each group meets the same machine load
+                times["subscribed"].append(timed(path, PEOPLE[i % 3]))
+                times["unknown"].append(timed(path, f"new{i}-{path[1:]}@example.net"))
+                times["suppressed"].append(timed(path, "gone@example.org"))
+            medians = {k: statistics.median(v) for k, v in times.items()}
+            ratio = max(medians.values()) / min(medians.values())
+            assert ratio <= 1.2, (path, transport, medians)
+
+
+# --- no lost unsubscribe ----------------------------------------------------------------------
+
+
+class Waited(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "busy" in record.getMessage():
+            self.event.set()
+
+
+def test_a_one_click_unsubscribe_waits_out_a_writer_holding_the_database(
+    client: TestClient, site: Settings
+) -> None:
+    link = unsubscribe_link(site.root, PEOPLE[1]).removeprefix(site.base_url)
+    engine = sa.create_engine(url_of(site.root), poolclass=sa.pool.NullPool)
+    holder = engine.connect()
+    if on_postgres(site.root):
+        holder.exec_driver_sql("BEGIN")
+        holder.exec_driver_sql("LOCK TABLE membership IN ACCESS EXCLUSIVE MODE")
+    else:
+        holder.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+    waited = Waited()
+    logger = logging.getLogger("mailer.store")
+    logger.addHandler(waited)
+    answers: list[int] = []
+    post = threading.Thread(
+        target=lambda: answers.append(
+            client.post(link, data={"List-Unsubscribe": "One-Click"}).status_code
+        )
+    )
+    try:
+        post.start()
+        assert waited.event.wait(120), "the unsubscribe never met the busy database"
+        assert answers == []  # still waiting: not answered 503
+        holder.exec_driver_sql("ROLLBACK")
+        post.join(120)
+    finally:
+        logger.removeHandler(waited)
+        holder.close()
+        engine.dispose()
+    assert answers == [200]
+    status = query(
+        site.root,
+        "SELECT m.status FROM membership m JOIN subscriber s ON s.id = m.subscriber_id "
+        "WHERE s.email = ?",
+        PEOPLE[1],
+    )
+    assert status == [("unsubscribed",)]

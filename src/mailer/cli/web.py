@@ -55,7 +55,7 @@ def serve(
     from mailer.web.limits import throttle_logging
 
     s = settings()
-    app = create_app(s)
+    app = create_app(s, send_mail=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # uvicorn's own access log prints each path, tokens included: mailer.web.access logs
     # the route pattern instead.

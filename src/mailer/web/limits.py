@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -45,17 +45,31 @@ async def _refuse(send: Send) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: at most ``max_body`` bytes of request body reach the app."""
+    """ASGI middleware: at most ``max_body`` bytes of request body reach the app, or what
+    ``wider`` allows below a path (``{"/webhooks/": 1048576}``), below ``prefix``."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(
+        self,
+        app: ASGIApp,
+        prefix: str = "",
+        max_body: int = MAX_BODY,
+        wider: Mapping[str, int] | None = None,
+    ) -> None:
+        self.app, self.prefix, self.max_body = app, prefix, max_body
+        self.wider = dict(wider or {})
+
+    def limit(self, scope: Scope) -> int:
+        path = str(scope.get("path", ""))[len(self.prefix) :]
+        found = [n for start, n in self.wider.items() if path.startswith(start)]
+        return max(found, default=self.max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _refuse(send)
             return
         received = 0
@@ -66,7 +80,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > limit:
                     raise _TooLarge
             return message
 
