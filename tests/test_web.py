@@ -146,7 +146,10 @@ def test_an_issue_is_served_with_its_images_and_nothing_else(web: Web) -> None:
     assert "%%MAILER_" not in page.text
     assert "<script" not in page.text.lower()
     alias = web.client.get(f"/issues/{ISSUE}/", follow_redirects=False)
-    assert alias.status_code == 308 and alias.headers["location"] == f"/{ISSUE}/"
+    assert (
+        alias.status_code == 308
+        and alias.headers["location"] == f"{web.settings.base_url}/{ISSUE}/"
+    )
     for path in (
         f"/{ISSUE}/issue.yaml",
         f"/{ISSUE}/../mailer.toml",
@@ -413,7 +416,10 @@ def test_preferences_unsubscribe_from_everything_and_download_the_data(web: Web,
     page = web.client.post(path, data={"action": "unsubscribe-all"})
     assert "unsubscribed from everything" in page.text
     assert status(root, PEOPLE[0]) == "unsubscribed"
-    data = web.client.get(path + "/data.json")
+    # The full record needs the fresh link "manage by email" sends (test_web_fresh_link.py).
+    web.client.post("/manage", data={"email": PEOPLE[0]})
+    (fresh,) = [u for u in body_links(message_to(root, PEOPLE[0], "_web")) if "/preferences/" in u]
+    data = web.get(fresh + "/data.json")
     assert data.status_code == 200
     assert "attachment" in data.headers["content-disposition"]
     shown = json.loads(ok(cli("subscribers", "show", PEOPLE[0], "--json")).stdout)
