@@ -26,7 +26,8 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     │   ├── ChecksFailed       the preflight checks found errors for the send date
     │   ├── EditConflict       issue.yaml changed on disk since the editor opened it
     │   ├── Suppressed         the person unsubscribed, bounced, complained or was erased
-    │   └── TooManyRequests    a web form was posted too often from one place or for one address
+    │   ├── TooManyRequests    a web form was posted too often from one place or for one address
+    │   └── CrossSite          a form was posted from another site
     ├── ScheduleError          a time or rule cannot be scheduled
     ├── MailboxError           the bounce mailbox cannot be reached or refused the login
     ├── UnreadableMessage      a returned message is beyond the reading limits: quarantined
@@ -154,6 +155,10 @@ class Suppressed(StateError):
 
 class TooManyRequests(StateError):
     """A web form was posted too often from one IP address or for one email address."""
+
+
+class CrossSite(StateError):
+    """A form of the site was posted from another site (or without proof of its origin)."""
 
 
 class LeaseLost(StateError):

@@ -1,7 +1,7 @@
 """Relay webhooks: the one-time values their signed requests carry.
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-07
 
 - ``webhook_nonce``: Mailgun's token or an SNS MessageId, per provider, with a hash of the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
