@@ -21,8 +21,7 @@ from mailer.scheduling.worker import setup_logging
 from mailer.store.database import open_db
 from mailer.store.models import Subscriber
 from subscriber_helpers import Cli, ok
-from test_web import Web
-from web_helpers import ISSUE, PEOPLE, newsletter_with_a_send, unsubscribe_link
+from web_helpers import ISSUE, PEOPLE, delivering_client, newsletter_with_a_send, unsubscribe_link
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +66,7 @@ def _every_kind_of_file(cli: Cli, newsletter: Path) -> None:
     newsletter_with_a_send(cli, newsletter)
     settings = config.load(newsletter)
     setup_logging(settings, stderr=False)
-    web = Web(settings, [time.time()])
-    try:
-        client = web.client
+    with delivering_client(settings, [time.time()]) as client:
         link = unsubscribe_link(newsletter, PEOPLE[0])
         answer = client.post(
             link.removeprefix(settings.base_url), data={"List-Unsubscribe": "One-Click"}
@@ -80,8 +77,6 @@ def _every_kind_of_file(cli: Cli, newsletter: Path) -> None:
             "/subscribe",
             data={"email": PEOPLE[0], "lists": "schools", "consent": "yes"},
         )
-    finally:
-        web.close()
     ok(cli("report", ISSUE, "--people", "--csv"))
     ok(cli("subscribers", "export", "-o", "people.csv"))
     ok(

@@ -435,8 +435,8 @@ def confirm(db: Database, token: str, *, ip: str, now: float) -> Confirmation:
 def request_manage_link(
     db: Database, email_typed: str, *, honeypot: str, ip: str, now: float
 ) -> None:
-    """Queue a fresh link to the preferences page (it expires after FRESH_LINK_HOURS) if the
-    address is known; the same answer, after the same work, if not."""
+    """Queue a fresh link to the preferences page (it expires after FRESH_LINK_HOURS) if
+    the address is known; the same answer, after the same work, if not."""
     settings = db.settings
     if honeypot:
         return

@@ -198,6 +198,8 @@ def create_app(
         return page(exc.status_code, "Something went wrong", str(exc.detail))
 
     # Added first, so it runs inside Guard: a 413 gets the security headers too.
-    app.add_middleware(BodyLimit, prefix=prefix, wider={webhooks.PATH_PREFIX: webhooks.MAX_BODY})
+    app.add_middleware(
+        BodyLimit, prefix=prefix, larger=((webhooks.PATH_PREFIX, webhooks.MAX_BODY),)
+    )
     app.add_middleware(Guard, prefix=prefix)
     return app

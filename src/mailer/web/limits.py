@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -45,29 +45,32 @@ async def _refuse(send: Send) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: at most ``max_body`` bytes of request body reach the app, or what
-    ``wider`` allows below a path (``{"/webhooks/": 1048576}``), below ``prefix``."""
+    """ASGI middleware: at most ``max_body`` bytes of request body reach the app, or the
+    limit of the first of ``larger`` (path prefix, limit) whose prefix the path (after the
+    site's ``prefix``) starts with: a relay's webhook batches events."""
 
     def __init__(
         self,
         app: ASGIApp,
-        prefix: str = "",
         max_body: int = MAX_BODY,
-        wider: Mapping[str, int] | None = None,
+        *,
+        prefix: str = "",
+        larger: tuple[tuple[str, int], ...] = (),
     ) -> None:
-        self.app, self.prefix, self.max_body = app, prefix, max_body
-        self.wider = dict(wider or {})
+        self.app, self.max_body, self.prefix, self.larger = app, max_body, prefix, larger
 
-    def limit(self, scope: Scope) -> int:
-        path = str(scope.get("path", ""))[len(self.prefix) :]
-        found = [n for start, n in self.wider.items() if path.startswith(start)]
-        return max(found, default=self.max_body)
+    def _limit(self, scope: Scope) -> int:
+        path = str(scope.get("path", ""))
+        if not path.startswith(self.prefix):
+            return self.max_body
+        path = path[len(self.prefix) :]
+        return next((n for start, n in self.larger if path.startswith(start)), self.max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit(scope)
+        limit = self._limit(scope)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _refuse(send)
