@@ -214,7 +214,7 @@ def test_a_confirmed_sign_up_is_welcomed_per_list_through_the_queue(
         link = next(w for w in text.split() if "/confirm/" in w)
         answer = client.post(link.removeprefix(settings.base_url), headers=same)
         assert answer.status_code == 200 and "You are subscribed" in answer.text
-        assert messages(newsletter, "_web") == [confirmation]  # nothing sent in the request
+        assert len(messages(newsletter, "_web")) == 1  # nothing was sent in the request
         Postman(settings, db, clock=clock).deliver_due()
     welcomes = [m for m in messages(newsletter, "_web") if "Welcome" in str(m["Subject"])]
     # Only the list with a welcome text (welcome/all.txt) sends one.
