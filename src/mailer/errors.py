@@ -13,8 +13,9 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── RenderError            a template or the MJML/CSS toolchain failed
     ├── InvalidInput           a value given to a command is not valid (an address, a slug)
     │   ├── NothingImported    no row of a subscriber file could be imported
-    │   └── BadToken           an unsubscribe or preferences link was altered or forged
-    │       └── ExpiredToken   a genuine confirmation link that is too old
+    │   ├── BadToken           an unsubscribe or preferences link was altered or forged
+    │   │   └── ExpiredToken   a genuine confirmation link that is too old
+    │   └── WebhookRefused     a relay's webhook request failed its signature, time or replay check
     ├── StoreError             the database refused or is unusable
     │   ├── NotFound           a list, subscriber, issue or send does not exist
     │   ├── AlreadyExists      a list with that slug exists already
@@ -91,6 +92,17 @@ class BadToken(InvalidInput):
 
 class ExpiredToken(BadToken):
     """A genuine link that has expired (confirmation links do; unsubscribe links never)."""
+
+
+class WebhookRefused(InvalidInput):
+    """A request at a relay's webhook failed its check: the signature, the credentials, its
+    time, or it replays an earlier one. It changes nobody and is kept for the operator.
+    ``retry``: the check could not be made now (the signing certificate could not be
+    fetched), so the relay is asked to send it again later."""
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class NothingImported(InvalidInput):

@@ -669,3 +669,21 @@ class WebMail(SQLModel, table=True):
     # Until when a sender's claim holds; a sender that died lets its rows go after it.
     claimed_until: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str = Field(default="", max_length=500)
+
+
+# -- Relay webhooks (revision 0021) ------------------------------------------------------------
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A one-time value a relay's signed request carried (Mailgun's token, an SNS MessageId),
+    with a hash of what it signed, so a request replayed is recognised: the same body again
+    changes nothing, another body under the same value is refused."""
+
+    __tablename__ = "webhook_nonce"
+    __table_args__ = (sa.UniqueConstraint("provider", "nonce"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    nonce: str = Field(max_length=200)
+    digest: str = Field(max_length=64)
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
