@@ -347,6 +347,8 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
             )
             assert signup.id is not None
             signup_id = signup.id
+        else:
+            signups.create_placeholder(session, chosen, settings.web.consent)
         token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup_id)
         text = notices.confirmation_text(
             settings,
