@@ -12,7 +12,6 @@ one line naming the file (or variable) and the key.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 import re
@@ -69,6 +68,8 @@ class Footer:
     postal_address: str
     contact: str = ""
     why: str = "You receive this newsletter because you subscribed to one of our mailing lists."
+    # The privacy notice (UK GDPR Art. 13), linked from the sign-up form and every footer.
+    privacy_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,11 @@ class WebSettings:
     blocklist: str | None = None
     # Count clicks per link of each issue, without recording who clicked (off by default).
     track_clicks: bool = False
-    # When the accessibility statement was last reviewed (YYYY-MM-DD).
-    accessibility_reviewed: str = "2026-12-01"
+    # The parts of the accessibility statement only the operator can write: how to report
+    # a problem (default: the footer's contact), and the enforcement procedure that
+    # applies to the organisation. `mailer doctor` warns while they are empty.
+    accessibility_contact: str = ""
+    accessibility_enforcement: str = ""
 
 
 @dataclass(frozen=True)
@@ -587,14 +591,37 @@ def _check_logo(path: Path, root: Path, brand: Brand) -> None:
         )
 
 
+def web_address(value: str, where: str) -> str:
+    """base_url as it is used: an http(s) address without a trailing slash, or ConfigError."""
+    value = value.rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or " " in value:
+        raise ConfigError(f"{where}: must be a web address like https://news.example.org")
+    return value
+
+
+def sender_address(value: str, where: str) -> str:
+    """A sender or reply-to address: one plain address, nothing else."""
+    return _address(value, where)
+
+
+def https_url(value: str, where: str) -> str:
+    """``value`` if it is empty or an https:// web address, else ConfigError at ``where``;
+    the one rule for addresses people give mailer to link to."""
+    value = value.strip()
+    parts = urlsplit(value)
+    if value and (parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value)):
+        raise ConfigError(
+            f"{where}: must be a web address starting https://, like https://example.org/privacy"
+        )
+    return value
+
+
 def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str]) -> Settings:
     top = _Table(path, "", data)
     name = top.text("name", required=True)
     organisation = top.text("organisation", required=True)
-    base_url = top.text("base_url", required=True).rstrip("/")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or " " in base_url:
-        raise ConfigError(f"{path}: base_url: must be a web address like https://news.example.org")
+    base_url = web_address(top.text("base_url", required=True), f"{path}: base_url")
     timezone = top.get("timezone", str, "Europe/London")
     try:
         ZoneInfo(timezone)
@@ -623,6 +650,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         postal_address=f.text("postal_address", required=True),
         contact=f.text("contact", ""),
         why=f.text("why", Footer.why),
+        privacy_url=https_url(f.text("privacy_url", ""), f._where("privacy_url")),
     )
     f.finish()
 
@@ -1035,7 +1063,8 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
         per_address_per_day=w.get("per_address_per_day", int, d.per_address_per_day),
         blocklist=w.text("blocklist"),
         track_clicks=w.get("track_clicks", bool, d.track_clicks),
-        accessibility_reviewed=w.get("accessibility_reviewed", str, d.accessibility_reviewed),
+        accessibility_contact=w.get("accessibility_contact", str, "").strip(),
+        accessibility_enforcement=w.get("accessibility_enforcement", str, "").strip(),
     )
     w.finish()
     if not web.consent:
@@ -1043,12 +1072,6 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
     for key in ("confirm_days", "cooling_off_minutes", "per_ip_per_hour", "per_address_per_day"):
         if getattr(web, key) < 1:
             raise ConfigError(f"{path}: web.{key}: must be at least 1")
-    try:
-        dt.date.fromisoformat(web.accessibility_reviewed)
-    except ValueError:
-        raise ConfigError(
-            f"{path}: web.accessibility_reviewed: must be a date like 2026-12-01"
-        ) from None
     if web.blocklist and not (root / web.blocklist).is_file():
         raise ConfigError(f"{path}: web.blocklist: file {web.blocklist} does not exist")
     return web

@@ -92,6 +92,7 @@ def check(
     else:
         day, why = checks.planned_send_date(s, compiled.issue)
     report = checks.run(s, compiled, day, online=online)
+    checks.record(s, report.slug)
     if as_json:
         typer.echo(json.dumps([f.as_dict() for f in report.findings], indent=2))
     else:
