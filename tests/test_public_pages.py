@@ -184,3 +184,31 @@ def test_init_without_a_privacy_notice_leaves_it_for_doctor(empty: Path) -> None
     )
     assert not (empty / "news").exists()
     os.environ.pop("MAILER_ROOT", None)
+
+
+def test_lists_create_asks_at_a_terminal_whether_the_list_is_public(
+    newsletter: Path, tmp_path: Path
+) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "lists", "create", "everyone", "--name", "Everyone"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=newsletter,
+        close_fds=True,
+    )
+    os.close(follower)
+    seen = b""
+    while b"(public)?" not in seen:
+        seen += os.read(leader, 1024)
+    os.write(leader, b"y\n")
+    assert process.wait(timeout=60) == 0
+    while b"Created list" not in seen:
+        seen += os.read(leader, 1024)
+    os.close(leader)
+    assert b"Created list everyone: Everyone (public: offered on the sign-up form)" in seen
