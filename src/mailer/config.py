@@ -12,6 +12,7 @@ one line naming the file (or variable) and the key.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -429,7 +430,7 @@ def load(start: Path | None = None, env: Mapping[str, str] | None = None) -> Set
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise toml_error(path, exc) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: is not UTF-8 text (byte {exc.start}): save it as UTF-8"
@@ -446,7 +447,7 @@ def from_text(root: Path, text: str, env: Mapping[str, str] | None = None) -> Se
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise toml_error(path, exc) from None
     return _parse(root, path, data, {} if env is None else env)
 
 
@@ -507,7 +508,50 @@ class _Table:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(f"{self._where(unknown[0])}: unknown setting (is it misspelt?)")
+            key = unknown[0]
+            close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "is it misspelt?"
+            line = _line_of(self.path, self.name, key)
+            where = f"{self.path}:{line}" if line else str(self.path)
+            dotted = f"{self.name}.{key}" if self.name else key
+            raise ConfigError(f"{where}: {dotted}: unknown setting ({hint})")
+
+
+def _line_of(path: Path, table: str, key: str) -> int | None:
+    """The line of ``key`` in ``[table]`` of the file at ``path`` (None if not found)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    current = ""
+    for number, line in enumerate(lines, 1):
+        header = re.match(r"\s*\[+\s*([^\]]+?)\s*\]+", line)
+        if header:
+            current = header[1]
+        elif current == table and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return None
+
+
+# What a TOML mistake usually is, by the parser's words: the fix to suggest.
+_TOML_HINTS = (
+    ("Invalid value", 'put text in double quotes, like name = "CSCP Newsletter"'),
+    ("Expected '=' after a key", "write each setting as key = value, like port = 587"),
+    ("Cannot overwrite a value", "a setting is written twice: keep one"),
+    ("Cannot declare", "a [table] is written twice: keep one"),
+    ("Unterminated string", "close the quotes at the end of the value"),
+    ("Illegal character", "a value has a character TOML does not allow: put text in quotes"),
+)
+
+
+def toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """A TOML syntax error as one line: the file and line, what is wrong, and the fix."""
+    message = str(exc)
+    found = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
+    where = f"{path}:{found[1]}" if found else str(path)
+    what = message[: found.start()] if found else message
+    fix = next((hint for words, hint in _TOML_HINTS if what.startswith(words)), "")
+    return ConfigError(f"{where}: {what}{': ' + fix if fix else ''}")
 
 
 _KIND = {int: "whole number", float: "number"}

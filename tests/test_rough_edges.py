@@ -1,0 +1,121 @@
+"""Rough edges a new comms officer met: HEAD requests, a preview tab closed mid-answer, and
+mailer.toml mistakes, each answered with one clear line."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mailer import config
+from mailer.site.preview import serve
+from mailer.web import create_app
+
+GET_ROUTES = [
+    "/",
+    "/feed.xml",
+    "/2025-11/",
+    "/training/",
+    "/training.ics",
+    "/accessibility",
+    "/site.css",
+    "/healthz",
+    "/subscribe",
+    "/manage",
+    "/unsubscribe",
+    "/no-such-page",
+]
+
+
+def test_head_is_answered_on_every_get_route_without_a_body(cli: Any, newsletter: Path) -> None:
+    assert cli("lists", "create", "staff", "--name", "Staff", "--public").exit_code == 0
+    with TestClient(create_app(config.load(newsletter))) as client:
+        for path in GET_ROUTES:
+            got, head = client.get(path), client.head(path)
+            assert head.status_code == got.status_code, path
+            assert head.status_code != 405, path
+            assert head.content == b"", path
+            assert head.headers.get("content-type") == got.headers.get("content-type"), path
+            assert head.headers.get("content-length") == got.headers.get("content-length")
+        # A HEAD changes nothing and other methods are still refused.
+        assert client.post("/").status_code == 405
+
+
+@pytest.fixture
+def preview_server(newsletter: Path) -> Iterator[tuple[str, int]]:
+    server, watched = serve(newsletter, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", int(server.server_address[1])
+    finally:
+        watched.stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=60)
+
+
+def test_a_preview_tab_closed_mid_answer_prints_no_traceback(
+    preview_server: tuple[str, int], capfd: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    host, port = preview_server
+    caplog.set_level(logging.DEBUG, logger="mailer.preview")
+    gone = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "the browser went away" in record.getMessage():
+                gone.set()
+
+    watcher = Seen()
+    logging.getLogger("mailer.preview").addHandler(watcher)
+    try:
+        # A browser that asks for the issue and closes the tab at once (a reset, as a
+        # closed tab's connection often ends).
+        for _ in range(5):
+            client = socket.create_connection((host, port))
+            client.sendall(
+                f"GET /_preview/2025-11/email.html HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+            )
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        assert gone.wait(timeout=120)
+    finally:
+        logging.getLogger("mailer.preview").removeHandler(watcher)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert "ConnectionResetError" not in err
+
+
+def _settings_error(root: Path, text: str) -> str:
+    (root / "mailer.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(root)
+    return str(caught.value)
+
+
+def test_mailer_toml_mistakes_name_the_line_and_the_fix(newsletter: Path) -> None:
+    good = (newsletter / "mailer.toml").read_text(encoding="utf-8")
+    lines = good.splitlines()
+    at = lines.index("[transport]") + 1
+    misspelt = "\n".join([*lines[:at], "prot = 587", *lines[at:]]) + "\n"
+    message = _settings_error(newsletter, misspelt)
+    assert message == (
+        f"{newsletter / 'mailer.toml'}:{at + 1}: transport.prot: unknown setting "
+        "(did you mean 'port'?)"
+    )
+    # TOML's own mistakes: the line, and what to write instead.
+    unquoted = good.replace('name = "CSCP Newsletter"', "name = CSCP Newsletter", 1)
+    line = good.splitlines().index('name = "CSCP Newsletter"') + 1
+    assert _settings_error(newsletter, unquoted) == (
+        f"{newsletter / 'mailer.toml'}:{line}: Invalid value: put text in double quotes, "
+        'like name = "CSCP Newsletter"'
+    )
+    assert "\n" not in _settings_error(newsletter, good + "\n[sender]\n")
