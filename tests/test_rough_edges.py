@@ -4,6 +4,7 @@ mailer.toml mistakes, each answered with one clear line."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import struct
 import threading
@@ -119,3 +120,48 @@ def test_mailer_toml_mistakes_name_the_line_and_the_fix(newsletter: Path) -> Non
         'like name = "CSCP Newsletter"'
     )
     assert "\n" not in _settings_error(newsletter, good + "\n[sender]\n")
+
+
+# --- the two forms Outlook gives -------------------------------------------------------------
+
+
+def test_the_two_outlook_forms_import_with_accented_names(cli: Any, newsletter: Path) -> None:
+    assert cli("lists", "create", "staff", "--name", "Staff").exit_code == 0
+    # Outlook's contacts exported as CSV (People > Manage contacts > Export contacts).
+    export = newsletter / "contacts.csv"
+    export.write_text(
+        "First Name,Middle Name,Last Name,Company,E-mail Address,E-mail 2 Address\n"
+        "Siân,,Jones,Carlisle School,sian@example.org,\n",
+        encoding="utf-8-sig",
+    )
+    r = cli("subscribers", "import", str(export), "--list", "staff")
+    assert r.exit_code == 0, r.output
+    assert "email from 'E-mail Address'" in r.stdout and "added:                         1" in (
+        r.stdout
+    )
+    # Names and addresses copied from Outlook's To: line, "; " between them and one after.
+    pasted = newsletter / "pasted.txt"
+    pasted.write_text(
+        'Zoë Brown <Zoe.Brown@example.org>; "Patel, Sam" <sam@example.org>; '
+        "Ciarán O'Neill <ciaran@example.org>;\nJo Bloggs <jo@example.org>;\n",
+        encoding="utf-8",
+    )
+    r = cli("subscribers", "import", str(pasted), "--list", "staff")
+    assert r.exit_code == 0, r.output
+    assert "added:                         4" in r.stdout
+    assert "invalid:                       0" in r.stdout
+    r = cli("subscribers", "list")
+    for address, name in (
+        ("zoe.brown@example.org", "Zoë Brown"),
+        ("sam@example.org", "Patel, Sam"),
+        ("ciaran@example.org", "Ciarán O'Neill"),
+        ("jo@example.org", "Jo Bloggs"),
+        ("sian@example.org", "Siân Jones"),
+    ):
+        assert re.search(rf"{re.escape(address)}\s+active\s+{re.escape(name)}[\s,]", r.stdout), (
+            address
+        )
+    # One address added by hand in the same form.
+    r = cli("subscribers", "add", "Zoë Brown <zoe2@example.org>;", "--list", "staff")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"zoe2@example\.org\s+active\s+Zoë Brown\s", cli("subscribers", "list").stdout)

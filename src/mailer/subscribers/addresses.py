@@ -39,12 +39,24 @@ def _everyday(address: str) -> bool:
     return len(local) <= 64 and "--" not in domain and not ("." + domain.lower()).endswith(_SPECIAL)
 
 
+# ``Name <address>`` as Outlook and other mail programs copy it: the name may hold any
+# letters (Zoë, Siân) and commas in quotes, and a pasted list leaves a ``;`` or ``,`` after.
+_NAMED = re.compile(r"(?P<name>[^<>]*?)\s*<\s*(?P<address>[^<>\s]+)\s*>[\s;,]*")
+
+
 def parse_address(raw: str) -> tuple[str, str]:
     """The normalised address in ``raw`` and any display name given with it.
 
     Raises :class:`InvalidInput` saying what is wrong, in email-validator's words.
     """
-    text = raw.strip(_JUNK)
+    named = _NAMED.fullmatch(raw.strip(_JUNK.replace('"', "")))
+    if named:
+        try:
+            address, _ = parse_address(named["address"])
+        except InvalidInput as exc:
+            raise InvalidInput(f"{raw.strip()!r}: {exc}") from None
+        return address, named["name"].strip(_JUNK + "'").strip()
+    text = raw.strip(_JUNK + ";,")
     if text.lower().startswith("mailto:"):
         text = text[7:].strip(_JUNK)
     if not text:
