@@ -3,6 +3,7 @@ mailer.toml mistakes, each answered with one clear line."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import socket
@@ -11,12 +12,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
 
 from mailer import config
+from mailer.scheduling import rules
 from mailer.site.preview import serve
+from mailer.typed import TypedValueError, read_date
 from mailer.web import create_app
 
 GET_ROUTES = [
@@ -165,3 +169,68 @@ def test_the_two_outlook_forms_import_with_accented_names(cli: Any, newsletter: 
     r = cli("subscribers", "add", "Zoë Brown <zoe2@example.org>;", "--list", "staff")
     assert r.exit_code == 0, r.output
     assert re.search(r"zoe2@example\.org\s+active\s+Zoë Brown\s", cli("subscribers", "list").stdout)
+
+
+# --- UK dates, wherever a date is typed ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "2026-12-07",
+        "7/12/2026",
+        "7/12/26",
+        "07.12.2026",
+        "7 Dec 2026",
+        "7th December 2026",
+        "Monday 7 December 2026",
+        "“7 December 2026”",
+    ],
+)
+def test_a_date_is_read_in_the_ways_uk_users_type_it(typed: str) -> None:
+    assert read_date(typed) == dt.date(2026, 12, 7)
+
+
+def test_a_date_without_a_year_is_the_next_such_day() -> None:
+    assert read_date("7th December", after=dt.date(2026, 11, 1)) == dt.date(2026, 12, 7)
+    assert read_date("7th December", after=dt.date(2026, 12, 8)) == dt.date(2027, 12, 7)
+    with pytest.raises(TypedValueError, match="add the year, like 7 December 2026"):
+        read_date("7 December", need_year=True)
+    with pytest.raises(TypedValueError, match="13 is not a month: write the day first"):
+        read_date("12/13/2026")
+
+
+def test_new_check_schedule_and_issue_yaml_take_uk_dates(cli: Any, newsletter: Path) -> None:
+    assert cli("new", "2027-01", "--date", "5/1/2027").exit_code == 0
+    assert "date: 2027-01-05" in (newsletter / "issues/2027-01/issue.yaml").read_text("utf-8")
+    assert cli("new", "2027-02", "--date", "2nd February 2027").exit_code == 0
+    r = cli("check", "2025-11", "--send-date", "1st December 2025")
+    assert r.stdout.startswith("2025-11 checked for a send on Monday 1 December 2025")
+    assert rules.parse_at("7 Dec 2026 at 2pm", ZoneInfo("Europe/London")) == dt.datetime(
+        2026, 12, 7, 14, tzinfo=dt.UTC
+    )
+    # In issue.yaml: a session's date and times as people write them.
+    path = newsletter / "issues/2021-12/issue.yaml"
+    text = path.read_text(encoding="utf-8")
+    first = re.search(r"date: (\d{4}-\d{2}-\d{2})", text)
+    assert first
+    day = dt.date.fromisoformat(first[1])
+    text = text.replace(first.group(), f"date: {day.day}/{day.month}/{day.year}", 1)
+    path.write_text(text, encoding="utf-8")
+    assert cli("build", "2021-12").exit_code == 0
+    path.write_text(text.replace(f"date: {day.day}/{day.month}/{day.year}", "date: 7 Dec", 1))
+    r = cli("build", "2021-12")
+    assert r.exit_code == 1
+    assert "'7 Dec' is not a valid date (add the year, like 7 December 2026)" in r.stderr
+
+
+def test_session_times_take_the_forms_people_type(cli: Any, newsletter: Path) -> None:
+    path = newsletter / "issues/2025-11/issue.yaml"
+    text = path.read_text(encoding="utf-8")
+    old = '{date: 2025-12-03, start: "09:30", end: "12:30", venue: Wigton}'
+    assert old in text
+    new = '{date: 3/12/2025, start: "9.30am", end: "12.30pm", venue: Wigton}'
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    assert cli("build", "2025-11").exit_code == 0
+    page = (newsletter / "build/2025-11/email.txt").read_text(encoding="utf-8")
+    assert "3 December 2025" in page
