@@ -22,6 +22,7 @@ from mailer.scheduling import rules
 from mailer.site.preview import serve
 from mailer.typed import TypedValueError, read_date
 from mailer.web import create_app
+from send_helpers import addresses, make_list
 
 GET_ROUTES = [
     "/",
@@ -234,3 +235,31 @@ def test_session_times_take_the_forms_people_type(cli: Any, newsletter: Path) ->
     assert cli("build", "2025-11").exit_code == 0
     page = (newsletter / "build/2025-11/email.txt").read_text(encoding="utf-8")
     assert "3 December 2025" in page
+
+
+# --- one schedule per slot ------------------------------------------------------------------
+
+
+def test_a_duplicate_schedule_is_refused_in_one_line(cli: Any, newsletter: Path) -> None:
+    make_list(cli, newsletter, "practitioners", addresses(3))
+    make_list(cli, newsletter, "schools", addresses(2, prefix="school"))
+    assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
+    monthly = ["schedule", "--monthly", "1st tue 09:00", "--list", "practitioners"]
+    assert cli(*monthly).exit_code == 0
+    # The same rule written another way is the same slot.
+    again = cli("schedule", "--monthly", "first Tuesday 9am", "--list", "practitioners")
+    assert again.exit_code == 1
+    assert again.stderr == (
+        "Error: schedule 1 already sends monthly (1st tue 09:00) to practitioners: keep it, "
+        "or cancel it first with: mailer unschedule 1\n"
+    )
+    # Another list at the same time, or another time, is not a duplicate.
+    assert cli("schedule", "--monthly", "1st tue 09:00", "--list", "schools").exit_code == 0
+    assert cli("schedule", "--monthly", "3rd tue 09:00", "--list", "practitioners").exit_code == 0
+    at = ["--at", "2099-07-07 09:00"]
+    assert cli("schedule", "2025-11", "--list", "practitioners", *at).exit_code == 0
+    twice = cli("schedule", "2025-11", "--list", "practitioners", "--list", "schools", *at)
+    assert twice.exit_code == 1
+    assert "already sends 2025-11 to practitioners" in twice.stderr
+    assert cli("unschedule", "4").exit_code == 0
+    assert cli("schedule", "2025-11", "--list", "practitioners", *at).exit_code == 0
