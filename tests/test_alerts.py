@@ -131,7 +131,7 @@ def test_a_slot_that_failed_is_retried_after_the_fix_and_alerted_once(
     assert outcome.sent and not outcome.problem, outcome.outcome
     assert len(list((ready / "outbox/2025-11").glob("*.eml"))) == 3
     # Whoever was told it failed is told it went.
-    first, follow_up = alerts(ready)
+    _failed, follow_up = alerts(ready)
     assert follow_up["Subject"] == f"[mailer] 2025-11 is now sent (schedule {item.id})"
     assert "The problem alerted earlier is fixed" in follow_up.get_content()
     assert sql(ready, "SELECT status, failing_since FROM schedule") == [("done", None)]
