@@ -142,6 +142,7 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
         "statement",
         "key",
         "database",
+        "web",
         "templates",
         "transport",
     ]
@@ -149,7 +150,7 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
     assert lines[3].startswith("note  privacy     no privacy notice: the sign-up form and every")
     assert "set accessibility_contact and accessibility_enforcement under [web]" in lines[4]
     assert "no lists yet" in lines[6]
-    assert "outbox: nobody is emailed" in lines[8]
+    assert "outbox: nobody is emailed" in lines[9]
     (empty / "news/.mailer/secret_key").chmod(0o644)
     r = run("doctor")
     assert r.exit_code == 1
