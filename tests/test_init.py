@@ -125,7 +125,7 @@ def test_init_can_copy_the_templates_to_change_the_design(empty: Path) -> None:
     assert (empty / "news/templates/sections/training.mjml.j2").is_file()
     os.chdir(empty / "news")
     doctor = run("doctor")
-    assert "ok    templates   8 of your own in templates/ (the layout too" in doctor.stdout
+    assert "ok    templates   9 of your own in templates/ (the layout too" in doctor.stdout
 
 
 def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
@@ -138,14 +138,19 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
         "folder",
         "settings",
         "alerts",
+        "privacy",
+        "statement",
         "key",
         "database",
+        "web",
         "templates",
         "transport",
     ]
     assert lines[2].startswith("note  alerts      nobody is emailed when a scheduled send fails")
-    assert "no lists yet" in lines[4]
-    assert "outbox: nobody is emailed" in lines[6]
+    assert lines[3].startswith("note  privacy     no privacy notice: the sign-up form and every")
+    assert "set accessibility_contact and accessibility_enforcement under [web]" in lines[4]
+    assert "no lists yet" in lines[6]
+    assert "outbox: nobody is emailed" in lines[9]
     (empty / "news/.mailer/secret_key").chmod(0o644)
     r = run("doctor")
     assert r.exit_code == 1

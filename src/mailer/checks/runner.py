@@ -20,6 +20,7 @@ from mailer.checks import (
     output,
     spam,
 )
+from mailer.checks.record import record
 from mailer.checks.registry import CHECKS, Context, Finding, Severity
 from mailer.checks.source import Source
 from mailer.config import CONFIG_NAME, Settings
@@ -156,6 +157,7 @@ def require_clean(
     if not settings.checks.enforce:
         return None
     report = _cached_run(settings, compiled, send_date)
+    record(settings, report.slug)
     errors = report.errors
     slug = compiled.issue.slug
     if errors and reason is not None:

@@ -181,6 +181,9 @@ def decide(
     except MailerError as exc:
         return failed(settings, database, item, slot, current, slug, exc, factory, lease)
     log.info("started scheduled send of %s (schedule %s, send %s)", slug, schedule_id, send_id)
+    if item.failing_since is not None:
+        # Whoever was told it failed is told it is fixed, so nobody sends it by hand too.
+        alerts.send(settings, alerts.now_sent(settings.tz, item, slug, send_id, current), factory)
     return Started(item, slug, send_id, notes)
 
 
@@ -258,5 +261,20 @@ def failed(
     # the next look is not, so a failing slot does not alert every 30 seconds. ``item`` was
     # read just before this look decided, so two looks never both take it for the first.
     if item.failing_since is None or item.last_outcome != outcome:
-        alerts.send(settings, alerts.slot_failed(tz, item, slug, slot, until, exc), factory)
+        problems = [str(exc)]
+        if slug is not None:
+            # Everything in the way, not only the first thing: fixed in one round.
+            problems = (
+                service.blockers(
+                    settings,
+                    slug,
+                    alerts.lists_of(item),
+                    database=database,
+                    scheduled_at=slot,
+                    skip_checks=item.checks_skipped,
+                )
+                or problems
+            )
+        alert = alerts.slot_failed(tz, item, slug, slot, until, problems)
+        alerts.send(settings, alert, factory)
     return RunOutcome(item.id, slug, outcome, False, problem=True)
