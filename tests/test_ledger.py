@@ -21,7 +21,7 @@ from mailer import config
 from mailer.errors import StateError
 from mailer.scheduling import runner
 from mailer.sending import service, workers
-from mailer.store import deliveries, ledger, schedules, sends
+from mailer.store import deliveries, eligibility, ledger, schedules, sends
 from mailer.store.database import open_db
 from mailer.store.models import as_utc
 from mailer.store.status import DeliveryStatus, SendStatus
@@ -257,7 +257,7 @@ def test_a_claim_skips_whoever_can_no_longer_be_mailed(
     )
     assert rows == {
         people[0]: "skipped: unsubscribed",
-        people[1]: f"skipped: {ledger.OFF_THE_LISTS}",
+        people[1]: f"skipped: {eligibility.OFF_THE_LISTS}",
         people[2]: "skipped: bounced",
         people[3]: "skipped: complained",
         # The erased person's pending row was deleted with their data.

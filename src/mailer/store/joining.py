@@ -33,6 +33,7 @@ from mailer.store.models import (
     table_of,
     utcnow,
 )
+from mailer.store.status import NEW_SUBSCRIBER
 from mailer.store.suppression import CHUNK, erased_among
 
 _T = TypeVar("_T")
@@ -242,7 +243,7 @@ def subscribe_many(
                     "email": c.email,
                     "name": c.name,
                     "organisation": c.organisation,
-                    "status": SubscriberStatus.ACTIVE,
+                    "status": NEW_SUBSCRIBER,
                     "created": now,
                     "updated": now,
                 }
