@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from machine import describe  # noqa: E402
 
 from mailer.bounces import classify  # noqa: E402
-from mailer.bounces.reading import Deadline, Limits, check_structure  # noqa: E402
+from mailer.bounces.reading import Deadline, ReadingLimits, check_structure  # noqa: E402
 from mailer.errors import UnreadableMessage  # noqa: E402
 
 CORPUS = REPO / "tests" / "data" / "bounces" / "corpus"
@@ -83,7 +83,7 @@ def main() -> None:
     print(f"corpus: {len(corpus)} messages")
     print(f"  email.message_from_bytes: {len(corpus) / p:8.0f} msg/s")
     print(f"  mailer.bounces.classify:  {len(corpus) / c:8.0f} msg/s  ({c / p:.1f}x the time)")
-    limits = Limits()
+    limits = ReadingLimits()
     for name, raw in (
         ("1,000 nested multipart/mixed", nested(1000)),
         ("5,000 parts", parts(5000)),

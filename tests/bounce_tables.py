@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailer.bounces import Finding, classify
+from mailer.bounces import RecipientFinding, classify
 from mailer.errors import UnreadableMessage
 
 # Categories that must never mark a person bounced at once.
@@ -41,7 +41,7 @@ class Row:
     half: str = ""
 
 
-Pair = tuple[Row, Finding | None]
+Pair = tuple[Row, RecipientFinding | None]
 
 
 def table(folder: Path) -> list[Row]:
@@ -52,7 +52,7 @@ def table(folder: Path) -> list[Row]:
         ]
 
 
-def matched(rows: list[Row], findings: list[Finding]) -> list[Pair]:
+def matched(rows: list[Row], findings: list[RecipientFinding]) -> list[Pair]:
     """Each expected recipient with the finding about the same address, or, failing that,
     the next finding not yet matched (a report that names nobody is about its one copy)."""
     left = list(findings)
@@ -84,11 +84,11 @@ def scored(folder: Path) -> list[Pair]:
     return pairs
 
 
-def said(found: Finding | None) -> str:
+def said(found: RecipientFinding | None) -> str:
     return str(found.category) if found is not None else "none"
 
 
-def right(row: Row, found: Finding | None) -> bool:
+def right(row: Row, found: RecipientFinding | None) -> bool:
     """A message that reports on nobody (spam, an ordinary message) is right when mailer
     finds nothing in it, or calls it unrecognised."""
     if row.category == "unrecognised":

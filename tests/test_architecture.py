@@ -306,11 +306,34 @@ def test_the_checks_of_one_definition_find_what_they_look_for() -> None:
 
 
 def test_one_busy_retry_loop() -> None:
-    """Only mailer.store.engine.retry_while_busy asks whether the database was busy."""
+    """Only mailer.store.connections.retry_while_busy asks whether the database was busy."""
     callers = {
         name
         for name, tree in _trees().items()
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("is_busy")
     }
-    assert callers == {"mailer.store.engine"}
+    assert callers == {"mailer.store.connections"}
+
+
+# The command line's modules are named after their command groups (`mailer bounces` is
+# cli/bounces.py), so they may share a name with the library module that does the work.
+NAMED_AFTER_A_COMMAND = "mailer.cli."
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """So a reader never has to ask which ``Sender`` this is."""
+    where: dict[str, list[str]] = {}
+    for name, tree in _trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(name)
+    assert {k: v for k, v in where.items() if len(v) > 1} == {}
+
+
+def test_no_two_modules_share_a_file_name() -> None:
+    where: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        if path.name != "__init__.py" and not name.startswith(NAMED_AFTER_A_COMMAND):
+            where.setdefault(path.name, []).append(name)
+    assert {k: v for k, v in where.items() if len(v) > 1} == {}

@@ -20,7 +20,7 @@ from mailer.errors import StoreError
 from mailer.store import database as db
 from mailer.store import migrate
 from mailer.store import people as store
-from mailer.store.engine import retry_while_busy
+from mailer.store.connections import retry_while_busy
 from subscriber_helpers import Cli, add, fails, make_list, ok, query
 
 # --- Migrations --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 from mailer import config
 from mailer.sending import service, workers
-from mailer.store import deliveries, eligibility, ledger, people, sends
+from mailer.store import deliveries, eligibility, ledger_writer, people, sends
 from mailer.store.database import open_db
 from send_helpers import make_list, sql
 
@@ -156,8 +156,8 @@ def _claim(writer: Any, database: Any, send_id: int, ids: list[int]) -> list[int
     "writer",
     [
         # The SQLite writer works on SQLite's DB-API connection only: SQLite in both passes.
-        pytest.param(ledger.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
-        ledger.CoreLedgerWriter,
+        pytest.param(ledger_writer.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
+        ledger_writer.CoreLedgerWriter,
     ],
 )
 def test_each_claim_sends_the_cases_that_may_be_mailed_and_skips_the_rest_saying_why(

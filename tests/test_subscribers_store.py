@@ -13,7 +13,7 @@ from mailer.store import joining
 from mailer.store import people as store
 from mailer.store.database import Database, open_db
 from mailer.store.models import Subscriber, SubscriberStatus
-from mailer.subscribers.people import add, erase, unsubscribe
+from mailer.subscribers.roster import add, erase, unsubscribe
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_eligible_recipients_are_active_subscribed_distinct_and_in_id_order(
     with database.session() as session:
         assert store.count_eligible(session, _ids(database, "all", "health", "schools")) == 4
         rows = list(store.eligible_recipients(session, _ids(database, "health")))
-    assert rows[0] == store.Recipient(zed, "zed@example.org", "")
+    assert rows[0] == store.EligiblePerson(zed, "zed@example.org", "")
 
 
 def test_an_erased_address_that_comes_back_behind_mailers_back_is_not_mailed(

@@ -57,7 +57,7 @@ def serve(
         server_header=False,
     )
 
-    class Server(uvicorn.Server):
+    class WebServer(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
@@ -66,7 +66,7 @@ def serve(
                     f"Serving {s.name} on http://{host}:{port}/ (public address {s.base_url}/)"
                 )
 
-    Server(config).run()
+    WebServer(config).run()
 
 
 def publish(

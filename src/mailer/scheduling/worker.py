@@ -103,8 +103,8 @@ class Worker:
         self._deciding = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
         lease = settings.worker.lease
-        self.scheduler_lease = leader.Lease(self.database, leader.SCHEDULER, ttl=lease)
-        self.bounce_lease = leader.Lease(self.database, leader.BOUNCES, ttl=lease)
+        self.scheduler_lease = leader.JobLease(self.database, leader.SCHEDULER, ttl=lease)
+        self.bounce_lease = leader.JobLease(self.database, leader.BOUNCES, ttl=lease)
         # What the timers run: the same looks, each failure one line in the log.
         self._timed_tick = self._looked(self.tick, "the look at the sends")
         self._timed_decide = self._looked(self.decide, "the look at the schedules")

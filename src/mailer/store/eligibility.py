@@ -20,7 +20,7 @@ The same conditions serve three paths, so they never drift apart:
 
 - creating a send writes the ledger from :func:`recipients` (:func:`query` for the
   people, then the suppression list);
-- both claim paths of :mod:`mailer.store.ledger` check each ledger row's person *now*
+- both claim paths of :mod:`mailer.store.ledger_writer` check each ledger row's person *now*
   with :func:`of_row` and record :func:`why_not` for those skipped: SQLAlchemy Core on
   PostgreSQL, and on SQLite the same expressions compiled once per writer into the
   statement it runs on the DB-API connection (:func:`sqlite_text`).
@@ -66,7 +66,7 @@ class Condition(NamedTuple):
     of_subscriber: bool = True
 
 
-class Recipient(NamedTuple):
+class EligiblePerson(NamedTuple):
     subscriber_id: int
     email: str
     name: str
@@ -122,7 +122,7 @@ def query(list_ids: Iterable[int]) -> sa.Select[tuple[int, str, str]]:
     return cast("sa.Select[tuple[int, str, str]]", found)
 
 
-def recipients(session: Session, list_ids: Iterable[int]) -> Iterator[Recipient]:
+def recipients(session: Session, list_ids: Iterable[int]) -> Iterator[EligiblePerson]:
     """Who a send to ``list_ids`` goes to, streamed in subscriber id order: :func:`query`
     without the suppressed addresses."""
     # Erasure removes the address, so this is a second line of defence: an erased address
@@ -134,7 +134,7 @@ def recipients(session: Session, list_ids: Iterable[int]) -> Iterator[Recipient]
     for row in rows:
         if erased and address_hash(key, row.email) in erased:
             continue
-        yield Recipient(row.id, row.email, row.name)
+        yield EligiblePerson(row.id, row.email, row.name)
 
 
 def count(session: Session, list_ids: Iterable[int]) -> int:

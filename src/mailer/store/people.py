@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError, StoreError
 from mailer.store import eligibility, signups
-from mailer.store.engine import describe, store_error
+from mailer.store.connections import describe, store_error
 from mailer.store.models import (
     CONSENT_SOURCE_LENGTH,
     BounceEvent,
@@ -368,7 +368,7 @@ def iter_subscribers(
 
 
 # Who a send goes to is the rule of mailer.store.eligibility: these are its names here.
-Recipient = eligibility.Recipient
+Recipient = eligibility.EligiblePerson
 eligible_recipients = eligibility.recipients
 count_eligible = eligibility.count
 

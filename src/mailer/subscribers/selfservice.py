@@ -40,7 +40,7 @@ from mailer.store.models import (
 from mailer.store.suppression import erased_among
 from mailer.subscribers import notices
 from mailer.subscribers.addresses import clean_text, mask, normalise
-from mailer.subscribers.people import held_about
+from mailer.subscribers.roster import held_about
 
 if TYPE_CHECKING:
     from sqlmodel import Session

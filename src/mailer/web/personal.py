@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from mailer.errors import BadToken, InvalidInput
-from mailer.render.links import read_link_token
+from mailer.render.counted_links import read_link_token
 from mailer.site import tokens, urls
 from mailer.store import clicks
 from mailer.store.models import UnsubscribeMethod

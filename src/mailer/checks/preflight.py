@@ -10,7 +10,7 @@ from dataclasses import dataclass
 # Each module registers its checks on import; this order is the order of docs/check.md.
 from mailer.checks import (
     access,
-    awareness,
+    awareness_days,
     calendars,
     dates,
     leftovers,
@@ -29,7 +29,7 @@ from mailer.render import CompiledIssue
 
 __all__ = [
     "access",
-    "awareness",
+    "awareness_days",
     "calendars",
     "dates",
     "leftovers",
