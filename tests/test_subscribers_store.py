@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from mailer.config import Settings
 from mailer.errors import StateError
-from mailer.store import joining
+from mailer.store import joining, status
 from mailer.store import people as store
 from mailer.store.database import Database, open_db
 from mailer.store.models import Subscriber, SubscriberStatus
@@ -143,3 +143,43 @@ def test_status_transitions(
                 store.set_status(session, subscriber, after)
             assert not store.set_status(session, subscriber, after, strict=False)
         assert not store.set_status(session, subscriber, subscriber.status)
+
+
+A, U, B, C, E = (
+    SubscriberStatus.ACTIVE,
+    SubscriberStatus.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED,
+    SubscriberStatus.COMPLAINED,
+    SubscriberStatus.ERASED,
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "because", "may"),
+    [
+        (U, status.CONFIRMED_SIGN_UP, True),
+        (B, status.CONFIRMED_SIGN_UP, True),
+        (C, status.CONFIRMED_SIGN_UP, False),  # a web form never undoes a complaint
+        (E, status.CONFIRMED_SIGN_UP, False),
+        (B, status.OPERATOR_REACTIVATION, True),
+        (C, status.OPERATOR_REACTIVATION, True),
+        (U, status.OPERATOR_REACTIVATION, False),  # their own choice, not an operator's
+        (E, status.OPERATOR_REACTIVATION, False),
+        (U, None, False),  # without a reason nothing leads back to active
+        (B, "because", False),
+    ],
+)
+def test_a_return_to_active_is_a_rule_with_its_reason(
+    old: SubscriberStatus, because: str | None, may: bool, database: Database
+) -> None:
+    with database.session(write=True) as session:
+        who = Subscriber(email="jo@example.org", status=old)
+        session.add(who)
+        session.flush()
+        if may:
+            assert status.set_subscriber_status(session, who, A, because=because)
+        else:
+            with pytest.raises(StateError, match=f"who is {old} cannot become active"):
+                status.set_subscriber_status(session, who, A, because=because)
+            assert not status.set_subscriber_status(session, who, A, because=because, strict=False)
+        assert who.status == (A if may else old)
