@@ -368,7 +368,7 @@ def iter_subscribers(
 
 
 # Who a send goes to is the rule of mailer.store.eligibility: these are its names here.
-Recipient = eligibility.EligiblePerson
+EligiblePerson = eligibility.EligiblePerson
 eligible_recipients = eligibility.recipients
 count_eligible = eligibility.count
 
