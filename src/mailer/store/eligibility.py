@@ -10,8 +10,8 @@ status is ``active``        the status itself (``unsubscribed``, ``bounced``...)
 an address is held          ``erased``
 subscribed to a list of     :data:`OFF_THE_LISTS`
 the send
-the address is not          ``suppressed`` (read where addresses enter the
-suppressed                  ledger: see below)
+the address is not          never written to the ledger (read where
+suppressed                  addresses enter it: see below)
 ==========================  ==================================================
 
 A person whose row is gone altogether is ``erased`` too.
@@ -53,8 +53,6 @@ YIELD_PER = 1000
 OFF_THE_LISTS = "unsubscribed from the lists of this send"
 # Why, when the person is gone or has no address left.
 ERASED = SubscriberStatus.ERASED.value
-# Why, when the address is on the suppression list.
-SUPPRESSED = "suppressed"
 
 
 class Condition(NamedTuple):
