@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from mailer import config, files
 from mailer.scheduling.worker import setup_logging
 from mailer.store.database import open_db
 from mailer.store.models import Subscriber
-from mailer.web import create_app
 from subscriber_helpers import Cli, ok
-from web_helpers import ISSUE, PEOPLE, newsletter_with_a_send, unsubscribe_link
+from web_helpers import ISSUE, PEOPLE, delivering_client, newsletter_with_a_send, unsubscribe_link
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +66,7 @@ def _every_kind_of_file(cli: Cli, newsletter: Path) -> None:
     newsletter_with_a_send(cli, newsletter)
     settings = config.load(newsletter)
     setup_logging(settings, stderr=False)
-    with TestClient(create_app(settings)) as client:
+    with delivering_client(settings, [time.time()]) as client:
         link = unsubscribe_link(newsletter, PEOPLE[0])
         answer = client.post(
             link.removeprefix(settings.base_url), data={"List-Unsubscribe": "One-Click"}

@@ -9,14 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from mailer import config
 from mailer.site import tokens
 from mailer.subscribers.selfservice import FRESH_LINK_HOURS
-from mailer.web import create_app
 from subscriber_helpers import Cli, query
-from web_helpers import PEOPLE, body_links, messages, newsletter_with_a_send, recipient
+from web_helpers import (
+    PEOPLE,
+    body_links,
+    delivering_client,
+    messages,
+    newsletter_with_a_send,
+    recipient,
+)
 
 NOW = 1_800_000_000.0
 # The address the test client's requests come from: what a sign-up records as its IP.
@@ -28,7 +33,7 @@ class Site:
     def __init__(self, newsletter: Path) -> None:
         self.settings = config.load(newsletter)
         self.now = [NOW]
-        self.client = TestClient(create_app(self.settings, clock=lambda: self.now[0]))
+        self.client = delivering_client(self.settings, self.now)
 
     def get(self, url: str) -> object:
         return self.client.get(url.removeprefix(self.settings.base_url))
