@@ -55,7 +55,7 @@ _FOLDER = re.compile(r"^[ !#$&-)+-\[\]-~]{1,200}$")
 
 
 @dataclass(frozen=True)
-class Sender:
+class SenderSettings:
     from_name: str
     from_address: str
     reply_to: str | None = None
@@ -286,7 +286,7 @@ class Settings:
     name: str
     organisation: str
     base_url: str
-    sender: Sender
+    sender: SenderSettings
     footer: Footer
     brand: Brand = field(default_factory=Brand)
     timezone: str = "Europe/London"
@@ -684,7 +684,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     alerts_to = _alerts_to(top)
 
     s = top.table("sender")
-    sender = Sender(
+    sender = SenderSettings(
         from_name=s.text("from_name", required=True),
         from_address=_address(s.text("from_address", required=True), s._where("from_address")),
         reply_to=s.text("reply_to"),

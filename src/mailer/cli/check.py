@@ -122,7 +122,7 @@ def awareness(
       mailer awareness --month 2026-02
     """
     from mailer.checks import today
-    from mailer.checks.awareness import when
+    from mailer.checks.awareness_days import when
     from mailer.content.awareness import calendar
 
     if month:

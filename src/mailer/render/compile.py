@@ -26,8 +26,8 @@ from mailer.config import Settings
 from mailer.content import KICKERS, Issue, Section, Session, load_issues
 from mailer.content.overrides import issue_settings
 from mailer.errors import RenderError
+from mailer.render.counted_links import count_clicks
 from mailer.render.inline import inline_css
-from mailer.render.links import count_clicks
 from mailer.render.markdown import prose, to_html, typo
 from mailer.render.text import render_text
 from mailer.site import urls

@@ -21,7 +21,7 @@ from mailer.errors import LeaseLost, MailerError, ScheduleError
 from mailer.formats import local_time
 from mailer.render import compile_slug
 from mailer.scheduling import alerts, slots
-from mailer.scheduling.leader import Lease
+from mailer.scheduling.leader import JobLease
 from mailer.scheduling.rules import check_rule, in_words, parse_at, parse_rule
 from mailer.scheduling.slots import RunOutcome as RunOutcome  # known as runner.RunOutcome
 from mailer.scheduling.slots import Started
@@ -142,7 +142,7 @@ def run_due(
     *,
     factory: TransportFactory | None = None,
     stop: threading.Event | None = None,
-    lease: Lease | None = None,
+    lease: JobLease | None = None,
     send: bool = True,
 ) -> list[RunOutcome]:
     """Start every schedule whose time has come; mark missed ones beyond the grace period.

@@ -19,7 +19,7 @@ from mailer.content import all_slugs, load_issue
 from mailer.errors import ContentError, LeaseLost, MailerError, ScheduleError
 from mailer.formats import local_time
 from mailer.scheduling import alerts
-from mailer.scheduling.leader import Lease
+from mailer.scheduling.leader import JobLease
 from mailer.scheduling.rules import parse_rule
 from mailer.sending import service
 from mailer.sending.transports import TransportFactory
@@ -123,7 +123,7 @@ def decide(
     current: dt.datetime,
     grace: dt.timedelta,
     factory: TransportFactory | None,
-    lease: Lease | None,
+    lease: JobLease | None,
 ) -> RunOutcome | Started | None:
     """Start one slot's send, or say why not; None if someone else has dealt with it."""
     with database.session() as session:
@@ -195,7 +195,7 @@ def give_up(
     upcoming: dt.datetime | None,
     current: dt.datetime,
     factory: TransportFactory | None,
-    lease: Lease | None,
+    lease: JobLease | None,
 ) -> RunOutcome | None:
     """The grace period is over: the slot is missed, or, if it was failing, failed."""
     assert item.id is not None
@@ -242,7 +242,7 @@ def failed(
     slug: str | None,
     exc: MailerError,
     factory: TransportFactory | None,
-    lease: Lease | None,
+    lease: JobLease | None,
 ) -> RunOutcome | None:
     """A slot that could not start for a reason a person can fix: keep it, and say so."""
     assert item.id is not None

@@ -89,7 +89,7 @@ def transport_in_words(settings: Settings, slug: str) -> str:
 
 
 @dataclass(frozen=True)
-class Preview:
+class SendPreview:
     compiled: CompiledIssue
     approval: Approval
     lists: list[str]
@@ -120,7 +120,7 @@ def preview(
     skip_checks: str | None = None,
     *,
     spread: bool = False,
-) -> Preview:
+) -> SendPreview:
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
     require_written(compiled)
@@ -137,7 +137,7 @@ def preview(
             settings, session.connection(), slug, count, spread, clock.utcnow().timestamp()
         )
         sender = issue_settings(settings, compiled.issue).sender
-        return Preview(
+        return SendPreview(
             compiled,
             approval,
             [lst.slug for lst in found],
@@ -547,7 +547,7 @@ def rehearsals(settings: Settings, slug: str) -> set[int]:
         return {s.id for s in sends.of_issue(session, slug) if s.id and s.transport == "outbox"}
 
 
-def status(settings: Settings, slug: str) -> list[deliveries.Report]:
+def status(settings: Settings, slug: str) -> list[deliveries.SendSummary]:
     """Every send of ``slug``, newest first, with the workers sending it."""
     with open_db(settings) as database, database.session() as session:
         found = sends.of_issue(session, slug)
@@ -560,7 +560,7 @@ def status(settings: Settings, slug: str) -> list[deliveries.Report]:
         ]
 
 
-def recent(settings: Settings, limit: int = 20) -> list[deliveries.Report]:
+def recent(settings: Settings, limit: int = 20) -> list[deliveries.SendSummary]:
     """The newest sends across issues, newest first."""
     with open_db(settings) as database, database.session() as session:
         return [

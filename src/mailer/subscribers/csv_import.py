@@ -32,7 +32,7 @@ from typing import IO, Any
 from mailer.errors import ImportFileError, InvalidInput
 from mailer.store import joining, people
 from mailer.store.database import Database
-from mailer.store.joining import Candidate, Outcome
+from mailer.store.joining import Candidate, JoinOutcome
 from mailer.store.models import LawfulBasis
 from mailer.subscribers.addresses import (
     clean_text,
@@ -90,21 +90,21 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
-class Note:
+class ImportNote:
     """One row that was not imported as it stood, and why."""
 
     line: int
     text: str
 
 
-class Notes(list[Note]):
+class Notes(list[ImportNote]):
     """Notes of one kind: the first KEEP_NOTES kept, every one counted."""
 
     def __init__(self) -> None:
         super().__init__()
         self.total = 0
 
-    def append(self, note: Note) -> None:
+    def append(self, note: ImportNote) -> None:
         self.total += 1
         if super().__len__() < KEEP_NOTES:
             super().append(note)
@@ -477,15 +477,15 @@ def _import(
                 session, mailing_list, batch, basis=basis, source=source.label
             )
             for d in decisions:
-                if d.outcome is Outcome.ADDED:
+                if d.outcome is JoinOutcome.ADDED:
                     report.added += 1
-                elif d.outcome is Outcome.ALREADY:
+                elif d.outcome is JoinOutcome.ALREADY:
                     report.already += 1
-                elif d.outcome is Outcome.UPDATED:
+                elif d.outcome is JoinOutcome.UPDATED:
                     report.updated += 1
                 else:
                     report.suppressed.append(
-                        Note(d.candidate.line, f"{d.candidate.email} {d.reason}: skipped")
+                        ImportNote(d.candidate.line, f"{d.candidate.email} {d.reason}: skipped")
                     )
             batch.clear()
             if progress:
@@ -496,11 +496,13 @@ def _import(
             try:
                 email, display_name = parse_address(raw)
             except InvalidInput as exc:
-                report.invalid.append(Note(line, str(exc)))
+                report.invalid.append(ImportNote(line, str(exc)))
                 return
             digest = hashlib.blake2b(email.encode(), digest_size=8).digest()
             if digest in seen:
-                report.duplicates.append(Note(line, f"{email} is already on line {seen[digest]}"))
+                report.duplicates.append(
+                    ImportNote(line, f"{email} is already on line {seen[digest]}")
+                )
                 return
             seen[digest] = line
             name = _cell(cells, columns.name) or " ".join(
@@ -509,11 +511,13 @@ def _import(
             organisation = _cell(cells, columns.organisation)
             if has_controls(name) or has_controls(organisation):
                 report.cleaned.append(
-                    Note(line, f"{email}: control characters removed from the name or organisation")
+                    ImportNote(
+                        line, f"{email}: control characters removed from the name or organisation"
+                    )
                 )
             name = clean_text(name) or clean_text(display_name)
             if recoded and not (name + organisation).isascii():
-                report.accented.append(Note(line, f"{email}: {name}"))
+                report.accented.append(ImportNote(line, f"{email}: {name}"))
             batch.append(Candidate(email, name, clean_text(organisation), line))
             if len(batch) >= BATCH:
                 flush()
@@ -539,7 +543,9 @@ def _import(
         else:
             for line, _ in deferred:
                 report.invalid.append(
-                    Note(line, "this line is not valid UTF-8 text (a stray byte): not imported")
+                    ImportNote(
+                        line, "this line is not valid UTF-8 text (a stray byte): not imported"
+                    )
                 )
         flush()
         if dry_run:

@@ -61,7 +61,7 @@ def network(ip: str) -> str:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class OutgoingVerdict:
     """Whether an email may go now, and the hashes its row is counted by."""
 
     allowed: bool
@@ -72,7 +72,7 @@ class Verdict:
 
 def decide(
     session: Session, settings: Settings, kind: str, email: str, ip: str, now: dt.datetime
-) -> Verdict:
+) -> OutgoingVerdict:
     """Take the queue's lock and count every limit for one email (all of them, always)."""
     webmail.lock(session)
     web = settings.web
@@ -92,13 +92,13 @@ def decide(
         and (not net or from_net < web.per_ip_per_hour)
         and not cap_reached
     )
-    return Verdict(allowed, box, net, cap_reached)
+    return OutgoingVerdict(allowed, box, net, cap_reached)
 
 
 def queue(
     session: Session,
     settings: Settings,
-    verdict: Verdict,
+    verdict: OutgoingVerdict,
     *,
     kind: str,
     to: str,

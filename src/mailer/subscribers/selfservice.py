@@ -41,7 +41,7 @@ from mailer.store.models import (
 from mailer.store.suppression import erased_among
 from mailer.subscribers import notices, outgoing
 from mailer.subscribers.addresses import clean_text, mask, normalise
-from mailer.subscribers.people import held_about
+from mailer.subscribers.roster import held_about
 
 if TYPE_CHECKING:
     from sqlmodel import Session

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 # Each module registers its checks on import; this order is the order of docs/check.md.
 from mailer.checks import (
     access,
-    awareness,
+    awareness_days,
     calendars,
     dates,
     leftovers,
@@ -30,11 +30,11 @@ from mailer.formats import long_date
 from mailer.render import CompiledIssue
 
 if TYPE_CHECKING:
-    from mailer.checks.fetch import Limits, Network
+    from mailer.checks.fetch import FetchLimits, Network
 
 __all__ = [
     "access",
-    "awareness",
+    "awareness_days",
     "calendars",
     "dates",
     "leftovers",
@@ -84,7 +84,7 @@ def run(
     online: bool = False,
     text: str | None = None,
     network: Network | None = None,
-    fetch_limits: Limits | None = None,
+    fetch_limits: FetchLimits | None = None,
 ) -> Report:
     """Every check not silenced in mailer.toml; the network ones only when ``online``.
     ``text``: the issue.yaml the issue was compiled from, if not the file on disk."""
