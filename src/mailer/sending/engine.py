@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
 from mailer.sending import workers
+from mailer.sending.journal import Journal
 from mailer.sending.ledger import BATCH, Ledger
 from mailer.sending.message import Content, DkimSigner, MessageTemplate
 from mailer.sending.ratelimit import SharedRateLimiter, limiter_for
@@ -121,13 +122,53 @@ def run(
     prepared = _prepare(settings, database, send_id)
     worker = send_workers.new_worker_id()
     lease = dt.timedelta(seconds=settings.worker.lease)
+    # Before the first claim: a worker that dies with rows in flight and no journal has
+    # all of them reported unknown.
+    journal = Journal.create(settings, send_id, worker)
+    try:
+        return _run(
+            settings,
+            database,
+            send_id,
+            factory,
+            worker,
+            lease,
+            journal,
+            prepared,
+            connections,
+            clock,
+            on_progress,
+            stop,
+            batch,
+        )
+    finally:
+        # Every row this run began has its outcome committed, or is left for a reaper
+        # that then reports it unknown: the journal has nothing more to say.
+        journal.close()
+
+
+def _run(
+    settings: Settings,
+    database: Database,
+    send_id: int,
+    factory: ConnectionFactory,
+    worker: str,
+    lease: dt.timedelta,
+    journal: Journal,
+    prepared: _Prepared,
+    connections: int,
+    clock: Clock,
+    on_progress: Progress | None,
+    stop: threading.Event | None,
+    batch: int,
+) -> RunResult:
     joined = workers.join(database, send_id, worker, connections, lease)
     if joined.started:
         log.info("started %s (send %s): %d recipients", joined.slug, send_id, joined.total)
     else:
         log.info("working on %s (send %s) as %s", joined.slug, send_id, worker)
     _warn_unknown(joined.slug, joined.unknown)
-    run = _Run(settings, database, send_id, worker, factory, prepared, clock, lease)
+    run = _Run(settings, database, send_id, worker, factory, prepared, clock, lease, journal)
     unknown = list(joined.unknown)
     idle_rounds = 0
     while True:
@@ -169,10 +210,11 @@ class _Run:
         prepared: _Prepared,
         clock: Clock,
         lease: dt.timedelta,
+        journal: Journal,
     ) -> None:
         self.settings, self.database, self.send_id = settings, database, send_id
         self.worker, self.factory, self.prepared = worker, factory, prepared
-        self.clock, self.lease = clock, lease
+        self.clock, self.lease, self.journal = clock, lease, journal
         self.interrupted = False
         self.failure: list[BaseException] = []
         self.commits = 0
@@ -192,7 +234,14 @@ class _Run:
             limiter.open()
         p = self.prepared
         state = Sender(
-            self.settings, p.template, p.signer, limiter, self.clock, self.factory, connections
+            self.settings,
+            p.template,
+            p.signer,
+            limiter,
+            self.clock,
+            self.factory,
+            connections,
+            self.journal,
         )
         state.external_stop = stop
         # Under a rate limit a row is claimed only once its turn has come, so the check of
@@ -205,6 +254,7 @@ class _Run:
             batch=1 if limiter.active else batch,
             on_lost=state.lost,
             lease=self.lease,
+            journal=self.journal,
         )
         finished = threading.Event()
 

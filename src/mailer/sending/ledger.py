@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailer.errors import StoreError
+from mailer.sending.journal import Journal, Journals
 from mailer.sending.threads import JobThread
 from mailer.store import deliveries, people, send_workers
 from mailer.store.database import Database
@@ -178,12 +179,14 @@ class _Store:
     def _reap(self) -> None:
         """Turn the rows of workers of this send that died into unknown, now rather than
         when the send ends (their leases expire while this one goes on)."""
+        journals = Journals(self.database.settings)
         try:
             with self.database.session(write=True) as session:
-                found = send_workers.reap(session.connection(), self.send_id)
+                found = send_workers.reap(session.connection(), self.send_id, journals)
         except StoreError as exc:  # it is only a look: the next one may do it
             log.info("could not look for workers that died: %s", exc)
             return
+        journals.discard()
         if found:
             self.unknown.extend(found)
             log.warning(
@@ -257,8 +260,10 @@ class Ledger:
         batch: int = BATCH,
         on_lost: Callable[[], None] | None = None,
         lease: dt.timedelta = LEASE,
+        journal: Journal | None = None,
     ) -> None:
         self.batch = max(1, batch)
+        self._journal = journal or Journal()
         self._store = _Store(database, send_id, owner, lease)
         self._thread = JobThread()
         self._ready: list[deque[Any]] = [deque() for _ in range(connections)]
@@ -317,9 +322,12 @@ class Ledger:
     def record(self, conn: int, outcome: Outcome) -> None:
         """The outcome of a row ``conn`` took; ``PENDING`` hands it back untried."""
         self._busy[conn] -= 1
+        # The journal first: if the process dies before the commit, the reaper reads it.
         if outcome.status == D.PENDING:
+            self._journal.back(outcome.delivery_id)
             self._handed_back.append(outcome.delivery_id)
         else:
+            self._journal.ended(outcome.delivery_id, outcome.status, outcome.message_id)
             self._outcomes.append(outcome)
         if len(self._outcomes) >= FLUSH_AT or outcome.status == D.PENDING:
             self._wake.set()
