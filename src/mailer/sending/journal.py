@@ -46,6 +46,12 @@ from mailer.store.recovery import BEGUN, Entry
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
+# The most copies a connection has begun and not finished at any instant, so the most
+# rows a killed worker leaves unknown per connection: the message whose data is written
+# and whose reply is awaited, and, with PIPELINING, the next one, whose envelope goes out
+# in the same write (mailer.sending.transports.pipeline). Without PIPELINING, or under a
+# rate limit (no envelope goes ahead), one.
+ON_THE_WIRE = 2
 VERSION = b"mailer-journal 1"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 # Record kinds: begun (before its envelope goes out), back (to be tried again), ended.
