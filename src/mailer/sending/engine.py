@@ -12,9 +12,11 @@ How a recipient's row moves, and why nobody is mailed twice or missed without a 
    came: the server may have taken it, so it is never sent again unless someone asks
    (``mailer send SLUG --resend-unknown``). Outcomes are committed in batches.
 4. After a crash, the rows left ``in-flight`` (at most a batch per connection of the
-   worker that died) become ``unknown`` when another worker finds it dead, or when the
-   send is resumed, for the same reason: mailer guarantees at most one copy per person,
-   except the rows it reports as unknown.
+   worker that died) are settled when another worker finds it dead, or when the send is
+   resumed: by the dead worker's journal (:mod:`mailer.sending.journal`) if it can be
+   read, the rows never begun go back to ``pending`` and only the copies on the wire (two
+   per connection) become ``unknown``; without it, all of them do. mailer guarantees at
+   most one copy per person, except the rows it reports as unknown.
 
 Any number of workers (``mailer worker`` processes on any machines sharing the database,
 ``mailer send`` from a terminal) may run one send at once, each with its own connections

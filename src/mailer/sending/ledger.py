@@ -14,7 +14,10 @@ with PIPELINING, whose envelope goes ahead with the previous message) and those 
 outcome is known but not yet committed. So after a crash (``kill -9``) of one worker at
 most ``batch`` rows per connection of that worker are ``in-flight`` with its name (32
 with 4 connections and the default batch of 8), and every other row is either
-``pending`` (never tried), in flight with a live worker, or has its real outcome. Rows
+``pending`` (never tried), in flight with a live worker, or has its real outcome. Of
+those, the worker's journal (:mod:`mailer.sending.journal`) names the ones it had begun
+and the outcomes it knew: when it is read, only the copies on the wire are ``unknown``
+(``ON_THE_WIRE`` per connection); without it, all of them. Rows
 that were claimed and never written are handed back as ``pending`` whenever the engine
 stops on its own (pause, Ctrl-C, SIGTERM, the server unavailable), for this worker or
 another to send.
