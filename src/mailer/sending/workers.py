@@ -26,8 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer.errors import StateError
 from mailer.sending.journal import Journals
@@ -36,6 +35,9 @@ from mailer.store.database import Database
 from mailer.store.engine import retry_while_busy
 from mailer.store.models import DeliveryStatus, SendStatus
 from mailer.store.status import PauseReason
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 D = DeliveryStatus
 # Stops that concern the send, not the worker: the send pauses for every worker.
