@@ -24,6 +24,17 @@ def serve(
             "(comma-separated addresses, or '*')."
         ),
     ] = "127.0.0.1",
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Connections served at once; past it, new requests get 503 at once. Keep it "
+            "well under the file-descriptor limit (LimitNOFILE).",
+        ),
+    ] = 1000,
+    backlog: Annotated[
+        int, typer.Option(min=1, help="Connections the system holds waiting to be accepted.")
+    ] = 512,
 ) -> None:
     """Serve the archive, the issues and the personal pages: unsubscribe, preferences,
     sign-up with confirmation, and manage by email.
@@ -34,15 +45,17 @@ def serve(
     \b
     Example:
       mailer serve --port 8000
+      mailer serve --port 8000 --max-connections 2000
     """
     import logging
 
     import uvicorn
 
     from mailer.web import create_app
+    from mailer.web.limits import throttle_logging
 
     s = settings()
-    app = create_app(s)
+    app = create_app(s, send_mail=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # uvicorn's own access log prints each path, tokens included: mailer.web.access logs
     # the route pattern instead.
@@ -55,7 +68,10 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
         log_level="warning",
         server_header=False,
+        limit_concurrency=max_connections,
+        backlog=backlog,
     )
+    throttle_logging()  # after uvicorn.Config, which gives uvicorn's loggers their handlers
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:

@@ -10,8 +10,9 @@ Rules that hold throughout:
   :class:`~mailer.errors.BadToken` and changes nothing;
 - the sign-up and "manage" forms answer the same whether or not the address is known, and
   never change or unsubscribe an address that is already confirmed;
-- forms are limited per IP address and per email address, in the database, and at most
-  one email goes to an address per cooling-off period.
+- the forms queue their email (:mod:`~mailer.subscribers.outgoing`), limited per network,
+  per mailbox and for the whole site; a limit decides whether mail goes, never what the
+  page says, and at most one email goes to a mailbox per cooling-off period.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailer.config import Settings
-from mailer.errors import BadToken, InvalidInput, TooManyRequests
+from mailer.errors import BadToken, ExpiredToken, InvalidInput
 from mailer.site import tokens, urls
 from mailer.store import optouts, signups
 from mailer.store import people as store
@@ -38,7 +39,7 @@ from mailer.store.models import (
     utcnow,
 )
 from mailer.store.suppression import erased_among
-from mailer.subscribers import notices
+from mailer.subscribers import notices, outgoing
 from mailer.subscribers.addresses import clean_text, mask, normalise
 from mailer.subscribers.people import held_about
 
@@ -126,13 +127,48 @@ class Preferences:
     organisation: str
     status: SubscriberStatus
     choices: list[Choice] = field(default_factory=list)
+    # Opened with a fresh link from "manage by email", which may show the full record.
+    fresh: bool = False
 
 
-def _preferences_id(settings: Settings, token: str) -> int:
-    ids = tokens.read(tokens.keys_of(settings), tokens.PREFERENCES, token)
+# How long the link "manage by email" sends may show everything held about a person.
+FRESH_LINK_HOURS = 4
+
+
+def fresh_link_token(settings: Settings, subscriber_id: int, *, now: float) -> str:
+    """The token of the link "manage by email" sends: it expires after FRESH_LINK_HOURS."""
+    key = settings.require_secret_key()
+    return tokens.make_expiring(key, tokens.PREFERENCES_FRESH, now, subscriber_id)
+
+
+def _preferences_id(settings: Settings, token: str, now: float) -> tuple[int, bool]:
+    """(subscriber id, whether the link is a fresh one) of a preferences link.
+
+    The link in every issue never expires and may have been forwarded: it lets its holder
+    choose lists and unsubscribe, and shows the address masked. A fresh link from "manage
+    by email" also opens the full record, for FRESH_LINK_HOURS.
+    """
+    keys = tokens.keys_of(settings)
+    try:
+        ids, fresh = tokens.read(keys, tokens.PREFERENCES, token), False
+    except BadToken:
+        try:
+            ids = tokens.read_expiring(
+                keys,
+                tokens.PREFERENCES_FRESH,
+                token,
+                now=now,
+                max_age_seconds=FRESH_LINK_HOURS * 3600,
+            )
+        except ExpiredToken:
+            raise ExpiredToken(
+                f"links sent by email work for {FRESH_LINK_HOURS} hours: ask for a new one "
+                "on the Manage your subscription page"
+            ) from None
+        fresh = True
     if len(ids) != 1 or ids[0] == 0:
         raise BadToken("this link is not valid")
-    return ids[0]
+    return ids[0], fresh
 
 
 def _person(session: Session, subscriber_id: int) -> Subscriber:
@@ -152,7 +188,7 @@ def _offered(session: Session, who: Subscriber) -> tuple[list[MailingList], set[
     return sorted(offered.values(), key=lambda ml: ml.name), on
 
 
-def _preferences(session: Session, who: Subscriber) -> Preferences:
+def _preferences(session: Session, who: Subscriber, fresh: bool) -> Preferences:
     offered, on = _offered(session, who)
     return Preferences(
         mask(who.email or ""),
@@ -160,20 +196,27 @@ def _preferences(session: Session, who: Subscriber) -> Preferences:
         who.organisation,
         who.status,
         [Choice(ml.slug, ml.name, ml.description, ml.id in on) for ml in offered],
+        fresh,
     )
 
 
-def preferences(db: Database, token: str) -> Preferences:
-    subscriber_id = _preferences_id(db.settings, token)
+def preferences(db: Database, token: str, *, now: float) -> Preferences:
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
     with db.session() as session:
-        return _preferences(session, _person(session, subscriber_id))
+        return _preferences(session, _person(session, subscriber_id), fresh)
 
 
 def save_preferences(
-    db: Database, token: str, *, name: str, organisation: str, chosen: Collection[str]
+    db: Database,
+    token: str,
+    *,
+    name: str,
+    organisation: str,
+    chosen: Collection[str],
+    now: float,
 ) -> Preferences:
     """Apply the preferences form: details, and which of the offered lists to be on."""
-    subscriber_id = _preferences_id(db.settings, token)
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
     with db.session(write=True) as session:
         who = _person(session, subscriber_id)
         optouts.update_details(session, who, clean_text(name), clean_text(organisation))
@@ -185,20 +228,29 @@ def save_preferences(
                 optouts.unsubscribe(session, who, leave, UnsubscribeMethod.PREFERENCES)
             if join:
                 optouts.join(session, who, join, source="preferences page")
-        return _preferences(session, who)
+        return _preferences(session, who, fresh)
 
 
-def unsubscribe_everything(db: Database, token: str) -> Preferences:
-    subscriber_id = _preferences_id(db.settings, token)
+def unsubscribe_everything(db: Database, token: str, *, now: float) -> Preferences:
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
     with db.session(write=True) as session:
         who = _person(session, subscriber_id)
         optouts.unsubscribe(session, who, None, UnsubscribeMethod.PREFERENCES)
-        return _preferences(session, who)
+        return _preferences(session, who, fresh)
 
 
-def held_data(db: Database, token: str) -> dict[str, Any]:
-    """Everything held about the person, as ``mailer subscribers show --json`` prints it."""
-    subscriber_id = _preferences_id(db.settings, token)
+def held_data(db: Database, token: str, *, now: float) -> dict[str, Any]:
+    """Everything held about the person, as ``mailer subscribers show --json`` prints it.
+
+    Only through a fresh link from "manage by email": the address in full, the IP
+    addresses of sign-ups and the history are not for whoever a newsletter was forwarded to.
+    """
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
+    if not fresh:
+        raise BadToken(
+            "the link in a newsletter cannot show everything we hold about you: ask for a "
+            "link by email on the Manage your subscription page"
+        )
     with db.session() as session:
         return held_about(session, _person(session, subscriber_id))
 
@@ -233,26 +285,8 @@ def _blocked(settings: Settings, email: str) -> bool:
     return domain in _blocklist(path, path.stat().st_mtime)
 
 
-def _limit(session: Session, settings: Settings, kind: str, ip: str, email: str) -> None:
-    web = settings.web
-    if ip and not signups.allow(
-        session, f"{kind}-ip", ip, limit=web.per_ip_per_hour, window=dt.timedelta(hours=1)
-    ):
-        raise TooManyRequests("too many requests from your network: try again in an hour")
-    if not signups.allow(
-        session,
-        f"{kind}-address",
-        email,
-        limit=web.per_address_per_day,
-        window=dt.timedelta(days=1),
-    ):
-        raise TooManyRequests("too many requests for this address: try again tomorrow")
-
-
-def _cooling_off(session: Session, settings: Settings, kind: str, email: str) -> bool:
-    """Whether another email may go to this address now (and count it if so)."""
-    window = dt.timedelta(minutes=settings.web.cooling_off_minutes)
-    return signups.allow(session, f"{kind}-mail", email, limit=1, window=window)
+def _when(now: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(now, dt.UTC)
 
 
 def signup_lists(db: Database) -> list[MailingList]:
@@ -261,11 +295,11 @@ def signup_lists(db: Database) -> list[MailingList]:
 
 
 def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
-    """Check the form and send a confirmation email if one is due.
+    """Check the form and queue a confirmation email if one is due.
 
-    Raises :class:`InvalidInput` for a mistake in the form (said on the form) and
-    :class:`TooManyRequests` past a limit. Otherwise returns the same way whether or not
-    the address is known, was mailed, or was left alone.
+    Raises :class:`InvalidInput` for a mistake in the form (said on the form). Otherwise
+    returns the same way, after the same work, whether or not the address is known, was
+    mailed, or was left alone (:mod:`~mailer.subscribers.outgoing`).
     """
     settings = db.settings
     if form.honeypot:
@@ -277,48 +311,60 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
         raise InvalidInput("tick the box to agree to receive the newsletter")
     if _blocked(settings, email):
         raise InvalidInput("addresses at this domain are not accepted: use your work address")
+    when = _when(now)
     with db.session(write=True) as session:
         public = {ml.slug: ml for ml in optouts.public_lists(session)}
         chosen = [slug for slug in dict.fromkeys(form.lists) if slug in public]
         if not chosen:
             raise InvalidInput("choose at least one list")
-        _limit(session, settings, "signup", form.ip, email)
+        verdict = outgoing.decide(session, settings, outgoing.CONFIRM, email, form.ip, when)
         expiry = dt.timedelta(days=settings.web.confirm_days)
-        signups.forget_unconfirmed(session, utcnow() - expiry)
+        signups.forget_unconfirmed(session, when - expiry)
         known = store.find_subscriber(session, email)
-        if known is not None:
-            assert known.id is not None
-            if known.status in (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED):
-                return
-            on = optouts.subscribed_list_ids(session, known.id)
-            if known.status == SubscriberStatus.ACTIVE and all(public[s].id in on for s in chosen):
-                return
-        if erased_among(session, [email]):
-            return
-        if not _cooling_off(session, settings, "signup", email):
-            return
-        signup = signups.create(
-            session,
-            email,
-            clean_text(form.name),
-            clean_text(form.organisation),
-            chosen,
-            settings.web.consent,
-            form.ip,
+        on = optouts.subscribed_list_ids(session, known.id if known and known.id else 0)
+        wanted = not (
+            known is not None
+            and (
+                known.status in (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED)
+                or (
+                    known.status == SubscriberStatus.ACTIVE
+                    and all(public[s].id in on for s in chosen)
+                )
+            )
         )
-        assert signup.id is not None
-        token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup.id)
-        names = [public[s].name for s in chosen]
-    text = notices.confirmation_text(
-        settings, urls.confirm_url(settings, token), names, settings.web.confirm_days
-    )
-    notices.send(
-        settings,
-        email,
-        f"Confirm your subscription to {settings.name}",
-        text,
-        about=f"sign-up {signup.id}",
-    )
+        erased = bool(erased_among(session, [email]))
+        due = wanted and not erased
+        signup_id = 0
+        if due and verdict.allowed:
+            signup = signups.create(
+                session,
+                email,
+                clean_text(form.name),
+                clean_text(form.organisation),
+                chosen,
+                settings.web.consent,
+                form.ip,
+            )
+            assert signup.id is not None
+            signup_id = signup.id
+        token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup_id)
+        text = notices.confirmation_text(
+            settings,
+            urls.confirm_url(settings, token),
+            [public[s].name for s in chosen],
+            settings.web.confirm_days,
+        )
+        outgoing.queue(
+            session,
+            settings,
+            verdict,
+            kind=outgoing.CONFIRM,
+            to=email,
+            subject=f"Confirm your subscription to {settings.name}",
+            text=text,
+            due=due,
+            now=when,
+        )
 
 
 @dataclass(frozen=True)
@@ -329,13 +375,15 @@ class Confirmation:
 
 
 def _signup(session: Session, settings: Settings, token: str, now: float) -> Signup:
-    ids = tokens.read_expiring(
-        tokens.keys_of(settings),
-        tokens.CONFIRM,
-        token,
-        now=now,
-        max_age_seconds=settings.web.confirm_days * 86400,
-    )
+    days = settings.web.confirm_days
+    try:
+        ids = tokens.read_expiring(
+            tokens.keys_of(settings), tokens.CONFIRM, token, now=now, max_age_seconds=days * 86400
+        )
+    except ExpiredToken:
+        raise ExpiredToken(
+            f"confirmation links work for {days} days: please sign up again"
+        ) from None
     signup = signups.get(session, ids[0]) if len(ids) == 1 else None
     if signup is None:
         raise BadToken("this sign-up is no longer waiting to be confirmed: please sign up again")
@@ -384,22 +432,33 @@ def confirm(db: Database, token: str, *, ip: str, now: float) -> Confirmation:
 # --- manage by email -------------------------------------------------------------------------
 
 
-def request_manage_link(db: Database, email_typed: str, *, honeypot: str, ip: str) -> None:
-    """Email a link to the preferences page if the address is known; the same answer if not."""
+def request_manage_link(
+    db: Database, email_typed: str, *, honeypot: str, ip: str, now: float
+) -> None:
+    """Queue a fresh link to the preferences page (it expires after FRESH_LINK_HOURS) if
+    the address is known; the same answer, after the same work, if not."""
     settings = db.settings
     if honeypot:
         return
     email = normalise(email_typed)
+    when = _when(now)
     with db.session(write=True) as session:
-        _limit(session, settings, "manage", ip, email)
+        verdict = outgoing.decide(session, settings, outgoing.MANAGE, email, ip, when)
         who = store.find_subscriber(session, email)
-        if who is None or who.status in GONE or who.id is None:
-            return
-        if not _cooling_off(session, settings, "manage", email):
-            return
-        token = tokens.make(settings.require_secret_key(), tokens.PREFERENCES, who.id)
-        who_id = who.id
-    text = notices.preferences_text(settings, urls.preferences_url(settings, token))
-    notices.send(
-        settings, email, f"Your {settings.name} subscription", text, about=f"subscriber {who_id}"
-    )
+        due = who is not None and who.status not in GONE and who.id is not None
+        who_id = who.id if due and who is not None and who.id is not None else 0
+        token = fresh_link_token(settings, who_id, now=now)
+        text = notices.preferences_text(
+            settings, urls.preferences_url(settings, token), FRESH_LINK_HOURS
+        )
+        outgoing.queue(
+            session,
+            settings,
+            verdict,
+            kind=outgoing.MANAGE,
+            to=email,
+            subject=f"Your {settings.name} subscription",
+            text=text,
+            due=due,
+            now=when,
+        )

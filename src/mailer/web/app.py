@@ -20,10 +20,19 @@ from starlette.exceptions import HTTPException
 
 from mailer.clock import SystemClock
 from mailer.config import Settings
-from mailer.errors import BadToken, ExpiredToken, NotFound, StoreError, TooManyRequests
+from mailer.errors import (
+    BadToken,
+    CrossSite,
+    ExpiredToken,
+    NotFound,
+    StoreError,
+    TooManyRequests,
+)
 from mailer.site import urls
 from mailer.store.database import open_db
-from mailer.web import approvals, pages, personal
+from mailer.subscribers.posting import Postman
+from mailer.web import approvals, origin, pages, personal, webhooks
+from mailer.web.limits import BodyLimit
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
@@ -37,8 +46,6 @@ ASGIApp = Callable[
 
 # Pages a personal link or a form leads to: never indexed, never cached.
 PERSONAL = ("/unsubscribe", "/preferences", "/subscribe", "/confirm", "/manage", "/c/")
-# No form of this site comes near this size; a bigger body is refused before it is read.
-MAX_BODY = 64 * 1024
 PERSONAL_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
@@ -68,8 +75,6 @@ class Guard:
             return
         path = str(scope.get("path", ""))[len(self.prefix) :]
         personal_page = path.startswith(PERSONAL)
-        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        too_large = not length.isdigit() or int(length) > MAX_BODY
         started = time.perf_counter()
         status = [0]
 
@@ -95,18 +100,6 @@ class Guard:
             await send(message)
 
         try:
-            if too_large:
-                await send_with_headers(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                    }
-                )
-                await send_with_headers(
-                    {"type": "http.response.body", "body": b"Request too large.\n"}
-                )
-                return
             await self.app(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
@@ -120,21 +113,31 @@ class Guard:
             )
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] | None = None, send_mail: bool = False
+) -> FastAPI:
     """The web app for the newsletter folder ``settings`` describes.
 
     ``clock`` (epoch seconds) decides when confirmation links expire; tests pass their own.
+    ``send_mail`` runs the sender of the queued web mail on a thread while the app runs
+    (``mailer serve`` does; tests send the queue themselves).
     """
     settings.require_secret_key()
     prefix = urls.base_path(settings)
     database = open_db(settings)
     site = Site(settings, database, clock or SystemClock().time)
+    site.env.globals["form_token"] = lambda: origin.form_token(settings, site.clock())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        postman = Postman(settings, database) if send_mail else None
+        if postman is not None:
+            postman.start()
         try:
             yield
         finally:
+            if postman is not None:
+                postman.stop()
             database.close()
 
     app = FastAPI(
@@ -143,10 +146,14 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        # Starlette's slash redirects build their Location from the Host header; pages.py
+        # redirects from base_url instead.
+        redirect_slashes=False,
     )
     app.state.site = site
     app.include_router(personal.router(site), prefix=prefix)
     app.include_router(approvals.router(site), prefix=prefix)
+    app.include_router(webhooks.router(site), prefix=prefix)
     app.include_router(pages.router(site), prefix=prefix)
 
     def page(status: int, title: str, message: str) -> HTMLResponse:
@@ -154,11 +161,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
 
     @app.exception_handler(ExpiredToken)
     async def expired(_request: Request, exc: ExpiredToken) -> Response:
-        return page(
-            400,
-            "This link has expired",
-            f"Confirmation links work for {settings.web.confirm_days} days. Please sign up again.",
-        )
+        return page(400, "This link has expired", f"Sorry: {exc}.")
 
     @app.exception_handler(BadToken)
     async def bad_token(_request: Request, exc: BadToken) -> Response:
@@ -171,6 +174,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     @app.exception_handler(TooManyRequests)
     async def too_many(_request: Request, exc: TooManyRequests) -> Response:
         return page(429, "Please try again later", f"Sorry: {exc}.")
+
+    @app.exception_handler(CrossSite)
+    async def cross_site(_request: Request, exc: CrossSite) -> Response:
+        return page(
+            403,
+            "This form was sent from another website",
+            f"Sorry: {exc}, so nothing was changed. To use it, open the page on "
+            f"{settings.base_url}/ and send the form from there.",
+        )
 
     @app.exception_handler(StoreError)
     async def store_error(_request: Request, exc: StoreError) -> Response:
@@ -185,5 +197,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
             return page(405, "Not allowed", "This page cannot be used that way.")
         return page(exc.status_code, "Something went wrong", str(exc.detail))
 
+    # Added first, so it runs inside Guard: a 413 gets the security headers too.
+    app.add_middleware(
+        BodyLimit, prefix=prefix, larger=((webhooks.PATH_PREFIX, webhooks.MAX_BODY),)
+    )
     app.add_middleware(Guard, prefix=prefix)
     return app
