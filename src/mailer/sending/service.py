@@ -22,6 +22,7 @@ from mailer.render import CompiledIssue, compile_slug
 from mailer.sending import approval as approvals
 from mailer.sending import engine, ratelimit, transports
 from mailer.sending.engine import Progress, RunResult
+from mailer.sending.journal import Journals
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
 from mailer.site import build
@@ -512,6 +513,7 @@ class Cancelled:
 def cancel(settings: Settings, slug: str) -> Cancelled:
     """Cancel the send of ``slug`` (new, paused, or sending: every worker stops at its next
     commit) and every active schedule that would send it."""
+    journals = Journals(settings)
     with open_db(settings) as database, database.session(write=True) as session:
         cancelled: int | None = None
         for send in sends.open_sends(session, slug):
@@ -520,7 +522,7 @@ def cancel(settings: Settings, slug: str) -> Cancelled:
             # Rows a crashed worker left in flight were never recorded as sent: they become
             # unknown, so a later send of the issue mails these people (at most a second
             # copy). Workers still running record what they have in hand, then stop.
-            send_workers.reap(session.connection(), send.id)
+            send_workers.reap(session.connection(), send.id, journals)
             cancelled = send.id
         dropped = [
             schedules.cancel(session, item.id)
@@ -532,7 +534,8 @@ def cancel(settings: Settings, slug: str) -> Cancelled:
                 f"{slug} has no scheduled, new or paused send to cancel "
                 "(see: mailer status and mailer schedules)"
             )
-        return Cancelled(cancelled, dropped)
+    journals.discard()
+    return Cancelled(cancelled, dropped)
 
 
 def skipped_checks(settings: Settings, slug: str) -> dict[int, str]:
