@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mailer import config
 from send_helpers import Lines
 from subscriber_helpers import Cli, ok
 
@@ -86,9 +87,10 @@ def free_port() -> int:
 
 def start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A real `mailer serve` on 127.0.0.1:port, returned once it says it is listening and
-    /healthz answers."""
+    /healthz answers; with the outbox transport, as a rehearsal."""
+    rehearsal = ["--rehearsal"] if config.load(root, env=env).transport.name == "outbox" else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
+        [sys.executable, "-m", "mailer", "serve", "--port", str(port), *rehearsal],
         cwd=root,
         env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

@@ -23,7 +23,8 @@ from mailer.config import Settings
 from mailer.errors import BadToken, ExpiredToken, NotFound, StoreError, TooManyRequests
 from mailer.site import urls
 from mailer.store.database import open_db
-from mailer.web import approvals, pages, personal
+from mailer.store.keyring import Watch
+from mailer.web import approvals, pages, personal, wellknown
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
@@ -147,6 +148,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app.state.site = site
     app.include_router(personal.router(site), prefix=prefix)
     app.include_router(approvals.router(site), prefix=prefix)
+    app.include_router(wellknown.router(site), prefix=prefix)
     app.include_router(pages.router(site), prefix=prefix)
 
     def page(status: int, title: str, message: str) -> HTMLResponse:
@@ -185,5 +187,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
             return page(405, "Not allowed", "This page cannot be used that way.")
         return page(exc.status_code, "Something went wrong", str(exc.detail))
 
+    app.add_middleware(wellknown.KeyReload, watch=Watch(settings))
     app.add_middleware(Guard, prefix=prefix)
     return app
