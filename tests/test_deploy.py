@@ -449,3 +449,23 @@ def test_a_rotated_key_is_picked_up_while_serving(
         assert done.status_code == 200
     finally:
         stop_server(server)
+
+
+# -- drafts -------------------------------------------------------------------------------
+
+
+def test_build_all_reports_and_skips_a_broken_draft_and_builds_the_rest(
+    newsletter: Path, cli: Any
+) -> None:
+    broken = newsletter / "issues/2026-01"
+    broken.mkdir()
+    (broken / "issue.yaml").write_text('subject: "Half written"\nsections: nope\n')
+    shutil.rmtree(newsletter / "build")
+    r = cli("build", "--all")
+    assert r.exit_code == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("Skipped a draft that does not load: ")
+    assert "issues/2026-01/issue.yaml" in line and "Traceback" not in r.output
+    assert (newsletter / "build/2025-11/index.html").is_file()
+    assert (newsletter / "build/index.html").is_file()
+    assert not (newsletter / "build/2026-01").exists()
