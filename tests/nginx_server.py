@@ -4,6 +4,7 @@ configuration, prefix, pid file and self-signed certificate in a folder of the t
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -48,7 +49,8 @@ def site_config(
         start = site.index("    location / {")
         end = site.index("    }\n", start) + len("    }\n")
         site = site[:start] + site[end:]
-        site = re.sub(r"^    # ?", "    ", site, flags=re.MULTILINE)
+        # The commented variant's own lines: a location, its directives, its closing brace.
+        site = re.sub(r"^    # (?=location|\}|    )", "    ", site, flags=re.MULTILINE)
         site = site.replace("/srv/newsletter-static", str(static))
     site = (
         site.replace("listen 80;", f"listen 127.0.0.1:{redirect_port};")
@@ -62,8 +64,11 @@ def site_config(
         f"    {kind}_temp_path {prefix / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # Started by root, nginx's workers would run as nobody, who cannot read the test's
+    # private temporary folder: they run as the test's own user.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""daemon off;
-worker_processes 1;
+{user}worker_processes 1;
 pid {prefix / "nginx.pid"};
 error_log {prefix / "error.log"} warn;
 events {{ worker_connections 64; }}

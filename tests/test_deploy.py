@@ -363,3 +363,57 @@ def test_build_all_reports_and_skips_a_broken_draft_and_builds_the_rest(
     assert (newsletter / "build/2025-11/index.html").is_file()
     assert (newsletter / "build/index.html").is_file()
     assert not (newsletter / "build/2026-01").exists()
+
+
+def test_a_rehearsal_send_never_publishes_and_a_real_one_does(
+    newsletter: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from db_helpers import query
+
+    ok(cli("lists", "create", "all", "--name", "All practitioners"))
+    ok(cli("subscribers", "add", PEOPLE[0], "--list", "all"))
+    ok(cli("approve", "2025-11", "--by", "Sam Patel"))
+    ok(cli("send", "2025-11", "--list", "all", "--yes"))
+    assert query(newsletter, "SELECT slug FROM publication") == []
+    ok(cli("build", "--all"))
+    assert "No issues have been published yet." in (newsletter / "build/index.html").read_text(
+        encoding="utf-8"
+    )
+    ok(cli("approve", "2021-12", "--by", "Sam Patel"))
+    with SMTPServer() as smtp:
+        smtp_env(monkeypatch, smtp.port)
+        ok(cli("send", "2021-12", "--list", "all", "--yes"))
+    assert query(newsletter, "SELECT slug, published_by FROM publication") == [("2021-12", "send")]
+
+
+def test_the_static_variant_serves_the_archive_from_files_and_proxies_the_rest(
+    newsletter: Path, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive from a copy of build/, as rsync leaves it; unsubscribe, one-click and the
+    challenge still reach mailer serve, so a send is not refused."""
+    serve_port = free_port()
+    static = tmp_path / "static"
+    nginx = start_nginx(tmp_path / "nginx", serve_port, static=static)
+    try:
+        use_base_url(newsletter, nginx.url)
+        newsletter_with_a_send(cli, newsletter)
+        ok(cli("build", "--all"))
+        shutil.copytree(newsletter / "build", static)
+        (static / "index.html").write_text("the static copy", encoding="utf-8")
+        monkeypatch.setenv("SSL_CERT_FILE", str(nginx.prefix / "cert.pem"))
+        with SMTPServer() as smtp:
+            smtp_env(monkeypatch, smtp.port)
+            server = start_server(newsletter, serve_port, dict(os.environ))
+            try:
+                trusted = ssl.create_default_context(cafile=str(nginx.prefix / "cert.pem"))
+                with httpx.Client(verify=trusted, timeout=60) as client:
+                    assert client.get(f"{nginx.url}/").text == "the static copy"
+                    link = unsubscribe_link(newsletter, PEOPLE[0])
+                    done = client.post(link, data={"List-Unsubscribe": "One-Click"})
+                    assert done.status_code == 200 and "You are unsubscribed" in done.text
+                    assert client.get(f"{nginx.url}/subscribe").status_code == 200
+                assert all(answer.ok for answer in reach.ask(config.load(newsletter)))
+            finally:
+                stop_server(server)
+    finally:
+        stop_nginx(nginx)

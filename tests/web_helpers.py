@@ -24,7 +24,7 @@ PEOPLE = ["amira@example.org", "ben@example.org", "chloe@example.org"]
 
 def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> None:
     """Lists 'all' (public) and 'schools' (public), people on 'all', and ISSUE sent to 'all'
-    through the outbox, all with the real commands."""
+    through the outbox and published, all with the real commands."""
     ok(cli("lists", "create", "all", "--name", "All practitioners", "--public"))
     ok(cli("lists", "create", "schools", "--name", "Schools DSLs", "--public"))
     ok(cli("lists", "create", "board", "--name", "Board members"))
@@ -33,6 +33,7 @@ def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> 
     ok(cli("build", ISSUE))
     ok(cli("approve", ISSUE, "--by", "Sam Patel"))
     ok(cli("send", ISSUE, "--list", "all", "--yes"))
+    ok(cli("publish", ISSUE))  # a rehearsal send publishes nothing
 
 
 def messages(root: Path, folder: str = ISSUE) -> list[email.message.EmailMessage]:
