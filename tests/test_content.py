@@ -16,6 +16,7 @@ import lxml.html
 import pytest
 
 from conftest import Result
+from mailer.content import SECTION_TYPES
 from mailer.render.markdown import smart_quotes
 
 CLI = Callable[..., Result]
@@ -412,7 +413,7 @@ def test_new_scaffolds_an_issue_that_builds(newsletter: Path, cli: CLI) -> None:
     assert "date: 2026-01-06" in text
     assert "docs/content.md" in text
     # The template teaches by comments: every section type is shown.
-    for kind in ("news", "training", "nspcc", "awareness"):
+    for kind in SECTION_TYPES:
         assert f"type: {kind}" in text
 
     result = cli("build", "2026-01")
@@ -451,3 +452,42 @@ def test_new_refuses_an_invalid_date(newsletter: Path, cli: CLI) -> None:
     assert result.exit_code == 1
     assert "'2026-02-30' is not a valid date" in result.stderr
     assert not (newsletter / "issues/2026-02").exists()
+
+
+def test_a_free_text_section_has_its_title_and_body_and_no_label(
+    newsletter: Path, cli: CLI
+) -> None:
+    """A letter from the chair fits no kind of section: free text shows no kicker above its
+    title, in the HTML part and in the plain-text part, and builds like any other."""
+    folder = newsletter / "issues" / "2026-02"
+    folder.mkdir(parents=True)
+    (folder / "issue.yaml").write_text(
+        'subject: "CSCP Newsletter – February 2026"\n'
+        'preheader: "A letter from the chair and this month\'s news for practitioners"\n'
+        "date: 2026-02-02\n"
+        "sections:\n"
+        "  - type: text\n"
+        "    title: A message from the chair\n"
+        "    body: |\n"
+        "      Thank you for everything you do to keep children safe.\n"
+        "  - type: news\n"
+        "    title: Family Help changes\n"
+        "    body: |\n"
+        "      Cumberland is changing how Family Help is delivered.\n",
+        encoding="utf-8",
+    )
+    result = cli("build", "2026-02")
+    assert result.exit_code == 0, result.output
+    out = newsletter / "build" / "2026-02"
+    page = lxml.html.fromstring((out / "email.html").read_text(encoding="utf-8"))
+    titles = page.xpath("//h2[@class='title']")
+    assert [t.text_content() for t in titles] == ["A message from the chair", "Family Help changes"]
+    # Only the news item has its kind named above its title.
+    kickers = [k.text_content() for k in page.xpath("//p[@class='kicker']")]
+    assert kickers == ["Partnership news"]
+    assert "Thank you for everything you do" in page.text_content()
+    text = (out / "email.txt").read_text(encoding="utf-8")
+    assert "PARTNERSHIP NEWS\nFamily Help changes\n-------------------\n" in text
+    (before,) = re.findall(r"(.*)\nA message from the chair\n-{24}\n", text)
+    assert before == ""  # a blank line, no label, above the letter's title
+    assert "FREE TEXT" not in text

@@ -280,8 +280,11 @@ def test_three_workers_share_a_20000_recipient_send_and_one_killed_half_way_lose
     elsewhere.send_signal(signal.SIGKILL)
     elsewhere.wait(timeout=TIMEOUT)
     server.release()
-    # The other two find it dead once its lease has expired, and finish the send.
+    # The other two find it dead once its lease has expired, and finish the send. Each
+    # writes its count of sent, failed, unknown and skipped once it has left the send:
+    # "finished" comes from the first to leave, while the other may still hold its lease.
     fleet.logs.wait_for(f"finished {SLUG}")
+    fleet.logs.wait_for(" skipped, ", times=2)
     assert sql(fleet.root, "SELECT status FROM send") == [("sent",)]
     assert sql(fleet.root, "SELECT count(*) FROM send_worker") == [(0,)]
 

@@ -232,7 +232,12 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
             (page,) = re.findall(r"https://\S+/approve/\S+", text)[-1:]
             assert page.startswith(nginx.url)
             assert httpx.get(page, timeout=60).status_code == 200
-            done = httpx.post(page, data={"decision": "approve"}, timeout=60)
+            done = httpx.post(
+                page,
+                data={"decision": "approve"},
+                headers={"Sec-Fetch-Site": "same-origin"},
+                timeout=60,
+            )
             assert done.status_code == 200 and f"approved by {CHAIR}" in done.text
 
         approve_by_link(first)

@@ -29,7 +29,7 @@ from web_helpers import (
     ISSUE,
     body_links,
     free_port,
-    message_to,
+    mailed,
     start_server,
     stop_server,
     unsubscribe_link,
@@ -156,11 +156,7 @@ def test_sign_up_and_confirm_through_the_email(served: Served, page: Page) -> No
         page.get_by_role("button", name="Sign up").click()
     assert page.locator("h1").inner_text() == "Check your email"
     accessible(page)
-    (link,) = [
-        u
-        for u in body_links(message_to(root, "dana.reader@example.org", "_web"))
-        if "/confirm/" in u
-    ]
+    (link,) = [u for u in body_links(mailed(root, "dana.reader@example.org")) if "/confirm/" in u]
     page.goto(link)
     assert "Schools DSLs" in page.locator("main").inner_text()
     accessible(page)
@@ -201,7 +197,7 @@ def test_manage_by_email(served: Served, page: Page) -> None:
     with page.expect_navigation(wait_until="load"):
         page.get_by_role("button", name="Email me a link").click()
     assert page.locator("h1").inner_text() == "Check your email"
-    (link,) = [u for u in body_links(message_to(root, PEOPLE[1], "_web")) if "/preferences/" in u]
+    (link,) = [u for u in body_links(mailed(root, PEOPLE[1])) if "/preferences/" in u]
     page.goto(link)
     accessible(page)
     page.get_by_label("Organisation").fill("Carlisle Youth Zone")

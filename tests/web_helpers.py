@@ -46,6 +46,23 @@ def messages(root: Path, folder: str = ISSUE) -> list[email.message.EmailMessage
     return found
 
 
+def mailed(
+    root: Path, address: str, folder: str = "_web", timeout: float = 120.0
+) -> email.message.EmailMessage:
+    """The message to ``address`` in ``outbox/folder``, once the background sender of a
+    real ``mailer serve`` has written it (the web side's mail leaves the request)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in messages(root, folder) if recipient(m) == address]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no message to {address} in outbox/{folder}")
+        time.sleep(0.05)
+
+
 def recipient(message: email.message.EmailMessage) -> str:
     return str(message["To"].addresses[0].addr_spec).lower()
 

@@ -222,9 +222,12 @@ class WebSettings:
     confirm_days: int = 7
     # At most one confirmation (or preferences) email per address in this many minutes.
     cooling_off_minutes: int = 60
-    # Sign-up and "manage" form posts allowed per IP address per hour, and per address per day.
+    # Emails the sign-up and "manage" forms send per network (an IPv4 address or an IPv6
+    # /64) per hour, and per mailbox per day.
     per_ip_per_hour: int = 10
     per_address_per_day: int = 5
+    # Confirmation emails the whole site sends per hour; past it, alerts_to is told once.
+    confirmations_per_hour: int = 200
     # A file of disposable email domains (one a line) whose addresses the form refuses.
     blocklist: str | None = None
     # Count clicks per link of each issue, without recording who clicked (off by default).
@@ -1044,6 +1047,7 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
         cooling_off_minutes=w.get("cooling_off_minutes", int, d.cooling_off_minutes),
         per_ip_per_hour=w.get("per_ip_per_hour", int, d.per_ip_per_hour),
         per_address_per_day=w.get("per_address_per_day", int, d.per_address_per_day),
+        confirmations_per_hour=w.get("confirmations_per_hour", int, d.confirmations_per_hour),
         blocklist=w.text("blocklist"),
         track_clicks=w.get("track_clicks", bool, d.track_clicks),
         accessibility_reviewed=w.get("accessibility_reviewed", str, d.accessibility_reviewed),
@@ -1052,7 +1056,13 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
     w.finish()
     if not web.consent:
         raise ConfigError(f"{path}: web.consent: must not be empty")
-    for key in ("confirm_days", "cooling_off_minutes", "per_ip_per_hour", "per_address_per_day"):
+    for key in (
+        "confirm_days",
+        "cooling_off_minutes",
+        "per_ip_per_hour",
+        "per_address_per_day",
+        "confirmations_per_hour",
+    ):
         if getattr(web, key) < 1:
             raise ConfigError(f"{path}: web.{key}: must be at least 1")
     try:

@@ -13,8 +13,9 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── RenderError            a template or the MJML/CSS toolchain failed
     ├── InvalidInput           a value given to a command is not valid (an address, a slug)
     │   ├── NothingImported    no row of a subscriber file could be imported
-    │   └── BadToken           an unsubscribe or preferences link was altered or forged
-    │       └── ExpiredToken   a genuine confirmation link that is too old
+    │   ├── BadToken           an unsubscribe or preferences link was altered or forged
+    │   │   └── ExpiredToken   a genuine confirmation link that is too old
+    │   └── WebhookRefused     a relay's webhook request failed its signature, time or replay check
     ├── StoreError             the database refused or is unusable
     │   ├── NotFound           a list, subscriber, issue or send does not exist
     │   ├── AlreadyExists      a list with that slug exists already
@@ -26,7 +27,8 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     │   ├── WebCheckFailed     base_url is not answered by this folder's mailer serve
     │   ├── EditConflict       issue.yaml changed on disk since the editor opened it
     │   ├── Suppressed         the person unsubscribed, bounced, complained or was erased
-    │   └── TooManyRequests    a web form was posted too often from one place or for one address
+    │   ├── TooManyRequests    a web form was posted too often from one place or for one address
+    │   └── CrossSite          a form was posted from another site
     ├── ScheduleError          a time or rule cannot be scheduled
     ├── MailboxError           the bounce mailbox cannot be reached or refused the login
     ├── UnreadableMessage      a returned message is beyond the reading limits: quarantined
@@ -93,6 +95,17 @@ class ExpiredToken(BadToken):
     """A genuine link that has expired (confirmation links do; unsubscribe links never)."""
 
 
+class WebhookRefused(InvalidInput):
+    """A request at a relay's webhook failed its check: the signature, the credentials, its
+    time, or it replays an earlier one. It changes nobody and is kept for the operator.
+    ``retry``: the check could not be made now (the signing certificate could not be
+    fetched), so the relay is asked to send it again later."""
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
 class NothingImported(InvalidInput):
     """No row of a subscriber file could be imported; the report says why for each row."""
 
@@ -147,6 +160,10 @@ class Suppressed(StateError):
 
 class TooManyRequests(StateError):
     """A web form was posted too often from one IP address or for one email address."""
+
+
+class CrossSite(StateError):
+    """A form of the site was posted from another site (or without proof of its origin)."""
 
 
 class LeaseLost(StateError):

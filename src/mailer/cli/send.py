@@ -476,6 +476,7 @@ def status(
       mailer status 2025-11 --json
     """
     from mailer.sending import service
+    from mailer.subscribers import posting
 
     s = settings()
     reports = service.status(s, slug)
@@ -496,6 +497,9 @@ def status(
         if i:
             typer.echo("")
         _print_report(report, s.tz, skipped.get(report.send_id), report.send_id in rehearsals)
+    well, said = posting.health(s)
+    if not well or "waiting" in said:
+        typer.echo(f"\nWeb mail: {said}")
 
 
 def sends_(

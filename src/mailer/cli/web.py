@@ -62,7 +62,7 @@ def serve(
             "MAILER_SMTP_*, see docs/sending.md), or add --rehearsal to try the pages"
         )
     trusted = forwarded_allow_ips or ",".join(s.web.trusted_proxies)
-    app = create_app(s)
+    app = create_app(s, send_mail=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # uvicorn's own access log prints each path, tokens included: mailer.web.access logs
     # the route pattern instead.

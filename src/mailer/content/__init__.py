@@ -15,10 +15,12 @@ from mailer.content.load import (
     load_issue,
     load_issues,
 )
-from mailer.content.model import Image, Issue, Link, Section, Session
+from mailer.content.model import KICKERS, SECTION_NAMES, Image, Issue, Link, Section, Session
 
 __all__ = [
     "ISSUE_FILE",
+    "KICKERS",
+    "SECTION_NAMES",
     "SECTION_TYPES",
     "SLUG",
     "Image",

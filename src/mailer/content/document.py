@@ -56,6 +56,7 @@ SECTION_FIELDS = {"title": "text", "body": "markdown", "closes": "date"}
 TYPE_FIELDS = {
     "news": {},
     "nspcc": {},
+    "text": {},
     "awareness": {"date": "date", "start": "date", "end": "date"},
     "training": {"booking_url": "text", "booking_text": "text"},
 }

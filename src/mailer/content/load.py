@@ -24,7 +24,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from mailer.config import Limits
 from mailer.content import hints, overrides
-from mailer.content.model import ID, Image, Issue, Link, Section, Session
+from mailer.content.model import ID, SECTION_NAMES, Image, Issue, Link, Section, Session
 from mailer.errors import ContentError, Problem
 from mailer.images import image_kind
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mailer.config import Settings
 
 ISSUE_FILE = "issue.yaml"
-SECTION_TYPES = ("news", "training", "nspcc", "awareness")
+SECTION_TYPES = tuple(SECTION_NAMES)
 SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -42,6 +42,7 @@ _COMMON_KEYS = {"type", "title", "body", "image", "links", "closes"}
 _EXTRA_KEYS = {
     "news": set(),
     "nspcc": set(),
+    "text": set(),
     "awareness": {"date", "start", "end"},
     "training": {"booking_url", "booking_text", "sessions", "id"},
 }

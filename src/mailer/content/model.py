@@ -7,6 +7,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The kinds of section an issue may have, and what the editor and the docs call each.
+SECTION_NAMES = {
+    "news": "Partnership news",
+    "training": "Training",
+    "nspcc": "NSPCC Learning",
+    "awareness": "Awareness",
+    "text": "Free text",
+}
+# The line above a section's title in the email, naming its kind; free text has none (a
+# letter from the chair, a thank-you, a notice that fits no other kind).
+KICKERS = {**SECTION_NAMES, "text": ""}
+
 # What an id: key may be (a course's or a session's): lower-case letters, digits and "-".
 ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 # A course's derived id is its title's words, cut at a word to at most this many letters.

@@ -25,6 +25,7 @@ from mailer.sending.message import DkimSigner
 from mailer.site import reach
 from mailer.store import people
 from mailer.store.database import exists, open_db
+from mailer.subscribers import posting
 
 # Domains reserved for examples (RFC 2606): a setting still on one was never filled in.
 _EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
@@ -69,6 +70,7 @@ def diagnose(
     yield from _settings(settings)
     yield from _key(settings)
     yield from _database(settings)
+    yield from _web_mail(settings)
     yield from _templates(settings)
     yield from _transport(settings, smtp, factory)
     if web:
@@ -143,6 +145,15 @@ def _database(s: Settings) -> Iterator[Line]:
         return
     counts = ", ".join(f"{lst.slug} ({lst.subscribed} subscribed)" for lst in lists[:8])
     yield Line(Verdict.OK, "database", f"{len(lists)} list(s){made}: {counts}")
+
+
+def _web_mail(s: Settings) -> Iterator[Line]:
+    try:
+        well, said = posting.health(s)
+    except MailerError as exc:
+        yield Line(Verdict.FAIL, "web mail", str(exc))
+        return
+    yield Line(Verdict.OK if well else Verdict.FAIL, "web mail", said)
 
 
 def _templates(s: Settings) -> Iterator[Line]:

@@ -23,13 +23,13 @@ import mjml
 
 from mailer import formats
 from mailer.config import Settings
-from mailer.content import Issue, Section, Session, load_issues
+from mailer.content import KICKERS, Issue, Section, Session, load_issues
 from mailer.content.overrides import issue_settings
 from mailer.errors import RenderError
 from mailer.render.inline import inline_css
 from mailer.render.links import count_clicks
 from mailer.render.markdown import prose, to_html, typo
-from mailer.render.text import LABELS, render_text
+from mailer.render.text import render_text
 from mailer.site import urls
 
 LAYOUT = "newsletter.mjml.j2"
@@ -149,7 +149,7 @@ def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web:
     }
     try:
         source = env.get_template(LAYOUT).render(
-            settings=settings, issue=issue, web=web, urls=links, labels=LABELS
+            settings=settings, issue=issue, web=web, urls=links, labels=KICKERS
         )
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(f"{exc.filename}:{exc.lineno}: template error: {exc.message}") from exc

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from markdown_it.token import Token
 
+from mailer.content.model import KICKERS
 from mailer.formats import awareness_when, day_month_year, long_date, session_line
 from mailer.render.markdown import parser, smart_quotes
 from mailer.render.typography import TEL_META
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
     SessionURL = Callable[[Section, Session], str]
 
 WIDTH = 78
-LABELS = {
-    "news": "Partnership news",
-    "training": "Training",
-    "nspcc": "NSPCC Learning",
-    "awareness": "Awareness",
-}
 
 
 def wrap(text: str, indent: str = "", first: str | None = None, width: int = WIDTH) -> str:
@@ -116,7 +111,8 @@ def _labelled(label: str, value: str, indent: str = "") -> str:
 def _section_text(section: Section, session_url: SessionURL) -> list[str]:
     title = wrap(smart_quotes(section.title))
     rule = "-" * max(len(line) for line in title.splitlines())
-    parts = [LABELS[section.type].upper(), title, rule]
+    kicker = KICKERS[section.type]
+    parts = [*([kicker.upper()] if kicker else []), title, rule]
     when = awareness_when(section)
     if when:
         parts += ["", wrap(when)]

@@ -12,7 +12,9 @@ seconds (30 by default), and exactly at each schedule's time, the worker:
 3. runs the sends that the scheduler started (:func:`mailer.scheduling.runner.run_started`):
    any worker may;
 4. re-reads the schedules, so ones added or cancelled from the CLI take effect within one
-   poll, without a restart.
+   poll, without a restart;
+5. sends the web side's queued mail (:mod:`mailer.subscribers.posting`), every poll or
+   every 10 seconds if that is sooner, alongside any ``mailer serve`` that does too.
 
 Whatever a person must hear about (a slot that failed or was missed, a send paused by
 failures) is logged and emailed to ``alerts_to`` (:mod:`mailer.scheduling.alerts`).
@@ -49,6 +51,7 @@ from mailer.scheduling import leader, resume, runner
 from mailer.sending.transports import TransportFactory
 from mailer.store import schedules
 from mailer.store.database import open_db
+from mailer.subscribers.posting import Postman
 
 log = logging.getLogger("mailer.worker")
 DEFAULT_POLL = 30.0
@@ -105,6 +108,8 @@ class Worker:
         lease = settings.worker.lease
         self.scheduler_lease = leader.Lease(self.database, leader.SCHEDULER, ttl=lease)
         self.bounce_lease = leader.Lease(self.database, leader.BOUNCES, ttl=lease)
+        # The web side's queued mail goes from here too, when mailer serve is not running.
+        self.postman = Postman(settings, self.database)
         # What the timers run: the same looks, each failure one line in the log.
         self._timed_tick = self._looked(self.tick, "the look at the sends")
         self._timed_decide = self._looked(self.decide, "the look at the schedules")
@@ -219,6 +224,7 @@ class Worker:
                     log.info("the scheduler is %s: the schedules are left to it", holder)
                 outcomes += self.tick()
                 self.fetch_bounces()
+                self.postman.deliver_due()
         finally:
             self.release()
         return outcomes
@@ -251,6 +257,13 @@ class Worker:
         # the bounce mailbox never lets one expire.
         renew_every = self.scheduler_lease.ttl.total_seconds() / 4
         scheduler.add_job(self._renew, IntervalTrigger(seconds=renew_every), id="leases")
+        scheduler.add_job(
+            self._looked(self.postman.deliver_due, "the look at the web side's mail"),
+            IntervalTrigger(seconds=min(self.poll, 10.0)),
+            id="web-mail",
+            max_instances=1,
+            coalesce=True,
+        )
         if self.settings.bounces.mailbox:
             scheduler.add_job(
                 self.fetch_bounces,

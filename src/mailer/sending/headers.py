@@ -10,6 +10,7 @@ inbox shows exactly what the archive shows. Lines are folded to stay within 78 c
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 from mailer.errors import InvalidInput
@@ -154,3 +155,21 @@ def multipart_alternative(boundary: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9=_.-]{1,70}", boundary):
         raise InvalidInput(f"{boundary!r} is not a MIME boundary")
     return f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode("ascii")
+
+
+# The name under which a relay hands the copy's id back in its webhook events: Postmark
+# returns ``X-PM-Metadata-mailer-id`` as the event's Metadata, SendGrid the X-SMTPAPI
+# unique argument as a field of each event (mailer.bounces.events reads them).
+RELAY_ID = "mailer-id"
+
+
+def relay_id(profile: str, message_id: str) -> bytes:
+    """The header that carries the copy's id through ``profile``'s webhooks, or nothing
+    for a relay whose events quote the Message-ID itself. Only the id's part before the
+    "@" travels (Postmark keeps 80 characters of a value)."""
+    local = message_id.strip().strip("<>").partition("@")[0]
+    if profile == "postmark":
+        return raw(f"X-PM-Metadata-{RELAY_ID}", local)
+    if profile == "sendgrid":
+        return raw("X-SMTPAPI", json.dumps({"unique_args": {RELAY_ID: local}}))
+    return b""

@@ -171,6 +171,7 @@ class MessageTemplate:
         self.clock = clock
         self._key = settings.require_secret_key()
         self._domain = settings.sender.domain
+        self._profile = settings.transport.smtp.profile
         self._placeholders = urls.PLACEHOLDERS
         self._boundary = f"=_mailer_{secrets.token_hex(12)}"
         sender = settings.sender
@@ -258,6 +259,7 @@ class MessageTemplate:
                 headers.address("To", recipient.name, address or recipient.email),
                 self._date_header(),
                 headers.raw("Message-ID", message_id),
+                headers.relay_id(self._profile, message_id),
                 headers.list_unsubscribe(unsubscribe, mailto),
             )
         )

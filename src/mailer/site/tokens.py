@@ -32,6 +32,7 @@ PREFERENCES = "preferences"
 CONFIRM = "confirm"  # (sign-up id, minute made): expires
 CLICK = "click"  # a link of an issue: (slug, URL) as text
 MESSAGE_ID = "message-id"  # (send id, delivery id): not a link, a stable Message-ID
+FORM = "form"  # (minute made): a form of the site, for a browser that sends no Origin
 APPROVAL = "approval"  # (approval request id, minute made): expires; the row says once
 WEB_CHALLENGE = "web-challenge"  # a nonce sent to base_url: proves this folder's key answers
 

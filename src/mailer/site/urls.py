@@ -32,6 +32,8 @@ GENERIC_UNSUBSCRIBE_PATH = "/unsubscribe"
 UNSUBSCRIBE_SUBJECT = "unsubscribe {token}"
 PREFERENCES_PATH = "/preferences/{token}"
 PREFERENCES_DATA_PATH = "/preferences/{token}/data.json"
+# A relay's bounce and complaint events (mailer.web.webhooks), one path per provider.
+WEBHOOK_PATH = "/webhooks/{provider}"
 SIGNUP_PATH = "/subscribe"
 CONFIRM_PATH = "/confirm/{token}"
 MANAGE_PATH = "/manage"
@@ -70,6 +72,11 @@ RESERVED_SLUGS = frozenset(
 def base_path(settings: Settings) -> str:
     """The path part of base_url ("" or "/newsletter"), under which every page is served."""
     return urlsplit(settings.base_url).path.rstrip("/")
+
+
+def webhook_url(settings: Settings, provider: str) -> str:
+    """Where a relay posts its events: the URL to give on the provider's side."""
+    return settings.base_url + WEBHOOK_PATH.format(provider=provider)
 
 
 def archive_url(settings: Settings) -> str:

@@ -371,3 +371,12 @@ def latest_complaint_at(session: Session, subscriber_id: int) -> dt.datetime | N
         .scalar()
     )
     return None if value is None else as_utc(value)
+
+
+def count_from(session: Session, source: str, kind: BounceKind, since: dt.datetime) -> int:
+    """How many events of ``kind`` came from ``source`` since ``since``."""
+    e = EVENT.c
+    query = sa.select(sa.func.count()).where(
+        e.source == source, e.kind == kind, e.received_at >= since
+    )
+    return int(session.connection().execute(query).scalar_one())

@@ -6,6 +6,7 @@ importing the sessions that call it.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ BUSY_TIMEOUT_MS = 5000
 # Mark connections of the write engine so their transactions start with BEGIN IMMEDIATE.
 WRITE_OPTION = "mailer_write"
 T = TypeVar("T")
+log = logging.getLogger("mailer.store")
 
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -206,10 +208,14 @@ def retry_while_busy(job: Callable[[], T], *, give_up_after: float = 120.0) -> T
     """``job()``, tried again while another writer holds the database (SQLite: a large
     import committing), for up to ``give_up_after`` seconds."""
     deadline = time.monotonic() + give_up_after
+    said = False
     while True:
         try:
             return job()
         except Exception as exc:
             if not is_busy(exc) or time.monotonic() > deadline:
                 raise
+            if not said:
+                log.warning("the database is busy: trying again for up to %.0f s", give_up_after)
+                said = True
             time.sleep(0.05)

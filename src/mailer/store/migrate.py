@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 SCRIPT_LOCATION = "mailer.store:migrations"
 # The newest revision under migrations/versions/.
-HEAD = "0019"
+HEAD = "0021"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

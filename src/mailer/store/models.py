@@ -51,6 +51,7 @@ from mailer.store.status import (
     SubscriberStatus,
     SuppressionReason,
     UnsubscribeMethod,
+    WebMailStatus,
 )
 
 __all__ = [
@@ -73,7 +74,6 @@ __all__ = [
     "PauseReason",
     "Publication",
     "PublishedBy",
-    "RateEvent",
     "RelaySlot",
     "RequestStatus",
     "Schedule",
@@ -91,6 +91,8 @@ __all__ = [
     "UTCDateTime",
     "UnsubscribeMethod",
     "Unsubscription",
+    "WebMail",
+    "WebMailStatus",
     "as_utc",
     "table_of",
     "utcnow",
@@ -511,19 +513,6 @@ class Unsubscription(SQLModel, table=True):
     at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class RateEvent(SQLModel, table=True):
-    """One form post or email counted against a limit, by a keyed hash of the IP or address,
-    so the limits hold across processes and nothing readable is kept."""
-
-    __tablename__ = "rate_event"
-    __table_args__ = (sa.Index(None, "bucket", "key", "at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    bucket: str = Field(max_length=20)
-    key: str = Field(max_length=64)
-    at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
 class LinkClick(SQLModel, table=True):
     """How many times a link of an issue was followed; never who followed it."""
 
@@ -639,3 +628,62 @@ class IssueSave(SQLModel, table=True):
     saved_by: str = Field(default="", max_length=200)
     # The content hash of what was saved, when it built.
     content_hash: str | None = Field(default=None, max_length=64)
+
+
+# --- The web side's outgoing mail (revision 0020) -----------------------------------------
+
+
+class WebMail(SQLModel, table=True):
+    """An email the web side asked for (a confirmation, a link to manage a subscription, a
+    welcome, an alert), sent by a background sender so no page waits for a mail server.
+
+    The address and the message are kept only while the email may still go; afterwards the
+    row keeps keyed hashes of the mailbox and the network, for the limits, until it is
+    purged (:mod:`mailer.store.webmail`).
+    """
+
+    __tablename__ = "web_mail"
+    __table_args__ = (
+        sa.Index(None, "status", "next_try_at"),
+        sa.Index(None, "mailbox_key", "queued_at"),
+        sa.Index(None, "network_key", "queued_at"),
+        sa.Index(None, "kind", "queued_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # confirm, manage, welcome or alert.
+    kind: str = Field(max_length=20)
+    status: WebMailStatus = Field(
+        default=WebMailStatus.QUEUED,
+        sa_column=Column(_enum(WebMailStatus, "web_mail_status"), nullable=False),
+    )
+    recipient: str = Field(default="", max_length=320)
+    message: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    # Keyed hashes of the mailbox as delivered and of the sender's network (/32 or /64).
+    mailbox_key: str = Field(default="", max_length=64)
+    network_key: str = Field(default="", max_length=64)
+    queued_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    next_try_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    attempts: int = 0
+    # Until when a sender's claim holds; a sender that died lets its rows go after it.
+    claimed_until: dt.datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str = Field(default="", max_length=500)
+
+
+# -- Relay webhooks (revision 0021) ------------------------------------------------------------
+
+
+class WebhookNonce(SQLModel, table=True):
+    """A one-time value a relay's signed request carried (Mailgun's token, an SNS MessageId),
+    with a hash of what it signed, so a request replayed is recognised: the same body again
+    changes nothing, another body under the same value is refused."""
+
+    __tablename__ = "webhook_nonce"
+    __table_args__ = (sa.UniqueConstraint("provider", "nonce"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    nonce: str = Field(max_length=200)
+    digest: str = Field(max_length=64)
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

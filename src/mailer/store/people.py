@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError, StoreError
-from mailer.store import signups
+from mailer.store import signups, webmail
 from mailer.store.engine import describe, store_error
 from mailer.store.models import (
     CONSENT_SOURCE_LENGTH,
@@ -471,6 +471,7 @@ def erase(session: Session, email: str) -> Erasure:
         session.add(Suppression(email_hash=digest, reason=SuppressionReason.ERASED))
     subscriber = session.exec(select(Subscriber).where(Subscriber.email == email)).first()
     signups.erase(session, email, subscriber.id if subscriber else None)
+    webmail.erase(session, email)
     if subscriber is None:
         session.flush()
         return Erasure(email, False, already is not None, False, False, [])

@@ -1,9 +1,6 @@
-"""Queries on web sign-ups (pending, then the evidence of consent) and on rate limits.
+"""Queries on web sign-ups: pending, then the evidence of consent.
 
-Rate limits are rows in ``rate_event`` keyed by a keyed hash of the IP address or email
-address, so they hold across every ``mailer serve`` process sharing the database and the
-table never holds either in a readable form. Writers take the write lock first (BEGIN
-IMMEDIATE), so two processes cannot both squeeze under a limit.
+The limits on the forms count the queued emails (:mod:`mailer.store.webmail`).
 """
 
 from __future__ import annotations
@@ -15,31 +12,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailer.store.models import RateEvent, Signup, Subscriber, table_of, utcnow
-from mailer.store.suppression import address_hash, hash_key
+from mailer.store.models import Signup, Subscriber, table_of
 
-_rate = table_of(RateEvent)
 _signup = table_of(Signup)
-# Rate events older than this are deleted as new ones are written.
-KEEP_RATE_EVENTS = dt.timedelta(days=2)
-
-
-def allow(session: Session, bucket: str, value: str, *, limit: int, window: dt.timedelta) -> bool:
-    """Count one event for ``value`` in ``bucket`` unless ``limit`` were reached within
-    ``window``; whether it was allowed."""
-    key = address_hash(hash_key(session), f"{bucket}:{value}")
-    conn = session.connection()
-    now = utcnow()
-    conn.execute(sa.delete(_rate).where(_rate.c.at < now - KEEP_RATE_EVENTS))
-    recent = conn.execute(
-        sa.select(sa.func.count())
-        .select_from(_rate)
-        .where(_rate.c.bucket == bucket, _rate.c.key == key, _rate.c.at >= now - window)
-    ).scalar_one()
-    if recent >= limit:
-        return False
-    conn.execute(sa.insert(_rate).values(bucket=bucket, key=key, at=now))
-    return True
 
 
 def create(

@@ -217,3 +217,23 @@ class RequestStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     CHANGES_REQUESTED = "changes-requested"
+
+
+class WebMailStatus(StrEnum):
+    """Where an email the web side queued stands (:mod:`mailer.store.webmail` moves it).
+
+    ``queued ──► sending ──► sent``; ``sending ──► queued`` again after a temporary
+    failure (tried later), or ``──► failed`` after a permanent one or its expiry. A
+    ``skipped`` row was never meant to go: the form asked for nothing that needed mail, or
+    a limit held it back; it is written all the same, so every form does the same work.
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# The rows that count against the limits: mail that went, or may still go.
+WEB_MAIL_COUNTED = (WebMailStatus.QUEUED, WebMailStatus.SENDING, WebMailStatus.SENT)

@@ -105,3 +105,21 @@ def mask(email: str) -> str:
     local, _, domain = email.rpartition("@")
     shown = local[:1] + "•••" if len(local) <= 2 else local[:2] + "•••" + local[-1]
     return f"{shown}@{domain}"
+
+
+# Domains whose mailboxes ignore dots before the @, and the one name they all deliver to.
+_DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox(address: str) -> str:
+    """The mailbox an address delivers to, as far as anyone outside can tell: lower-case,
+    without a ``+tag``, and at Gmail without dots and with googlemail.com as gmail.com.
+
+    Limits are keyed on this, so ``v.ictim+1@googlemail.com`` and ``victim@gmail.com``
+    count as one inbox. Only for counting: mail still goes to the address as typed.
+    """
+    local, _, domain = address.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    if domain in _DOTLESS:
+        local, domain = local.replace(".", ""), _DOTLESS[domain]
+    return f"{local}@{domain}"

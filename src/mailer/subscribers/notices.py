@@ -1,7 +1,9 @@
 """The two emails the web side sends one person at a time: "confirm your sign-up" and
 "here is the link to your preferences".
 
-They go through the configured transport (the outbox by default, into ``outbox/_web/``)
+The web side queues them (:mod:`.outgoing`) and a background sender delivers them
+(:mod:`.posting`); :func:`send` delivers one at once, for commands. They go through the
+configured transport (the outbox by default, into ``outbox/_web/``)
 and are DKIM-signed like the newsletter when DKIM is configured. Each is plain text: it
 carries one link and must read well in every mail program and screen reader.
 """
@@ -23,7 +25,7 @@ log = logging.getLogger("mailer.web")
 OUTBOX_FOLDER = "_web"
 
 
-def _message(settings: Settings, to: str, subject: str, text: str) -> bytes:
+def message(settings: Settings, to: str, subject: str, text: str) -> bytes:
     sender = settings.sender
     message = EmailMessage(policy=SMTP)
     message["From"] = formataddr((sender.from_name, sender.from_address))
@@ -44,7 +46,7 @@ def send(settings: Settings, to: str, subject: str, text: str, *, about: str) ->
 
     ``about`` names the sign-up or subscriber by id, for the log.
     """
-    data = _message(settings, to, subject, text)
+    data = message(settings, to, subject, text)
     try:
         signer = DkimSigner.from_environment()
         if signer is not None:

@@ -10,8 +10,9 @@ Rules that hold throughout:
   :class:`~mailer.errors.BadToken` and changes nothing;
 - the sign-up and "manage" forms answer the same whether or not the address is known, and
   never change or unsubscribe an address that is already confirmed;
-- forms are limited per IP address and per email address, in the database, and at most
-  one email goes to an address per cooling-off period.
+- the forms queue their email (:mod:`~mailer.subscribers.outgoing`), limited per network,
+  per mailbox and for the whole site; a limit decides whether mail goes, never what the
+  page says, and at most one email goes to a mailbox per cooling-off period.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailer.config import Settings
-from mailer.errors import BadToken, InvalidInput, TooManyRequests
+from mailer.errors import BadToken, InvalidInput
 from mailer.site import tokens, urls
 from mailer.store import optouts, signups
 from mailer.store import people as store
@@ -38,7 +39,7 @@ from mailer.store.models import (
     utcnow,
 )
 from mailer.store.suppression import erased_among
-from mailer.subscribers import notices
+from mailer.subscribers import notices, outgoing
 from mailer.subscribers.addresses import clean_text, mask, normalise
 from mailer.subscribers.people import held_about
 
@@ -233,26 +234,8 @@ def _blocked(settings: Settings, email: str) -> bool:
     return domain in _blocklist(path, path.stat().st_mtime)
 
 
-def _limit(session: Session, settings: Settings, kind: str, ip: str, email: str) -> None:
-    web = settings.web
-    if ip and not signups.allow(
-        session, f"{kind}-ip", ip, limit=web.per_ip_per_hour, window=dt.timedelta(hours=1)
-    ):
-        raise TooManyRequests("too many requests from your network: try again in an hour")
-    if not signups.allow(
-        session,
-        f"{kind}-address",
-        email,
-        limit=web.per_address_per_day,
-        window=dt.timedelta(days=1),
-    ):
-        raise TooManyRequests("too many requests for this address: try again tomorrow")
-
-
-def _cooling_off(session: Session, settings: Settings, kind: str, email: str) -> bool:
-    """Whether another email may go to this address now (and count it if so)."""
-    window = dt.timedelta(minutes=settings.web.cooling_off_minutes)
-    return signups.allow(session, f"{kind}-mail", email, limit=1, window=window)
+def _when(now: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(now, dt.UTC)
 
 
 def signup_lists(db: Database) -> list[MailingList]:
@@ -261,11 +244,11 @@ def signup_lists(db: Database) -> list[MailingList]:
 
 
 def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
-    """Check the form and send a confirmation email if one is due.
+    """Check the form and queue a confirmation email if one is due.
 
-    Raises :class:`InvalidInput` for a mistake in the form (said on the form) and
-    :class:`TooManyRequests` past a limit. Otherwise returns the same way whether or not
-    the address is known, was mailed, or was left alone.
+    Raises :class:`InvalidInput` for a mistake in the form (said on the form). Otherwise
+    returns the same way, after the same work, whether or not the address is known, was
+    mailed, or was left alone (:mod:`~mailer.subscribers.outgoing`).
     """
     settings = db.settings
     if form.honeypot:
@@ -277,48 +260,60 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
         raise InvalidInput("tick the box to agree to receive the newsletter")
     if _blocked(settings, email):
         raise InvalidInput("addresses at this domain are not accepted: use your work address")
+    when = _when(now)
     with db.session(write=True) as session:
         public = {ml.slug: ml for ml in optouts.public_lists(session)}
         chosen = [slug for slug in dict.fromkeys(form.lists) if slug in public]
         if not chosen:
             raise InvalidInput("choose at least one list")
-        _limit(session, settings, "signup", form.ip, email)
+        verdict = outgoing.decide(session, settings, outgoing.CONFIRM, email, form.ip, when)
         expiry = dt.timedelta(days=settings.web.confirm_days)
-        signups.forget_unconfirmed(session, utcnow() - expiry)
+        signups.forget_unconfirmed(session, when - expiry)
         known = store.find_subscriber(session, email)
-        if known is not None:
-            assert known.id is not None
-            if known.status in (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED):
-                return
-            on = optouts.subscribed_list_ids(session, known.id)
-            if known.status == SubscriberStatus.ACTIVE and all(public[s].id in on for s in chosen):
-                return
-        if erased_among(session, [email]):
-            return
-        if not _cooling_off(session, settings, "signup", email):
-            return
-        signup = signups.create(
-            session,
-            email,
-            clean_text(form.name),
-            clean_text(form.organisation),
-            chosen,
-            settings.web.consent,
-            form.ip,
+        on = optouts.subscribed_list_ids(session, known.id if known and known.id else 0)
+        wanted = not (
+            known is not None
+            and (
+                known.status in (SubscriberStatus.COMPLAINED, SubscriberStatus.ERASED)
+                or (
+                    known.status == SubscriberStatus.ACTIVE
+                    and all(public[s].id in on for s in chosen)
+                )
+            )
         )
-        assert signup.id is not None
-        token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup.id)
-        names = [public[s].name for s in chosen]
-    text = notices.confirmation_text(
-        settings, urls.confirm_url(settings, token), names, settings.web.confirm_days
-    )
-    notices.send(
-        settings,
-        email,
-        f"Confirm your subscription to {settings.name}",
-        text,
-        about=f"sign-up {signup.id}",
-    )
+        erased = bool(erased_among(session, [email]))
+        due = wanted and not erased
+        signup_id = 0
+        if due and verdict.allowed:
+            signup = signups.create(
+                session,
+                email,
+                clean_text(form.name),
+                clean_text(form.organisation),
+                chosen,
+                settings.web.consent,
+                form.ip,
+            )
+            assert signup.id is not None
+            signup_id = signup.id
+        token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup_id)
+        text = notices.confirmation_text(
+            settings,
+            urls.confirm_url(settings, token),
+            [public[s].name for s in chosen],
+            settings.web.confirm_days,
+        )
+        outgoing.queue(
+            session,
+            settings,
+            verdict,
+            kind=outgoing.CONFIRM,
+            to=email,
+            subject=f"Confirm your subscription to {settings.name}",
+            text=text,
+            due=due,
+            now=when,
+        )
 
 
 @dataclass(frozen=True)
@@ -384,22 +379,31 @@ def confirm(db: Database, token: str, *, ip: str, now: float) -> Confirmation:
 # --- manage by email -------------------------------------------------------------------------
 
 
-def request_manage_link(db: Database, email_typed: str, *, honeypot: str, ip: str) -> None:
-    """Email a link to the preferences page if the address is known; the same answer if not."""
+def request_manage_link(
+    db: Database, email_typed: str, *, honeypot: str, ip: str, now: float
+) -> None:
+    """Queue a link to the preferences page if the address is known; the same answer, after
+    the same work, if not."""
     settings = db.settings
     if honeypot:
         return
     email = normalise(email_typed)
+    when = _when(now)
     with db.session(write=True) as session:
-        _limit(session, settings, "manage", ip, email)
+        verdict = outgoing.decide(session, settings, outgoing.MANAGE, email, ip, when)
         who = store.find_subscriber(session, email)
-        if who is None or who.status in GONE or who.id is None:
-            return
-        if not _cooling_off(session, settings, "manage", email):
-            return
-        token = tokens.make(settings.require_secret_key(), tokens.PREFERENCES, who.id)
-        who_id = who.id
-    text = notices.preferences_text(settings, urls.preferences_url(settings, token))
-    notices.send(
-        settings, email, f"Your {settings.name} subscription", text, about=f"subscriber {who_id}"
-    )
+        due = who is not None and who.status not in GONE and who.id is not None
+        who_id = who.id if due and who is not None and who.id is not None else 0
+        token = tokens.make(settings.require_secret_key(), tokens.PREFERENCES, who_id)
+        text = notices.preferences_text(settings, urls.preferences_url(settings, token))
+        outgoing.queue(
+            session,
+            settings,
+            verdict,
+            kind=outgoing.MANAGE,
+            to=email,
+            subject=f"Your {settings.name} subscription",
+            text=text,
+            due=due,
+            now=when,
+        )

@@ -20,11 +20,19 @@ from starlette.exceptions import HTTPException
 
 from mailer.clock import SystemClock
 from mailer.config import Settings
-from mailer.errors import BadToken, ExpiredToken, NotFound, StoreError, TooManyRequests
+from mailer.errors import (
+    BadToken,
+    CrossSite,
+    ExpiredToken,
+    NotFound,
+    StoreError,
+    TooManyRequests,
+)
 from mailer.site import urls
 from mailer.store.database import open_db
 from mailer.store.keyring import Watch
-from mailer.web import approvals, pages, personal, wellknown
+from mailer.subscribers.posting import Postman
+from mailer.web import approvals, origin, pages, personal, webhooks, wellknown
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
@@ -70,7 +78,8 @@ class Guard:
         path = str(scope.get("path", ""))[len(self.prefix) :]
         personal_page = path.startswith(PERSONAL)
         length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        too_large = not length.isdigit() or int(length) > MAX_BODY
+        limit = webhooks.MAX_BODY if path.startswith(webhooks.PATH_PREFIX) else MAX_BODY
+        too_large = not length.isdigit() or int(length) > limit
         started = time.perf_counter()
         status = [0]
 
@@ -121,21 +130,31 @@ class Guard:
             )
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] | None = None, send_mail: bool = False
+) -> FastAPI:
     """The web app for the newsletter folder ``settings`` describes.
 
     ``clock`` (epoch seconds) decides when confirmation links expire; tests pass their own.
+    ``send_mail`` runs the sender of the queued web mail on a thread while the app runs
+    (``mailer serve`` does; tests send the queue themselves).
     """
     settings.require_secret_key()
     prefix = urls.base_path(settings)
     database = open_db(settings)
     site = Site(settings, database, clock or SystemClock().time)
+    site.env.globals["form_token"] = lambda: origin.form_token(settings, site.clock())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        postman = Postman(settings, database) if send_mail else None
+        if postman is not None:
+            postman.start()
         try:
             yield
         finally:
+            if postman is not None:
+                postman.stop()
             database.close()
 
     app = FastAPI(
@@ -148,6 +167,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     app.state.site = site
     app.include_router(personal.router(site), prefix=prefix)
     app.include_router(approvals.router(site), prefix=prefix)
+    app.include_router(webhooks.router(site), prefix=prefix)
     app.include_router(wellknown.router(site), prefix=prefix)
     app.include_router(pages.router(site), prefix=prefix)
 
@@ -173,6 +193,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     @app.exception_handler(TooManyRequests)
     async def too_many(_request: Request, exc: TooManyRequests) -> Response:
         return page(429, "Please try again later", f"Sorry: {exc}.")
+
+    @app.exception_handler(CrossSite)
+    async def cross_site(_request: Request, exc: CrossSite) -> Response:
+        return page(
+            403,
+            "This form was sent from another website",
+            f"Sorry: {exc}, so nothing was changed. To use it, open the page on "
+            f"{settings.base_url}/ and send the form from there.",
+        )
 
     @app.exception_handler(StoreError)
     async def store_error(_request: Request, exc: StoreError) -> Response:

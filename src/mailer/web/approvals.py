@@ -9,36 +9,23 @@ issue is the content they were sent (:mod:`mailer.sending.signoff`).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from mailer.errors import ExpiredToken, InvalidInput
+from mailer.errors import CrossSite, ExpiredToken, InvalidInput
 from mailer.sending import signoff
 from mailer.site import urls
+from mailer.web import origin
 from mailer.web.render import Site
 
 # What every answer of these pages carries: they are personal, never kept or indexed.
 PRIVATE = {"x-robots-tag": "noindex, nofollow", "cache-control": "no-store"}
 
 
-def _same_site(request: Request, origin: str) -> bool:
-    """Whether a form was posted from this site: browsers say so in Sec-Fetch-Site (which
-    no page can change), older ones in Origin ("null" under our Referrer-Policy)."""
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return fetch_site in ("same-origin", "none")
-    given = request.headers.get("origin")
-    return given in (None, "null", origin)
-
-
 def router(site: Site) -> APIRouter:
     settings = site.settings
     api = APIRouter()
-    parts = urlsplit(settings.base_url)
-    origin = f"{parts.scheme}://{parts.netloc}"
 
     def page(view: signoff.Review | None, *, status: int = 200, **values: object) -> HTMLResponse:
         title = "Approve this issue" if view is None or view.state == "open" else "Approval"
@@ -66,11 +53,14 @@ def router(site: Site) -> APIRouter:
 
     @api.post(urls.APPROVAL_PATH)
     async def approval_decision(token: str, request: Request) -> HTMLResponse:
-        if not _same_site(request, origin):
+        form = await request.form()
+        try:
+            token_given = str(form.get(origin.FIELD, ""))
+            origin.check(settings, request.headers, token_given, now=site.clock())
+        except CrossSite:
             return page(
                 None, status=403, title="Not allowed", problem="Use the buttons on the page."
             )
-        form = await request.form()
         approve = form.get("decision") == "approve"
         reason = str(form.get("reason", ""))[: signoff.REASON_MAX * 2]
         now = site.clock()

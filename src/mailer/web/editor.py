@@ -43,7 +43,14 @@ from starlette.datastructures import UploadFile
 
 from mailer import checks
 from mailer.config import Settings
-from mailer.content import ISSUE_FILE, SECTION_TYPES, all_slugs, document, scaffold
+from mailer.content import (
+    ISSUE_FILE,
+    SECTION_NAMES,
+    SECTION_TYPES,
+    all_slugs,
+    document,
+    scaffold,
+)
 from mailer.content.awareness import Occurrence, calendar
 from mailer.content.load import check_image_file, parse_issue
 from mailer.errors import ContentError, EditConflict, InvalidInput, MailerError
@@ -73,12 +80,6 @@ EMAIL_CSP = (
 )
 # The checks that take a second or more (SpamAssassin) wait for `mailer check`.
 SLOW_CHECKS = ("spam-likely", "spam-score", "spam-not-checked")
-LABELS = {
-    "news": "Partnership news",
-    "training": "Training",
-    "nspcc": "NSPCC Learning",
-    "awareness": "Awareness",
-}
 # The most fields (and file fields) an issue's form may post.
 MAX_FIELDS = 20_000
 # How many compiled drafts are kept for the preview frames.
@@ -148,7 +149,7 @@ class Editor:
             settings=settings,
             prefix=self.prefix,
             field_id=field_id,
-            labels=LABELS,
+            labels=SECTION_NAMES,
             section_types=SECTION_TYPES,
             long_date=long_date,
         )

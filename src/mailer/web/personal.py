@@ -15,17 +15,23 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from mailer.errors import BadToken, InvalidInput
 from mailer.render.links import read_link_token
 from mailer.site import tokens, urls
 from mailer.store import clicks
+from mailer.store.engine import retry_while_busy
 from mailer.store.models import UnsubscribeMethod
 from mailer.subscribers import selfservice
 from mailer.subscribers.selfservice import SignupRequest
+from mailer.web import origin
 from mailer.web.render import Site
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
+# How long a one-click unsubscribe (and a sign-up or "manage" form) waits for a database
+# another writer holds before it is answered 503 (each try itself waits the busy timeout).
+ONE_CLICK_PATIENCE = 15.0
 T = TypeVar("T")
 
 
@@ -51,14 +57,27 @@ def router(site: Site) -> APIRouter:
         view = selfservice.unsubscribe_page(db, token)
         return site.page("unsubscribe.html.j2", title="Unsubscribe", view=view, done=False)
 
+    async def same_origin_form(request: Request) -> FormData:
+        form = await request.form()
+        origin.check(settings, request.headers, str(form.get(origin.FIELD, "")), now=site.clock())
+        return form
+
     @api.post(urls.UNSUBSCRIBE_PATH)
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         form = await request.form()
         one_click = form.get(ONE_CLICK[0]) == ONE_CLICK[1]
+        if not one_click:
+            form = await same_origin_form(request)
         everything = not one_click and form.get("scope") == "all"
         method = UnsubscribeMethod.ONE_CLICK if one_click else UnsubscribeMethod.WEB_PAGE
+        # Answered only once the change is committed; a database another writer holds is
+        # waited out (ONE_CLICK_PATIENCE) rather than answered 503, so that no mail
+        # provider's one-click POST is lost in a burst.
         view = await _threaded(
-            lambda: selfservice.unsubscribe(db, token, everything=everything, method=method)
+            lambda: retry_while_busy(
+                lambda: selfservice.unsubscribe(db, token, everything=everything, method=method),
+                give_up_after=ONE_CLICK_PATIENCE,
+            )
         )
         return site.page(
             "unsubscribe.html.j2",
@@ -85,7 +104,7 @@ def router(site: Site) -> APIRouter:
 
     @api.post(urls.PREFERENCES_PATH)
     async def save_preferences(token: str, request: Request) -> HTMLResponse:
-        form = await request.form()
+        form = await same_origin_form(request)
         if form.get("action") == "unsubscribe-all":
             view = await _threaded(lambda: selfservice.unsubscribe_everything(db, token))
             return preferences_page(token, view, "You are unsubscribed from everything.")
@@ -128,7 +147,7 @@ def router(site: Site) -> APIRouter:
 
     @api.post(urls.SIGNUP_PATH)
     async def signup(request: Request) -> HTMLResponse:
-        form = await request.form()
+        form = await same_origin_form(request)
         values: dict[str, object] = {
             "email": str(form.get("email", ""))[:320],
             "name": str(form.get("name", ""))[:200],
@@ -147,7 +166,10 @@ def router(site: Site) -> APIRouter:
         )
         try:
             await _threaded(
-                lambda: selfservice.request_signup(db, signup_request, now=site.clock())
+                lambda: retry_while_busy(
+                    lambda: selfservice.request_signup(db, signup_request, now=site.clock()),
+                    give_up_after=ONE_CLICK_PATIENCE,
+                )
             )
         except InvalidInput as exc:
             return signup_page(400, str(exc), values)
@@ -160,6 +182,7 @@ def router(site: Site) -> APIRouter:
 
     @api.post(urls.CONFIRM_PATH)
     async def confirm(token: str, request: Request) -> HTMLResponse:
+        await same_origin_form(request)
         ip = _ip(request)
         view = await _threaded(lambda: selfservice.confirm(db, token, ip=ip, now=site.clock()))
         preferences_path = (
@@ -182,13 +205,18 @@ def router(site: Site) -> APIRouter:
 
     @api.post(urls.MANAGE_PATH)
     async def manage(request: Request) -> HTMLResponse:
-        form = await request.form()
+        form = await same_origin_form(request)
         email = str(form.get("email", ""))[:320]
         honeypot = str(form.get("website", ""))
         ip = _ip(request)
         try:
             await _threaded(
-                lambda: selfservice.request_manage_link(db, email, honeypot=honeypot, ip=ip)
+                lambda: retry_while_busy(
+                    lambda: selfservice.request_manage_link(
+                        db, email, honeypot=honeypot, ip=ip, now=site.clock()
+                    ),
+                    give_up_after=ONE_CLICK_PATIENCE,
+                )
             )
         except InvalidInput as exc:
             return site.page(
