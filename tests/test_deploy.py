@@ -240,6 +240,53 @@ def test_a_static_copy_of_build_is_refused(
         static.wait(timeout=60)
 
 
+def test_a_scheduled_send_is_refused_while_a_static_host_answers(
+    newsletter: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+
+    from check_helpers import enforce, news, write_issue
+    from mailer import checks
+    from mailer.scheduling import runner
+    from mailer.store.database import open_db
+
+    port = free_port()
+    use_base_url(newsletter, f"http://127.0.0.1:{port}")
+    enforce(newsletter)
+    today = checks.today(config.load(newsletter))
+    body = "The partnership has appointed a new chair, who starts this month."
+    slug = write_issue(newsletter, news(body), date=today.isoformat(), slug="fresh")
+    ok(cli("lists", "create", "all", "--name", "All practitioners"))
+    ok(cli("subscribers", "add", "amira@example.org", "--list", "all"))
+    ok(cli("build", slug))
+    ok(cli("approve", slug, "--by", "Sam Patel"))
+    static = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=newsletter / "build",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port, static)
+        with SMTPServer() as smtp:
+            smtp_env(monkeypatch, smtp.port)
+            settings = config.load(newsletter)
+            now = dt.datetime.now(dt.UTC)
+            slot = now + dt.timedelta(hours=1)
+            with open_db(settings) as database:
+                text = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+                runner.schedule_once(settings, database, slug, ["all"], text, now)
+                (outcome,) = runner.run_due(settings, database, slot + dt.timedelta(minutes=2))
+            assert not outcome.sent
+            assert "refusing to send:" in outcome.outcome and "answered 404" in outcome.outcome
+            assert smtp.received == [] or all(
+                "amira@example.org" not in r.rcpt_tos for r in smtp.received
+            )
+    finally:
+        static.terminate()
+        static.wait(timeout=60)
+
+
 def _refused_send(cli: Any, root: Path, why: str, smtp: SMTPServer) -> None:
     from check_helpers import enforce, news, write_issue
     from mailer import checks
