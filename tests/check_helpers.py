@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import socket
 from pathlib import Path
 
 from mailer import checks, config
 from mailer.checks import Finding
+from mailer.checks.fetch import Network
 from mailer.config import Settings
 from mailer.render import compile_slug
 
@@ -54,7 +56,13 @@ def only(settings: Settings, code: str) -> Settings:
 
 
 def run_one(
-    root: Path, slug: str, code: str, send_date: str = "2026-03-02", *, online: bool = False
+    root: Path,
+    slug: str,
+    code: str,
+    send_date: str = "2026-03-02",
+    *,
+    online: bool = False,
+    network: Network | None = None,
 ) -> list[Finding]:
     settings = only(config.load(root), code)
     report = checks.run(
@@ -62,6 +70,7 @@ def run_one(
         compile_slug(settings, slug, limits=False),
         dt.date.fromisoformat(send_date),
         online=online,
+        network=network,
     )
     assert {f.code for f in report.findings} <= {code}
     return report.findings
@@ -96,3 +105,31 @@ def training(sessions: list[str], body: str = "Who the course is for and what it
 
 def session(day: str, start: str = "09:30", end: str = "12:30", venue: str = "Carlisle") -> str:
     return f'date: {day}, start: "{start}", end: "{end}", venue: {venue}'
+
+
+# A public address (documentation ranges are not public, and mailer check refuses them)
+# standing for a web site whose far side is a local test server.
+PUBLIC_IP = "93.184.215.14"
+SITE_HOST = "news.test"
+
+
+class FarSide:
+    """The network as a test sees it: names resolve as ``names`` says (SITE_HOST to
+    PUBLIC_IP by default), and a connection to PUBLIC_IP reaches 127.0.0.1:``port``.
+    Every address mailer connected to is in ``connected``."""
+
+    def __init__(self, port: int, names: dict[str, list[str]] | None = None) -> None:
+        self.port = port
+        self.names = names if names is not None else {SITE_HOST: [PUBLIC_IP]}
+        self.connected: list[str] = []
+        self.network = Network(self.resolve, self.connect)
+
+    def resolve(self, host: str, _port: int) -> list[str]:
+        if host not in self.names:
+            raise socket.gaierror(f"no such host {host}")
+        return self.names[host]
+
+    def connect(self, address: str, _port: int, timeout: float) -> socket.socket:
+        self.connected.append(address)
+        target = "127.0.0.1" if address == PUBLIC_IP else address
+        return socket.create_connection((target, self.port), timeout)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from check_helpers import enforce, news, run_one, write_issue
+from check_helpers import SITE_HOST, FarSide, enforce, news, run_one, write_issue
 from conftest import Result
 from mailer import checks, config
 from mailer.checks import CHECKS, spam
@@ -207,15 +207,21 @@ class _Site(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def site() -> Iterator[str]:
+def far() -> Iterator[FarSide]:
+    """A real HTTP server on 127.0.0.1 that the checks reach as SITE_HOST, a public site."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield FarSide(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def site(far: FarSide) -> str:
+    return f"http://{SITE_HOST}:{far.port}"
 
 
 def _online_issue(root: Path, site: str, link: str, published: bool = True) -> str:
@@ -232,26 +238,31 @@ def _online_issue(root: Path, site: str, link: str, published: bool = True) -> s
     )
 
 
-def test_online_reports_broken_links_and_redirects(newsletter: Path, site: str) -> None:
+def test_online_reports_broken_links_and_redirects(
+    newsletter: Path, site: str, far: FarSide
+) -> None:
+    net = far.network
     slug = _online_issue(newsletter, site, "/missing")
-    (broken,) = run_one(newsletter, slug, "link-broken", online=True)
+    (broken,) = run_one(newsletter, slug, "link-broken", online=True, network=net)
     assert broken.message == f'"{site}/missing": HTTP 404'
     assert _Site.agents[-1].startswith("mailer/")
     slug = _online_issue(newsletter, site, "/moved")
-    assert run_one(newsletter, slug, "link-broken", online=True) == []
-    (moved,) = run_one(newsletter, slug, "link-redirect", online=True)
+    assert run_one(newsletter, slug, "link-broken", online=True, network=net) == []
+    (moved,) = run_one(newsletter, slug, "link-redirect", online=True, network=net)
     assert moved.message == f'"{site}/moved" redirects to "{site}/ok"'
     slug = _online_issue(newsletter, site, "/ok")
-    assert run_one(newsletter, slug, "link-redirect", online=True) == []
+    assert run_one(newsletter, slug, "link-redirect", online=True, network=net) == []
     # Without --online nothing is fetched.
     assert run_one(newsletter, _online_issue(newsletter, site, "/missing"), "link-broken") == []
 
 
-def test_online_checks_the_web_version_and_images_are_live(newsletter: Path, site: str) -> None:
+def test_online_checks_the_web_version_and_images_are_live(
+    newsletter: Path, site: str, far: FarSide
+) -> None:
     slug = _online_issue(newsletter, site, "/ok")
-    assert run_one(newsletter, slug, "web-version-missing", online=True) == []
+    assert run_one(newsletter, slug, "web-version-missing", online=True, network=far.network) == []
     slug = _online_issue(newsletter, site, "/ok", published=False)
-    found = run_one(newsletter, slug, "web-version-missing", online=True)
+    found = run_one(newsletter, slug, "web-version-missing", online=True, network=far.network)
     assert [f.message.split(" ")[1] for f in found] == ["web", "image"]
     assert found[0].message == f'the web version "{site}/2026-04/" is not live: HTTP 404'
 

@@ -8,25 +8,21 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from db_helpers import engine_for
-from fake_clock import FakeClock
 from mailer import config
 from mailer.config import Settings
 from mailer.site import tokens, urls
 from mailer.store.database import open_db
-from mailer.subscribers.posting import Postman
-from mailer.web import create_app
 from subscriber_helpers import Cli, fails, ok, query
 from web_helpers import (
     ISSUE,
     PEOPLE,
     body_links,
+    delivering_client,
     mailto_token,
     message_to,
     messages,
@@ -38,31 +34,14 @@ from web_helpers import unsubscribe_link as link_for
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
-class Delivering(TestClient):
-    """A browser on the site's own pages (Sec-Fetch-Site: same-origin) whose every POST is
-    followed by the background sender's look at the queue, as mailer serve's thread does."""
-
-    postman: Postman
-
-    def post(self, *args: Any, **kw: Any) -> Any:
-        answer = super().post(*args, **kw)
-        self.postman.deliver_due()
-        return answer
-
-
 class Web:
     """The app on a test client, plus the newsletter it serves."""
 
     def __init__(self, settings: Settings, now: list[float]) -> None:
         self.settings = settings
         self.now = now
-        self.client = Delivering(
-            create_app(settings, clock=lambda: now[0]), headers={"Sec-Fetch-Site": "same-origin"}
-        )
-        clock = FakeClock(now[0])
-        clock.time = lambda: now[0]  # type: ignore[method-assign]
-        self.database = open_db(settings)
-        self.client.postman = Postman(settings, self.database, clock=clock)
+        self.client = delivering_client(settings, now)
+        self.database = self.client.postman.database
         self.client.__enter__()
 
     def path(self, url: str) -> str:
@@ -146,7 +125,10 @@ def test_an_issue_is_served_with_its_images_and_nothing_else(web: Web) -> None:
     assert "%%MAILER_" not in page.text
     assert "<script" not in page.text.lower()
     alias = web.client.get(f"/issues/{ISSUE}/", follow_redirects=False)
-    assert alias.status_code == 308 and alias.headers["location"] == f"/{ISSUE}/"
+    assert (
+        alias.status_code == 308
+        and alias.headers["location"] == f"{web.settings.base_url}/{ISSUE}/"
+    )
     for path in (
         f"/{ISSUE}/issue.yaml",
         f"/{ISSUE}/../mailer.toml",
@@ -413,7 +395,10 @@ def test_preferences_unsubscribe_from_everything_and_download_the_data(web: Web,
     page = web.client.post(path, data={"action": "unsubscribe-all"})
     assert "unsubscribed from everything" in page.text
     assert status(root, PEOPLE[0]) == "unsubscribed"
-    data = web.client.get(path + "/data.json")
+    # The full record needs the fresh link "manage by email" sends (test_web_fresh_link.py).
+    web.client.post("/manage", data={"email": PEOPLE[0]})
+    (fresh,) = [u for u in body_links(message_to(root, PEOPLE[0], "_web")) if "/preferences/" in u]
+    data = web.get(fresh + "/data.json")
     assert data.status_code == 200
     assert "attachment" in data.headers["content-disposition"]
     shown = json.loads(ok(cli("subscribers", "show", PEOPLE[0], "--json")).stdout)
@@ -679,7 +664,6 @@ def test_counted_links_redirect_only_to_the_issues_urls_and_count_no_one(
 ) -> None:
     from mailer.render import compile_slug
     from mailer.store import clicks
-    from mailer.store.database import open_db
 
     plain = compile_slug(config.load(newsletter), ISSUE).email_html.replace("&amp;", "&")
     settings = _track(newsletter)

@@ -14,12 +14,42 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from fake_clock import FakeClock
 from mailer import config
+from mailer.config import Settings
+from mailer.store.database import open_db
+from mailer.subscribers.posting import Postman
+from mailer.web import create_app
 from send_helpers import Lines
 from subscriber_helpers import Cli, ok
 
 ISSUE = "2025-11"
 PEOPLE = ["amira@example.org", "ben@example.org", "chloe@example.org"]
+
+
+class Delivering(TestClient):
+    """A browser on the site's own pages (Sec-Fetch-Site: same-origin) whose every POST is
+    followed by the background sender's look at the queue, as mailer serve's thread does."""
+
+    postman: Postman
+
+    def post(self, *args: Any, **kw: Any) -> Any:
+        answer = super().post(*args, **kw)
+        self.postman.deliver_due()
+        return answer
+
+
+def delivering_client(settings: Settings, now: list[float]) -> Delivering:
+    """The app on a :class:`Delivering` client, its clock and its sender's at ``now[0]``."""
+    client = Delivering(
+        create_app(settings, clock=lambda: now[0]), headers={"Sec-Fetch-Site": "same-origin"}
+    )
+    clock = FakeClock(now[0])
+    clock.time = lambda: now[0]  # type: ignore[method-assign]
+    client.postman = Postman(settings, open_db(settings), clock=clock)
+    return client
 
 
 def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> None:

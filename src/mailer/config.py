@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
+from mailer.files import private_folder
 from mailer.images import image_kind, pixel_size
 from mailer.profiles import PROFILES
 
@@ -396,7 +397,7 @@ def _read_or_create_key(path: Path) -> str:
         return _read_key(path)
     key = secrets.token_urlsafe(32)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         # O_EXCL: two processes starting at once never both write a key.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

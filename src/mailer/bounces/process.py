@@ -22,11 +22,11 @@ message processed twice records nothing the second time.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailer import files
 from mailer.bounces import policy
 from mailer.bounces.diagnose import Diagnosis, diagnose, limits_of, raw_key
 from mailer.config import Settings
@@ -176,15 +176,9 @@ def quarantine(database: Database, raw: bytes, why: str, *, source: str) -> Proc
 
 def keep(settings: Settings, raw: bytes, key: str, folder: str) -> Path:
     """Keep a message under .mailer/bounces/FOLDER/ (0600 in 0700 folders) for a person."""
-    base = settings.state_dir / "bounces"
+    base = files.kept_bounces(settings.state_dir)
     path = base / folder / f"{key[:24]}.eml"
-    (base / folder).mkdir(parents=True, exist_ok=True, mode=0o700)
-    for each in (base, base / folder):
-        os.chmod(each, 0o700)
+    files.private_folder(base / folder, within=settings.state_dir)
     if not path.exists():
-        partial = path.with_suffix(".part")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(raw)
-        os.replace(partial, path)
+        files.write_private(path, raw)
     return path

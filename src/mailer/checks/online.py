@@ -1,16 +1,15 @@
 """``mailer check --online``: fetch every link, and the web version and images at base_url.
 
-At most :data:`PARALLEL` requests at once, each with a timeout, under a user agent that
-says who is asking. Redirects are followed by hand so each hop can be reported.
+At most :data:`PARALLEL` requests at once, under a user agent that says who is asking,
+from the public internet only and within limits of time and bytes per URL
+(:mod:`mailer.checks.fetch`). Redirects are followed by hand so each hop can be reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin
 
 from mailer import __version__
 from mailer.checks.links import links
@@ -18,71 +17,31 @@ from mailer.checks.registry import Context, Hit, Severity, check, quote
 from mailer.site import urls
 
 if TYPE_CHECKING:
-    import httpx
+    from mailer.checks.fetch import Fetched
 
 PARALLEL = 8
-TIMEOUT = 15.0
-MAX_REDIRECTS = 5
-
-
-@dataclass(frozen=True)
-class Fetched:
-    url: str
-    status: int | None
-    final: str
-    redirected: bool
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.status is not None and self.status < 400
 
 
 def user_agent(ctx: Context) -> str:
     return f"mailer/{__version__} (newsletter link check; +{ctx.settings.base_url}/)"
 
 
-def _fetch(client: httpx.Client, url: str) -> Fetched:
-    import httpx
-
-    current, redirected = url, False
-    try:
-        for _ in range(MAX_REDIRECTS + 1):
-            # A GET, not a HEAD: many servers answer HEAD wrongly. The body is not read.
-            with client.stream("GET", current) as response:
-                status = response.status_code
-                location = response.headers.get("location")
-            if status in (301, 302, 303, 307, 308) and location:
-                current, redirected = urljoin(current, location), True
-                continue
-            return Fetched(url, status, current, redirected)
-        return Fetched(url, None, current, redirected, f"more than {MAX_REDIRECTS} redirects")
-    except httpx.HTTPError as exc:
-        return Fetched(
-            url,
-            None,
-            current,
-            redirected,
-            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-        )
-
-
 def fetch_all(ctx: Context, targets: list[str]) -> dict[str, Fetched]:
-    import httpx
+    """Each URL fetched once per run, at most PARALLEL at a time, each within its limits
+    and from the public internet only (:mod:`mailer.checks.fetch`)."""
+    from mailer.checks.fetch import fetch
 
     found: dict[str, Fetched] = ctx.memo.setdefault("fetched", {})
     todo = [u for u in dict.fromkeys(targets) if u not in found]
     if not todo:
         return found
-    headers = {"User-Agent": user_agent(ctx)}
-    limits = httpx.Limits(max_connections=PARALLEL)
-    with (
-        httpx.Client(
-            headers=headers, timeout=TIMEOUT, limits=limits, follow_redirects=False
-        ) as client,
-        ThreadPoolExecutor(max_workers=PARALLEL) as pool,
-    ):
-        for result in pool.map(lambda u: _fetch(client, u), todo):
+    agent = user_agent(ctx)
+
+    def one(url: str) -> Fetched:
+        return fetch(url, user_agent=agent, network=ctx.network, limits=ctx.fetch_limits)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        for result in pool.map(one, todo):
             found[result.url] = result
     return found
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mailer.content.awareness import Calendar, calendar
 
 if TYPE_CHECKING:
+    from mailer.checks.fetch import Limits, Network
     from mailer.checks.source import Source
     from mailer.config import Settings
     from mailer.content import Issue
@@ -83,6 +84,9 @@ class Context:
     online: bool = False
     # Results that several checks share, worked out once per run.
     memo: dict[str, Any] = field(default_factory=dict)
+    # How --online reaches the network, and what one URL may cost: tests pass their own.
+    network: Network | None = None
+    fetch_limits: Limits | None = None
 
     @property
     def issue(self) -> Issue:

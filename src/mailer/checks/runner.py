@@ -6,6 +6,7 @@ import datetime as dt
 import difflib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 # Each module registers its checks on import; this order is the order of docs/check.md.
 from mailer.checks import (
@@ -26,6 +27,9 @@ from mailer.content.overrides import issue_settings
 from mailer.errors import ChecksFailed, ConfigError, InvalidInput
 from mailer.formats import long_date
 from mailer.render import CompiledIssue
+
+if TYPE_CHECKING:
+    from mailer.checks.fetch import Limits, Network
 
 __all__ = [
     "access",
@@ -78,6 +82,8 @@ def run(
     *,
     online: bool = False,
     text: str | None = None,
+    network: Network | None = None,
+    fetch_limits: Limits | None = None,
 ) -> Report:
     """Every check not silenced in mailer.toml; the network ones only when ``online``.
     ``text``: the issue.yaml the issue was compiled from, if not the file on disk."""
@@ -85,7 +91,13 @@ def run(
     # Judged with the issue's own settings (its brand colours, its footer), as it is sent.
     issue_wide = issue_settings(settings, compiled.issue)
     ctx = Context(
-        issue_wide, compiled, send_date, Source(compiled.issue, settings.root, text), online
+        issue_wide,
+        compiled,
+        send_date,
+        Source(compiled.issue, settings.root, text),
+        online,
+        network=network,
+        fetch_limits=fetch_limits,
     )
     findings = []
     for check in CHECKS.values():

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mailer.cli.common import database, settings
+from mailer.files import people_reports, write_private
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +18,12 @@ def register(app: typer.Typer) -> None:
 
 def _write(path: Path, text: str, *, private: bool) -> None:
     """Write then rename, so a reader never sees half a report; private files are 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+    if private:
+        write_private(path, text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
         out.write(text)
     os.replace(partial, path)
@@ -57,7 +61,7 @@ def report(
         found = build(s, db, slug, people=people)
     for line in report_html.text(found, s):
         typer.echo(line)
-    folder = s.state_dir / "reports" / slug if people else s.build_dir / slug
+    folder = people_reports(s.state_dir) / slug if people else s.build_dir / slug
     _write(folder / "report.html", report_html.html(found, s), private=people)
     written = [folder / "report.html"]
     if as_csv:

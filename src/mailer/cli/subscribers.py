@@ -15,6 +15,7 @@ import typer
 
 from mailer.cli.common import database, settings
 from mailer.errors import InvalidInput, NothingImported
+from mailer.files import open_private
 from mailer.formats import local_time
 from mailer.store.status import LawfulBasis, SubscriberStatus
 
@@ -230,7 +231,7 @@ def export(
             return
         partial = output.with_name(output.name + ".part")
         try:
-            with partial.open("w", encoding="utf-8-sig", newline="") as out:
+            with open_private(partial, encoding="utf-8-sig") as out:
                 count = export_csv(db, out, list_slug=list_slug, status=status)
             os.replace(partial, output)
         except OSError as exc:

@@ -34,6 +34,17 @@ def serve(
             "outbox/_web/ and no mail leaves, which every page that promises an email says.",
         ),
     ] = False,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Connections served at once; past it, new requests get 503 at once. Keep it "
+            "well under the file-descriptor limit (LimitNOFILE).",
+        ),
+    ] = 1000,
+    backlog: Annotated[
+        int, typer.Option(min=1, help="Connections the system holds waiting to be accepted.")
+    ] = 512,
 ) -> None:
     """Serve the archive, the issues and the personal pages: unsubscribe, preferences,
     sign-up with confirmation, and manage by email.
@@ -46,12 +57,14 @@ def serve(
     Example:
       mailer serve --port 8000
       mailer serve --port 8000 --rehearsal   # try the pages; mail goes to outbox/_web/
+      mailer serve --port 8000 --max-connections 2000
     """
     import logging
 
     import uvicorn
 
     from mailer.web import create_app
+    from mailer.web.limits import throttle_logging
 
     s = settings()
     rehearsing = s.transport.name == "outbox"
@@ -75,10 +88,13 @@ def serve(
         forwarded_allow_ips=trusted,
         log_level="warning",
         server_header=False,
+        limit_concurrency=max_connections,
+        backlog=backlog,
     )
     note = (
         " - rehearsal: no mail leaves, confirmation emails go to outbox/_web/" if rehearsing else ""
     )
+    throttle_logging()  # after uvicorn.Config, which gives uvicorn's loggers their handlers
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:

@@ -42,6 +42,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailer import files
 from mailer.bounces import imap
 from mailer.clock import utcnow
 from mailer.config import Settings
@@ -65,8 +66,9 @@ class _UTCFormatter(logging.Formatter):
 
 def setup_logging(settings: Settings, *, stderr: bool = True) -> Path:
     """One line per event in .mailer/mailer.log, and on stderr unless told otherwise."""
-    path = settings.state_dir / "mailer.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = files.log_file(settings.state_dir)
+    files.private_folder(path.parent)
+    files.create_private(path)
     root = logging.getLogger("mailer")
     root.setLevel(logging.INFO)
     for handler in list(root.handlers):

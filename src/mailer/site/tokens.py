@@ -9,7 +9,9 @@ which keeps resends and retries identical.
 
 Unsubscribe and preferences tokens never expire (RFC 8058 and the law expect an
 unsubscribe link to keep working). A confirmation token carries the minute it was made
-and expires (:func:`make_expiring`, :func:`read_expiring`).
+and expires (:func:`make_expiring`, :func:`read_expiring`), and so does the preferences
+link that "manage by email" sends (``PREFERENCES_FRESH``), the only one that shows
+everything held about a person: the link in every issue may be forwarded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 
 from mailer.config import Settings
@@ -35,10 +38,22 @@ MESSAGE_ID = "message-id"  # (send id, delivery id): not a link, a stable Messag
 FORM = "form"  # (minute made): a form of the site, for a browser that sends no Origin
 APPROVAL = "approval"  # (approval request id, minute made): expires; the row says once
 WEB_CHALLENGE = "web-challenge"  # a nonce sent to base_url: proves this folder's key answers
+# (subscriber id, minute made): expires within hours; opens the full record (data.json)
+PREFERENCES_FRESH = "preferences-fresh"
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+# The text form of a :func:`make` token: integers joined by "-", a dot, the MAC in URL-safe
+# base64. PATTERN finds one inside other text (an email's subject, a quoted header).
+_MAC_CHARS = len(_b64(bytes(_MAC_BYTES)))
+_FORM = rf"[0-9]{{1,18}}(?:-[0-9]{{1,18}})*\.[A-Za-z0-9_-]{{{_MAC_CHARS}}}"
+_EXACT = re.compile(_FORM)
+PATTERN = rf"(?<![\w.-]){_FORM}(?![\w-])"
+# A sign_text token: the text and the MAC, each in URL-safe base64.
+_TEXT_EXACT = re.compile(rf"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{{{_MAC_CHARS}}}")
 
 
 def _unb64(text: str) -> bytes:
@@ -60,25 +75,21 @@ def make(key: bytes, purpose: str, *ids: int) -> str:
 def read(key: bytes | Sequence[bytes], purpose: str, token: str) -> tuple[int, ...]:
     """The integers a valid token carries; :class:`BadToken` otherwise.
 
+    The token must be exactly what :func:`make` writes: anything added, even characters
+    that base64 decoding or ``int()`` would pass over, makes it invalid.
+
     ``key`` may be several keys, the current one first: after a deliberate rotation, links
     signed with the previous key (``MAILER_SECRET_KEY_PREVIOUS``) keep working.
     """
+    if _EXACT.fullmatch(token) is None:
+        raise BadToken("this link is not valid")
     payload, _, mac = token.partition(".")
-    try:
-        given = _unb64(mac)
-        ids = tuple(int(part) for part in payload.split("-"))
-    except ValueError:
-        raise BadToken("this link is not valid") from None
+    given = _unb64(mac)
+    ids = tuple(int(part) for part in payload.split("-"))
     keys = [key] if isinstance(key, bytes) else list(key)
     if not any(hmac.compare_digest(given, _mac(k, purpose, payload)) for k in keys):
         raise BadToken("this link is not valid")
     return ids
-
-
-# The text form of a :func:`make` token, for finding one inside other text (an email's
-# subject, a quoted header): integers joined by "-", a dot, the MAC in URL-safe base64.
-_MAC_CHARS = len(_b64(bytes(_MAC_BYTES)))
-PATTERN = rf"(?<![\w.-])\d{{1,18}}(?:-\d{{1,18}})*\.[A-Za-z0-9_-]{{{_MAC_CHARS}}}(?![\w-])"
 
 
 def make_message_id(key: bytes, send_id: int, delivery_id: int, domain: str) -> str:
@@ -132,6 +143,7 @@ def keys_of(settings: Settings) -> list[bytes]:
 # -- tokens inside email addresses ----------------------------------------------------------
 
 _ADDRESS_MAC_CHARS = 13  # 13 base32 characters: 65 bits of the HMAC
+_ADDRESS_EXACT = re.compile(rf"[0-9]{{1,18}}(?:\.[0-9]{{1,18}})*\.[a-z2-7]{{{_ADDRESS_MAC_CHARS}}}")
 
 
 def make_for_address(key: bytes, purpose: str, *ids: int) -> str:
@@ -147,11 +159,10 @@ def make_for_address(key: bytes, purpose: str, *ids: int) -> str:
 
 def read_for_address(key: bytes, purpose: str, token: str) -> tuple[int, ...]:
     """The integers a :func:`make_for_address` token carries; :class:`BadToken` if not valid."""
+    if _ADDRESS_EXACT.fullmatch(token.lower()) is None:
+        raise BadToken("this address token is not valid")
     payload, _, mac = token.lower().rpartition(".")
-    try:
-        ids = tuple(int(part) for part in payload.split("."))
-    except ValueError:
-        raise BadToken("this address token is not valid") from None
+    ids = tuple(int(part) for part in payload.split("."))
     if not ids or not hmac.compare_digest(
         mac, make_for_address(key, purpose, *ids).rpartition(".")[2]
     ):
@@ -186,6 +197,8 @@ def sign_text(key: bytes, purpose: str, text: str) -> str:
 
 def read_text(key: bytes | Sequence[bytes], purpose: str, token: str) -> str:
     """The text a valid :func:`sign_text` token carries; :class:`BadToken` otherwise."""
+    if _TEXT_EXACT.fullmatch(token) is None:
+        raise BadToken("this link is not valid")
     body, _, mac = token.partition(".")
     try:
         given = _unb64(mac)

@@ -25,6 +25,9 @@ FEED_PATH = "/feed.xml"
 ISSUE_PATH = "/{slug}/"
 ISSUE_FILE_PATH = "/{slug}/{path:path}"
 ISSUES_ALIAS_PATH = "/issues/{slug}/"
+# An issue's (or the training page's) address typed without its final slash: redirected
+# to base_url's address of the page, never to the request's Host.
+NO_SLASH_PATH = "/{slug}"
 ASSET_PATH = "/assets/{name}"
 UNSUBSCRIBE_PATH = "/unsubscribe/{token}"
 GENERIC_UNSUBSCRIBE_PATH = "/unsubscribe"

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -32,7 +31,7 @@ from mailer.config import Settings
 from mailer.errors import StoreError
 from mailer.store import keys
 from mailer.store import migrate as migrations
-from mailer.store.engine import WRITE_OPTION, describe, make_engine, store_error
+from mailer.store.engine import WRITE_OPTION, describe, make_engine, parse_url, store_error
 
 __all__ = [
     "Database",
@@ -47,7 +46,7 @@ __all__ = [
 
 def exists(settings: Settings) -> bool:
     """Whether the newsletter's database is there yet: a SQLite file is made on first use."""
-    parsed = sa.make_url(settings.database_url)
+    parsed = parse_url(settings.database_url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).is_file()
     return True

@@ -6,10 +6,12 @@ importing the sessions that call it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -17,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from mailer.errors import StoreError
+from mailer.files import create_private
 
 # How long a writer waits for another writer (an import, a send) before giving up: SQLite's
 # busy timeout, and PostgreSQL's lock_timeout (without it a statement waits for a lock for
@@ -37,12 +40,23 @@ def redact(url: str) -> str:
     return _PASSWORD.sub(r"\1***@", url)
 
 
+# A SQLite URL with a file: everything after the third slash is the file's path.
+_SQLITE_FILE = re.compile(r"(sqlite(?:\+\w+)?):///", re.IGNORECASE)
+
+
 def parse_url(url: str) -> sa.URL:
     """``url`` as SQLAlchemy reads it; one clear line, without the password, if it cannot.
+
+    A SQLite URL's path is taken as it stands, never parsed as a URL: in a folder named
+    ``mag?x``, ``pct%41dir`` or ``a#b`` the database is that folder's own file, not
+    ``mag`` (a query), ``pctAdir`` (an escape) or ``a`` (a fragment).
 
     ``postgresql://`` and ``postgres://``, as PostgreSQL's own tools write them, mean
     psycopg 3, the driver mailer depends on (SQLAlchemy would otherwise look for psycopg2).
     """
+    sqlite = _SQLITE_FILE.match(url)
+    if sqlite is not None:
+        return sa.URL.create(sqlite.group(1).lower(), database=url[sqlite.end() :] or None)
     try:
         parsed = sa.make_url(url)
         if parsed.drivername in ("postgresql", "postgres"):
@@ -78,6 +92,17 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
 
 
 def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
+    @sa.event.listens_for(engine, "do_connect")
+    def _before_connect(_dialect: Any, _record: Any, args: Any, _kwargs: Any) -> None:
+        # SQLite would create a new file with the umask's mode (often 0644, readable by
+        # every user of the machine); make it 0600 first. Its -wal and -shm files take the
+        # database file's mode.
+        path = str(args[0]) if args else ""
+        if path and path != ":memory:" and not path.startswith("file:"):
+            # If the folder is missing or closed, SQLite says so in its own words.
+            with contextlib.suppress(OSError):
+                create_private(Path(path))
+
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling does not put SELECTs or DDL inside

@@ -39,6 +39,11 @@ def _everyday(address: str) -> bool:
     return len(local) <= 64 and "--" not in domain and not ("." + domain.lower()).endswith(_SPECIAL)
 
 
+def mentions_address(text: str) -> bool:
+    """Whether ``text`` holds something shaped like an everyday address."""
+    return _EVERYDAY.search(text) is not None
+
+
 def parse_address(raw: str) -> tuple[str, str]:
     """The normalised address in ``raw`` and any display name given with it.
 

@@ -34,7 +34,12 @@ from mailer.store import joining, people
 from mailer.store.database import Database
 from mailer.store.joining import Candidate, Outcome
 from mailer.store.models import LawfulBasis
-from mailer.subscribers.addresses import clean_text, has_controls, parse_address
+from mailer.subscribers.addresses import (
+    clean_text,
+    has_controls,
+    mentions_address,
+    parse_address,
+)
 from mailer.subscribers.csv_export import FORMULA_START
 
 BATCH = 1000
@@ -205,6 +210,8 @@ class _Source:
     def __init__(self, path: Path) -> None:
         self.path, self.label = path, path.name if str(path) != "-" else "standard input"
         self.delimiter = ","
+        # The header line's cells, once found: to name a column in a message.
+        self.header: list[str] = []
         self.text: IO[str] | None = None
         self.stream = _open(path)
         self.read = 0
@@ -280,7 +287,11 @@ def _records(source: _Source) -> Iterator[tuple[int, list[str]]]:
     """(first line number, cells) for each non-blank record, a line at a time.
 
     A quote opened and never closed makes every line after it part of one cell: a row that
-    spans more than ROW_LINES lines is reported at the line where it starts.
+    spans more than ROW_LINES lines is reported at the line where it starts, and so is a
+    row of any length whose cell runs over a line that holds an address (a stray quote
+    closed by another one lines later, or by the end of the file): those lines are rows
+    that would otherwise be lost inside it. A cell over several lines with no address in
+    them (a postal address in an Outlook export) is read as it stands.
     """
     lines = source.lines()
     peeked = list(itertools.islice(lines, TITLE_LINES + 1))
@@ -296,12 +307,28 @@ def _records(source: _Source) -> Iterator[tuple[int, list[str]]]:
             start, previous = previous + 1, reader.line_num
             if previous - start >= ROW_LINES:
                 raise ImportFileError(_unclosed(source.label, start))
+            if previous > start:
+                _swallowed(source, start, previous, cells)
             if any(c.strip() for c in cells):
                 yield start, cells
     except csv.Error as exc:
         if "field larger" in str(exc):
             raise ImportFileError(f"{source.label}:{reader.line_num}: {exc}") from None
         raise ImportFileError(_unclosed(source.label, previous + 1)) from None
+
+
+def _swallowed(source: _Source, start: int, end: int, cells: list[str]) -> None:
+    """Refuse a record whose cell spans lines that look like rows of their own."""
+    for index, cell in enumerate(cells):
+        _, newline, rest = cell.partition("\n")
+        if newline and mentions_address(rest):
+            header = source.header
+            field = header[index].strip() if index < len(header) else f"column {index + 1}"
+            raise ImportFileError(
+                f'{source.label}:{start}: {field}: a quote (") opens in this field and runs '
+                f"to line {end}, so the rows on lines {start + 1}-{end} would be read as part "
+                f"of it and lost: close the quote on line {start} or remove it"
+            )
 
 
 def _unclosed(label: str, line: int) -> str:
@@ -332,6 +359,7 @@ def _header(
     for line, cells in records:
         columns = _columns(cells)
         if columns is not None:
+            source.header = cells
             report.title_lines = [n for n, _ in seen]
             report.used = columns.used(cells)
             chosen = set(report.used.values())

@@ -74,13 +74,13 @@ def confirmation_text(settings: Settings, link: str, lists: list[str], days: int
     )
 
 
-def preferences_text(settings: Settings, link: str) -> str:
+def preferences_text(settings: Settings, link: str, hours: int) -> str:
     return (
         f"Someone, probably you, asked for a link to manage your subscription to "
         f"{settings.name}.\n\n"
         f"Open this link to choose your lists, change your details, unsubscribe, or see "
         f"what {settings.organisation} holds about you:\n\n{link}\n\n"
-        "Keep it to yourself: anyone with the link can change your subscription. If you "
-        "did not ask for it, you can ignore this email.\n\n"
+        f"The link works for {hours} hours. Keep it to yourself: anyone with the link can "
+        "change your subscription. If you did not ask for it, you can ignore this email.\n\n"
         f"{settings.footer.postal_address}\n"
     )

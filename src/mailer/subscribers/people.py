@@ -6,8 +6,6 @@ queries of :mod:`mailer.store.people`; CSV import and export live beside this mo
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from mailer.store.database import Database
 from mailer.store.joining import Candidate, Outcome
 from mailer.store.models import LawfulBasis, Subscriber, SubscriberStatus
 from mailer.store.suppression import suppression_of
+from mailer.subscribers import traces
 from mailer.subscribers.addresses import clean_text, has_controls, normalise, parse_address
 
 if TYPE_CHECKING:
@@ -94,7 +93,8 @@ def erase(db: Database, raw_email: str) -> store.Erasure:
     """Erase everything held about a person, keeping only a keyed hash of the address.
 
     Besides the database: the outbox files of the messages sent to them, and their address
-    wherever it appears in mailer's log, are removed; the database's old copies of the rows
+    wherever it appears in mailer's log, in web emails, kept bounces and reports that name
+    people (:mod:`.traces`), are removed; the database's old copies of the rows
     are then cleared (store.clear_traces), and what it could not reach is in ``remains``.
     """
     email = normalise(raw_email)
@@ -106,7 +106,7 @@ def erase(db: Database, raw_email: str) -> store.Erasure:
         for folder in (settings.outbox_dir / slug, settings.outbox_dir / slug / "proofs"):
             (folder / outbox_name(message_id)).unlink(missing_ok=True)
     _scrub_outbox_names(settings.outbox_dir, email)
-    _scrub_log(settings.state_dir / "mailer.log", email)
+    traces.scrub_files(settings, email)
     return erasure
 
 
@@ -117,19 +117,6 @@ def _scrub_outbox_names(outbox: Path, email: str) -> None:
     legacy = outbox_name_prefix(email)
     for path in outbox.glob(f"*/{legacy}*.eml"):
         path.unlink(missing_ok=True)
-
-
-def _scrub_log(path: Path, email: str) -> None:
-    """Replace the address wherever an older log line recorded it."""
-    if not path.is_file():
-        return
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if email not in text.lower():
-        return
-    scrubbed = re.sub(re.escape(email), "[erased]", text, flags=re.IGNORECASE)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(scrubbed, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def describe(db: Database, raw_email: str) -> dict[str, Any]:

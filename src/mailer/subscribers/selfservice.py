@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailer.config import Settings
-from mailer.errors import BadToken, InvalidInput
+from mailer.errors import BadToken, ExpiredToken, InvalidInput
 from mailer.site import tokens, urls
 from mailer.store import optouts, signups
 from mailer.store import people as store
@@ -127,13 +127,48 @@ class Preferences:
     organisation: str
     status: SubscriberStatus
     choices: list[Choice] = field(default_factory=list)
+    # Opened with a fresh link from "manage by email", which may show the full record.
+    fresh: bool = False
 
 
-def _preferences_id(settings: Settings, token: str) -> int:
-    ids = tokens.read(tokens.keys_of(settings), tokens.PREFERENCES, token)
+# How long the link "manage by email" sends may show everything held about a person.
+FRESH_LINK_HOURS = 4
+
+
+def fresh_link_token(settings: Settings, subscriber_id: int, *, now: float) -> str:
+    """The token of the link "manage by email" sends: it expires after FRESH_LINK_HOURS."""
+    key = settings.require_secret_key()
+    return tokens.make_expiring(key, tokens.PREFERENCES_FRESH, now, subscriber_id)
+
+
+def _preferences_id(settings: Settings, token: str, now: float) -> tuple[int, bool]:
+    """(subscriber id, whether the link is a fresh one) of a preferences link.
+
+    The link in every issue never expires and may have been forwarded: it lets its holder
+    choose lists and unsubscribe, and shows the address masked. A fresh link from "manage
+    by email" also opens the full record, for FRESH_LINK_HOURS.
+    """
+    keys = tokens.keys_of(settings)
+    try:
+        ids, fresh = tokens.read(keys, tokens.PREFERENCES, token), False
+    except BadToken:
+        try:
+            ids = tokens.read_expiring(
+                keys,
+                tokens.PREFERENCES_FRESH,
+                token,
+                now=now,
+                max_age_seconds=FRESH_LINK_HOURS * 3600,
+            )
+        except ExpiredToken:
+            raise ExpiredToken(
+                f"links sent by email work for {FRESH_LINK_HOURS} hours: ask for a new one "
+                "on the Manage your subscription page"
+            ) from None
+        fresh = True
     if len(ids) != 1 or ids[0] == 0:
         raise BadToken("this link is not valid")
-    return ids[0]
+    return ids[0], fresh
 
 
 def _person(session: Session, subscriber_id: int) -> Subscriber:
@@ -153,7 +188,7 @@ def _offered(session: Session, who: Subscriber) -> tuple[list[MailingList], set[
     return sorted(offered.values(), key=lambda ml: ml.name), on
 
 
-def _preferences(session: Session, who: Subscriber) -> Preferences:
+def _preferences(session: Session, who: Subscriber, fresh: bool) -> Preferences:
     offered, on = _offered(session, who)
     return Preferences(
         mask(who.email or ""),
@@ -161,20 +196,27 @@ def _preferences(session: Session, who: Subscriber) -> Preferences:
         who.organisation,
         who.status,
         [Choice(ml.slug, ml.name, ml.description, ml.id in on) for ml in offered],
+        fresh,
     )
 
 
-def preferences(db: Database, token: str) -> Preferences:
-    subscriber_id = _preferences_id(db.settings, token)
+def preferences(db: Database, token: str, *, now: float) -> Preferences:
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
     with db.session() as session:
-        return _preferences(session, _person(session, subscriber_id))
+        return _preferences(session, _person(session, subscriber_id), fresh)
 
 
 def save_preferences(
-    db: Database, token: str, *, name: str, organisation: str, chosen: Collection[str]
+    db: Database,
+    token: str,
+    *,
+    name: str,
+    organisation: str,
+    chosen: Collection[str],
+    now: float,
 ) -> Preferences:
     """Apply the preferences form: details, and which of the offered lists to be on."""
-    subscriber_id = _preferences_id(db.settings, token)
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
     with db.session(write=True) as session:
         who = _person(session, subscriber_id)
         optouts.update_details(session, who, clean_text(name), clean_text(organisation))
@@ -186,20 +228,29 @@ def save_preferences(
                 optouts.unsubscribe(session, who, leave, UnsubscribeMethod.PREFERENCES)
             if join:
                 optouts.join(session, who, join, source="preferences page")
-        return _preferences(session, who)
+        return _preferences(session, who, fresh)
 
 
-def unsubscribe_everything(db: Database, token: str) -> Preferences:
-    subscriber_id = _preferences_id(db.settings, token)
+def unsubscribe_everything(db: Database, token: str, *, now: float) -> Preferences:
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
     with db.session(write=True) as session:
         who = _person(session, subscriber_id)
         optouts.unsubscribe(session, who, None, UnsubscribeMethod.PREFERENCES)
-        return _preferences(session, who)
+        return _preferences(session, who, fresh)
 
 
-def held_data(db: Database, token: str) -> dict[str, Any]:
-    """Everything held about the person, as ``mailer subscribers show --json`` prints it."""
-    subscriber_id = _preferences_id(db.settings, token)
+def held_data(db: Database, token: str, *, now: float) -> dict[str, Any]:
+    """Everything held about the person, as ``mailer subscribers show --json`` prints it.
+
+    Only through a fresh link from "manage by email": the address in full, the IP
+    addresses of sign-ups and the history are not for whoever a newsletter was forwarded to.
+    """
+    subscriber_id, fresh = _preferences_id(db.settings, token, now)
+    if not fresh:
+        raise BadToken(
+            "the link in a newsletter cannot show everything we hold about you: ask for a "
+            "link by email on the Manage your subscription page"
+        )
     with db.session() as session:
         return held_about(session, _person(session, subscriber_id))
 
@@ -324,13 +375,15 @@ class Confirmation:
 
 
 def _signup(session: Session, settings: Settings, token: str, now: float) -> Signup:
-    ids = tokens.read_expiring(
-        tokens.keys_of(settings),
-        tokens.CONFIRM,
-        token,
-        now=now,
-        max_age_seconds=settings.web.confirm_days * 86400,
-    )
+    days = settings.web.confirm_days
+    try:
+        ids = tokens.read_expiring(
+            tokens.keys_of(settings), tokens.CONFIRM, token, now=now, max_age_seconds=days * 86400
+        )
+    except ExpiredToken:
+        raise ExpiredToken(
+            f"confirmation links work for {days} days: please sign up again"
+        ) from None
     signup = signups.get(session, ids[0]) if len(ids) == 1 else None
     if signup is None:
         raise BadToken("this sign-up is no longer waiting to be confirmed: please sign up again")
@@ -382,8 +435,8 @@ def confirm(db: Database, token: str, *, ip: str, now: float) -> Confirmation:
 def request_manage_link(
     db: Database, email_typed: str, *, honeypot: str, ip: str, now: float
 ) -> None:
-    """Queue a link to the preferences page if the address is known; the same answer, after
-    the same work, if not."""
+    """Queue a fresh link to the preferences page (it expires after FRESH_LINK_HOURS) if
+    the address is known; the same answer, after the same work, if not."""
     settings = db.settings
     if honeypot:
         return
@@ -394,8 +447,10 @@ def request_manage_link(
         who = store.find_subscriber(session, email)
         due = who is not None and who.status not in GONE and who.id is not None
         who_id = who.id if due and who is not None and who.id is not None else 0
-        token = tokens.make(settings.require_secret_key(), tokens.PREFERENCES, who_id)
-        text = notices.preferences_text(settings, urls.preferences_url(settings, token))
+        token = fresh_link_token(settings, who_id, now=now)
+        text = notices.preferences_text(
+            settings, urls.preferences_url(settings, token), FRESH_LINK_HOURS
+        )
         outgoing.queue(
             session,
             settings,

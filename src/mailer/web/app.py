@@ -33,6 +33,7 @@ from mailer.store.database import open_db
 from mailer.store.keyring import Watch
 from mailer.subscribers.posting import Postman
 from mailer.web import approvals, origin, pages, personal, webhooks, wellknown
+from mailer.web.limits import BodyLimit
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
@@ -46,8 +47,6 @@ ASGIApp = Callable[
 
 # Pages a personal link or a form leads to: never indexed, never cached.
 PERSONAL = ("/unsubscribe", "/preferences", "/subscribe", "/confirm", "/manage", "/c/")
-# No form of this site comes near this size; a bigger body is refused before it is read.
-MAX_BODY = 64 * 1024
 PERSONAL_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
@@ -77,9 +76,6 @@ class Guard:
             return
         path = str(scope.get("path", ""))[len(self.prefix) :]
         personal_page = path.startswith(PERSONAL)
-        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        limit = webhooks.MAX_BODY if path.startswith(webhooks.PATH_PREFIX) else MAX_BODY
-        too_large = not length.isdigit() or int(length) > limit
         started = time.perf_counter()
         status = [0]
 
@@ -105,18 +101,6 @@ class Guard:
             await send(message)
 
         try:
-            if too_large:
-                await send_with_headers(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                    }
-                )
-                await send_with_headers(
-                    {"type": "http.response.body", "body": b"Request too large.\n"}
-                )
-                return
             await self.app(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
@@ -163,6 +147,9 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        # Starlette's slash redirects build their Location from the Host header; pages.py
+        # redirects from base_url instead.
+        redirect_slashes=False,
     )
     app.state.site = site
     app.include_router(personal.router(site), prefix=prefix)
@@ -176,11 +163,7 @@ def create_app(
 
     @app.exception_handler(ExpiredToken)
     async def expired(_request: Request, exc: ExpiredToken) -> Response:
-        return page(
-            400,
-            "This link has expired",
-            f"Confirmation links work for {settings.web.confirm_days} days. Please sign up again.",
-        )
+        return page(400, "This link has expired", f"Sorry: {exc}.")
 
     @app.exception_handler(BadToken)
     async def bad_token(_request: Request, exc: BadToken) -> Response:
@@ -216,6 +199,10 @@ def create_app(
             return page(405, "Not allowed", "This page cannot be used that way.")
         return page(exc.status_code, "Something went wrong", str(exc.detail))
 
+    # Added first, so it runs inside Guard: a 413 gets the security headers too.
+    app.add_middleware(
+        BodyLimit, prefix=prefix, larger=((webhooks.PATH_PREFIX, webhooks.MAX_BODY),)
+    )
     app.add_middleware(wellknown.KeyReload, watch=Watch(settings))
     app.add_middleware(Guard, prefix=prefix)
     return app

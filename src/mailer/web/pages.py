@@ -2,6 +2,9 @@
 files, the feed, the training calendar (page and feed), the stylesheet, the accessibility
 statement and the health check.
 
+Every redirect leads to an address built from base_url, never from the request's Host
+header (the framework's own slash redirects, which would, are off).
+
 Drafts are never served: an issue that is not published answers 404 like one that does
 not exist. Images are served only if the issue names them, so no other file of the
 newsletter folder can be reached.
@@ -86,7 +89,7 @@ def router(site: Site) -> APIRouter:
     @api.get(urls.ISSUES_ALIAS_PATH)
     def issue_alias(slug: str) -> RedirectResponse:
         published(slug)
-        return RedirectResponse(site.path(urls.ISSUE_PATH, slug=slug), status_code=308)
+        return RedirectResponse(urls.issue_url(settings, slug), status_code=308)
 
     @api.get(urls.ISSUE_PATH)
     def issue(slug: str) -> HTMLResponse:
@@ -106,5 +109,18 @@ def router(site: Site) -> APIRouter:
             if image.relative_to(found.folder).as_posix() == path:
                 return FileResponse(image, headers={"cache-control": "public, max-age=86400"})
         raise NotFound("no such file")
+
+    if site.prefix:
+        # base_url's own path without its slash ("/newsletter"): to the archive.
+        @api.get("")
+        def archive_without_slash() -> RedirectResponse:
+            return RedirectResponse(urls.archive_url(settings), status_code=308)
+
+    @api.get(urls.NO_SLASH_PATH)
+    def without_slash(slug: str) -> RedirectResponse:
+        if slug == urls.TRAINING_PATH.strip("/"):
+            return RedirectResponse(urls.training_url(settings), status_code=308)
+        published(slug)
+        return RedirectResponse(urls.issue_url(settings, slug), status_code=308)
 
     return api

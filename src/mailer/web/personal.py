@@ -95,18 +95,20 @@ def router(site: Site) -> APIRouter:
             title="Your subscription",
             view=view,
             note=note,
-            data_path=site.path(urls.PREFERENCES_DATA_PATH, token=token),
+            data_path=site.path(urls.PREFERENCES_DATA_PATH, token=token) if view.fresh else "",
+            fresh_hours=selfservice.FRESH_LINK_HOURS,
         )
 
     @api.get(urls.PREFERENCES_PATH)
     def preferences(token: str) -> HTMLResponse:
-        return preferences_page(token, selfservice.preferences(db, token))
+        return preferences_page(token, selfservice.preferences(db, token, now=site.clock()))
 
     @api.post(urls.PREFERENCES_PATH)
     async def save_preferences(token: str, request: Request) -> HTMLResponse:
         form = await same_origin_form(request)
+        now = site.clock()
         if form.get("action") == "unsubscribe-all":
-            view = await _threaded(lambda: selfservice.unsubscribe_everything(db, token))
+            view = await _threaded(lambda: selfservice.unsubscribe_everything(db, token, now=now))
             return preferences_page(token, view, "You are unsubscribed from everything.")
         chosen = {str(v) for v in form.getlist("lists")}
         view = await _threaded(
@@ -116,6 +118,7 @@ def router(site: Site) -> APIRouter:
                 name=str(form.get("name", "")),
                 organisation=str(form.get("organisation", "")),
                 chosen=chosen,
+                now=now,
             )
         )
         return preferences_page(token, view, "Your choices are saved.")
@@ -123,7 +126,7 @@ def router(site: Site) -> APIRouter:
     @api.get(urls.PREFERENCES_DATA_PATH)
     def held_data(token: str) -> JSONResponse:
         return JSONResponse(
-            selfservice.held_data(db, token),
+            selfservice.held_data(db, token, now=site.clock()),
             headers={"content-disposition": 'attachment; filename="what-we-hold-about-you.json"'},
         )
 

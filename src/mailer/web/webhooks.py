@@ -166,12 +166,13 @@ class Receiver:
         message = _json(body)
         if not isinstance(message, dict):
             raise WebhookRefused("the SNS body is not an object")
-        # The signature covers the MessageId and the Message, so a replay can only repeat a
-        # notification, whose events are recorded once, by their feedback ids.
-        signatures.verify_sns(message, self.certificates, self.now())
+        # Checked first, so a message for another topic fetches no certificate.
         topic = str(message.get("TopicArn", ""))
         if topic not in [t.strip() for t in topics.split(",")]:
             raise WebhookRefused("the SNS topic is not the one MAILER_WEBHOOK_SES_KEY names")
+        # The signature covers the MessageId and the Message, so a replay can only repeat a
+        # notification, whose events are recorded once, by their feedback ids.
+        signatures.verify_sns(message, self.certificates, self.now())
         kind = message.get("Type")
         if kind == "SubscriptionConfirmation":
             url = str(message.get("SubscribeURL", ""))

@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 
 from mailer.errors import TransportUnavailable
+from mailer.files import private_folder
 from mailer.sending.transports.base import TransportBase
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -39,7 +40,7 @@ class OutboxTransport(TransportBase):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)
         except OSError as exc:
             raise TransportUnavailable(
                 f"cannot create the outbox {folder}: {exc.strerror}"
