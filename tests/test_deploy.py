@@ -116,6 +116,7 @@ def test_the_static_variant_proxies_every_route_of_mailer_serve() -> None:
         and name not in ("ARCHIVE_PATH", "ISSUE_PATH", "ISSUE_FILE_PATH", "ISSUES_ALIAS_PATH")
         and name not in ("FEED_PATH", "ASSET_PATH", "STYLESHEET_PATH")
         and name not in ("TRAINING_PATH", "TRAINING_FEED_PATH")
+        and not getattr(urls, name).startswith("/{")  # an issue's own paths: the archive
     }
     personal = {p if p != ".well-known" else ".well-known/mailer-challenge" for p in personal}
     assert personal <= proxied, personal - proxied
