@@ -25,7 +25,7 @@ from mailer.sending.engine import Progress, RunResult
 from mailer.sending.journal import Journals
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
-from mailer.site import build
+from mailer.site import build, reach
 from mailer.store import deliveries, people, publications, schedules, send_workers, sends
 from mailer.store.database import Database, open_db
 from mailer.store.models import (
@@ -126,6 +126,7 @@ def preview(
     compiled = compile_slug(settings, slug)
     require_written(compiled)
     report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
+    reach.require_answering(settings, checks.clean_reason(skip_checks))
     with open_db(settings) as database, database.session() as session:
         approval = approvals.require(session, compiled, settings.tz, settings.approval)
         build.require_built(settings, compiled)
@@ -227,6 +228,8 @@ def create(
         checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
     )
     checks.require_clean(settings, compiled, send_date, skip_checks)
+    # The links of every copy work only if base_url is this folder's mailer serve.
+    reach.require_answering(settings, checks.clean_reason(skip_checks))
     # Settings that would stop every message are checked before the send exists.
     settings.require_secret_key()
     DkimSigner.from_environment()
@@ -253,8 +256,10 @@ def create(
         )
         send = sends.create(session, frozen, lists, on_create)
         assert send.id is not None
-        # The first send of an issue puts it in the public archive and feed.
-        publications.publish(session, slug, PublishedBy.SEND)
+        # The first send of an issue puts it in the public archive and feed; a rehearsal
+        # (the outbox transport) emails nobody, so it publishes nothing either.
+        if settings.transport.name != "outbox":
+            publications.publish(session, slug, PublishedBy.SEND)
         return send.id
 
 
