@@ -175,7 +175,8 @@ def test_request_changes_edit_request_approve_send(setup: Setup, page: Page) -> 
     decide(page, "Request changes")
     expect(page.get_by_role("status")).to_contain_text("your request for changes")
     accessible(page)
-    # The reason reaches the comms officer.
+    # The reason reaches the comms officer, by the background sender of mailer serve.
+    setup.smtp.handler.wait_until(lambda h: any(COMMS in r.rcpt_tos for r in h.received))
     (told,) = setup.mail_to(COMMS)
     assert told["Subject"] == f"[mailer] {CHAIR} asked for changes to {ISSUE}"
     assert reason in told.get_content()

@@ -11,6 +11,10 @@ counts; a confirmation that failed does not use up the person's cooling-off:
 - for the whole site: ``confirmations_per_hour`` confirmation emails, after which
   ``alerts_to`` is told, once an hour.
 
+Mail to the partnership's own staff (an approver's request for changes, told to
+``[approval] notify``) goes on the same queue with the :data:`STAFF` verdict: always
+allowed, and counted against nobody's limits.
+
 Every request does the same work whatever the address's state: the same counts, a token
 and a message built, one row written (``skipped`` when nothing is due), so the time a page
 takes says nothing about who is subscribed.
@@ -37,6 +41,7 @@ CONFIRM = "confirm"
 MANAGE = "manage"
 WELCOME = "welcome"
 ALERT = "alert"
+APPROVAL = "approval"
 # An email the sender could not deliver in this time is given up (and no longer counts).
 EXPIRY = dt.timedelta(hours=24)
 
@@ -63,6 +68,11 @@ class Verdict:
     mailbox_key: str
     network_key: str
     cap_reached: bool
+
+
+# Mail to the partnership's own staff, not to a member of the public: always allowed, and
+# counted against no mailbox or network (its rows carry no hashes).
+STAFF = Verdict(allowed=True, mailbox_key="", network_key="", cap_reached=False)
 
 
 def decide(
