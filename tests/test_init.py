@@ -125,7 +125,7 @@ def test_init_can_copy_the_templates_to_change_the_design(empty: Path) -> None:
     assert (empty / "news/templates/sections/training.mjml.j2").is_file()
     os.chdir(empty / "news")
     doctor = run("doctor")
-    assert "ok    templates   8 of your own in templates/ (the layout too" in doctor.stdout
+    assert "ok    templates   9 of your own in templates/ (the layout too" in doctor.stdout
 
 
 def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:

@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING
 
 from mailer import checks
 from mailer.config import Settings
@@ -43,6 +42,9 @@ from mailer.store import reviews
 from mailer.store.database import Database, open_db
 from mailer.store.models import ApprovalMethod, RequestStatus
 from mailer.subscribers import outgoing
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("mailer.approval")
 REASON_MAX = 2000
