@@ -21,6 +21,7 @@ SCRIPTS = (
     "import_export.py",
     "subscribers_rss.py",
     "web_load.py",
+    "web_burst.py",
     "db_copy.py",
     "scale_workers.py",
     "bounce_reading.py",

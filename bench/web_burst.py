@@ -36,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx2
+from machine import describe
 from web_load import (
     ISSUE,
     ONE_CLICK,
@@ -211,6 +212,7 @@ def main() -> None:
         figures = run(workdir, args.recipients, args.posts, args.signups)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    print(describe())
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for name, value in figures.items():
         print(f"{name}: {value:.1f}" if isinstance(value, float) else f"{name}: {value}")

@@ -191,3 +191,34 @@ def test_status_and_doctor_show_a_stuck_queue(cli: Cli, newsletter: Path) -> Non
     status = ok(cli("status", ISSUE)).stdout
     assert "Web mail: 1 web email(s) waiting, the oldest for 60 min" in status
     assert "dana" not in doctor.stdout + status
+
+
+def test_a_confirmed_sign_up_is_welcomed_per_list_through_the_queue(
+    cli: Cli, newsletter: Path
+) -> None:
+    newsletter_with_a_send(cli, newsletter)
+    (newsletter / "welcome").mkdir()
+    (newsletter / "welcome" / "all.txt").write_text(
+        "Welcome! The latest issue is here: {latest_issue}\n", encoding="utf-8"
+    )
+    settings = config.load(newsletter)
+    client = TestClient(create_app(settings, clock=lambda: NOW))
+    same = {"Sec-Fetch-Site": "same-origin"}
+    data = {"email": "dana@example.net", "lists": ["all", "schools"], "consent": "yes"}
+    assert client.post("/subscribe", data=data, headers=same).status_code == 200
+    clock = FakeClock(NOW)
+    with open_db(settings) as db:
+        Postman(settings, db, clock=clock).deliver_due()
+        (confirmation,) = messages(newsletter, "_web")
+        text = confirmation.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        link = next(w for w in text.split() if "/confirm/" in w)
+        answer = client.post(link.removeprefix(settings.base_url), headers=same)
+        assert answer.status_code == 200 and "You are subscribed" in answer.text
+        assert len(messages(newsletter, "_web")) == 1  # nothing was sent in the request
+        Postman(settings, db, clock=clock).deliver_due()
+    welcomes = [m for m in messages(newsletter, "_web") if "Welcome" in str(m["Subject"])]
+    # Only the list with a welcome text (welcome/all.txt) sends one.
+    assert [str(m["Subject"]) for m in welcomes] == ["Welcome to All practitioners"]
+    body = welcomes[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"{settings.base_url}/{ISSUE}/" in body
+    assert "/preferences/" in body and recipient(welcomes[0]) == "dana@example.net"

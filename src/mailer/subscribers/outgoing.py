@@ -11,6 +11,9 @@ counts; a confirmation that failed does not use up the person's cooling-off:
 - for the whole site: ``confirmations_per_hour`` confirmation emails, after which
   ``alerts_to`` is told, once an hour.
 
+A confirmed sign-up also queues each list's welcome email, when the list has one
+(:func:`queue_welcome`).
+
 Mail to the partnership's own staff (an approver's request for changes, told to
 ``[approval] notify``) goes on the same queue with the :data:`STAFF` verdict: always
 allowed, and counted against nobody's limits.
@@ -25,11 +28,13 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailer.config import Settings
 from mailer.scheduling import alerts
-from mailer.store import webmail
+from mailer.site import urls
+from mailer.store import publications, webmail
 from mailer.store.suppression import address_hash, hash_key
 from mailer.subscribers import notices
 from mailer.subscribers.addresses import mailbox
@@ -160,3 +165,52 @@ def _alert_once(session: Session, settings: Settings, now: dt.datetime) -> None:
             now=now,
             expires_at=now + EXPIRY,
         )
+
+
+# --- welcome mail -------------------------------------------------------------------------
+
+# The folder of the welcome texts, one per list: welcome/SLUG.txt in the newsletter folder.
+WELCOME_FOLDER = "welcome"
+# Replaced in a welcome text by the link to the latest published issue.
+LATEST_ISSUE = "{latest_issue}"
+
+
+def welcome_file(settings: Settings, slug: str) -> Path:
+    return settings.root / WELCOME_FOLDER / f"{slug}.txt"
+
+
+def queue_welcome(
+    session: Session,
+    settings: Settings,
+    *,
+    to: str,
+    list_slug: str,
+    list_name: str,
+    preferences_link: str,
+    now: dt.datetime,
+) -> bool:
+    """Queue the list's welcome email after a confirmed sign-up, if the list has one
+    (``welcome/SLUG.txt``); whether it did. Not counted against the person's limits: only
+    a confirmation they pressed leads here."""
+    path = welcome_file(settings, list_slug)
+    if not path.is_file():
+        return False
+    latest = max(publications.published(session), default=None)
+    link = urls.issue_url(settings, latest) if latest else urls.archive_url(settings)
+    text = (
+        path.read_text(encoding="utf-8").replace(LATEST_ISSUE, link).rstrip()
+        + f"\n\nChange your choices or unsubscribe at any time:\n\n{preferences_link}\n\n"
+        + f"{settings.footer.postal_address}\n"
+    )
+    data = notices.message(settings, to, f"Welcome to {list_name}", text)
+    webmail.add(
+        session,
+        kind=WELCOME,
+        recipient=to,
+        message=data,
+        mailbox_key="",
+        network_key="",
+        now=now,
+        expires_at=now + EXPIRY,
+    )
+    return True

@@ -424,9 +424,18 @@ def confirm(db: Database, token: str, *, ip: str, now: float) -> Confirmation:
         optouts.join(session, who, lists, source=f"web sign-up {signup.id}", now=when)
         signups.confirmed(session, signup, who, ip, when)
         key = settings.require_secret_key()
-        return Confirmation(
-            [ml.name for ml in lists], True, tokens.make(key, tokens.PREFERENCES, who.id)
-        )
+        preferences_token = tokens.make(key, tokens.PREFERENCES, who.id)
+        for ml in lists:
+            outgoing.queue_welcome(
+                session,
+                settings,
+                to=email,
+                list_slug=ml.slug,
+                list_name=ml.name,
+                preferences_link=urls.preferences_url(settings, preferences_token),
+                now=_when(now),
+            )
+        return Confirmation([ml.name for ml in lists], True, preferences_token)
 
 
 # --- manage by email -------------------------------------------------------------------------

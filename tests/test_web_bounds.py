@@ -41,7 +41,9 @@ MULTIPART_HEAD = b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="
 @pytest.fixture
 def served(cli: Cli, newsletter: Path) -> Iterator[TestClient]:
     newsletter_with_a_send(cli, newsletter)
-    with TestClient(create_app(config.load(newsletter))) as client:
+    with TestClient(
+        create_app(config.load(newsletter)), headers={"Sec-Fetch-Site": "same-origin"}
+    ) as client:
         yield client
 
 
@@ -207,7 +209,7 @@ def test_connections_past_the_cap_get_503_at_once(cli: Cli, newsletter: Path) ->
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(url, timeout=30)
             assert refused.value.code == 503
-            refused.value.close()  # its connection, or it is reported unclosed later
+            refused.value.close()
         finally:
             for sock in idle:
                 sock.close()
