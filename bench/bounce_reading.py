@@ -35,7 +35,7 @@ from machine import describe  # noqa: E402
 
 from fetch_bounce_sources import MAKE_TARGET, MESSAGES, STAMP  # noqa: E402
 from mailer.bounces import classify  # noqa: E402
-from mailer.bounces.reading import Deadline, Limits, check_structure  # noqa: E402
+from mailer.bounces.reading import Deadline, ReadingLimits, check_structure  # noqa: E402
 from mailer.errors import UnreadableMessage  # noqa: E402
 
 TABLES = [REPO / "tests" / "data" / "bounces" / name for name in ("corpus", "heldout")]
@@ -99,7 +99,7 @@ def main() -> None:
     print(f"real returned mail: {len(corpus)} messages")
     print(f"  email.message_from_bytes: {len(corpus) / p:8.0f} msg/s")
     print(f"  mailer.bounces.classify:  {len(corpus) / c:8.0f} msg/s  ({c / p:.1f}x the time)")
-    limits = Limits()
+    limits = ReadingLimits()
     for name, raw in (
         ("1,000 nested multipart/mixed", nested(1000)),
         ("5,000 parts", parts(5000)),

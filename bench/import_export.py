@@ -30,7 +30,7 @@ from mailer.store import people as store  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
 from mailer.store.models import Suppression, SuppressionReason  # noqa: E402
 from mailer.store.suppression import address_hash  # noqa: E402
-from mailer.subscribers import csv_export, people  # noqa: E402
+from mailer.subscribers import csv_export, roster  # noqa: E402
 from mailer.subscribers import csv_import as importer  # noqa: E402
 
 FIRST = ["amira", "ben", "chloe", "dev", "erin", "finn", "grace", "harry", "isla", "jack"]
@@ -128,7 +128,7 @@ def main() -> None:
 
             n, t_export = timed(lambda: csv_export.export_csv(db, _Sink()))
             print(f"export       {t_export:6.2f} s  {n / t_export:9,.0f} rows/s  ({n:,} rows)")
-            n, t_list = timed(lambda: sum(1 for _ in people.rows(db)))
+            n, t_list = timed(lambda: sum(1 for _ in roster.rows(db)))
             print(f"list         {t_list:6.2f} s  {n / t_list:9,.0f} rows/s")
             recipients, t_send = timed(lambda: sum(1 for _ in _recipients(db, ["all", "small"])))
             print(f"recipients   {t_send:6.2f} s  {recipients / t_send:9,.0f} rows/s")
@@ -142,8 +142,8 @@ def main() -> None:
                 ),
                 (
                     "list",
-                    lambda: sum(1 for _ in people.rows(db, list_slug="small")),
-                    lambda: sum(1 for _ in people.rows(db, list_slug="all")),
+                    lambda: sum(1 for _ in roster.rows(db, list_slug="small")),
+                    lambda: sum(1 for _ in roster.rows(db, list_slug="all")),
                 ),
                 (
                     "import",

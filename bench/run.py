@@ -22,6 +22,7 @@ SCRIPTS = (
     "subscribers_rss.py",
     "web_load.py",
     "web_burst.py",
+    "web_timing.py",
     "db_copy.py",
     "scale_workers.py",
     "bounce_reading.py",

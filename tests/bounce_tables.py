@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fetch_bounce_sources import MAKE_TARGET, MESSAGES, STAMP
-from mailer.bounces import Finding, classify
+from mailer.bounces import RecipientFinding, classify
 from mailer.errors import UnreadableMessage
 
 # Categories that must never mark a person bounced at once.
@@ -47,7 +47,7 @@ class Row:
     half: str = ""
 
 
-Pair = tuple[Row, Finding | None]
+Pair = tuple[Row, RecipientFinding | None]
 
 
 def messages() -> Path:
@@ -76,7 +76,7 @@ def table(folder: Path) -> list[Row]:
         ]
 
 
-def matched(rows: list[Row], findings: list[Finding]) -> list[Pair]:
+def matched(rows: list[Row], findings: list[RecipientFinding]) -> list[Pair]:
     """Each expected recipient with the finding about the same address, or, failing that,
     the next finding not yet matched (a report that names nobody is about its one copy)."""
     left = list(findings)
@@ -109,11 +109,11 @@ def scored(folder: Path) -> list[Pair]:
     return pairs
 
 
-def said(found: Finding | None) -> str:
+def said(found: RecipientFinding | None) -> str:
     return str(found.category) if found is not None else "none"
 
 
-def right(row: Row, found: Finding | None) -> bool:
+def right(row: Row, found: RecipientFinding | None) -> bool:
     """A message that reports on nobody (spam, an ordinary message) is right when mailer
     finds nothing in it, or calls it unrecognised."""
     if row.category == "unrecognised":

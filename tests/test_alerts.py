@@ -106,9 +106,14 @@ def test_a_slot_that_failed_is_retried_after_the_fix_and_alerted_once(
     assert alert["Subject"] == f"[mailer] 2025-11 was not sent (schedule {item.id})"
     assert alert["Auto-Submitted"] == "auto-generated"
     body = alert.get_content()
-    assert "changed since Sam Patel approved it" in body
+    # Every problem at once, in the order to fix them: one round of fixes is enough.
+    assert "  1. build/2025-11 is older than the issue" in body
+    assert "run mailer build 2025-11" in body
+    assert "  2. " in body and "changed since Sam Patel approved it" in body
+    assert body.index("  1. ") < body.index("  2. ") and "  3. " not in body
     assert (
-        "Fix this and the worker sends it at its next look, until Tue 01 Dec 2099 15:00 GMT" in body
+        "Fix these 2, in this order, and the worker sends it at its next look, until "
+        "Tue 01 Dec 2099 15:00 GMT" in body
     )
     listing = cli("schedules").stdout
     assert "FAILING   since Tue 01 Dec 2099 09:01 GMT" in listing
@@ -125,6 +130,10 @@ def test_a_slot_that_failed_is_retried_after_the_fix_and_alerted_once(
     database.close()
     assert outcome.sent and not outcome.problem, outcome.outcome
     assert len(list((ready / "outbox/2025-11").glob("*.eml"))) == 3
+    # Whoever was told it failed is told it went.
+    _failed, follow_up = alerts(ready)
+    assert follow_up["Subject"] == f"[mailer] 2025-11 is now sent (schedule {item.id})"
+    assert "The problem alerted earlier is fixed" in follow_up.get_content()
     assert sql(ready, "SELECT status, failing_since FROM schedule") == [("done", None)]
     assert "FAILING" not in cli("schedules").stdout
 

@@ -174,3 +174,166 @@ def test_listing_lists_loads_only_the_database_layer(newsletter: Path) -> None:
     )
     assert "sqlalchemy" in loaded
     assert sorted({"jinja2", "mjml", "premailer", "apscheduler"} & loaded) == []
+
+
+# -- one definition per fact ------------------------------------------------------------------
+
+# The one writer of a person's status, and the one module that spells who may be mailed.
+STATUS_WRITER = "mailer.store.status"
+ELIGIBILITY = "mailer.store.eligibility"
+# Objects whose ``status`` is not a person's: a membership, a schedule, a send...
+OTHER_STATUS_OWNERS = {"membership", "item", "schedule", "send", "delivery", "request"}
+
+
+def _trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in modules().items()}
+
+
+def status_writes(tree: ast.Module, in_store: bool = True) -> list[str]:
+    """Where ``tree`` writes a person's status: an assignment to ``X.status`` (X not one of
+    the other owners of a status), a Core ``.values(status=...)`` on the subscriber table,
+    SQL text that updates it, or in the store (where every query is) a ``status=`` keyword
+    or ``"status"`` key given a ``SubscriberStatus`` (a row written by a query)."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr == "status"
+                    and not (
+                        isinstance(target.value, ast.Name)
+                        and target.value.id in OTHER_STATUS_OWNERS
+                    )
+                ):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)[:60]}")
+        pairs: list[tuple[str | None, ast.expr]] = []
+        if isinstance(node, ast.Call):
+            pairs = [(k.arg, k.value) for k in node.keywords]
+            if (
+                isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("values", "ordered_values")
+                and "subscriber" in ast.unparse(node.func.value)
+                and any(k == "status" for k, _ in pairs)
+            ):
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:60]}")
+                continue
+        elif isinstance(node, ast.Dict):
+            pairs = [
+                (k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else None, v)
+                for k, v in zip(node.keys, node.values, strict=True)
+                if k is not None
+            ]
+        for key, value in pairs if in_store else ():
+            if key == "status" and "SubscriberStatus" in ast.unparse(value):
+                found.append(f"line {value.lineno}: status={ast.unparse(value)[:40]}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = " ".join(node.value.lower().split())
+            if "update subscriber set" in text and "status" in text:
+                found.append(f"line {node.lineno}: SQL text {node.value[:40]!r}")
+    return found
+
+
+def eligibility_spellings(tree: ast.Module) -> list[str]:
+    """Where ``tree`` spells the heart of who may be mailed, a filter to active people: a
+    query's ``== SubscriberStatus.ACTIVE`` (on a column: ``col(...)``, ``X.c.status``,
+    ``Model.status``), or SQL text that compares a status with 'active'. (Which lists a
+    person is subscribed to is asked in many places, for their pages: not the rule.)"""
+    found: list[str] = []
+    rule = ("SubscriberStatus.ACTIVE",)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and all(isinstance(o, ast.Eq) for o in node.ops):
+            sides = [ast.unparse(n) for n in (node.left, *node.comparators)]
+            if any(s.startswith(rule) for s in sides) and any(
+                s.startswith("col(") or ".c." in s or s.split(".")[0][:1].isupper()
+                for s in sides
+                if not s.startswith(rule)
+            ):
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:60]}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = " ".join(node.value.lower().split())
+            if "status = 'active'" in text or "status='active'" in text:
+                found.append(f"line {node.lineno}: SQL text {node.value[:40]!r}")
+    return found
+
+
+def test_only_the_status_module_writes_a_person_s_status() -> None:
+    offenders = {
+        name: found
+        for name, tree in _trees().items()
+        if name != STATUS_WRITER and (found := status_writes(tree, name.startswith("mailer.store")))
+    }
+    assert offenders == {}
+
+
+def test_only_the_eligibility_module_spells_who_may_be_mailed() -> None:
+    offenders = {
+        name: found
+        for name, tree in _trees().items()
+        if name not in (ELIGIBILITY, STATUS_WRITER) and (found := eligibility_spellings(tree))
+    }
+    assert offenders == {}
+
+
+def test_the_checks_of_one_definition_find_what_they_look_for() -> None:
+    writes = ast.parse(
+        "who.status = SubscriberStatus.ACTIVE\n"
+        "membership.status = MembershipStatus.SUBSCRIBED\n"
+        "conn.execute(sa.update(_subscriber).values(status=new))\n"
+        "rows.append({'status': SubscriberStatus.BOUNCED})\n"
+        "cursor.execute(\"UPDATE subscriber SET status = 'bounced'\")\n"
+    )
+    assert sorted(w.split(":")[0] for w in status_writes(writes)) == [
+        "line 1",
+        "line 3",
+        "line 4",
+        "line 5",
+    ]
+    spelled = ast.parse(
+        "q.where(col(S.status) == SubscriberStatus.ACTIVE)\n"
+        "q.where(s.c.status == SubscriberStatus.ACTIVE)\n"
+        "q.where(Subscriber.status == SubscriberStatus.ACTIVE)\n"
+        "if who.status == SubscriberStatus.ACTIVE: pass\n"
+        "SQL = \"SELECT 1 FROM subscriber s WHERE s.status = 'active'\"\n"
+    )
+    assert sorted(w.split(":")[0] for w in eligibility_spellings(spelled)) == [
+        "line 1",
+        "line 2",
+        "line 3",
+        "line 5",
+    ]
+
+
+def test_one_busy_retry_loop() -> None:
+    """Only mailer.store.connections.retry_while_busy asks whether the database was busy."""
+    callers = {
+        name
+        for name, tree in _trees().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("is_busy")
+    }
+    assert callers == {"mailer.store.connections"}
+
+
+# The command line's modules are named after their command groups (`mailer bounces` is
+# cli/bounces.py), so they may share a name with the library module that does the work.
+NAMED_AFTER_A_COMMAND = "mailer.cli."
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """So a reader never has to ask which ``Sender`` this is."""
+    where: dict[str, list[str]] = {}
+    for name, tree in _trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(name)
+    assert {k: v for k, v in where.items() if len(v) > 1} == {}
+
+
+def test_no_two_modules_share_a_file_name() -> None:
+    where: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        if path.name != "__init__.py" and not name.startswith(NAMED_AFTER_A_COMMAND):
+            where.setdefault(path.name, []).append(name)
+    assert {k: v for k, v in where.items() if len(v) > 1} == {}

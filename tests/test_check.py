@@ -100,9 +100,12 @@ def test_json_findings_have_the_documented_keys(cli: Any) -> None:
 
 
 def test_a_bad_send_date_is_one_line(cli: Any) -> None:
-    r = cli("check", "2025-11", "--send-date", "1/12/2025")
+    r = cli("check", "2025-11", "--send-date", "next week")
     assert r.exit_code == 1
-    assert r.stderr == "Error: --send-date '1/12/2025' is not a date (use YYYY-MM-DD)\n"
+    assert r.stderr == (
+        "Error: --send-date 'next week' is not a date (write a date like \"2026-12-07\", "
+        '"7/12/2026" or "7 December 2026")\n'
+    )
 
 
 def test_every_check_has_a_fixture_that_trips_it() -> None:

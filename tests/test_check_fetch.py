@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 from check_helpers import PUBLIC_IP, SITE_HOST, FarSide, news, run_one, write_issue
-from mailer.checks.fetch import Limits, Network, fetch, refusal
+from mailer.checks.fetch import FetchLimits, Network, fetch, refusal
 
 AGENT = "mailer/test"
 
@@ -195,7 +195,7 @@ def test_a_slow_drip_server_cannot_hold_the_check() -> None:
             f"http://{SITE_HOST}:{drip.port}/",
             user_agent=AGENT,
             network=far.network,
-            limits=Limits(seconds=0.5),
+            limits=FetchLimits(seconds=0.5),
         )
     finally:
         drip.close()
@@ -210,7 +210,7 @@ def test_endless_headers_stop_at_the_byte_limit() -> None:
             f"http://{SITE_HOST}:{drip.port}/",
             user_agent=AGENT,
             network=far.network,
-            limits=Limits(bytes=4096),
+            limits=FetchLimits(bytes=4096),
         )
     finally:
         drip.close()

@@ -131,6 +131,14 @@ CASES: dict[str, tuple[str, str, str, str]] = {
         'the title "A news item" is the template\'s',
         news("The partnership has a new chair.", title="A new chair"),
     ),
+    "review-mark": (
+        "2026-03-02",
+        news("The partnership has a new chair.").replace(
+            "type: news", "type: news  # REVIEW: carried over from 2026-02: still current?"
+        ),
+        'still marked for review: "carried over from 2026-02: still current?"',
+        news("The partnership has a new chair.").replace("type: news", "type: news  # checked"),
+    ),
     "email-in-text": (
         "2026-03-02",
         news("Questions to cscp@example.org, please."),

@@ -20,6 +20,7 @@ from mailer.errors import StoreError
 from mailer.store import database as db
 from mailer.store import migrate
 from mailer.store import people as store
+from mailer.store.connections import retry_while_busy
 from subscriber_helpers import Cli, add, fails, make_list, ok, query
 
 # --- Migrations --------------------------------------------------------------------------------
@@ -271,3 +272,27 @@ def test_a_session_rolls_back_everything_when_its_block_fails(settings: Settings
 def test_every_db_command_has_an_example(cli: Cli) -> None:
     for command in ("upgrade", "current"):
         assert f"Example:\n    mailer db {command}" in ok(cli("db", command, "--help")).stdout
+
+
+def test_a_busy_database_is_tried_again_and_any_other_error_is_not() -> None:
+    """The one busy-retry loop (store.engine.retry_while_busy), used by every writer."""
+    failures = [RuntimeError("database is locked"), RuntimeError("deadlock detected")]
+    retried: list[int] = []
+
+    def job() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "written"
+
+    assert retry_while_busy(job, pause=0, on_retry=lambda: retried.append(1)) == "written"
+    assert retried == [1, 1]
+
+    def broken() -> str:
+        raise RuntimeError("no such table: delivery")
+
+    with pytest.raises(RuntimeError, match="no such table"):
+        retry_while_busy(broken, pause=0, on_retry=lambda: retried.append(1))
+    assert retried == [1, 1]
+    # Still busy after the time allowed: the error is the caller's.
+    with pytest.raises(RuntimeError, match="locked"):
+        retry_while_busy(lambda: (_ for _ in ()).throw(RuntimeError("locked")), give_up_after=0)

@@ -138,6 +138,8 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
         "folder",
         "settings",
         "alerts",
+        "privacy",
+        "statement",
         "key",
         "database",
         "web",
@@ -146,9 +148,11 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
         "transport",
     ]
     assert lines[2].startswith("note  alerts      nobody is emailed when a scheduled send fails")
-    assert "no lists yet" in lines[4]
-    assert lines[6] == "ok    webhooks    none"
-    assert "outbox: nobody is emailed" in lines[8]
+    assert lines[3].startswith("note  privacy     no privacy notice: the sign-up form and every")
+    assert "set accessibility_contact and accessibility_enforcement under [web]" in lines[4]
+    assert "no lists yet" in lines[6]
+    assert lines[8] == "ok    webhooks    none"
+    assert "outbox: nobody is emailed" in lines[10]
     (empty / "news/.mailer/secret_key").chmod(0o644)
     r = run("doctor")
     assert r.exit_code == 1

@@ -47,7 +47,7 @@ def rows(database: Database, query: str) -> list[tuple[Any, ...]]:
 
 
 def lease(database: Database, holder: str, clock: Clock, name: str = leader.SCHEDULER) -> Any:
-    return leader.Lease(database, name, ttl=TTL, holder=holder, clock=clock)
+    return leader.JobLease(database, name, ttl=TTL, holder=holder, clock=clock)
 
 
 # Holders on other machines: only their expiry can say that they are gone.
@@ -87,7 +87,7 @@ def test_a_holder_gone_from_this_machine_is_replaced_at_once(settings: Settings)
     child.stdin.close()
     child.wait(timeout=60)
     # Its lease has not expired, but its process is gone: no need to wait.
-    assert leader.Lease(database, leader.SCHEDULER, ttl=TTL).take()
+    assert leader.JobLease(database, leader.SCHEDULER, ttl=TTL).take()
     assert rows(database, "SELECT holder, term FROM lease") == [(sends.this_process(), 2)]
     database.close()
 
@@ -199,7 +199,7 @@ def test_a_scheduler_that_dies_while_starting_a_slot_leaves_it_due_for_the_next(
 def test_the_scheduler_starts_a_send_and_any_worker_runs_it_once(ready: Settings) -> None:
     database = open_db(ready)
     schedule(ready, database)
-    scheduler = leader.Lease(database, leader.SCHEDULER, ttl=TTL)
+    scheduler = leader.JobLease(database, leader.SCHEDULER, ttl=TTL)
     assert scheduler.take()
     # The scheduler only starts it...
     assert runner.run_due(ready, database, SLOT, lease=scheduler, send=False) == []

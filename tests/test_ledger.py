@@ -21,7 +21,7 @@ from mailer import config
 from mailer.errors import StateError
 from mailer.scheduling import runner
 from mailer.sending import service, workers
-from mailer.store import deliveries, ledger, schedules, sends
+from mailer.store import deliveries, eligibility, ledger_writer, schedules, sends
 from mailer.store.database import open_db
 from mailer.store.models import as_utc
 from mailer.store.status import DeliveryStatus, SendStatus
@@ -30,8 +30,8 @@ from send_helpers import addresses, make_list, sql
 UTC = dt.UTC
 # The SQLite writer works on SQLite's DB-API connection only: it keeps SQLite in both passes.
 WRITERS = [
-    pytest.param(ledger.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
-    ledger.CoreLedgerWriter,
+    pytest.param(ledger_writer.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
+    ledger_writer.CoreLedgerWriter,
 ]
 
 
@@ -164,8 +164,8 @@ def test_claims_by_number_take_each_row_once_and_check_each_person(
     with open_db(settings) as database:
         _join(database, a_send, "a:1:1/1")
         _join(database, a_send, "b:2:2/1")
-        first = ledger.CoreLedgerWriter(database, a_send, "a:1:1/1")
-        second = ledger.CoreLedgerWriter(database, a_send, "b:2:2/1")
+        first = ledger_writer.CoreLedgerWriter(database, a_send, "a:1:1/1")
+        second = ledger_writer.CoreLedgerWriter(database, a_send, "b:2:2/1")
         try:
             a = first.write([], [], [], None, want=3)
             b = second.write([], [], [], None, want=3)
@@ -196,7 +196,7 @@ def test_claims_go_on_from_the_last_claim_and_come_back_for_rows_handed_back(
     settings = config.load(newsletter)
     with open_db(settings) as database:
         _join(database, a_send)
-        backend = ledger.CoreLedgerWriter(database, a_send, ME)
+        backend = ledger_writer.CoreLedgerWriter(database, a_send, ME)
         now = dt.datetime.now(UTC)
 
         def claim(marks: list[Any] | None = None) -> list[str]:
@@ -257,7 +257,7 @@ def test_a_claim_skips_whoever_can_no_longer_be_mailed(
     )
     assert rows == {
         people[0]: "skipped: unsubscribed",
-        people[1]: f"skipped: {ledger.OFF_THE_LISTS}",
+        people[1]: f"skipped: {eligibility.OFF_THE_LISTS}",
         people[2]: "skipped: bounced",
         people[3]: "skipped: complained",
         # The erased person's pending row was deleted with their data.
@@ -347,7 +347,7 @@ def test_a_claim_late_in_a_large_send_reads_only_about_the_rows_it_claims(
                 deliveries.fix_recipients(session, sends.get(session, send_id))
             sql(newsletter, "UPDATE delivery SET status = 'sent' WHERE id <= 2700")
             _join(database, send_id)
-            backend = ledger.CoreLedgerWriter(database, send_id, ME)
+            backend = ledger_writer.CoreLedgerWriter(database, send_id, ME)
             try:
                 first = backend.write([], [], [], None, want=8)  # from the start, once
                 assert len(first.rows) == 8 and backend.after > 2700

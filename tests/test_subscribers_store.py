@@ -9,11 +9,11 @@ import sqlalchemy as sa
 
 from mailer.config import Settings
 from mailer.errors import StateError
-from mailer.store import joining
+from mailer.store import joining, status
 from mailer.store import people as store
 from mailer.store.database import Database, open_db
 from mailer.store.models import Subscriber, SubscriberStatus
-from mailer.subscribers.people import add, erase, unsubscribe
+from mailer.subscribers.roster import add, erase, unsubscribe
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_eligible_recipients_are_active_subscribed_distinct_and_in_id_order(
     with database.session() as session:
         assert store.count_eligible(session, _ids(database, "all", "health", "schools")) == 4
         rows = list(store.eligible_recipients(session, _ids(database, "health")))
-    assert rows[0] == store.Recipient(zed, "zed@example.org", "")
+    assert rows[0] == store.EligiblePerson(zed, "zed@example.org", "")
 
 
 def test_an_erased_address_that_comes_back_behind_mailers_back_is_not_mailed(
@@ -143,3 +143,43 @@ def test_status_transitions(
                 store.set_status(session, subscriber, after)
             assert not store.set_status(session, subscriber, after, strict=False)
         assert not store.set_status(session, subscriber, subscriber.status)
+
+
+A, U, B, C, E = (
+    SubscriberStatus.ACTIVE,
+    SubscriberStatus.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED,
+    SubscriberStatus.COMPLAINED,
+    SubscriberStatus.ERASED,
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "because", "may"),
+    [
+        (U, status.CONFIRMED_SIGN_UP, True),
+        (B, status.CONFIRMED_SIGN_UP, True),
+        (C, status.CONFIRMED_SIGN_UP, False),  # a web form never undoes a complaint
+        (E, status.CONFIRMED_SIGN_UP, False),
+        (B, status.OPERATOR_REACTIVATION, True),
+        (C, status.OPERATOR_REACTIVATION, True),
+        (U, status.OPERATOR_REACTIVATION, False),  # their own choice, not an operator's
+        (E, status.OPERATOR_REACTIVATION, False),
+        (U, None, False),  # without a reason nothing leads back to active
+        (B, "because", False),
+    ],
+)
+def test_a_return_to_active_is_a_rule_with_its_reason(
+    old: SubscriberStatus, because: str | None, may: bool, database: Database
+) -> None:
+    with database.session(write=True) as session:
+        who = Subscriber(email="jo@example.org", status=old)
+        session.add(who)
+        session.flush()
+        if may:
+            assert status.set_subscriber_status(session, who, A, because=because)
+        else:
+            with pytest.raises(StateError, match=f"who is {old} cannot become active"):
+                status.set_subscriber_status(session, who, A, because=because)
+            assert not status.set_subscriber_status(session, who, A, because=because, strict=False)
+        assert who.status == (A if may else old)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import string
+import sys
+import types
+from pathlib import Path
 
 import pytest
 
+import mailer.bounces
+import mailer.site
 from mailer.errors import BadToken
 from mailer.site import tokens
 
@@ -49,3 +55,36 @@ def test_a_token_is_bound_to_its_key_and_purpose(key: bytes, purpose: str) -> No
 def test_junk_is_a_bad_token_not_a_crash(junk: str) -> None:
     with pytest.raises(BadToken):
         tokens.read(KEY, "unsubscribe", junk)
+
+
+UNSUBSCRIBE_EMAIL = Path(__file__).parent / "data" / "bounces" / "unsubscribe-mailto-subject.eml"
+
+
+@pytest.mark.parametrize("mac_bytes", [9, 12, 16, 32])
+def test_unsubscribe_by_email_reads_the_token_whatever_the_mac_length(
+    mac_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounce reader finds an unsubscribe token by the token module's own pattern, so
+    changing the MAC length there (a new tokens.py, then a fresh import of the reader)
+    cannot silently break unsubscribe-by-email."""
+    source = Path(tokens.__file__).read_text(encoding="utf-8")
+    assert "\n_MAC_BYTES = 12\n" in source
+    changed = types.ModuleType(tokens.__name__)
+    changed.__file__ = tokens.__file__
+    code = source.replace("\n_MAC_BYTES = 12\n", f"\n_MAC_BYTES = {mac_bytes}\n")
+    exec(compile(code, tokens.__file__, "exec"), changed.__dict__)
+    monkeypatch.setitem(sys.modules, tokens.__name__, changed)
+    monkeypatch.setattr(mailer.site, "tokens", changed)
+    # The reader, imported afresh against the changed token module (both put back after).
+    monkeypatch.setattr(mailer.bounces, "diagnose", mailer.bounces.diagnose, raising=False)
+    monkeypatch.delitem(sys.modules, "mailer.bounces.diagnose", raising=False)
+    reader = importlib.import_module("mailer.bounces.diagnose")
+
+    token = changed.make(b"k" * 32, changed.UNSUBSCRIBE, 1234, 56)
+    assert len(token.rpartition(".")[2]) == len(changed._b64(bytes(mac_bytes)))
+    raw = UNSUBSCRIBE_EMAIL.read_bytes()
+    raw = raw.replace(b"%RCPT%", b"someone@example.org").replace(b"%TOKEN%", token.encode())
+    assert reader.diagnose(raw).unsubscribe_token == token
+    # A token one character short of this length is not taken for one.
+    short = raw.replace(token.encode(), token[:-1].encode())
+    assert reader.diagnose(short).unsubscribe_token == ""

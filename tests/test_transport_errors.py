@@ -22,8 +22,8 @@ from mailer.errors import (
 )
 from mailer.sending.transports import outcomes
 from mailer.sending.transports.outcomes import (
-    Context,
     DataRefused,
+    ErrorContext,
     LineLost,
     RecipientRefused,
     Refused,
@@ -34,9 +34,9 @@ from mailer.sending.transports.outcomes import (
 R = outcomes.Reply
 HOST, PORT = "relay.example.org", 587
 TO = "jo@example.org"
-SENDING = Context("send", HOST, PORT, "starttls", "password", 30.0, "news@example.org", TO)
+SENDING = ErrorContext("send", HOST, PORT, "starttls", "password", 30.0, "news@example.org", TO)
 # Implicit TLS on the STARTTLS port: the likeliest mistake, whose hint the TLS case checks.
-CONNECTING = Context("connect", HOST, PORT, "tls", "password", 30.0)
+CONNECTING = ErrorContext("connect", HOST, PORT, "tls", "password", 30.0)
 
 
 def _cert_error() -> ssl.SSLCertVerificationError:
@@ -135,7 +135,7 @@ def test_every_row_of_the_table_has_a_case() -> None:
 
 
 def test_a_login_refused_with_a_token_says_what_to_change_in_the_tenant() -> None:
-    context = Context("connect", "smtp.office365.com", 587, "starttls", "oauth2")
+    context = ErrorContext("connect", "smtp.office365.com", 587, "starttls", "oauth2")
     refused = aiosmtplib.SMTPAuthenticationError(535, "5.7.3 Authentication unsuccessful")
     text = str(outcomes.outcome(refused, context))
     assert "refused the token" in text

@@ -334,7 +334,7 @@ def test_the_accessibility_statement(web: Web) -> None:
     page = web.client.get("/accessibility")
     assert page.status_code == 200
     text = main_text(page.text)
-    for words in ("WCAG", "2.2", "Enforcement procedure", "Equality", "1 December 2026"):
+    for words in ("WCAG", "2.2", "axe-core", "Enforcement procedure"):
         assert words in text
 
 
@@ -599,7 +599,7 @@ def test_settings_for_the_web_are_checked(newsletter: Path) -> None:
         ("confirm_days = 0", "web.confirm_days"),
         ('blocklist = "missing.txt"', "web.blocklist"),
         ("track_clicks = 'yes'", "web.track_clicks"),
-        ('accessibility_reviewed = "soon"', "web.accessibility_reviewed"),
+        ('accessibility_reviewed = "2026-12-01"', "web.accessibility_reviewed"),
         ("colour = 1", "web.colour"),
     ):
         (newsletter / "mailer.toml").write_text(f"{text}\n[web]\n{extra}\n")

@@ -23,7 +23,7 @@ from mailer.sending import service
 from mailer.site import build
 from mailer.store.database import open_db
 from mailer.subscribers import lists
-from mailer.subscribers import people as subscribers
+from mailer.subscribers import roster as subscribers
 from subscriber_helpers import query
 from web_helpers import (
     ISSUE,

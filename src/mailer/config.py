@@ -12,7 +12,7 @@ one line naming the file (or variable) and the key.
 
 from __future__ import annotations
 
-import datetime as dt
+import difflib
 import ipaddress
 import os
 import re
@@ -55,7 +55,7 @@ _FOLDER = re.compile(r"^[ !#$&-)+-\[\]-~]{1,200}$")
 
 
 @dataclass(frozen=True)
-class Sender:
+class SenderSettings:
     from_name: str
     from_address: str
     reply_to: str | None = None
@@ -70,6 +70,8 @@ class Footer:
     postal_address: str
     contact: str = ""
     why: str = "You receive this newsletter because you subscribed to one of our mailing lists."
+    # The privacy notice (UK GDPR Art. 13), linked from the sign-up form and every footer.
+    privacy_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,11 @@ class WebSettings:
     blocklist: str | None = None
     # Count clicks per link of each issue, without recording who clicked (off by default).
     track_clicks: bool = False
-    # When the accessibility statement was last reviewed (YYYY-MM-DD).
-    accessibility_reviewed: str = "2026-12-01"
+    # The parts of the accessibility statement only the operator can write: how to report
+    # a problem (default: the footer's contact), and the enforcement procedure that
+    # applies to the organisation. `mailer doctor` warns while they are empty.
+    accessibility_contact: str = ""
+    accessibility_enforcement: str = ""
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,7 @@ class Settings:
     name: str
     organisation: str
     base_url: str
-    sender: Sender
+    sender: SenderSettings
     footer: Footer
     brand: Brand = field(default_factory=Brand)
     timezone: str = "Europe/London"
@@ -429,7 +434,7 @@ def load(start: Path | None = None, env: Mapping[str, str] | None = None) -> Set
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise toml_error(path, exc) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: is not UTF-8 text (byte {exc.start}): save it as UTF-8"
@@ -446,7 +451,7 @@ def from_text(root: Path, text: str, env: Mapping[str, str] | None = None) -> Se
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise toml_error(path, exc) from None
     return _parse(root, path, data, {} if env is None else env)
 
 
@@ -507,7 +512,50 @@ class _Table:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(f"{self._where(unknown[0])}: unknown setting (is it misspelt?)")
+            key = unknown[0]
+            close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "is it misspelt?"
+            line = _line_of(self.path, self.name, key)
+            where = f"{self.path}:{line}" if line else str(self.path)
+            dotted = f"{self.name}.{key}" if self.name else key
+            raise ConfigError(f"{where}: {dotted}: unknown setting ({hint})")
+
+
+def _line_of(path: Path, table: str, key: str) -> int | None:
+    """The line of ``key`` in ``[table]`` of the file at ``path`` (None if not found)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    current = ""
+    for number, line in enumerate(lines, 1):
+        header = re.match(r"\s*\[+\s*([^\]]+?)\s*\]+", line)
+        if header:
+            current = header[1]
+        elif current == table and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return None
+
+
+# What a TOML mistake usually is, by the parser's words: the fix to suggest.
+_TOML_HINTS = (
+    ("Invalid value", 'put text in double quotes, like name = "CSCP Newsletter"'),
+    ("Expected '=' after a key", "write each setting as key = value, like port = 587"),
+    ("Cannot overwrite a value", "a setting is written twice: keep one"),
+    ("Cannot declare", "a [table] is written twice: keep one"),
+    ("Unterminated string", "close the quotes at the end of the value"),
+    ("Illegal character", "a value has a character TOML does not allow: put text in quotes"),
+)
+
+
+def toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """A TOML syntax error as one line: the file and line, what is wrong, and the fix."""
+    message = str(exc)
+    found = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
+    where = f"{path}:{found[1]}" if found else str(path)
+    what = message[: found.start()] if found else message
+    fix = next((hint for words, hint in _TOML_HINTS if what.startswith(words)), "")
+    return ConfigError(f"{where}: {what}{': ' + fix if fix else ''}")
 
 
 _KIND = {int: "whole number", float: "number"}
@@ -591,14 +639,37 @@ def _check_logo(path: Path, root: Path, brand: Brand) -> None:
         )
 
 
+def web_address(value: str, where: str) -> str:
+    """base_url as it is used: an http(s) address without a trailing slash, or ConfigError."""
+    value = value.rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or " " in value:
+        raise ConfigError(f"{where}: must be a web address like https://news.example.org")
+    return value
+
+
+def sender_address(value: str, where: str) -> str:
+    """A sender or reply-to address: one plain address, nothing else."""
+    return _address(value, where)
+
+
+def https_url(value: str, where: str) -> str:
+    """``value`` if it is empty or an https:// web address, else ConfigError at ``where``;
+    the one rule for addresses people give mailer to link to."""
+    value = value.strip()
+    parts = urlsplit(value)
+    if value and (parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value)):
+        raise ConfigError(
+            f"{where}: must be a web address starting https://, like https://example.org/privacy"
+        )
+    return value
+
+
 def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str]) -> Settings:
     top = _Table(path, "", data)
     name = top.text("name", required=True)
     organisation = top.text("organisation", required=True)
-    base_url = top.text("base_url", required=True).rstrip("/")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or " " in base_url:
-        raise ConfigError(f"{path}: base_url: must be a web address like https://news.example.org")
+    base_url = web_address(top.text("base_url", required=True), f"{path}: base_url")
     timezone = top.get("timezone", str, "Europe/London")
     try:
         ZoneInfo(timezone)
@@ -613,7 +684,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
     alerts_to = _alerts_to(top)
 
     s = top.table("sender")
-    sender = Sender(
+    sender = SenderSettings(
         from_name=s.text("from_name", required=True),
         from_address=_address(s.text("from_address", required=True), s._where("from_address")),
         reply_to=s.text("reply_to"),
@@ -627,6 +698,7 @@ def _parse(root: Path, path: Path, data: dict[str, Any], env: Mapping[str, str])
         postal_address=f.text("postal_address", required=True),
         contact=f.text("contact", ""),
         why=f.text("why", Footer.why),
+        privacy_url=https_url(f.text("privacy_url", ""), f._where("privacy_url")),
     )
     f.finish()
 
@@ -1040,7 +1112,8 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
         confirmations_per_hour=w.get("confirmations_per_hour", int, d.confirmations_per_hour),
         blocklist=w.text("blocklist"),
         track_clicks=w.get("track_clicks", bool, d.track_clicks),
-        accessibility_reviewed=w.get("accessibility_reviewed", str, d.accessibility_reviewed),
+        accessibility_contact=w.get("accessibility_contact", str, "").strip(),
+        accessibility_enforcement=w.get("accessibility_enforcement", str, "").strip(),
     )
     w.finish()
     if not web.consent:
@@ -1054,12 +1127,6 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
     ):
         if getattr(web, key) < 1:
             raise ConfigError(f"{path}: web.{key}: must be at least 1")
-    try:
-        dt.date.fromisoformat(web.accessibility_reviewed)
-    except ValueError:
-        raise ConfigError(
-            f"{path}: web.accessibility_reviewed: must be a date like 2026-12-01"
-        ) from None
     if web.blocklist and not (root / web.blocklist).is_file():
         raise ConfigError(f"{path}: web.blocklist: file {web.blocklist} does not exist")
     return web

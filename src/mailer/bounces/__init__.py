@@ -1,6 +1,6 @@
 """Reading what comes back after a send (bounces, complaints, unsubscribe emails) and reporting.
 
-:func:`classify` is the entry point for a raw message: one :class:`Finding` per recipient
+:func:`classify` is the entry point for a raw message: one :class:`RecipientFinding` per recipient
 (address, category, status code, the server's words), without a database or settings.
 
 :mod:`.reading` reads a message under limits, :mod:`.diagnose` says what it reports per
@@ -11,6 +11,6 @@ mailbox, :mod:`.listing` and :mod:`.explain` serve the operator, and :mod:`.repo
 :mod:`.report_html` summarise a send for the board.
 """
 
-from mailer.bounces.diagnose import Finding, classify
+from mailer.bounces.diagnose import RecipientFinding, classify
 
-__all__ = ["Finding", "classify"]
+__all__ = ["RecipientFinding", "classify"]

@@ -1,6 +1,6 @@
 """What a returned message says, per recipient, read from the report itself.
 
-:func:`classify` is the library's entry point: raw bytes in, one :class:`Finding` per
+:func:`classify` is the library's entry point: raw bytes in, one :class:`RecipientFinding` per
 recipient out, without a database or settings. :func:`diagnose` also gives what
 :mod:`mailer.bounces.process` needs to tie the message to a copy mailer sent (the
 addresses it was delivered to, the Message-IDs and tokens it quotes).
@@ -39,7 +39,7 @@ from typing import Any
 from flufl.bounce import all_failures
 
 from mailer.bounces import wording
-from mailer.bounces.reading import Deadline, Limits, read
+from mailer.bounces.reading import Deadline, ReadingLimits, read
 from mailer.config import BounceSettings
 from mailer.errors import UnreadableMessage
 from mailer.site import tokens, urls
@@ -109,7 +109,7 @@ _HEADERISH = re.compile(
 
 
 @dataclass(frozen=True)
-class Finding:
+class RecipientFinding:
     """What a message reports about one recipient."""
 
     address: str  # the person's address, lower-case; "" when the report names nobody
@@ -134,7 +134,7 @@ class Diagnosis:
 
     key: str  # stable across re-reads: a hash of the Message-ID, or of the bytes
     shape: str  # dsn, arf, text, unsubscribe, auto-reply, or unrecognised
-    findings: list[Finding]
+    findings: list[RecipientFinding]
     sender: str = ""
     subject: str = ""
     # Addresses the message was delivered to, where a VERP address would be.
@@ -167,9 +167,9 @@ def raw_key(raw: bytes) -> str:
     return hashlib.sha256(b"raw:" + raw).hexdigest()
 
 
-def limits_of(settings: BounceSettings) -> Limits:
+def limits_of(settings: BounceSettings) -> ReadingLimits:
     """The reading limits the ``[bounces]`` settings give."""
-    return Limits(
+    return ReadingLimits(
         max_bytes=settings.max_message_kb * 1024,
         max_depth=settings.max_depth,
         max_parts=settings.max_parts,
@@ -177,7 +177,7 @@ def limits_of(settings: BounceSettings) -> Limits:
     )
 
 
-def classify(raw: bytes, limits: Limits | None = None) -> list[Finding]:
+def classify(raw: bytes, limits: ReadingLimits | None = None) -> list[RecipientFinding]:
     """One finding per recipient the message reports on; nothing is stored or changed.
 
     Raises :class:`~mailer.errors.UnreadableMessage` for a message beyond the limits.
@@ -189,12 +189,12 @@ def diagnose(
     raw: bytes,
     *,
     envelope_recipient: str | None = None,
-    limits: Limits | None = None,
+    limits: ReadingLimits | None = None,
     hard_statuses: tuple[str, ...] | None = None,
     policy_statuses: tuple[str, ...] | None = None,
 ) -> Diagnosis:
     """Read one message: what kind it is, what it reports per recipient, whom it may be about."""
-    limits = limits or Limits()
+    limits = limits or ReadingLimits()
     deadline = Deadline(limits.max_seconds)
     msg = read(raw, limits, deadline)
     try:
@@ -447,7 +447,9 @@ class _Reader:
             # Hotmail's own complaint format (JMRP) names the person in this header, which
             # only Hotmail adds; some arrive with the original alone, without a wrapper.
             findings = [
-                Finding(complained[0], K.COMPLAINT, "", "feedback report: abuse", "complaint")
+                RecipientFinding(
+                    complained[0], K.COMPLAINT, "", "feedback report: abuse", "complaint"
+                )
             ]
             return Diagnosis(shape="arf", findings=findings, named=complained[:1], **base)
         bounce_like = self._bounce_like(sender, subject)
@@ -459,13 +461,15 @@ class _Reader:
                 return Diagnosis(shape="dsn", findings=findings, named=_named(findings), **base)
         token = self._unsubscribe_token(subject, own)
         if token and not self.status_parts:
-            finding = Finding("", K.UNSUBSCRIBE, reason="unsubscribe email")
+            finding = RecipientFinding("", K.UNSUBSCRIBE, reason="unsubscribe email")
             return Diagnosis(
                 shape="unsubscribe", findings=[finding], unsubscribe_token=token, **base
             )
         if _UNSUBSCRIBE_ALONE.match(subject) and not bounce_like and sender:
             # "unsubscribe" with no token (a mail program that drops it): the sender asks.
-            finding = Finding(sender, K.UNSUBSCRIBE, reason="unsubscribe email without a token")
+            finding = RecipientFinding(
+                sender, K.UNSUBSCRIBE, reason="unsubscribe email without a token"
+            )
             return Diagnosis(shape="unsubscribe", findings=[finding], named=[sender], **base)
         auto = self._auto_reply(subject)
         if bounce_like or empty_path or not auto:
@@ -478,7 +482,7 @@ class _Reader:
         if (auto or wording.CHALLENGE.search(" ".join(notice[:3000].split()))) and not bounce_like:
             # An automatic reply, or a challenge-response system asking us to confirm that
             # we are a person before it delivers our mail (never a bounce).
-            finding = Finding("", K.AUTO_REPLY, reason=subject[:200])
+            finding = RecipientFinding("", K.AUTO_REPLY, reason=subject[:200])
             return Diagnosis(shape="auto-reply", findings=[finding], **base)
         return Diagnosis(shape="unrecognised", findings=[], **base)
 
@@ -586,7 +590,7 @@ class _Reader:
                     blocks.append(HeaderParser().parsestr(block.strip() + "\n"))
         return blocks
 
-    def _dsn(self, own: str) -> list[Finding]:
+    def _dsn(self, own: str) -> list[RecipientFinding]:
         recipients: list[_Recipient] = []
         for block in self._status_blocks():
             final = _typed_address(block.get("Final-Recipient"))
@@ -613,7 +617,7 @@ class _Reader:
         if len(recipients) == 1 and not recipients[0].address and len(failed) == 1:
             recipients[0].address = failed[0]  # a path or a program, not an address
         addresses = [r.address for r in recipients if r.address]
-        findings: list[Finding] = []
+        findings: list[RecipientFinding] = []
         seen: set[str] = set()
         for r in recipients:
             if r.address and r.address in seen:
@@ -622,7 +626,7 @@ class _Reader:
             findings.append(self._judge(r, own, addresses))
         return findings
 
-    def _judge(self, r: _Recipient, own: str, everyone: list[str]) -> Finding:
+    def _judge(self, r: _Recipient, own: str, everyone: list[str]) -> RecipientFinding:
         action = r.action.split()[0] if r.action else ""
         if "\x1b$B" in r.diagnostic:
             r.diagnostic = r.diagnostic.encode("latin-1", "replace").decode("iso2022_jp", "replace")
@@ -643,11 +647,11 @@ class _Reader:
             if reply:
                 code = f"{reply.group(1)}.0.0"
         if action in ("delivered", "relayed", "expanded"):
-            return Finding(r.address, K.DELIVERED, code, diagnostic[:300], action)
+            return RecipientFinding(r.address, K.DELIVERED, code, diagnostic[:300], action)
         if action == "delayed" or (
             not action and status.startswith("4.") and wording.DELAYED.search(own)
         ):
-            return Finding(r.address, K.DELAYED, code, diagnostic[:300], "delayed")
+            return RecipientFinding(r.address, K.DELAYED, code, diagnostic[:300], "delayed")
         # The remote's words, then a specific code, then the notice's words about them.
         category = wording.category_of_text(_inner(diagnostic))
         if wording.about_the_sender(code) or self._names_our_side(diagnostic, r.address):
@@ -663,12 +667,12 @@ class _Reader:
         if category == K.HARD and code.startswith("4.") and action != "failed":
             category = K.SOFT
         reason = diagnostic or _first_line_with(about, r.address) or about[:300]
-        return Finding(r.address, category, code, reason[:300].strip(), action or "failed")
+        return RecipientFinding(r.address, category, code, reason[:300].strip(), action or "failed")
 
     # -- ARF complaints ---------------------------------------------------------------------
 
-    def _feedback(self) -> list[Finding]:
-        findings: list[Finding] = []
+    def _feedback(self) -> list[RecipientFinding]:
+        findings: list[RecipientFinding] = []
         for part in self.feedback_parts or [self.msg]:
             payload = part.get_payload()
             fields = payload[0] if isinstance(payload, list) and payload else None
@@ -690,13 +694,13 @@ class _Reader:
                 category = K.POLICY
             for address in recipients[:MAX_RECIPIENTS] or [""]:
                 findings.append(
-                    Finding(address, category, "", f"feedback report: {kind}", "complaint")
+                    RecipientFinding(address, category, "", f"feedback report: {kind}", "complaint")
                 )
         return findings
 
     # -- bounces in no standard shape -------------------------------------------------------
 
-    def _text_bounce(self, own: str, notice: str, bounce_like: bool) -> list[Finding]:
+    def _text_bounce(self, own: str, notice: str, bounce_like: bool) -> list[RecipientFinding]:
         msg = self.msg
         detected: list[bytes | str] = []
         try:
@@ -738,7 +742,7 @@ class _Reader:
                 return []
             if wording.DELAYED.search(own) and category in (K.SOFT, None):
                 category = K.DELAYED
-            return [Finding("", category, code, _first_failure_line(own)[:300], "failed")]
+            return [RecipientFinding("", category, code, _first_failure_line(own)[:300], "failed")]
         findings = []
         for address in found[:MAX_RECIPIENTS]:
             about = _about(own, [address], found) or own
@@ -762,7 +766,7 @@ class _Reader:
                 category = K.DELAYED
             reason = _first_line_with(about, address) or _first_failure_line(about)
             findings.append(
-                Finding(
+                RecipientFinding(
                     address,
                     category,
                     code,
@@ -793,7 +797,7 @@ def _inner(text: str) -> str:
     return text
 
 
-def _named(findings: list[Finding]) -> list[str]:
+def _named(findings: list[RecipientFinding]) -> list[str]:
     return list(dict.fromkeys(f.address for f in findings if f.address))
 
 

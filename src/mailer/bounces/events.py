@@ -2,7 +2,7 @@
 
 Each parser turns one provider's documented payload into :class:`Event` objects: the
 provider's own id for the event (the key that makes it idempotent), what it reports about
-whom (:class:`~mailer.bounces.diagnose.Finding`, the categories mailed reports use), and
+whom (:class:`~mailer.bounces.diagnose.RecipientFinding`, the categories mailed reports use), and
 the ids mailer set on the copy that the event quotes back: the Message-ID (SES, Mailgun,
 SendGrid's ``smtp-id``, SMTP2GO when asked to report it) or the header mailer adds for the
 relay's profile (:func:`mailer.sending.headers.relay_id`: Postmark's metadata, SendGrid's
@@ -26,7 +26,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from mailer.bounces import policy
-from mailer.bounces.diagnose import Finding, status_code
+from mailer.bounces.diagnose import RecipientFinding, status_code
 from mailer.bounces.process import copy_of_message_id
 from mailer.clock import utcnow
 from mailer.config import Settings
@@ -48,12 +48,12 @@ class Event:
     """One thing a relay reports about one copy."""
 
     key: str  # "provider:the provider's id for it", unique
-    findings: tuple[Finding, ...]
+    findings: tuple[RecipientFinding, ...]
     message_ids: tuple[str, ...] = ()  # what the event quotes of the ids mailer set
 
 
 @dataclass(frozen=True)
-class Outcome:
+class EventsApplied:
     """What a request's events changed."""
 
     events: int = 0  # events about a person in it
@@ -78,9 +78,11 @@ def _address(value: Any) -> str:
     return parseaddr(_str(value, 400))[1].lower()
 
 
-def _finding(kind: BounceKind, address: Any, status: Any = "", reason: Any = "") -> Finding:
+def _finding(
+    kind: BounceKind, address: Any, status: Any = "", reason: Any = ""
+) -> RecipientFinding:
     words = _str(reason)
-    return Finding(_address(address), kind, status_code(_str(status, 40), words), words)
+    return RecipientFinding(_address(address), kind, status_code(_str(status, 40), words), words)
 
 
 # -- Amazon SES (through SNS) ----------------------------------------------------------------
@@ -97,7 +99,7 @@ def ses_events(notification: Mapping[str, Any]) -> list[Event]:
         for h in map(_dict, _list(mail.get("headers")))
         if _str(h.get("name")).lower() == "message-id"
     ]
-    findings: list[Finding] = []
+    findings: list[RecipientFinding] = []
     if kind == "Bounce":
         bounce = _dict(notification.get("bounce"))
         kind_of = _ses_bounce(_str(bounce.get("bounceType")), _str(bounce.get("bounceSubType")))
@@ -256,7 +258,9 @@ def _full_ids(ids: Iterable[str], domain: str) -> list[str]:
     return [i if "@" in i else f"<{i}@{domain}>" for i in ids]
 
 
-def apply(settings: Settings, database: Database, provider: str, events: list[Event]) -> Outcome:
+def apply(
+    settings: Settings, database: Database, provider: str, events: list[Event]
+) -> EventsApplied:
     """Record each event once and act on what it says, as for a mailed report."""
     source = f"webhook {provider}"
     new = verified = 0
@@ -293,7 +297,7 @@ def apply(settings: Settings, database: Database, provider: str, events: list[Ev
             actions += done
     if events:
         log.info("%s: %d events, %d new, %d applied", source, len(events), new, verified)
-    return Outcome(len(events), new, verified, tuple(actions))
+    return EventsApplied(len(events), new, verified, tuple(actions))
 
 
 def refuse(database: Database, provider: str, reason: str, body: bytes) -> None:

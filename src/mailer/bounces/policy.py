@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mailer.bounces.diagnose import Finding
+from mailer.bounces.diagnose import RecipientFinding
 from mailer.config import BounceSettings
 from mailer.errors import NotFound, StateError
 from mailer.store import bounces as store
@@ -57,7 +57,7 @@ SEVERITY = {
 ABOUT_THE_PERSON = (K.HARD, K.FULL, K.SOFT, K.COMPLAINT, K.UNSUBSCRIBE)
 
 
-def worst(findings: Sequence[Finding]) -> Finding:
+def worst(findings: Sequence[RecipientFinding]) -> RecipientFinding:
     return max(findings, key=lambda f: SEVERITY.get(f.category, 0))
 
 
@@ -65,7 +65,7 @@ def apply_authenticated(
     session: Session,
     settings: BounceSettings,
     target: store.Target,
-    findings: Sequence[Finding],
+    findings: Sequence[RecipientFinding],
     *,
     key: str,
     source: str,
@@ -99,7 +99,7 @@ def apply_authenticated(
             )
             return worst_kind(events), [], False
         mine, others = others, []
-    finding = worst(mine) if mine else Finding("", K.UNRECOGNISED)
+    finding = worst(mine) if mine else RecipientFinding("", K.UNRECOGNISED)
     event = store.record(
         session,
         key=f"{key}#0",
@@ -132,7 +132,7 @@ def worst_kind(events: Sequence[BounceEvent]) -> BounceKind:
 
 def store_unverified(
     session: Session,
-    findings: Sequence[Finding],
+    findings: Sequence[RecipientFinding],
     *,
     key: str,
     source: str,
@@ -145,7 +145,7 @@ def store_unverified(
     it names, and ``mailer bounces apply ID`` acts on it by hand.
     """
     events = []
-    for i, finding in enumerate(findings or [Finding("", K.UNRECOGNISED)], start=first):
+    for i, finding in enumerate(findings or [RecipientFinding("", K.UNRECOGNISED)], start=first):
         reason = finding.reason
         if note:
             reason = f"[{note}] {reason}".strip()

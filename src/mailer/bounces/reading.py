@@ -30,7 +30,7 @@ MAX_HEADER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
-class Limits:
+class ReadingLimits:
     """How much of a message mailer reads before it gives up and quarantines it."""
 
     max_bytes: int = 10 * 1024 * 1024
@@ -66,14 +66,14 @@ def _content(header_block: bytes) -> tuple[str, bytes | None]:
     return kind, b"--" + boundary.encode("utf-8", "surrogateescape").rstrip()
 
 
-def check_size(size: int, limits: Limits) -> None:
+def check_size(size: int, limits: ReadingLimits) -> None:
     """Refuse a message of ``size`` bytes beyond the limit: said before it is downloaded
     when the mailbox tells its size (IMAP's ``RFC822.SIZE``)."""
     if size > limits.max_bytes:
         raise UnreadableMessage(f"larger than {limits.max_bytes // 1024} KB")
 
 
-def check_structure(raw: bytes, limits: Limits, deadline: Deadline) -> None:
+def check_structure(raw: bytes, limits: ReadingLimits, deadline: Deadline) -> None:
     """Refuse a message whose MIME structure is beyond ``limits``, reading it once, in a loop."""
     check_size(len(raw), limits)
     stack: list[_Frame] = []
@@ -125,7 +125,7 @@ def check_structure(raw: bytes, limits: Limits, deadline: Deadline) -> None:
             break
 
 
-def read(raw: bytes, limits: Limits, deadline: Deadline | None = None) -> Message:
+def read(raw: bytes, limits: ReadingLimits, deadline: Deadline | None = None) -> Message:
     """The parsed message, or :class:`UnreadableMessage` saying which limit it is beyond."""
     deadline = deadline or Deadline(limits.max_seconds)
     # Blank lines before the first header (a message saved by hand) would make every
@@ -139,7 +139,7 @@ def read(raw: bytes, limits: Limits, deadline: Deadline | None = None) -> Messag
     return msg
 
 
-def _parsed(raw: bytes, limits: Limits, deadline: Deadline) -> Message:
+def _parsed(raw: bytes, limits: ReadingLimits, deadline: Deadline) -> Message:
     try:
         check_structure(raw, limits, deadline)
     except UnreadableMessage:

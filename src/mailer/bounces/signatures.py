@@ -6,7 +6,7 @@
   once fetched (:class:`SnsCertificates`). The fetcher is injectable: tests serve a
   certificate of their own test authority in its place.
 - Mailgun: an HMAC-SHA256 of the timestamp and a token with the webhook signing key; the
-  token is single-use (the caller remembers it, :mod:`mailer.store.webhooks`).
+  token is single-use (the caller remembers it, :mod:`mailer.store.webhook_nonces`).
 - SendGrid: an ECDSA P-256 signature over the timestamp and the body, by the public key
   the operator copies from SendGrid (base64 DER).
 - Postmark and SMTP2GO: the credentials the relay was given, by HTTP Basic auth (any user

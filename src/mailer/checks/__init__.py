@@ -9,19 +9,23 @@ is what approve, send and the worker call, and refuses an issue with errors.
 
 from __future__ import annotations
 
+from mailer.checks.preflight import Report, clean_reason, require_clean, run
+from mailer.checks.record import LastRun, last_run, record
 from mailer.checks.registry import CHECKS, Check, Finding, Severity
-from mailer.checks.runner import Report, clean_reason, require_clean, run
 from mailer.checks.when import local_date, planned_send_date, today
 
 __all__ = [
     "CHECKS",
     "Check",
     "Finding",
+    "LastRun",
     "Report",
     "Severity",
     "clean_reason",
+    "last_run",
     "local_date",
     "planned_send_date",
+    "record",
     "require_clean",
     "run",
     "today",

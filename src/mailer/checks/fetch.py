@@ -61,7 +61,7 @@ class Network:
 
 
 @dataclass(frozen=True)
-class Limits:
+class FetchLimits:
     """What fetching one URL, redirects included, may cost."""
 
     seconds: float = 30.0  # in all, from the first lookup to the last header
@@ -251,12 +251,12 @@ def fetch(
     *,
     user_agent: str,
     network: Network | None = None,
-    limits: Limits | None = None,
+    limits: FetchLimits | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Fetched:
     """GET ``url`` and its redirects by hand (so each hop can be reported), reading only the
     status and headers, from the public internet only."""
-    limits = limits or Limits()
+    limits = limits or FetchLimits()
     budget = _Budget(clock() + limits.seconds, limits.bytes, clock=clock)
     backend = _PublicOnly(network or Network(), budget)
     each = limits.each

@@ -45,6 +45,34 @@ def no_placeholders(ctx: Context) -> Iterator[Hit]:
                 )
 
 
+# A ``# REVIEW: ...`` comment that `mailer new --from` wrote on what it carried over.
+REVIEW_MARK = re.compile(r"#\s*REVIEW\b:?\s*(?P<what>.*)")
+
+
+@check(
+    "review-mark",
+    Severity.ERROR,
+    "A line carried over by `mailer new --from` is still marked `# REVIEW`.",
+    "check what the comment says, change the line if needed, then delete the comment",
+)
+def no_review_marks(ctx: Context) -> Iterator[Hit]:
+    # Comments are not in the parsed issue, so read the lines; a mark inside a block of
+    # text would be part of the text, and no `mailer new` writes one there.
+    blocks = {
+        (f.block_line, f.block_line + f.text.count("\n"))
+        for f in ctx.source.fields()
+        if f.block_line is not None
+    }
+    for number, line in enumerate(ctx.source.text.splitlines(), 1):
+        m = REVIEW_MARK.search(line)
+        if not m or any(first <= number <= last for first, last in blocks):
+            continue
+        what = m["what"].strip()
+        yield Hit(
+            f"still marked for review: {quote(what, 80) if what else 'a REVIEW comment'}", number
+        )
+
+
 @functools.cache
 def _template_values(date_text: str) -> tuple[frozenset[str], tuple[str, ...]]:
     """The text values of the `mailer new` template: whole values, and long lines of them."""

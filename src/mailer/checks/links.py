@@ -12,7 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 from mailer.checks.registry import Context, Hit, Severity, check, quote
 from mailer.render.markdown import parser
 
-# Link text that says nothing about where the link goes (WCAG 2.4.4).
+# FoundLink text that says nothing about where the link goes (WCAG 2.4.4).
 GENERIC = {
     "click here",
     "click",
@@ -55,7 +55,7 @@ _HOST = re.compile(
 
 
 @dataclass(frozen=True)
-class Link:
+class FoundLink:
     url: str
     text: str
     # "link" (a section's links:), "markdown" (in a body), "booking" or "session".
@@ -69,7 +69,7 @@ class Link:
         return self.kind in ("link", "markdown")
 
 
-def _markdown_links(ctx: Context) -> Iterator[Link]:
+def _markdown_links(ctx: Context) -> Iterator[FoundLink]:
     for field in ctx.source.fields():
         if field.kind not in ("intro", "body"):
             continue
@@ -84,33 +84,35 @@ def _markdown_links(ctx: Context) -> Iterator[Link]:
                 if child.type == "link_open":
                     href, text = str(child.attrGet("href") or ""), []
                 elif child.type == "link_close" and href is not None:
-                    yield Link(href, "".join(text), "markdown", line, field.section)
+                    yield FoundLink(href, "".join(text), "markdown", line, field.section)
                     href = None
                 elif href is not None and child.type in ("text", "code_inline"):
                     text.append(child.content)
 
 
-def links(ctx: Context) -> list[Link]:
+def links(ctx: Context) -> list[FoundLink]:
     """Every link in the issue, with where it is written (worked out once per run)."""
     if "links" not in ctx.memo:
         ctx.memo["links"] = _find_links(ctx)
-    found: list[Link] = ctx.memo["links"]
+    found: list[FoundLink] = ctx.memo["links"]
     return found
 
 
-def _find_links(ctx: Context) -> list[Link]:
-    found: list[Link] = []
+def _find_links(ctx: Context) -> list[FoundLink]:
+    found: list[FoundLink] = []
     src = ctx.source
     for i, section in enumerate(ctx.issue.sections):
         for j, link in enumerate(section.links):
-            found.append(Link(link.url, link.text, "link", src.line("sections", i, "links", j), i))
+            found.append(
+                FoundLink(link.url, link.text, "link", src.line("sections", i, "links", j), i)
+            )
         if section.booking_url:
             line = src.line("sections", i, "booking_url")
-            found.append(Link(section.booking_url, section.booking_text, "booking", line, i))
+            found.append(FoundLink(section.booking_url, section.booking_text, "booking", line, i))
         for j, session in enumerate(section.sessions):
             if session.url:
                 line = src.line("sections", i, "sessions", j, "url")
-                found.append(Link(session.url, "Join the session online", "session", line, i))
+                found.append(FoundLink(session.url, "Join the session online", "session", line, i))
     found.extend(_markdown_links(ctx))
     return sorted(found, key=lambda link: link.line or 0)
 
@@ -200,7 +202,7 @@ def _looks_like_url(text: str) -> bool:
 @check(
     "link-bare-url",
     Severity.ERROR,
-    "Link text is a web address: screen readers spell it out and it says nothing.",
+    "FoundLink text is a web address: screen readers spell it out and it says nothing.",
     "write link text that says where the link goes",
 )
 def link_text_not_url(ctx: Context) -> Iterator[Hit]:
@@ -216,7 +218,7 @@ def _normal(text: str) -> str:
 @check(
     "link-generic",
     Severity.ERROR,
-    'Link text is generic ("click here", "read more"), so it makes no sense out of context.',
+    'FoundLink text is generic ("click here", "read more"), so it makes no sense out of context.',
     "write link text that says where the link goes",
 )
 def link_text_meaningful(ctx: Context) -> Iterator[Hit]:
@@ -232,7 +234,7 @@ def link_text_meaningful(ctx: Context) -> Iterator[Hit]:
     "give each link text that names its own target",
 )
 def link_text_unique(ctx: Context) -> Iterator[Hit]:
-    seen: dict[str, Link] = {}
+    seen: dict[str, FoundLink] = {}
     for link in links(ctx):
         if not link.written or not link.text.strip():
             continue
@@ -253,7 +255,7 @@ def link_text_unique(ctx: Context) -> Iterator[Hit]:
     "use the same words for the same place, or check the address",
 )
 def url_text_consistent(ctx: Context) -> Iterator[Hit]:
-    seen: dict[str, Link] = {}
+    seen: dict[str, FoundLink] = {}
     for link in links(ctx):
         if not link.written:
             continue

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mailer.content.awareness import Calendar, calendar
 
 if TYPE_CHECKING:
-    from mailer.checks.fetch import Limits, Network
+    from mailer.checks.fetch import FetchLimits, Network
     from mailer.checks.source import Source
     from mailer.config import Settings
     from mailer.content import Issue
@@ -86,7 +86,7 @@ class Context:
     memo: dict[str, Any] = field(default_factory=dict)
     # How --online reaches the network, and what one URL may cost: tests pass their own.
     network: Network | None = None
-    fetch_limits: Limits | None = None
+    fetch_limits: FetchLimits | None = None
 
     @property
     def issue(self) -> Issue:

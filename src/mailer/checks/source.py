@@ -65,6 +65,7 @@ class Source:
             self.file = str(path)
         if text is None:
             text = path.read_text(encoding="utf-8")
+        self.text = text
         self.data: Any = YAML(typ="rt").load(text)
 
     def _node(self, path: tuple[str | int, ...]) -> Any:

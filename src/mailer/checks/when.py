@@ -22,7 +22,12 @@ def local_date(settings: Settings, moment: dt.datetime) -> dt.date:
 
 
 def planned_send_date(settings: Settings, issue: Issue) -> tuple[dt.date, str]:
-    """When ``issue`` goes out, and why that date: its next schedule, else today."""
+    """The issue's own day, and why that date: when it goes out by its next schedule, else
+    its ``date:``, else (that date past, so it can only go out now) today.
+
+    `mailer check`, `mailer approve`, approval requests and the editor all judge dates by
+    this one day, so an April issue with a March session fails in December, not on the
+    day it was to be sent."""
     if exists(settings):
         with open_db(settings) as database, database.session() as session:
             upcoming = schedules.upcoming(session)
@@ -38,4 +43,7 @@ def planned_send_date(settings: Settings, issue: Issue) -> tuple[dt.date, str]:
         if slots:
             day, why = min(slots)
             return day, f"the date of {why}"
-    return today(settings), "today"
+    now = today(settings)
+    if issue.date >= now:
+        return issue.date, "its date: in issue.yaml"
+    return now, "today"

@@ -69,7 +69,7 @@ def fetch(
     every = f"{s.bounces.fetch_every:g} minutes"
     with database() as db:
         # A running worker reads the mailbox too: never two readers at once.
-        lease = leader.Lease(db, leader.BOUNCES, ttl=s.worker.lease)
+        lease = leader.JobLease(db, leader.BOUNCES, ttl=s.worker.lease)
         with leader.exclusively(lease, f"a running worker reads it every {every}"):
             summary = fetch_mailbox(s, db, limit=limit, on_committed=saved)
     if not summary.read:

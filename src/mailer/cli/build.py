@@ -85,7 +85,10 @@ def build(
 def new(
     slug: Annotated[str, typer.Argument(help="The new issue's folder name, e.g. 2026-01.")],
     date: Annotated[
-        str | None, typer.Option(help="The date it goes out, YYYY-MM-DD (default: today).")
+        str | None,
+        typer.Option(
+            help="The date it goes out: 2026-01-06, 6/1/2026 or 6 January 2026 (default: today)."
+        ),
     ] = None,
     previous: Annotated[
         str | None,
@@ -108,15 +111,16 @@ def new(
       mailer new 2026-02 --date 2026-02-03 --from 2026-01
     """
     from mailer.content import carry, scaffold
+    from mailer.typed import TypedValueError, read_date
 
     s = settings()
     day = dt.date.today()
     if date:
         try:
-            day = dt.date.fromisoformat(date)
-        except ValueError:
+            day = read_date(date)
+        except TypedValueError as exc:
             raise ContentError(
-                [Problem("--date", None, "", f"{date!r} is not a valid date (use YYYY-MM-DD)")]
+                [Problem("--date", None, "", f"{date!r} is not a valid date ({exc})")]
             ) from None
     if previous:
         path = carry.start_from(s, slug, previous, day)

@@ -22,10 +22,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _date(value: str, option: str) -> dt.date:
+    from mailer.typed import TypedValueError, read_date
+
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{option} {value!r} is not a date (use YYYY-MM-DD)") from None
+        return read_date(value)
+    except TypedValueError as exc:
+        raise InvalidInput(f"{option} {value!r} is not a date ({exc})") from None
 
 
 _HEADINGS = {"error": "Errors", "warning": "Warnings", "note": "Notes"}
@@ -92,6 +94,7 @@ def check(
     else:
         day, why = checks.planned_send_date(s, compiled.issue)
     report = checks.run(s, compiled, day, online=online)
+    checks.record(s, report.slug)
     if as_json:
         typer.echo(json.dumps([f.as_dict() for f in report.findings], indent=2))
     else:
@@ -119,7 +122,7 @@ def awareness(
       mailer awareness --month 2026-02
     """
     from mailer.checks import today
-    from mailer.checks.awareness import when
+    from mailer.checks.awareness_days import when
     from mailer.content.awareness import calendar
 
     if month:

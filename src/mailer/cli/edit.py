@@ -61,7 +61,7 @@ def edit(
         app, access_log=False, log_level="warning", server_header=False, lifespan="off"
     )
 
-    class Server(uvicorn.Server):
+    class EditorServer(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
@@ -75,7 +75,7 @@ def edit(
                     webbrowser.open(url)
 
     try:
-        Server(config).run(sockets=[listener])
+        EditorServer(config).run(sockets=[listener])
     except KeyboardInterrupt:
         pass
     finally:

@@ -28,21 +28,71 @@ def _ask_profile() -> str:
     return answer or "generic"
 
 
+def _ask_privacy() -> str:
+    """The privacy notice's address, checked as it is given; an empty line leaves it for
+    later (`mailer doctor` reminds)."""
+    from mailer.errors import MailerError
+    from mailer.folder import create
+
+    while True:
+        typer.echo("Your privacy notice's web address (https://..., Enter for later): ", nl=False)
+        line = sys.stdin.readline()
+        try:
+            return create.check_answer("privacy_url", line)
+        except MailerError as exc:
+            if not line:
+                raise
+            typer.echo(f"Error: {exc}", err=True)
+
+
+def _folder_first(value: Path) -> Path:
+    """The folder is checked before any question is asked."""
+    from mailer.folder import create
+
+    return create.check_folder(value)
+
+
+def _checked(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """An answer typed at a question is checked at once, and asked again if refused; one
+    given as an option is checked with the others (nothing is written if one is refused)."""
+    from mailer.errors import MailerError
+    from mailer.folder import create
+
+    assert param.name is not None
+    source = ctx.get_parameter_source(param.name)
+    if source is None or source.name == "PROMPT":
+        try:
+            create.check_answer(param.name, value)
+        except MailerError as exc:
+            raise typer.BadParameter(str(exc).split(": ", 1)[-1]) from None
+    return value
+
+
 def init(
     ctx: typer.Context,
     folder: Annotated[
-        Path, typer.Argument(help="The folder to make (or fill): default, the current one.")
+        Path,
+        typer.Argument(
+            help="The folder to make (or fill): default, the current one.",
+            callback=_folder_first,
+        ),
     ] = Path("."),
     name: Annotated[
         str,
         typer.Option(
-            show_default=False, prompt="The newsletter's name", help="e.g. CSCP Newsletter"
+            show_default=False,
+            prompt="The newsletter's name",
+            callback=_checked,
+            help="e.g. CSCP Newsletter",
         ),
     ] = "",
     organisation: Annotated[
         str,
         typer.Option(
-            show_default=False, prompt="The organisation that sends it", help="Who sends it."
+            show_default=False,
+            prompt="The organisation that sends it",
+            callback=_checked,
+            help="Who sends it.",
         ),
     ] = "",
     base_url: Annotated[
@@ -50,6 +100,7 @@ def init(
         typer.Option(
             show_default=False,
             prompt="The web address of its archive (https://...)",
+            callback=_checked,
             help="Where build/ (or mailer serve) is published, e.g. https://news.example.org.",
         ),
     ] = "",
@@ -58,6 +109,7 @@ def init(
         typer.Option(
             show_default=False,
             prompt="The address it is sent from",
+            callback=_checked,
             help="e.g. newsletter@example.org",
         ),
     ] = "",
@@ -66,6 +118,7 @@ def init(
         typer.Option(
             show_default=False,
             prompt="The organisation's postal address (shown in every issue's footer)",
+            callback=_checked,
             help="Required in every marketing email.",
         ),
     ] = "",
@@ -76,6 +129,14 @@ def init(
             help="Your mail service: microsoft365, ses, mailgun, postmark, sendgrid, smtp2go or "
             "generic (the default); sets the SMTP host, port, security and sending limits "
             "(docs/mail-services.md).",
+        ),
+    ] = None,
+    privacy_url: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="Your privacy notice (https://...), linked from the sign-up form and every "
+            "footer; may be set later as [footer] privacy_url.",
         ),
     ] = None,
     templates: Annotated[
@@ -109,8 +170,18 @@ def init(
         source = ctx.get_parameter_source("name")
         asked = source is not None and source.name == "PROMPT"
         profile = _ask_profile() if asked or sys.stdin.isatty() else "generic"
+    if privacy_url is None:
+        source = ctx.get_parameter_source("name")
+        asked = source is not None and source.name == "PROMPT"
+        privacy_url = _ask_privacy() if asked or sys.stdin.isatty() else ""
     answers = create.Answers(
-        name, organisation, base_url, from_address, postal_address, profile=profile
+        name,
+        organisation,
+        base_url,
+        from_address,
+        postal_address,
+        profile=profile,
+        privacy_url=privacy_url,
     )
     made = create.create(folder, answers, templates=templates)
     shown = folder if not folder.is_absolute() else made.root

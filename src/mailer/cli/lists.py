@@ -30,9 +30,14 @@ def create(
     name: Annotated[str, typer.Option("--name", help="The name people see.")],
     description: Annotated[str, typer.Option(help="What the list is for.")] = "",
     public: Annotated[
-        bool,
-        typer.Option("--public", help="Offer it on the sign-up form and the preferences page."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--public/--private",
+            help="Public: offered on the sign-up form and the preferences page, and every "
+            "footer offers sign-up. Asked at a terminal when not given; otherwise private.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a mailing list.
 
@@ -40,8 +45,14 @@ def create(
     Example:
       mailer lists create all-practitioners --name "All practitioners" --public
     """
+    import sys
+
     from mailer.subscribers import lists
 
+    if public is None:
+        public = sys.stdin.isatty() and typer.confirm(
+            "Can anyone sign up to it on the web form (public)?", default=False
+        )
     created = lists.create(settings(), slug, name, description, public=public)
     shown = " (public: offered on the sign-up form)" if created.public else ""
     typer.echo(f"Created list {created.slug}: {created.name}{shown}")

@@ -18,7 +18,7 @@ from mailer.formats import local_time
 
 if TYPE_CHECKING:
     from mailer.sending.engine import RunResult
-    from mailer.store.deliveries import Report
+    from mailer.store.deliveries import SendSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -409,7 +409,7 @@ def cancel(
 
 
 def _print_report(
-    r: Report, tz: ZoneInfo, skipped: str | None = None, rehearsal: bool = False
+    r: SendSummary, tz: ZoneInfo, skipped: str | None = None, rehearsal: bool = False
 ) -> None:
     typer.echo(
         f"{r.slug}: send {r.send_id} to {', '.join(r.lists) or '-'}: {r.status}"

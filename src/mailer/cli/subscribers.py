@@ -20,7 +20,7 @@ from mailer.formats import local_time
 from mailer.store.status import LawfulBasis, SubscriberStatus
 
 if TYPE_CHECKING:
-    from mailer.subscribers.csv_import import ImportReport, Note
+    from mailer.subscribers.csv_import import ImportNote, ImportReport
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -65,18 +65,18 @@ def add(
     Example:
       mailer subscribers add jo.bloggs@example.org --list health --name "Jo Bloggs"
     """
-    from mailer.store.joining import Outcome
-    from mailer.subscribers import people
+    from mailer.store.joining import JoinOutcome
+    from mailer.subscribers import roster
     from mailer.subscribers.addresses import normalise
 
     with database() as db:
-        outcome = people.add(
+        outcome = roster.add(
             db, email, list_slug, name=name, organisation=organisation, basis=basis
         )
     address = normalise(email)
-    if outcome is Outcome.ADDED:
+    if outcome is JoinOutcome.ADDED:
         typer.echo(f"Added {address} to {list_slug} (lawful basis: {basis.value}).")
-    elif outcome is Outcome.UPDATED:
+    elif outcome is JoinOutcome.UPDATED:
         typer.echo(f"{address} is already on {list_slug}; updated their name and organisation.")
     else:
         typer.echo(f"{address} is already on {list_slug}; nothing changed.")
@@ -116,7 +116,7 @@ class LazyProgress:
 _SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
-def _notes(report: ImportReport, title: str, notes: Sequence[Note]) -> None:
+def _notes(report: ImportReport, title: str, notes: Sequence[ImportNote]) -> None:
     if not notes:
         return
     typer.echo(f"{title}:")
@@ -259,11 +259,11 @@ def list_(
     Example:
       mailer subscribers list --list health --search nhs
     """
-    from mailer.subscribers import people
+    from mailer.subscribers import roster
 
     count = 0
     with database() as db:
-        for row in people.rows(db, list_slug=list_slug, status=status, search=search):
+        for row in roster.rows(db, list_slug=list_slug, status=status, search=search):
             who = ", ".join(part for part in (row.name, row.organisation) if part)
             typer.echo(f"{row.email:<36} {row.status.value:<12} {who:<48} {row.lists}".rstrip())
             count += 1
@@ -281,7 +281,7 @@ def show(
     Example:
       mailer subscribers show jo.bloggs@example.org --json > jo-bloggs-sar.json
     """
-    from mailer.subscribers import people
+    from mailer.subscribers import roster
 
     s = settings()
 
@@ -289,7 +289,7 @@ def show(
         return local_time(dt.datetime.fromisoformat(iso), s.tz)
 
     with database() as db:
-        held = people.describe(db, email)
+        held = roster.describe(db, email)
     if as_json:
         typer.echo(json.dumps(held, indent=2, ensure_ascii=False))
         return
@@ -353,7 +353,7 @@ def unsubscribe(
       mailer subscribers unsubscribe jo.bloggs@example.org --list health
       mailer subscribers unsubscribe --token 12-7.Zx3kq9Lw0aBcDeFg
     """
-    from mailer.subscribers import people
+    from mailer.subscribers import roster
     from mailer.subscribers.addresses import normalise
 
     if token is not None:
@@ -376,7 +376,7 @@ def unsubscribe(
     if email is None:
         raise InvalidInput("name the person's email address, or give --token TOKEN")
     with database() as db:
-        changed = people.unsubscribe(db, email, list_slug)
+        changed = roster.unsubscribe(db, email, list_slug)
     address = normalise(email)
     where = list_slug or "everything"
     if changed:
@@ -405,11 +405,11 @@ def reactivate(
     Example:
       mailer subscribers reactivate jo.bloggs@example.org --reason "IT says it exists"
     """
-    from mailer.subscribers import people
+    from mailer.subscribers import roster
     from mailer.subscribers.addresses import normalise
 
     with database() as db:
-        was, rejoined = people.reactivate(db, email, reason)
+        was, rejoined = roster.reactivate(db, email, reason)
     again = f"; back on {', '.join(rejoined)}" if rejoined else ""
     typer.echo(f"{normalise(email)} is active again (was {was}){again}.")
 
@@ -428,7 +428,7 @@ def erase(
     Example:
       mailer subscribers erase jo.bloggs@example.org --yes
     """
-    from mailer.subscribers import people
+    from mailer.subscribers import roster
     from mailer.subscribers.addresses import normalise
 
     address = normalise(email)
@@ -439,7 +439,7 @@ def erase(
             err=True,
         )
     with database() as db:
-        erasure = people.erase(db, address)
+        erasure = roster.erase(db, address)
     if erasure.already:
         typer.echo(f"{address} was already erased; nothing else was held.")
         return

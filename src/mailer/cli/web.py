@@ -73,7 +73,7 @@ def serve(
     )
     throttle_logging()  # after uvicorn.Config, which gives uvicorn's loggers their handlers
 
-    class Server(uvicorn.Server):
+    class WebServer(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
@@ -82,7 +82,7 @@ def serve(
                     f"Serving {s.name} on http://{host}:{port}/ (public address {s.base_url}/)"
                 )
 
-    Server(config).run()
+    WebServer(config).run()
 
 
 def publish(

@@ -2,10 +2,13 @@
 
 Most sections of a monthly newsletter recur: the training programme, the learning
 resources, the standing news. The new issue keeps them, with their images, and drops what
-is past by its own date: training sessions before it, awareness days over by then, and
-``closes:`` dates that have passed. Whatever was carried over is marked with a ``REVIEW``
-comment saying what to check; comments never reach the email. Training courses and their
-sessions get the ``id:`` they had, so their calendar entries follow them when a date moves.
+is past by its own date: training sessions before it, courses left with no session on or
+after it, awareness days over by then, and ``closes:`` dates that have passed. The intro
+is not carried: it was written for last month ("Welcome to the December newsletter").
+Whatever was carried over is marked with a ``REVIEW`` comment saying what to check;
+comments never reach the email, and `mailer check` reports each mark left as an error
+(``review-mark``). Training courses and their sessions get the ``id:`` they had, so their
+calendar entries follow them when a date moves.
 """
 
 from __future__ import annotations
@@ -79,27 +82,26 @@ def _carry_section(section: CommentedMap, day: dt.date, source: str) -> bool:
             return False
         _review(section, "type", f"carried over from {source}: is the text still right?")
         return True
+    notes = []
     if "closes" in section:
         closes = _as_date(section["closes"])
         if closes is not None and closes < day:
             del section["closes"]
-            _review(
-                section, "type", f"its deadline ({closes.isoformat()}) had passed and was removed"
-            )
-            return True
-    sessions = section.get("sessions")
-    if kind == "training" and isinstance(sessions, CommentedSeq):
+            notes.append(f"its deadline ({closes.isoformat()}) had passed and was removed")
+    if kind == "training":
+        sessions = section.get("sessions")
+        sessions = sessions if isinstance(sessions, CommentedSeq) else CommentedSeq()
         kept = [s for s in sessions if (_as_date(s.get("date")) or day) >= day]
+        if not kept:
+            # A course with no session still to come is last month's news.
+            return False
         dropped = len(sessions) - len(kept)
         sessions[:] = kept
-        if dropped and not kept:
-            _review(section, "type", "every session had passed: add new dates or remove it")
-        elif dropped:
-            _review(section, "type", f"{dropped} past session(s) removed: any new dates?")
-        else:
-            _review(section, "type", f"carried over from {source}: are the dates still right?")
-        return True
-    _review(section, "type", f"carried over from {source}: still current?")
+        if dropped:
+            notes.append(f"{dropped} past session(s) removed: any new dates?")
+        elif not notes:
+            notes.append(f"carried over from {source}: are the dates still right?")
+    _review(section, "type", "; ".join(notes) or f"carried over from {source}: still current?")
     return True
 
 
@@ -117,10 +119,12 @@ def start_from(settings: Settings, slug: str, previous: str, day: dt.date) -> Pa
     data["subject"] = type(data["subject"])(new_subject(was, old.date, day, slug))
     _review(data, "subject", f"was {was!r}")
     data["date"] = day
-    for key in ("preheader", "intro"):
-        if key in data:
-            # Above the key: a comment after a block of text would read as part of it.
-            data.yaml_set_comment_before_after_key(key, before=f"REVIEW: written for {previous}")
+    had_intro = bool(data.pop("intro", None))
+    if "preheader" in data:
+        # Above the key: a comment after a block of text would read as part of it.
+        data.yaml_set_comment_before_after_key(
+            "preheader", before=f"REVIEW: written for {previous}"
+        )
     sections = data["sections"]
     for node, section in zip(sections, old.sections, strict=True):
         _pin_ids(node, section)
@@ -143,6 +147,10 @@ def start_from(settings: Settings, slug: str, previous: str, day: dt.date) -> Pa
         f"# then delete the marks. Awareness days this month: mailer awareness --month "
         f"{day:%Y-%m}\n"
     )
+    if had_intro:
+        out.write(
+            f"# The intro of {previous} was not carried over: write this month's (intro: |).\n"
+        )
     yaml.dump(data, out)
     folder.mkdir(parents=True)
     try:

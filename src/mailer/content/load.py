@@ -27,6 +27,7 @@ from mailer.content import hints, overrides
 from mailer.content.model import ID, SECTION_NAMES, Image, Issue, Link, Section, Session
 from mailer.errors import ContentError, Problem
 from mailer.images import image_kind
+from mailer.typed import TypedValueError, read_date, read_time
 
 if TYPE_CHECKING:
     from mailer.config import Settings
@@ -230,12 +231,21 @@ class _Checker:
         raw = self.text(node, key, path, required)
         if raw is None:
             return None
+        reason = "use YYYY-MM-DD"
         if _DATE.match(raw):
             try:
                 return dt.date.fromisoformat(raw)
             except ValueError:
                 pass
-        hint = hints.curly_quotes(raw) or "use YYYY-MM-DD"
+        else:
+            try:
+                # The UK forms people type: 7/12/2026, 7 Dec 2026, 7th December 2026.
+                return read_date(raw, need_year=True)
+            except TypedValueError as exc:
+                reason = str(exc)
+        hint = hints.curly_quotes(raw) or (
+            "use YYYY-MM-DD" if reason.startswith("write a date") else reason
+        )
         self.add(self.key_line(node, key), path, f"{raw!r} is not a valid date ({hint})")
         return None
 
@@ -246,7 +256,11 @@ class _Checker:
         m = _TIME.match(raw)
         if m and int(m[1]) < 24 and int(m[2]) < 60:
             return dt.time(int(m[1]), int(m[2]))
-        hint = hints.curly_quotes(raw) or "use HH:MM, 24-hour"
+        # The forms people type: 9.30, 9.30am, 2pm, 12 noon.
+        found = read_time(raw)
+        if found is not None and found[2] == 0:
+            return dt.time(found[0], found[1])
+        hint = hints.curly_quotes(raw) or "use HH:MM, 24-hour, or 9.30am"
         self.add(self.key_line(node, key), path, f"{raw!r} is not a valid time ({hint})")
         return None
 

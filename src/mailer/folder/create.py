@@ -43,6 +43,8 @@ class Answers:
     from_name: str = ""
     # The mail service (mailer.profiles): its host, port, security and limits.
     profile: str = "generic"
+    # The privacy notice's address; may be left for later (`mailer doctor` reminds).
+    privacy_url: str = ""
 
     def values(self) -> dict[str, str]:
         return {
@@ -66,6 +68,37 @@ class Created:
     key: str = ""
 
 
+def check_folder(folder: Path) -> Path:
+    """``folder`` if a newsletter folder can be made there, else InvalidInput: checked
+    before any question is asked."""
+    root = folder.resolve()
+    if (root / CONFIG_NAME).exists():
+        raise InvalidInput(
+            f"{root} is already a newsletter folder (it has a {CONFIG_NAME}): check it with "
+            "mailer doctor"
+        )
+    if root.exists() and not root.is_dir():
+        raise InvalidInput(f"{root} is a file, not a folder: choose another name")
+    return folder
+
+
+def check_answer(key: str, value: str) -> str:
+    """One answer, checked as it is given (the same rules as when mailer.toml is read)."""
+    option = f"--{key.replace('_', '-')}"
+    text = value.strip()
+    if key == "privacy_url":
+        return config.https_url(text, option)
+    if CONTROL.search(text):
+        raise InvalidInput(f"{option}: must be one line of text")
+    if not text:
+        raise InvalidInput(f"{option}: must not be empty")
+    if key == "base_url":
+        return config.web_address(text, option)
+    if key == "from_address":
+        return config.sender_address(text, option)
+    return text
+
+
 def settings_text(answers: Answers) -> str:
     """The commented mailer.toml for these answers."""
     template = resources.files("mailer.folder").joinpath("mailer.toml.template").read_text("utf-8")
@@ -79,22 +112,21 @@ def settings_text(answers: Answers) -> str:
             raise InvalidInput(f"--{key.replace('_', '-')}: must not be empty")
         # A TOML basic string: JSON's escaping of quotes and backslashes is TOML's too.
         template = template.replace(f"{{{key}_toml}}", json.dumps(value, ensure_ascii=False))
-    return template.replace("{name}", values["name"])
+    privacy = config.https_url(answers.privacy_url, "--privacy-url")
+    line = (
+        f"privacy_url = {json.dumps(privacy)}"
+        if privacy
+        else '# privacy_url = "https://example.org/privacy"'
+    )
+    return template.replace("{privacy_line}", line).replace("{name}", values["name"])
 
 
 def create(
     folder: Path, answers: Answers, *, templates: bool = False, env: dict[str, str] | None = None
 ) -> Created:
     """Make ``folder`` a newsletter folder; nothing is written if a value is refused."""
-    root = folder.resolve()
+    root = check_folder(folder).resolve()
     env = dict(os.environ) if env is None else env
-    if (root / CONFIG_NAME).exists():
-        raise InvalidInput(
-            f"{root} is already a newsletter folder (it has a {CONFIG_NAME}): check it with "
-            "mailer doctor"
-        )
-    if root.exists() and not root.is_dir():
-        raise InvalidInput(f"{root} is a file, not a folder: choose another name")
     text = settings_text(answers)
     # Read back exactly as every command will read it, before anything is written.
     config.from_text(root, text)

@@ -66,6 +66,7 @@ def diagnose(
         yield Line(Verdict.FAIL, "settings", str(exc))
         return
     yield from _settings(settings)
+    yield from _public_pages(settings)
     yield from _key(settings)
     yield from _database(settings)
     yield from _web_mail(settings)
@@ -91,6 +92,36 @@ def _settings(s: Settings) -> Iterator[Line]:
             "alerts",
             f"nobody is emailed when a scheduled send fails: set alerts_to in {CONFIG_NAME}",
         )
+
+
+def _public_pages(s: Settings) -> Iterator[Line]:
+    """What the public pages need that only the operator can write."""
+    if s.footer.privacy_url:
+        yield Line(Verdict.OK, "privacy", f"the privacy notice is {s.footer.privacy_url}")
+    else:
+        yield Line(
+            Verdict.NOTE,
+            "privacy",
+            "no privacy notice: the sign-up form and every footer need one (UK GDPR Art. 13): "
+            f'set privacy_url = "https://..." under [footer] in {CONFIG_NAME}',
+        )
+    missing = [
+        key
+        for key, value in (
+            ("accessibility_contact", s.web.accessibility_contact or s.footer.contact),
+            ("accessibility_enforcement", s.web.accessibility_enforcement),
+        )
+        if not value
+    ]
+    if missing:
+        yield Line(
+            Verdict.NOTE,
+            "statement",
+            "the accessibility statement (/accessibility) says it has not been written: set "
+            f"{' and '.join(missing)} under [web] in {CONFIG_NAME} (docs/web.md)",
+        )
+    else:
+        yield Line(Verdict.OK, "statement", "the accessibility statement's own parts are written")
 
 
 def _key(s: Settings) -> Iterator[Line]:

@@ -26,11 +26,13 @@ from mailer.config import Settings
 from mailer.content import KICKERS, Issue, Section, Session, load_issues
 from mailer.content.overrides import issue_settings
 from mailer.errors import RenderError
+from mailer.render.counted_links import count_clicks
 from mailer.render.inline import inline_css
-from mailer.render.links import count_clicks
 from mailer.render.markdown import prose, to_html, typo
 from mailer.render.text import render_text
 from mailer.site import urls
+from mailer.store import optouts
+from mailer.store.database import exists, open_db
 
 LAYOUT = "newsletter.mjml.j2"
 _TABLE_WITHOUT_ROLE = re.compile(r"<table(?![^>]*\brole=)", re.IGNORECASE)
@@ -133,9 +135,26 @@ def _session_ics(settings: Settings, slug: str, section: Section, session: Sessi
     return urls.session_calendar_url(settings, slug, section.course_id, session.key)
 
 
-def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
+def signup_open(settings: Settings) -> bool:
+    """Whether anyone can sign up: a public list exists. Only then do footers offer the
+    sign-up form ("Forwarded to you? Sign up"), so no link leads to a closed form."""
+    if not exists(settings):
+        return False
+    with open_db(settings) as database, database.session() as session:
+        return bool(optouts.public_lists(session))
+
+
+def mjml_html(
+    settings: Settings,
+    issue: Issue,
+    env: jinja2.Environment,
+    *,
+    web: bool,
+    signup: bool = False,
+) -> str:
     """The HTML the MJML compiler writes, before CSS inlining (tests compare the two)."""
     links: dict[str, Any] = {
+        "signup": urls.signup_url(settings) if signup else None,
         "web": urls.issue_url(settings, issue.slug),
         "archive": urls.archive_url(settings),
         "image": partial(urls.image_url, settings, issue.slug),
@@ -164,8 +183,10 @@ def mjml_html(settings: Settings, issue: Issue, env: jinja2.Environment, *, web:
     return _TABLE_WITHOUT_ROLE.sub('<table role="presentation"', html)
 
 
-def _mjml(settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool) -> str:
-    return inline_css(mjml_html(settings, issue, env, web=web))
+def _mjml(
+    settings: Settings, issue: Issue, env: jinja2.Environment, *, web: bool, signup: bool
+) -> str:
+    return inline_css(mjml_html(settings, issue, env, web=web, signup=signup))
 
 
 def _check_placeholders(email_html: str, email_text: str) -> None:
@@ -185,14 +206,18 @@ def _check_placeholders(email_html: str, email_text: str) -> None:
             )
 
 
-def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
+def compile_issue(settings: Settings, issue: Issue, *, signup: bool | None = None) -> CompiledIssue:
+    """``signup``: whether the footer offers the sign-up form; by default, whether a
+    public list exists (:func:`signup_open`)."""
+    if signup is None:
+        signup = signup_open(settings)
     # The issue's own settings (organisation, sender's name, footer, brand) win.
     settings = issue_settings(settings, issue)
     env = environment(settings)
-    email_html = _mjml(settings, issue, env, web=False)
+    email_html = _mjml(settings, issue, env, web=False, signup=signup)
     if settings.web.track_clicks:
         email_html = count_clicks(settings, issue.slug, email_html)
-    web_html = _mjml(settings, issue, env, web=True)
+    web_html = _mjml(settings, issue, env, web=True, signup=signup)
     email_text = render_text(
         settings,
         issue,
@@ -201,6 +226,7 @@ def compile_issue(settings: Settings, issue: Issue) -> CompiledIssue:
         preferences_url=urls.PREFERENCES_PLACEHOLDER,
         session_url=partial(_session_ics, settings, issue.slug),
         training_url=urls.training_url(settings),
+        signup_url=urls.signup_url(settings) if signup else None,
     )
     _check_placeholders(email_html, email_text)
     return CompiledIssue(

@@ -25,7 +25,7 @@ _UTC = dt.UTC
 
 
 @dataclass(frozen=True)
-class Event:
+class CalendarEvent:
     """One session as a calendar entry. Times are wall-clock times in the calendar's zone."""
 
     uid: str
@@ -180,7 +180,7 @@ def vtimezone(tzid: str, years: Iterable[int]) -> list[str]:
     return [*lines, "END:VTIMEZONE"]
 
 
-def _event_lines(event: Event, tzid: str) -> list[str]:
+def _event_lines(event: CalendarEvent, tzid: str) -> list[str]:
     lines = [
         "BEGIN:VEVENT",
         f"UID:{escape_text(event.uid)}",
@@ -209,7 +209,11 @@ def _event_lines(event: Event, tzid: str) -> list[str]:
 
 
 def calendar_text(
-    events: Sequence[Event], tzid: str, *, name: str | None = None, years: Iterable[int] = ()
+    events: Sequence[CalendarEvent],
+    tzid: str,
+    *,
+    name: str | None = None,
+    years: Iterable[int] = (),
 ) -> str:
     """A whole ``VCALENDAR``: one file to add (one event) or a feed to subscribe to (``name``)."""
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", f"PRODID:{PRODID}", "CALSCALE:GREGORIAN"]

@@ -146,6 +146,7 @@ def render_text(
     preferences_url: str,
     session_url: SessionURL,
     training_url: str,
+    signup_url: str | None = None,
 ) -> str:
     rule = "=" * WIDTH
     lines = [
@@ -179,12 +180,16 @@ def render_text(
     lines += [wrap(settings.footer.why)]
     if settings.footer.contact:
         lines += ["", wrap(settings.footer.contact)]
+    if signup_url:
+        lines += ["", "Forwarded to you? Sign up to get it yourself:", signup_url]
     lines += [
         "",
         "Manage your subscription:",
         preferences_url,
         "Unsubscribe:",
         unsubscribe_url,
-        "",
     ]
+    if settings.footer.privacy_url:
+        lines += ["Privacy notice:", settings.footer.privacy_url]
+    lines.append("")
     return "\n".join(lines)

@@ -103,15 +103,31 @@ def slot_failed(
     slug: str | None,
     slot: dt.datetime,
     until: dt.datetime,
-    error: MailerError,
+    problems: list[str],
 ) -> Alert:
-    """A slot that could not start, for a reason a person can fix within the grace period."""
+    """A slot that could not start, for reasons a person can fix within the grace period:
+    every one of them, in the order to fix them, so one round of fixes is enough."""
+    if len(problems) == 1:
+        listed, fix = f"  {problems[0]}", "Fix this"
+    else:
+        listed = "\n".join(f"  {n}. {p}" for n, p in enumerate(problems, 1))
+        fix = f"Fix these {len(problems)}, in this order,"
     return Alert(
         f"{slug or _what(item)} was not sent (schedule {item.id})",
         f"Schedule {item.id} ({_what(item)}) was due at {local_time(slot, tz)} but did not "
-        f"start:\n\n  {error}\n\nFix this and the worker sends it at its next look, until "
-        f"{local_time(until, tz)}; after that it gives up. See the schedule with: "
-        "mailer schedules\n",
+        f"start:\n\n{listed}\n\n{fix} and the worker sends it at its next look, until "
+        f"{local_time(until, tz)}; after that it gives up, and you are told once it has "
+        "gone. See the schedule with: mailer schedules\n",
+    )
+
+
+def now_sent(tz: ZoneInfo, item: Schedule, slug: str, send_id: int, when: dt.datetime) -> Alert:
+    """The follow-up to :func:`slot_failed`: the problem was fixed and the issue went."""
+    return Alert(
+        f"{slug} is now sent (schedule {item.id})",
+        f"The problem alerted earlier is fixed: schedule {item.id} ({_what(item)}) started "
+        f"sending {slug} at {local_time(when, tz)} (send {send_id}). Nothing more to do; "
+        f"do not send it by hand. See its progress with: mailer status {slug}\n",
     )
 
 

@@ -14,7 +14,7 @@ standby takes over at its next look. A worker that dies keeps the lease until it
 expires, then a standby takes over: at once if the dead worker was on the same machine
 (its process is gone), within a lease and a poll otherwise, a minute with the defaults.
 Every write made on the job's behalf confirms the lease in its own transaction
-(:meth:`Lease.confirm`), so a worker that stalled past its lease can never act alongside
+(:meth:`JobLease.confirm`), so a worker that stalled past its lease can never act alongside
 the one that replaced it. Leases are judged by the database server's clock on PostgreSQL.
 """
 
@@ -43,7 +43,7 @@ DEFAULT_TTL = 30.0
 WHAT = {SCHEDULER: "the scheduler", BOUNCES: "the reader of the bounce mailbox"}
 
 
-class Lease:
+class JobLease:
     """This process's hold on one job: taken, renewed, confirmed with each write, let go."""
 
     def __init__(
@@ -153,7 +153,7 @@ class Lease:
 
 
 @contextmanager
-def exclusively(lease: Lease, advice: str) -> Iterator[None]:
+def exclusively(lease: JobLease, advice: str) -> Iterator[None]:
     """Hold ``lease`` for the block, renewed, then let go; StateError naming the holder,
     with ``advice``, if another process holds it."""
     if not lease.take():

@@ -23,15 +23,9 @@ from zoneinfo import ZoneInfo
 
 from mailer.errors import ScheduleError
 from mailer.formats import long_date, time_12
+from mailer.typed import TypedValueError, read_date, unquote
+from mailer.typed import read_time as parse_time
 
-# Typographic quotes that word processors and chat apps put around pasted text.
-_QUOTES = "\"'“”‘’„«»"
-_ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
-_UK_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})")
-# 09:00, 9:00, 09:00:30, 9.30, 9am, 9.30am, 9:30 pm, 12 noon.
-_TIME = re.compile(
-    r"(?P<h>\d{1,2})(?:[:.](?P<m>\d{2})(?::(?P<s>\d{2}))?)?\s*(?P<ampm>am|pm|a\.m\.|p\.m\.)?"
-)
 _AT_USAGE = (
     'write the date and time like "2026-12-31 09:00" or "31/12/2026 9.30am" '
     "(in the newsletter's time zone)"
@@ -70,63 +64,37 @@ _YEARS_CHECKED = 10
 
 
 def _unquote(value: str) -> str:
-    return value.strip().strip(_QUOTES).strip()
-
-
-def parse_time(text: str) -> tuple[int, int, int] | None:
-    """``(hour, minute, second)`` of ``09:00``, ``9.30am``, ``9am``, ``12 noon``; None if
-    ``text`` is not a time of day (out-of-range values are None too)."""
-    text = text.strip().lower()
-    if text in ("noon", "12 noon", "midday"):
-        return 12, 0, 0
-    m = _TIME.fullmatch(text)
-    if not m:
-        return None
-    hour, minute, second = int(m["h"]), int(m["m"] or 0), int(m["s"] or 0)
-    ampm = (m["ampm"] or "").replace(".", "")
-    if not ampm and m["m"] is None:
-        return None  # a bare "9" is a day of the month, not a time
-    if ampm:
-        if not 1 <= hour <= 12:
-            return None
-        hour = hour % 12 + (12 if ampm == "pm" else 0)
-    if hour > 23 or minute > 59 or second > 59:
-        return None
-    return hour, minute, second
+    return unquote(value)
 
 
 def _date(text: str, value: str) -> dt.date:
-    iso, uk = _ISO_DATE.fullmatch(text), _UK_DATE.fullmatch(text)
-    if iso:
-        year, month, day = (int(g) for g in iso.groups())
-    elif uk:
-        day, month, year = (int(g) for g in uk.groups())
-        year += 2000 if year < 100 else 0
-        if month > 12 and day <= 12:
-            raise ScheduleError(
-                f"--at {value!r}: {month} is not a month: write the day first, like "
-                f"{month}/{day}/{year} (day/month/year)"
-            )
-    else:
-        raise ScheduleError(f"--at {value!r}: {_AT_USAGE}")
     try:
-        return dt.date(year, month, day)
-    except ValueError:
-        raise ScheduleError(
-            f"--at {value!r}: {year:04d}-{month:02d}-{day:02d} is not a date that exists"
-        ) from None
+        return read_date(text)
+    except TypedValueError as exc:
+        message = str(exc)
+        if message.startswith("write a date"):
+            message = _AT_USAGE
+        raise ScheduleError(f"--at {value!r}: {message}") from None
 
 
 def parse_at(value: str, tz: ZoneInfo) -> dt.datetime:
-    """``"2025-12-02 09:00"`` (or ``"2/12/2025 9am"``) in ``tz`` as an aware UTC datetime, or a
-    ScheduleError that says how to write it."""
+    """``"2025-12-02 09:00"`` (or ``"2/12/2025 9am"``, ``"7 Dec 2026 at 2pm"``) in ``tz`` as
+    an aware UTC datetime, or a ScheduleError that says how to write it. A date written
+    without its year is the next such day (the one place this module reads the clock)."""
     text = re.sub(r"^(\d{4}-\d{1,2}-\d{1,2})T", r"\1 ", _unquote(value))
-    parts = text.split(None, 1)
-    if len(parts) != 2:
+    words = text.split()
+    if len(words) < 2:
         raise ScheduleError(f"--at {value!r}: {_AT_USAGE}")
-    date_text, time_text = parts
-    date = _date(date_text, value)
-    time_text = re.sub(r"^at\s+", "", time_text.strip(), flags=re.IGNORECASE)
+    # The time is the last word or the last two ("9:30 am", "12 noon").
+    for n in (2, 1):
+        if len(words) > n and parse_time(" ".join(words[-n:])) is not None:
+            date_words, time_text = words[:-n], " ".join(words[-n:])
+            break
+    else:
+        date_words, time_text = words[:-1], words[-1]
+    if date_words and date_words[-1].lower() == "at":
+        date_words = date_words[:-1]
+    date = _date(" ".join(date_words), value)
     found = parse_time(time_text)
     if found is None:
         raise ScheduleError(

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mailer import checks
 from mailer.config import Settings
@@ -21,7 +21,7 @@ from mailer.errors import LeaseLost, MailerError, ScheduleError
 from mailer.formats import local_time
 from mailer.render import compile_slug
 from mailer.scheduling import alerts, slots
-from mailer.scheduling.leader import Lease
+from mailer.scheduling.leader import JobLease
 from mailer.scheduling.rules import check_rule, in_words, parse_at, parse_rule
 from mailer.scheduling.slots import RunOutcome as RunOutcome  # known as runner.RunOutcome
 from mailer.scheduling.slots import Started
@@ -47,6 +47,21 @@ def _check_lists(session: object, lists: Sequence[str]) -> list[str]:
     return [people.get_list(session, name).slug for name in dict.fromkeys(lists)]  # type: ignore[arg-type]
 
 
+def _refuse_duplicate(
+    session: object, kind: ScheduleKind, names: list[str], same: Callable[[Schedule], bool]
+) -> None:
+    """One schedule per slot and list: a second would mail the same people twice (the
+    ledger would skip them, but the second send is a mistake to point out, not to run)."""
+    for item in schedules.active(session, kind):  # type: ignore[arg-type]
+        shared = sorted(set(alerts.lists_of(item)) & set(names))
+        if shared and same(item):
+            when = f"monthly ({item.rule})" if kind == ScheduleKind.MONTHLY else f"{item.slug}"
+            raise ScheduleError(
+                f"schedule {item.id} already sends {when} to {', '.join(shared)}: keep it, or "
+                f"cancel it first with: mailer unschedule {item.id}"
+            )
+
+
 def schedule_once(
     settings: Settings,
     database: Database,
@@ -68,6 +83,7 @@ def schedule_once(
     with database.session(write=True) as session:
         approval.require(session, compiled, settings.tz, settings.approval)
         names = _check_lists(session, lists)
+        _refuse_duplicate(session, ScheduleKind.ONCE, names, lambda other: other.slug == slug)
         item = schedules.add(
             session,
             ScheduleKind.ONCE,
@@ -93,6 +109,9 @@ def schedule_monthly(
     check_rule(rule, settings.tz, now.astimezone(settings.tz).date())
     with database.session(write=True) as session:
         names = _check_lists(session, lists)
+        _refuse_duplicate(
+            session, ScheduleKind.MONTHLY, names, lambda other: other.rule == str(rule)
+        )
         item = schedules.add(
             session,
             ScheduleKind.MONTHLY,
@@ -123,7 +142,7 @@ def run_due(
     *,
     factory: TransportFactory | None = None,
     stop: threading.Event | None = None,
-    lease: Lease | None = None,
+    lease: JobLease | None = None,
     send: bool = True,
 ) -> list[RunOutcome]:
     """Start every schedule whose time has come; mark missed ones beyond the grace period.

@@ -19,7 +19,7 @@ from mailer.content import all_slugs, load_issue
 from mailer.errors import ContentError, LeaseLost, MailerError, ScheduleError
 from mailer.formats import local_time
 from mailer.scheduling import alerts
-from mailer.scheduling.leader import Lease
+from mailer.scheduling.leader import JobLease
 from mailer.scheduling.rules import parse_rule
 from mailer.sending import service
 from mailer.sending.transports import TransportFactory
@@ -123,7 +123,7 @@ def decide(
     current: dt.datetime,
     grace: dt.timedelta,
     factory: TransportFactory | None,
-    lease: Lease | None,
+    lease: JobLease | None,
 ) -> RunOutcome | Started | None:
     """Start one slot's send, or say why not; None if someone else has dealt with it."""
     with database.session() as session:
@@ -181,6 +181,9 @@ def decide(
     except MailerError as exc:
         return failed(settings, database, item, slot, current, slug, exc, factory, lease)
     log.info("started scheduled send of %s (schedule %s, send %s)", slug, schedule_id, send_id)
+    if item.failing_since is not None:
+        # Whoever was told it failed is told it is fixed, so nobody sends it by hand too.
+        alerts.send(settings, alerts.now_sent(settings.tz, item, slug, send_id, current), factory)
     return Started(item, slug, send_id, notes)
 
 
@@ -192,7 +195,7 @@ def give_up(
     upcoming: dt.datetime | None,
     current: dt.datetime,
     factory: TransportFactory | None,
-    lease: Lease | None,
+    lease: JobLease | None,
 ) -> RunOutcome | None:
     """The grace period is over: the slot is missed, or, if it was failing, failed."""
     assert item.id is not None
@@ -239,7 +242,7 @@ def failed(
     slug: str | None,
     exc: MailerError,
     factory: TransportFactory | None,
-    lease: Lease | None,
+    lease: JobLease | None,
 ) -> RunOutcome | None:
     """A slot that could not start for a reason a person can fix: keep it, and say so."""
     assert item.id is not None
@@ -258,5 +261,20 @@ def failed(
     # the next look is not, so a failing slot does not alert every 30 seconds. ``item`` was
     # read just before this look decided, so two looks never both take it for the first.
     if item.failing_since is None or item.last_outcome != outcome:
-        alerts.send(settings, alerts.slot_failed(tz, item, slug, slot, until, exc), factory)
+        problems = [str(exc)]
+        if slug is not None:
+            # Everything in the way, not only the first thing: fixed in one round.
+            problems = (
+                service.blockers(
+                    settings,
+                    slug,
+                    alerts.lists_of(item),
+                    database=database,
+                    scheduled_at=slot,
+                    skip_checks=item.checks_skipped,
+                )
+                or problems
+            )
+        alert = alerts.slot_failed(tz, item, slug, slot, until, problems)
+        alerts.send(settings, alert, factory)
     return RunOutcome(item.id, slug, outcome, False, problem=True)

@@ -108,8 +108,8 @@ class Worker:
         self._deciding = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
         lease = settings.worker.lease
-        self.scheduler_lease = leader.Lease(self.database, leader.SCHEDULER, ttl=lease)
-        self.bounce_lease = leader.Lease(self.database, leader.BOUNCES, ttl=lease)
+        self.scheduler_lease = leader.JobLease(self.database, leader.SCHEDULER, ttl=lease)
+        self.bounce_lease = leader.JobLease(self.database, leader.BOUNCES, ttl=lease)
         # The web side's queued mail goes from here too, when mailer serve is not running.
         self.postman = Postman(settings, self.database)
         # What the timers run: the same looks, each failure one line in the log.

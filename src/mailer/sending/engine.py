@@ -19,7 +19,7 @@ How a recipient's row moves, and why nobody is mailed twice or missed without a 
 Any number of workers (``mailer worker`` processes on any machines sharing the database,
 ``mailer send`` from a terminal) may run one send at once, each with its own connections
 and its own lease on the send (:mod:`mailer.sending.workers` says how they join and
-leave, and :mod:`mailer.store.ledger` how their claims keep apart).
+leave, and :mod:`mailer.store.ledger_writer` how their claims keep apart).
 
 All connections of a send run as tasks on one asyncio event loop, on a thread of its own:
 the thread that called :func:`run` only waits, watches for Ctrl-C (or SIGTERM, which

@@ -3,7 +3,7 @@
 Each connection of a send keeps a small batch of claimed rows ahead of what it is sending.
 When its batch runs low, the ledger claims more for it, and for every other connection
 that is low too, in one transaction that also records every outcome that has come in
-since the last one (:mod:`mailer.store.ledger` says what that transaction checks). The
+since the last one (:mod:`mailer.store.ledger_writer` says what that transaction checks). The
 rows claimed are handed to a connection only once that transaction is committed, so a row
 is ``in-flight`` in the database before any byte of its message reaches a socket, and it
 is ``sent`` only once the server has accepted it and that outcome is committed.
@@ -40,9 +40,9 @@ from typing import Any
 from mailer.errors import StoreError
 from mailer.sending.threads import JobThread
 from mailer.store import deliveries, people, send_workers
+from mailer.store.connections import retry_while_busy
 from mailer.store.database import Database
-from mailer.store.engine import is_busy
-from mailer.store.ledger import LEASE, Final, Mark, Written, ledger_writer
+from mailer.store.ledger_writer import LEASE, Final, Mark, Written, ledger_writer
 from mailer.store.models import DeliveryStatus, utcnow
 
 log = logging.getLogger("mailer.sender")
@@ -65,8 +65,6 @@ CHECK_EVERY = 0.5
 # Outcomes waiting for a commit are written once there are this many, even with nothing
 # to claim, so `mailer status` and the progress bar keep up.
 FLUSH_AT = 64
-# A writer that finds the database locked (a large import committing) keeps trying this long.
-BUSY_RETRY_FOR = 120.0
 
 
 @dataclass
@@ -196,15 +194,11 @@ class _Store:
     def _write(
         self, finals: list[Final], marks: list[Mark], claims: list[int], beat: Any, want: int
     ) -> Written:
-        deadline = time.monotonic() + BUSY_RETRY_FOR
-        while True:
-            try:
-                return self.writer.write(finals, marks, claims, beat, want)
-            except Exception as exc:
-                if not is_busy(exc) or time.monotonic() > deadline:
-                    raise
-                log.info("the database is busy; retrying the ledger write")
-                time.sleep(0.2)
+        return retry_while_busy(
+            lambda: self.writer.write(finals, marks, claims, beat, want),
+            pause=0.2,
+            on_retry=lambda: log.info("the database is busy; retrying the ledger write"),
+        )
 
     def close(self) -> None:
         self.reader.close()

@@ -61,8 +61,8 @@ from mailer.errors import StateError
 from mailer.profiles import PROFILES
 from mailer.sending.threads import JobThread
 from mailer.store import deliveries, relay_slots
+from mailer.store.connections import retry_while_busy
 from mailer.store.database import Database
-from mailer.store.engine import retry_while_busy
 from mailer.store.relay_slots import End, Held, Taken, Wait, Window
 
 if TYPE_CHECKING:

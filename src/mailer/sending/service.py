@@ -17,7 +17,7 @@ from mailer import checks, clock
 from mailer.config import Settings
 from mailer.content import scaffold
 from mailer.content.overrides import issue_settings, overrides_json, with_overrides
-from mailer.errors import ApprovalError, NotFound, StateError
+from mailer.errors import ApprovalError, MailerError, NotFound, StateError
 from mailer.render import CompiledIssue, compile_slug
 from mailer.sending import approval as approvals
 from mailer.sending import engine, ratelimit, transports
@@ -89,7 +89,7 @@ def transport_in_words(settings: Settings, slug: str) -> str:
 
 
 @dataclass(frozen=True)
-class Preview:
+class SendPreview:
     compiled: CompiledIssue
     approval: Approval
     lists: list[str]
@@ -120,7 +120,7 @@ def preview(
     skip_checks: str | None = None,
     *,
     spread: bool = False,
-) -> Preview:
+) -> SendPreview:
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
     require_written(compiled)
@@ -137,7 +137,7 @@ def preview(
             settings, session.connection(), slug, count, spread, clock.utcnow().timestamp()
         )
         sender = issue_settings(settings, compiled.issue).sender
-        return Preview(
+        return SendPreview(
             compiled,
             approval,
             [lst.slug for lst in found],
@@ -162,6 +162,46 @@ def _require_someone(session: Session, slug: str, found: Sequence[MailingList]) 
             f"(see mailer status {slug})"
         )
     return count
+
+
+def blockers(
+    settings: Settings,
+    slug: str,
+    lists: Sequence[str],
+    *,
+    database: Database,
+    scheduled_at: datetime,
+    skip_checks: str | None = None,
+) -> list[str]:
+    """Everything that stops :func:`create` for a scheduled slot, each with its fix, in the
+    order to fix them: an alert that names only the first costs a round per problem."""
+    found: list[str] = []
+    try:
+        compiled = compile_slug(settings, slug)
+    except MailerError as exc:
+        return [str(exc)]
+    steps: list[Callable[[], object]] = [
+        lambda: require_written(compiled),
+        lambda: checks.require_clean(
+            settings, compiled, checks.local_date(settings, scheduled_at), skip_checks
+        ),
+        lambda: build.require_built(settings, compiled),
+    ]
+    for step in steps:
+        try:
+            step()
+        except MailerError as exc:
+            found.append(str(exc))
+    with database.session() as session:
+        try:
+            approvals.require(session, compiled, settings.tz, settings.approval)
+        except MailerError as exc:
+            found.append(str(exc))
+        try:
+            _require_someone(session, slug, [people.get_list(session, n) for n in lists])
+        except MailerError as exc:
+            found.append(str(exc))
+    return found
 
 
 def create(
@@ -507,7 +547,7 @@ def rehearsals(settings: Settings, slug: str) -> set[int]:
         return {s.id for s in sends.of_issue(session, slug) if s.id and s.transport == "outbox"}
 
 
-def status(settings: Settings, slug: str) -> list[deliveries.Report]:
+def status(settings: Settings, slug: str) -> list[deliveries.SendSummary]:
     """Every send of ``slug``, newest first, with the workers sending it."""
     with open_db(settings) as database, database.session() as session:
         found = sends.of_issue(session, slug)
@@ -520,7 +560,7 @@ def status(settings: Settings, slug: str) -> list[deliveries.Report]:
         ]
 
 
-def recent(settings: Settings, limit: int = 20) -> list[deliveries.Report]:
+def recent(settings: Settings, limit: int = 20) -> list[deliveries.SendSummary]:
     """The newest sends across issues, newest first."""
     with open_db(settings) as database, database.session() as session:
         return [

@@ -327,10 +327,10 @@ def tell_of_changes(session: Session, settings: Settings, shown: Review, at: dt.
 # -- history --------------------------------------------------------------------------------
 
 
-def history(settings: Settings, slug: str) -> list[reviews.Event]:
+def history(settings: Settings, slug: str) -> list[reviews.HistoryEvent]:
     with open_db(settings) as database, database.session() as session:
         return reviews.history(session, slug)
 
 
-def history_json(events: list[reviews.Event]) -> str:
+def history_json(events: list[reviews.HistoryEvent]) -> str:
     return json.dumps([e.as_dict() for e in events], indent=2)

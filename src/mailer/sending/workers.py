@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 from mailer.errors import StateError
 from mailer.store import deliveries, send_workers, sends
+from mailer.store.connections import retry_while_busy
 from mailer.store.database import Database
-from mailer.store.engine import retry_while_busy
 from mailer.store.models import DeliveryStatus, SendStatus
 from mailer.store.status import PauseReason
 

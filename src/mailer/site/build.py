@@ -26,7 +26,7 @@ from mailer.content import Issue, all_slugs, load_issues
 from mailer.errors import InvalidInput, StateError
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
-from mailer.render.compile import environment, require_size
+from mailer.render.compile import environment, require_size, signup_open
 from mailer.site import training, urls
 from mailer.store import publications
 from mailer.store.database import open_db
@@ -52,7 +52,10 @@ def build(
     """Build the named issues (and, with ``archive``, the archive page, the feed, and the
     training calendar of the sessions from ``today`` on: by default the real today)."""
     issues = load_issues(settings, slugs)
-    compiled = [require_size(settings, compile_issue(settings, issue)) for issue in issues]
+    signup = signup_open(settings)
+    compiled = [
+        require_size(settings, compile_issue(settings, issue, signup=signup)) for issue in issues
+    ]
     with_sessions = any(s.sessions for issue in issues for s in issue.sections)
     published = published_issues(settings, issues) if archive or with_sessions else []
     out = settings.build_dir
@@ -225,7 +228,8 @@ def archive_html(settings: Settings, issues: list[Issue]) -> str:
         feed_url=urls.feed_url(settings),
         training_url=urls.training_url(settings),
         logo_url=urls.asset_url(settings, settings.brand.logo) if settings.brand.logo else None,
-        signup_url=urls.signup_url(settings),
+        signup_url=urls.signup_url(settings) if signup_open(settings) else None,
+        privacy_url=settings.footer.privacy_url,
         manage_url=urls.manage_url(settings),
         accessibility_url=urls.accessibility_url(settings),
     )

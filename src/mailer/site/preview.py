@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import html
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -294,6 +295,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     preview: Preview
     hosts: set[str]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One line in the log, never a traceback on the terminal: a browser that closes a
+        tab mid-answer (BrokenPipeError, ConnectionResetError) is not even worth that."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("the browser went away: %s", exc)
+            return
+        log.error("preview: %s: %s", type(exc).__name__, exc)
 
 
 def serve(root: Path, host: str = "127.0.0.1", port: int = 8100) -> tuple[_Server, Preview]:

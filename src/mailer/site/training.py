@@ -32,7 +32,7 @@ from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.content import Issue, Section, Session
 from mailer.render.compile import environment
-from mailer.render.ical import Event, calendar_text
+from mailer.render.ical import CalendarEvent, calendar_text
 from mailer.render.markdown import smart_quotes
 from mailer.render.text import markdown_to_text
 from mailer.site import urls
@@ -188,7 +188,7 @@ class History:
         ]
 
 
-def event(settings: Settings, entry: Entry) -> Event:
+def event(settings: Settings, entry: Entry) -> CalendarEvent:
     """An entry as an iCalendar event."""
     section, session = entry.section, entry.session
     # Paragraphs unwrapped: calendar apps wrap the text to their own width.
@@ -201,7 +201,7 @@ def event(settings: Settings, entry: Entry) -> Event:
         booking = section.booking_url.removeprefix("mailto:")
         lines.append(f"{smart_quotes(section.booking_text)}: {booking}")
     lines.append(f"From {settings.name}: {urls.issue_url(settings, entry.slug)}")
-    return Event(
+    return CalendarEvent(
         uid=entry.uid,
         start=dt.datetime.combine(session.date, session.start),
         end=dt.datetime.combine(session.date, session.end) if session.end else None,

@@ -224,7 +224,7 @@ def lists_of_send_for(session: Session, send_id: int, subscriber_id: int) -> lis
 
 
 @dataclass(frozen=True)
-class EventRow:
+class BounceEventRow:
     received_at: dt.datetime
     kind: str
     send_id: int | None
@@ -234,7 +234,7 @@ class EventRow:
     action: str
 
 
-def events_of(session: Session, subscriber_id: int, limit: int = 100) -> list[EventRow]:
+def events_of(session: Session, subscriber_id: int, limit: int = 100) -> list[BounceEventRow]:
     """What came back about one person, newest first, for ``mailer subscribers show``."""
     e = EVENT.c
     rows = session.connection().execute(
@@ -244,7 +244,7 @@ def events_of(session: Session, subscriber_id: int, limit: int = 100) -> list[Ev
         .limit(limit)
     )
     return [
-        EventRow(
+        BounceEventRow(
             as_utc(r.received_at), str(r.kind), r.send_id, r.status, r.reason, r.source, r.action
         )
         for r in rows

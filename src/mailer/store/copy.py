@@ -35,7 +35,7 @@ from mailer.config import Settings
 from mailer.errors import AlreadyExists, StoreError
 from mailer.store import migrate
 from mailer.store import models as _models  # noqa: F401  (every table on the metadata)
-from mailer.store.engine import describe, make_engine, parse_url, store_error
+from mailer.store.connections import describe, make_engine, parse_url, store_error
 
 # Rows per batch: large enough that PostgreSQL gets few round trips, small enough that a
 # batch of ledger rows with their messages' text stays a few megabytes.

@@ -31,7 +31,7 @@ from mailer.config import Settings
 from mailer.errors import StoreError
 from mailer.store import keys
 from mailer.store import migrate as migrations
-from mailer.store.engine import WRITE_OPTION, describe, make_engine, parse_url, store_error
+from mailer.store.connections import WRITE_OPTION, describe, make_engine, parse_url, store_error
 
 __all__ = [
     "Database",

@@ -1,6 +1,6 @@
 """Queries on the per-recipient ledger (the ``delivery`` table).
 
-The ledger's hot path while a send runs (claims, outcomes) is in :mod:`mailer.store.ledger`.
+The ledger's hot path while a send runs (claims, outcomes) is in :mod:`mailer.store.ledger_writer`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 
 from mailer.store import people, sends
-from mailer.store.engine import analyze_committed
+from mailer.store.connections import analyze_committed
 from mailer.store.models import (
     Delivery,
     DeliveryStatus,
@@ -218,7 +218,7 @@ class FailedRecipient:
 
 
 @dataclass(frozen=True)
-class Worker:
+class WorkerSummary:
     """A process working on a send, as ``mailer status`` shows it: no addresses."""
 
     worker: str  # host:pid:start/run
@@ -255,7 +255,7 @@ class Worker:
 
 
 @dataclass(frozen=True)
-class Report:
+class SendSummary:
     send_id: int
     slug: str
     status: str
@@ -272,7 +272,7 @@ class Report:
     # Copies that may or may not have been accepted: never resent unless asked.
     unknown: list[str] = dataclasses.field(default_factory=list)
     # The processes working on it now (mailer.store.send_workers).
-    workers: list[Worker] = dataclasses.field(default_factory=list)
+    workers: list[WorkerSummary] = dataclasses.field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -301,8 +301,8 @@ class Report:
 
 
 def report(
-    session: Session, send: Send, failed_limit: int = 1000, workers: Sequence[Worker] = ()
-) -> Report:
+    session: Session, send: Send, failed_limit: int = 1000, workers: Sequence[WorkerSummary] = ()
+) -> SendSummary:
     assert send.id is not None
     conn = session.connection()
     d = DELIVERY.c
@@ -335,7 +335,7 @@ def report(
         )
 
     last = conn.execute(sa.select(sa.func.max(d.sent_at)).where(d.send_id == send.id)).scalar()
-    return Report(
+    return SendSummary(
         send_id=send.id,
         slug=send.slug,
         status=str(send.status),

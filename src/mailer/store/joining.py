@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from mailer.formats import day
-from mailer.store.engine import refresh_statistics_if_grown
+from mailer.store.connections import refresh_statistics_if_grown
 from mailer.store.models import (
     Consent,
     LawfulBasis,
@@ -33,6 +33,7 @@ from mailer.store.models import (
     table_of,
     utcnow,
 )
+from mailer.store.status import NEW_SUBSCRIBER
 from mailer.store.suppression import CHUNK, erased_among
 
 _T = TypeVar("_T")
@@ -46,7 +47,7 @@ def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
         yield items[start : start + CHUNK]
 
 
-class Outcome(StrEnum):
+class JoinOutcome(StrEnum):
     ADDED = "added"
     ALREADY = "already on the list"
     UPDATED = "updated"
@@ -66,7 +67,7 @@ class Candidate:
 @dataclass(frozen=True)
 class Decision:
     candidate: Candidate
-    outcome: Outcome
+    outcome: JoinOutcome
     reason: str = ""
 
 
@@ -217,10 +218,10 @@ def subscribe_many(
     for c in candidates:
         k = known.get(c.email)
         if c.email in reasons:
-            decisions.append(Decision(c, Outcome.SUPPRESSED, reasons[c.email]))
+            decisions.append(Decision(c, JoinOutcome.SUPPRESSED, reasons[c.email]))
         elif k is None:
             fresh.append(c)
-            decisions.append(Decision(c, Outcome.ADDED))
+            decisions.append(Decision(c, JoinOutcome.ADDED))
         else:
             name, organisation = c.name or k.name, c.organisation or k.organisation
             changed = (name, organisation) != (k.name, k.organisation)
@@ -228,9 +229,11 @@ def subscribe_many(
                 updates.append({"sid": k.id, "n": name, "o": organisation, "u": now})
             if k.membership is None:
                 joining.append(k.id)
-                decisions.append(Decision(c, Outcome.ADDED))
+                decisions.append(Decision(c, JoinOutcome.ADDED))
             else:
-                decisions.append(Decision(c, Outcome.UPDATED if changed else Outcome.ALREADY))
+                decisions.append(
+                    Decision(c, JoinOutcome.UPDATED if changed else JoinOutcome.ALREADY)
+                )
 
     conn = session.connection()
     if fresh:
@@ -242,7 +245,7 @@ def subscribe_many(
                     "email": c.email,
                     "name": c.name,
                     "organisation": c.organisation,
-                    "status": SubscriberStatus.ACTIVE,
+                    "status": NEW_SUBSCRIBER,
                     "created": now,
                     "updated": now,
                 }

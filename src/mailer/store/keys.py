@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from mailer.config import Settings
 from mailer.errors import ConfigError
-from mailer.store.engine import KEY_LOCK, one_at_a_time
+from mailer.store.connections import KEY_LOCK, one_at_a_time
 from mailer.store.models import Meta
 
 FINGERPRINT = "key_fingerprint"

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import Settings
 from mailer.errors import SchemaTooNew, StoreError
-from mailer.store.engine import (
+from mailer.store.connections import (
     SCHEMA_LOCK,
     WRITE_OPTION,
     describe,

@@ -27,10 +27,7 @@ from mailer.store.models import (
     Unsubscription,
     utcnow,
 )
-
-# Statuses a person's own confirmed sign-up may turn back into active. A complaint or an
-# erasure is never undone by a web form.
-REACTIVATE = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+from mailer.store.status import CONFIRMED_SIGN_UP, set_subscriber_status
 
 
 def subscriber(session: Session, subscriber_id: int) -> Subscriber | None:
@@ -128,10 +125,11 @@ def join(
     """
     assert who.id is not None
     now = now or utcnow()
-    if who.status in REACTIVATE:
-        who.status = SubscriberStatus.ACTIVE
-        who.updated = now
-        session.add(who)
+    # Back to active if they had unsubscribed from everything or bounced: the rule of
+    # mailer.store.status (anything else, such as a complaint, stays as it is).
+    set_subscriber_status(
+        session, who, SubscriberStatus.ACTIVE, because=CONFIRMED_SIGN_UP, strict=False, now=now
+    )
     joined: list[str] = []
     for mailing_list in lists:
         membership = session.get(Membership, (who.id, mailing_list.id))

@@ -16,15 +16,15 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from mailer.errors import AlreadyExists, InvalidInput, NotFound, StateError, StoreError
-from mailer.store import signups, webmail
-from mailer.store.engine import describe, store_error
+from mailer.store import eligibility, signups, webmail
+from mailer.store.connections import describe, store_error
 from mailer.store.models import (
     CONSENT_SOURCE_LENGTH,
     BounceEvent,
@@ -42,11 +42,13 @@ from mailer.store.models import (
     utcnow,
 )
 from mailer.store.status import (
+    OPERATOR_REACTIVATION,
     DeliveryStatus,
+    mark_subscribers,
+    set_subscriber_status,
     subscriber_may_be_reactivated,
-    subscriber_may_become,
 )
-from mailer.store.suppression import address_hash, all_hashes, hash_key
+from mailer.store.suppression import address_hash, hash_key
 
 LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 YIELD_PER = 1000
@@ -143,9 +145,7 @@ def status_counts(session: Session, list_id: int) -> dict[SubscriberStatus, int]
 
 
 def list_summaries(session: Session) -> list[ListSummary]:
-    active = sa.and_(
-        col(M.status) == MembershipStatus.SUBSCRIBED, col(S.status) == SubscriberStatus.ACTIVE
-    )
+    active = eligibility.on_the_list(table_of(S), table_of(M))
     rows = session.connection().execute(
         sa.select(
             col(L.slug),
@@ -195,37 +195,16 @@ def memberships_of(
 def set_status(
     session: Session, subscriber: Subscriber, status: SubscriberStatus, *, strict: bool = True
 ) -> bool:
-    """Move a subscriber to ``status``; True if it changed, False if it was already there.
-
-    A transition the rules above do not allow raises :class:`StateError`, or with
-    ``strict=False`` is ignored (a late bounce for someone who already unsubscribed).
-    """
-    if subscriber.status == status:
-        return False
-    if not subscriber_may_become(subscriber.status, status):
-        if not strict:
-            return False
-        raise StateError(f"a subscriber who is {subscriber.status} cannot become {status}")
-    subscriber.status = status
-    subscriber.updated = utcnow()
-    session.add(subscriber)
-    return True
+    """Move a subscriber to ``status`` by the rules of :mod:`mailer.store.status`; True if it
+    changed (see :func:`mailer.store.status.set_subscriber_status`)."""
+    return set_subscriber_status(session, subscriber, status, strict=strict)
 
 
 def _mark(session: Session, subscriber_ids: Iterable[int], status: SubscriberStatus) -> int:
-    # The set-based form of set_status(strict=False), for senders that record many at once.
-    may = [s for s in SubscriberStatus if subscriber_may_become(s, status)]
-    ids = list(subscriber_ids)
-    if not ids:
-        return 0
     session.flush()
-    result = session.connection().execute(
-        sa.update(_subscriber)
-        .where(_subscriber.c.id.in_(ids), _subscriber.c.status.in_(may))
-        .values(status=status, updated=utcnow())
-    )
+    changed = mark_subscribers(session.connection(), _subscriber, subscriber_ids, status)
     session.expire_all()
-    return int(result.rowcount)
+    return changed
 
 
 def reactivate(
@@ -246,9 +225,9 @@ def reactivate(
             "can be reactivated"
         )
     was = subscriber.status
-    subscriber.status = SubscriberStatus.ACTIVE
-    subscriber.updated = utcnow()
-    session.add(subscriber)
+    set_subscriber_status(
+        session, subscriber, SubscriberStatus.ACTIVE, because=OPERATOR_REACTIVATION
+    )
     rejoined: list[str] = []
     if was == SubscriberStatus.COMPLAINED and since is not None:
         rows = session.exec(
@@ -388,55 +367,10 @@ def iter_subscribers(
 # --- Sending ---------------------------------------------------------------------------------
 
 
-class Recipient(NamedTuple):
-    subscriber_id: int
-    email: str
-    name: str
-
-
-def eligible_query(list_ids: Iterable[int]) -> sa.Select[tuple[int, str, str]]:
-    """(id, email, name) of active people subscribed to any of the lists, once each, by id.
-
-    A query to refine (e.g. leave out people who already had this issue); it does not
-    apply the suppression list, which :func:`eligible_recipients` does.
-    """
-    on_a_list = (
-        sa.select(col(M.subscriber_id))
-        .where(
-            col(M.subscriber_id) == col(S.id),
-            col(M.list_id).in_(list(list_ids)),
-            col(M.status) == MembershipStatus.SUBSCRIBED,
-        )
-        .exists()
-    )
-    query = sa.select(col(S.id), col(S.email), col(S.name)).where(
-        col(S.status) == SubscriberStatus.ACTIVE, col(S.email).is_not(None), on_a_list
-    )
-    return cast("sa.Select[tuple[int, str, str]]", query.order_by(col(S.id)))
-
-
-def eligible_recipients(session: Session, list_ids: Iterable[int]) -> Iterator[Recipient]:
-    """Who a send to ``list_ids`` goes to, streamed in subscriber id order.
-
-    Active subscribers subscribed to any of the lists, each once, never a suppressed
-    address.
-    """
-    query = eligible_query(list_ids)
-    # Erasure removes the address, so this is a second line of defence: an erased address
-    # that comes back behind mailer's back (typed into the database, or restored from an
-    # export) is still never mailed.
-    erased = all_hashes(session)
-    key = hash_key(session) if erased else b""
-    rows = session.connection().execute(query.execution_options(yield_per=YIELD_PER))
-    for row in rows:
-        if erased and address_hash(key, row.email) in erased:
-            continue
-        yield Recipient(row.id, row.email, row.name)
-
-
-def count_eligible(session: Session, list_ids: Iterable[int]) -> int:
-    """How many people a send to ``list_ids`` would go to (see :func:`eligible_recipients`)."""
-    return sum(1 for _ in eligible_recipients(session, list_ids))
+# Who a send goes to is the rule of mailer.store.eligibility: these are its names here.
+EligiblePerson = eligibility.EligiblePerson
+eligible_recipients = eligibility.recipients
+count_eligible = eligibility.count
 
 
 # --- Erasure ---------------------------------------------------------------------------------

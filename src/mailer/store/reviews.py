@@ -121,7 +121,7 @@ def add_save(session: Session, slug: str, by: str, content_hash: str | None) -> 
 
 
 @dataclass(frozen=True)
-class Event:
+class HistoryEvent:
     """One thing that happened to an issue on its way out."""
 
     at: dt.datetime
@@ -138,27 +138,31 @@ class Event:
         return found
 
 
-def history(session: Session, slug: str) -> list[Event]:
+def history(session: Session, slug: str) -> list[HistoryEvent]:
     """Every request, approval, request for changes, save and send of ``slug``, by time."""
-    found: list[Event] = []
+    found: list[HistoryEvent] = []
     requests = select(ApprovalRequest).where(ApprovalRequest.slug == slug)
     for r in session.exec(requests):
-        found.append(Event(r.requested_at, "requested", r.approver, r.content_hash))
+        found.append(HistoryEvent(r.requested_at, "requested", r.approver, r.content_hash))
         if r.status == RequestStatus.CHANGES_REQUESTED and r.decided_at is not None:
             found.append(
-                Event(r.decided_at, "changes-requested", r.approver, r.content_hash, r.reason or "")
+                HistoryEvent(
+                    r.decided_at, "changes-requested", r.approver, r.content_hash, r.reason or ""
+                )
             )
     for a in session.exec(select(Approval).where(Approval.slug == slug)):
         how = "through the link mailed to them" if a.method == "link" else "typed with --by"
-        found.append(Event(a.approved_at, "approved", a.approved_by, a.content_hash, detail=how))
+        found.append(
+            HistoryEvent(a.approved_at, "approved", a.approved_by, a.content_hash, detail=how)
+        )
     for s in session.exec(select(IssueSave).where(IssueSave.slug == slug)):
-        found.append(Event(s.saved_at, "saved", s.saved_by, s.content_hash or ""))
+        found.append(HistoryEvent(s.saved_at, "saved", s.saved_by, s.content_hash or ""))
     for send in session.exec(select(Send).where(Send.slug == slug)):
         assert send.id is not None
         lists = ", ".join(sends.list_slugs_of(session, send.id))
         rehearsal = " (a rehearsal through the outbox)" if send.transport == "outbox" else ""
         found.append(
-            Event(
+            HistoryEvent(
                 send.created_at,
                 "sent",
                 send.approved_by,

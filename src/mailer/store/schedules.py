@@ -65,6 +65,12 @@ def active_for_issue(session: Session, slug: str) -> list[Schedule]:
     return list(session.exec(query.order_by(col(Schedule.id))).all())
 
 
+def active(session: Session, kind: ScheduleKind) -> list[Schedule]:
+    """The active schedules of one kind, oldest first."""
+    query = select(Schedule).where(Schedule.kind == kind, Schedule.status == ScheduleStatus.ACTIVE)
+    return list(session.exec(query.order_by(col(Schedule.id))).all())
+
+
 def cancel(session: Session, schedule_id: int) -> Schedule:
     item = session.get(Schedule, schedule_id)
     if item is None:

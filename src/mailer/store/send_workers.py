@@ -171,7 +171,7 @@ def others(conn: Connection, send_id: int, worker: str) -> int:
     )
 
 
-def of_send(conn: Connection, send_id: int) -> list[deliveries.Worker]:
+def of_send(conn: Connection, send_id: int) -> list[deliveries.WorkerSummary]:
     """The workers of a send with their leases and how many rows each holds in flight."""
     rows = conn.execute(
         sa.select(
@@ -186,7 +186,7 @@ def of_send(conn: Connection, send_id: int) -> list[deliveries.Worker]:
     ).all()
     held = deliveries.in_flight_by_worker(conn, send_id)
     return [
-        deliveries.Worker(
+        deliveries.WorkerSummary(
             r.worker,
             r.connections,
             as_utc(r.joined_at),

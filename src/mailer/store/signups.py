@@ -19,7 +19,7 @@ _signup = table_of(Signup)
 
 def create(
     session: Session,
-    email: str,
+    email: str | None,
     name: str,
     organisation: str,
     lists: Sequence[str],
@@ -39,6 +39,13 @@ def create(
     return signup
 
 
+def create_placeholder(session: Session, lists: Sequence[str], wording: str) -> None:
+    """The same write as :func:`create`, holding nothing about anyone: a sign-up that sends
+    no email does the same work as one that does, so its time tells nobody whether the
+    address was known. The next :func:`forget_unconfirmed` deletes it."""
+    create(session, None, "", "", lists, wording, "")
+
+
 def get(session: Session, signup_id: int) -> Signup | None:
     return session.get(Signup, signup_id)
 
@@ -56,10 +63,12 @@ def confirmed(session: Session, signup: Signup, who: Subscriber, ip: str, now: d
 
 
 def forget_unconfirmed(session: Session, older_than: dt.datetime) -> int:
-    """Delete sign-ups nobody confirmed in time: they hold an address without consent."""
+    """Delete sign-ups nobody confirmed in time (they hold an address without consent), and
+    the placeholders of :func:`create_placeholder`."""
     result = session.connection().execute(
         sa.delete(_signup).where(
-            _signup.c.confirmed_at.is_(None), _signup.c.requested_at < older_than
+            _signup.c.confirmed_at.is_(None),
+            sa.or_(_signup.c.requested_at < older_than, _signup.c.email.is_(None)),
         )
     )
     return int(result.rowcount)

@@ -3,7 +3,9 @@
 This module imports nothing heavy, so the command line can name these values in its
 options without loading the database layer. Each status has one owner of its transitions:
 
-- :data:`SUBSCRIBER_TRANSITIONS`, applied by :func:`mailer.store.people.set_status`;
+- :data:`SUBSCRIBER_TRANSITIONS` and :data:`BACK_TO_ACTIVE`, applied by this module's own
+  writers, :func:`set_subscriber_status` and :func:`mark_subscribers`, the only code that
+  writes a person's status (``tests/test_architecture.py`` checks it);
 - :data:`SEND_TRANSITIONS`, applied by :func:`mailer.store.sends.transition` (a
   compare-and-set, so two processes never both move one send);
 - delivery rows are moved only by the ledger writer (:mod:`mailer.store.deliveries`);
@@ -27,7 +29,13 @@ a send will be created. A send exists only once it has been started.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
+
+from mailer.clock import utcnow
+from mailer.errors import StateError
 
 
 class SubscriberStatus(StrEnum):
@@ -142,9 +150,9 @@ class ScheduleStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-# Which subscriber status may follow which. Nothing leads back to active here: only a
-# person's own, confirmed sign-up may do that. A stronger signal replaces a weaker one (a
-# complaint beats an unsubscribe), never the reverse, and nothing follows erasure.
+# Which subscriber status may follow which, besides a return to active. A stronger signal
+# replaces a weaker one (a complaint beats an unsubscribe), never the reverse, and nothing
+# follows erasure.
 _SUB = SubscriberStatus
 SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
     _SUB.ACTIVE: frozenset({_SUB.UNSUBSCRIBED, _SUB.BOUNCED, _SUB.COMPLAINED, _SUB.ERASED}),
@@ -154,19 +162,83 @@ SUBSCRIBER_TRANSITIONS: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
     _SUB.ERASED: frozenset(),
 }
 
+# The only ways back to active, each a reason and the statuses it may undo:
+# - a person's own confirmed sign-up (the link mailed to them, or their preferences page)
+#   undoes their unsubscribing or a bounce (their mailbox answered); never a complaint or an
+#   erasure, which a web form cannot undo;
+# - an operator who finds that a bounce or a complaint was recorded in error (`mailer
+#   subscribers reactivate`), with a reason kept in the person's history. Nobody who
+#   unsubscribed or was erased comes back so.
+CONFIRMED_SIGN_UP = "confirmed sign-up"
+# A person added to a list starts active (mailer.store.joining).
+NEW_SUBSCRIBER = _SUB.ACTIVE
+OPERATOR_REACTIVATION = "reactivated by an operator"
+BACK_TO_ACTIVE: dict[str, frozenset[SubscriberStatus]] = {
+    CONFIRMED_SIGN_UP: frozenset({_SUB.UNSUBSCRIBED, _SUB.BOUNCED}),
+    OPERATOR_REACTIVATION: frozenset({_SUB.BOUNCED, _SUB.COMPLAINED}),
+}
+REACTIVATABLE = BACK_TO_ACTIVE[OPERATOR_REACTIVATION]
 
-def subscriber_may_become(old: SubscriberStatus, new: SubscriberStatus) -> bool:
+
+def subscriber_may_become(
+    old: SubscriberStatus, new: SubscriberStatus, because: str | None = None
+) -> bool:
+    """Whether a person who is ``old`` may become ``new``; a return to active needs one of
+    the reasons of :data:`BACK_TO_ACTIVE` as ``because``."""
+    if new == _SUB.ACTIVE:
+        return old in BACK_TO_ACTIVE.get(because or "", frozenset())
     return new in SUBSCRIBER_TRANSITIONS[old]
 
 
-# The one way back to active besides a person's own sign-up: an operator who finds that a
-# bounce or a complaint was recorded in error (`mailer subscribers reactivate`), with a
-# reason kept in the person's history. Nobody who unsubscribed or was erased comes back so.
-REACTIVATABLE = frozenset({_SUB.BOUNCED, _SUB.COMPLAINED})
-
-
 def subscriber_may_be_reactivated(old: SubscriberStatus) -> bool:
-    return old in REACTIVATABLE
+    return subscriber_may_become(old, _SUB.ACTIVE, OPERATOR_REACTIVATION)
+
+
+# The writers. They take the subscriber row (or its Core table) from the caller rather than
+# importing the models, which import this module for its enums: nothing heavy is loaded here.
+
+
+def set_subscriber_status(
+    session: Any,
+    subscriber: Any,
+    new: SubscriberStatus,
+    *,
+    because: str | None = None,
+    strict: bool = True,
+    now: dt.datetime | None = None,
+) -> bool:
+    """Move one person (a ``Subscriber`` row in ``session``) to ``new``; True if it changed,
+    False if it was already there.
+
+    A transition the rules above do not allow raises :class:`StateError`, or with
+    ``strict=False`` is ignored (a late bounce for someone who already unsubscribed).
+    """
+    old = SubscriberStatus(subscriber.status)
+    if old == new:
+        return False
+    if not subscriber_may_become(old, new, because):
+        if not strict:
+            return False
+        raise StateError(f"a subscriber who is {old} cannot become {new}")
+    subscriber.status = new
+    subscriber.updated = now or utcnow()
+    session.add(subscriber)
+    return True
+
+
+def mark_subscribers(connection: Any, table: Any, ids: Iterable[int], new: SubscriberStatus) -> int:
+    """The set-based form of ``set_subscriber_status(strict=False)``, for senders that
+    record many at once: ``table`` is the subscriber table (Core). How many changed."""
+    chosen = list(ids)
+    if not chosen:
+        return 0
+    may = [s for s in SubscriberStatus if subscriber_may_become(s, new)]
+    result = connection.execute(
+        table.update()
+        .where(table.c.id.in_(chosen), table.c.status.in_(may))
+        .values(status=new, updated=utcnow())
+    )
+    return int(result.rowcount)
 
 
 # For each send status, the statuses a send may come from (the diagram above).

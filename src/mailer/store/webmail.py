@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailer.store.engine import one_at_a_time
+from mailer.store.connections import one_at_a_time
 from mailer.store.models import WebMail, table_of
 from mailer.store.status import WEB_MAIL_COUNTED, WebMailStatus
 

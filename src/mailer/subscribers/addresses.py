@@ -39,6 +39,11 @@ def _everyday(address: str) -> bool:
     return len(local) <= 64 and "--" not in domain and not ("." + domain.lower()).endswith(_SPECIAL)
 
 
+# ``Name <address>`` as Outlook and other mail programs copy it: the name may hold any
+# letters (Zoë, Siân) and commas in quotes, and a pasted list leaves a ``;`` or ``,`` after.
+_NAMED = re.compile(r"(?P<name>[^<>]*?)\s*<\s*(?P<address>[^<>\s]+)\s*>[\s;,]*")
+
+
 def mentions_address(text: str) -> bool:
     """Whether ``text`` holds something shaped like an everyday address."""
     return _EVERYDAY.search(text) is not None
@@ -49,7 +54,14 @@ def parse_address(raw: str) -> tuple[str, str]:
 
     Raises :class:`InvalidInput` saying what is wrong, in email-validator's words.
     """
-    text = raw.strip(_JUNK)
+    named = _NAMED.fullmatch(raw.strip(_JUNK.replace('"', "")))
+    if named:
+        try:
+            address, _ = parse_address(named["address"])
+        except InvalidInput as exc:
+            raise InvalidInput(f"{raw.strip()!r}: {exc}") from None
+        return address, named["name"].strip(_JUNK + "'").strip()
+    text = raw.strip(_JUNK + ";,")
     if text.lower().startswith("mailto:"):
         text = text[7:].strip(_JUNK)
     if not text:

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from mailer.store.database import Database
 from mailer.store.models import SubscriberStatus
-from mailer.subscribers.people import rows
+from mailer.subscribers.roster import rows
 
 EXPORT_COLUMNS = ("email", "name", "organisation", "status", "lists", "created")
 # Spreadsheets run a cell starting with one of these as a formula; a leading apostrophe

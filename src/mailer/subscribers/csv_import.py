@@ -32,7 +32,7 @@ from typing import IO, Any
 from mailer.errors import ImportFileError, InvalidInput
 from mailer.store import joining, people
 from mailer.store.database import Database
-from mailer.store.joining import Candidate, Outcome
+from mailer.store.joining import Candidate, JoinOutcome
 from mailer.store.models import LawfulBasis
 from mailer.subscribers.addresses import (
     clean_text,
@@ -90,21 +90,21 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
-class Note:
+class ImportNote:
     """One row that was not imported as it stood, and why."""
 
     line: int
     text: str
 
 
-class Notes(list[Note]):
+class Notes(list[ImportNote]):
     """Notes of one kind: the first KEEP_NOTES kept, every one counted."""
 
     def __init__(self) -> None:
         super().__init__()
         self.total = 0
 
-    def append(self, note: Note) -> None:
+    def append(self, note: ImportNote) -> None:
         self.total += 1
         if super().__len__() < KEEP_NOTES:
             super().append(note)
@@ -138,6 +138,8 @@ class ImportReport:
     ignored: list[str] = field(default_factory=list)
     # Lines above the header line that were skipped as titles.
     title_lines: list[int] = field(default_factory=list)
+    # A list pasted from a mail program's To: line (``Name <address>; ...``), no header.
+    pasted: bool = False
     seconds: float = 0.0
 
     @property
@@ -353,8 +355,9 @@ def unneutralise(value: str) -> str:
 
 def _header(
     source: _Source, records: Iterator[tuple[int, list[str]]], report: ImportReport
-) -> _Columns:
-    """Find the header line, skipping title lines above it."""
+) -> tuple[_Columns, Iterator[tuple[int, list[str]]]]:
+    """Find the header line, skipping title lines above it; the columns, and the records
+    below it (for a pasted list with no header, every line, one person a record)."""
     seen: list[tuple[int, list[str]]] = []
     for line, cells in records:
         columns = _columns(cells)
@@ -364,7 +367,12 @@ def _header(
             report.used = columns.used(cells)
             chosen = set(report.used.values())
             report.ignored = [c.strip() for c in cells if c.strip() and c.strip() not in chosen]
-            return columns
+            return columns, records
+        if not seen and _pasted(source.delimiter, cells):
+            report.pasted = True
+            report.used = {"email": "Name <address>", "name": "Name <address>"}
+            pasted = _Columns(email=0, name=None, first=None, last=None, organisation=None)
+            return pasted, _one_each(source.delimiter, (line, cells), records)
         if not seen and any("@" in c for c in cells):
             raise ImportFileError(
                 f"{source.label}:{line}: the first line looks like an address, not column "
@@ -382,6 +390,32 @@ def _header(
         f"{source.label}:{seen[0][0]}: no email column (columns found: {found}): "
         "name the column of addresses 'email'"
     )
+
+
+# One ``Name <address>`` of a list pasted from Outlook's To: line, which separates them
+# with "; " and may end with one; the name may be in quotes and hold a comma.
+_PASTED_ENTRY = re.compile(r'(?:"[^"]*"|[^;<>"])*<[^<>;]*>')
+
+
+def _entries(delimiter: str, cells: list[str]) -> list[str]:
+    return [m.group().strip() for m in _PASTED_ENTRY.finditer(delimiter.join(cells))]
+
+
+def _pasted(delimiter: str, cells: list[str]) -> bool:
+    """Whether a first line is a pasted list of ``Name <address>`` and nothing else."""
+    text = delimiter.join(cells)
+    rest = _PASTED_ENTRY.sub("", text)
+    return "@" in text and "<" in text and not rest.strip(" \t;,")
+
+
+def _one_each(
+    delimiter: str, first: tuple[int, list[str]], records: Iterator[tuple[int, list[str]]]
+) -> Iterator[tuple[int, list[str]]]:
+    """A pasted list as records of one ``Name <address>`` each, with the line it is on."""
+    for line, cells in itertools.chain([first], records):
+        found = _entries(delimiter, cells) if _pasted(delimiter, cells) else []
+        for entry in found or [delimiter.join(cells).strip(" \t;,")]:
+            yield line, [entry]
 
 
 def _recode(cells: list[str]) -> list[str] | None:
@@ -425,7 +459,7 @@ def _import(
 ) -> ImportReport:
     report = ImportReport(source.label, list_slug, dry_run, source.encoding)
     records = _records(source)
-    columns = _header(source, records, report)
+    columns, records = _header(source, records, report)
     report.delimiter = source.delimiter
     # Addresses already read, as 8-byte digests with their line: a million of them fit in
     # well under a hundred megabytes.
@@ -443,15 +477,15 @@ def _import(
                 session, mailing_list, batch, basis=basis, source=source.label
             )
             for d in decisions:
-                if d.outcome is Outcome.ADDED:
+                if d.outcome is JoinOutcome.ADDED:
                     report.added += 1
-                elif d.outcome is Outcome.ALREADY:
+                elif d.outcome is JoinOutcome.ALREADY:
                     report.already += 1
-                elif d.outcome is Outcome.UPDATED:
+                elif d.outcome is JoinOutcome.UPDATED:
                     report.updated += 1
                 else:
                     report.suppressed.append(
-                        Note(d.candidate.line, f"{d.candidate.email} {d.reason}: skipped")
+                        ImportNote(d.candidate.line, f"{d.candidate.email} {d.reason}: skipped")
                     )
             batch.clear()
             if progress:
@@ -462,11 +496,13 @@ def _import(
             try:
                 email, display_name = parse_address(raw)
             except InvalidInput as exc:
-                report.invalid.append(Note(line, str(exc)))
+                report.invalid.append(ImportNote(line, str(exc)))
                 return
             digest = hashlib.blake2b(email.encode(), digest_size=8).digest()
             if digest in seen:
-                report.duplicates.append(Note(line, f"{email} is already on line {seen[digest]}"))
+                report.duplicates.append(
+                    ImportNote(line, f"{email} is already on line {seen[digest]}")
+                )
                 return
             seen[digest] = line
             name = _cell(cells, columns.name) or " ".join(
@@ -475,11 +511,13 @@ def _import(
             organisation = _cell(cells, columns.organisation)
             if has_controls(name) or has_controls(organisation):
                 report.cleaned.append(
-                    Note(line, f"{email}: control characters removed from the name or organisation")
+                    ImportNote(
+                        line, f"{email}: control characters removed from the name or organisation"
+                    )
                 )
             name = clean_text(name) or clean_text(display_name)
             if recoded and not (name + organisation).isascii():
-                report.accented.append(Note(line, f"{email}: {name}"))
+                report.accented.append(ImportNote(line, f"{email}: {name}"))
             batch.append(Candidate(email, name, clean_text(organisation), line))
             if len(batch) >= BATCH:
                 flush()
@@ -505,7 +543,9 @@ def _import(
         else:
             for line, _ in deferred:
                 report.invalid.append(
-                    Note(line, "this line is not valid UTF-8 text (a stray byte): not imported")
+                    ImportNote(
+                        line, "this line is not valid UTF-8 text (a stray byte): not imported"
+                    )
                 )
         flush()
         if dry_run:

@@ -66,7 +66,7 @@ def network(ip: str) -> str:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class OutgoingVerdict:
     """Whether an email may go now, and the hashes its row is counted by."""
 
     allowed: bool
@@ -82,7 +82,7 @@ STAFF = Verdict(allowed=True, mailbox_key="", network_key="", cap_reached=False)
 
 def decide(
     session: Session, settings: Settings, kind: str, email: str, ip: str, now: dt.datetime
-) -> Verdict:
+) -> OutgoingVerdict:
     """Take the queue's lock and count every limit for one email (all of them, always)."""
     webmail.lock(session)
     web = settings.web
@@ -102,13 +102,13 @@ def decide(
         and (not net or from_net < web.per_ip_per_hour)
         and not cap_reached
     )
-    return Verdict(allowed, box, net, cap_reached)
+    return OutgoingVerdict(allowed, box, net, cap_reached)
 
 
 def queue(
     session: Session,
     settings: Settings,
-    verdict: Verdict,
+    verdict: OutgoingVerdict,
     *,
     kind: str,
     to: str,

@@ -29,8 +29,8 @@ from mailer.sending import transports
 from mailer.sending.message import DkimSigner
 from mailer.sending.transports import TransportFactory
 from mailer.store import webmail
+from mailer.store.connections import retry_while_busy
 from mailer.store.database import Database, open_db
-from mailer.store.engine import retry_while_busy
 from mailer.subscribers import notices
 from mailer.subscribers.outgoing import ALERT
 

@@ -41,7 +41,7 @@ from mailer.store.models import (
 from mailer.store.suppression import erased_among
 from mailer.subscribers import notices, outgoing
 from mailer.subscribers.addresses import clean_text, mask, normalise
-from mailer.subscribers.people import held_about
+from mailer.subscribers.roster import held_about
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -347,6 +347,8 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
             )
             assert signup.id is not None
             signup_id = signup.id
+        else:
+            signups.create_placeholder(session, chosen, settings.web.consent)
         token = tokens.make_expiring(settings.require_secret_key(), tokens.CONFIRM, now, signup_id)
         text = notices.confirmation_text(
             settings,

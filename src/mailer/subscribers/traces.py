@@ -1,6 +1,6 @@
 """An erased person's address in the files mailer writes beside the database.
 
-Erasure (:func:`mailer.subscribers.people.erase`) calls :func:`scrub_files` once the
+Erasure (:func:`mailer.subscribers.roster.erase`) calls :func:`scrub_files` once the
 database has forgotten the person:
 
 - the web side's emails in ``outbox/_web/`` (a confirmation or a "manage" link) that were

@@ -77,8 +77,15 @@ class Guard:
         personal_page = path.startswith(PERSONAL)
         started = time.perf_counter()
         status = [0]
+        # HEAD is answered as GET without the body (RFC 9110), on every GET route; a GET
+        # never changes state, so neither does a HEAD.
+        head = scope.get("method") == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
 
         async def send_with_headers(message: Message) -> None:
+            if head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
                 headers = list(message.get("headers", []))

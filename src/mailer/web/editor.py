@@ -263,7 +263,7 @@ def _occurrence_key(o: Occurrence) -> str:
 
 
 @dataclass
-class Outcome:
+class EditOutcome:
     """What one press of a button did, for the page that answers it."""
 
     draft: str
@@ -277,7 +277,7 @@ class Outcome:
 
 def _act(
     editor: Editor, slug: str, values: dict[str, str], uploads: dict[str, UploadFile]
-) -> Outcome:
+) -> EditOutcome:
     """Apply the form to the draft, then the button pressed."""
     folder = editor.folder(slug)
     base = uncarried(values.get("base", ""))
@@ -286,7 +286,7 @@ def _act(
     document.apply(doc, values)
     action = values.get("action", "preview")
     verb, _, target = action.partition(":")
-    outcome = Outcome(draft, base)
+    outcome = EditOutcome(draft, base)
     try:
         if verb == "add":
             if target == "day":
@@ -348,7 +348,9 @@ def _act(
     return outcome
 
 
-def _issue_page(editor: Editor, slug: str, outcome: Outcome, *, status: int = 200) -> HTMLResponse:
+def _issue_page(
+    editor: Editor, slug: str, outcome: EditOutcome, *, status: int = 200
+) -> HTMLResponse:
     doc = document.read(outcome.draft)
     evaluated = editor.evaluate(slug, outcome.draft, doc)
     if outcome.message.startswith("Saved"):
@@ -479,7 +481,7 @@ def create_editor(settings: Settings, *, token: str, port: int) -> Local:
     def open_issue(slug: str) -> HTMLResponse:
         folder = editor.folder(slug)
         text = (folder / ISSUE_FILE).read_text(encoding="utf-8")
-        return _issue_page(editor, slug, Outcome(text, text))
+        return _issue_page(editor, slug, EditOutcome(text, text))
 
     @app.post(p + "/issue/{slug}")
     async def post_issue(slug: str, request: Request) -> HTMLResponse:

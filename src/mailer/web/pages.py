@@ -12,8 +12,6 @@ newsletter folder can be reached.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter
 from fastapi.responses import (
     FileResponse,
@@ -23,6 +21,7 @@ from fastapi.responses import (
     Response,
 )
 
+from mailer import __version__, checks
 from mailer.errors import NotFound
 from mailer.render.ical import MEDIA_TYPE
 from mailer.site import urls
@@ -54,9 +53,14 @@ def router(site: Site) -> APIRouter:
 
     @api.get(urls.ACCESSIBILITY_PATH)
     def accessibility() -> HTMLResponse:
-        reviewed = dt.date.fromisoformat(settings.web.accessibility_reviewed)
+        ran = checks.last_run(settings)
+        covered = [checks.CHECKS[code].summary for code in (ran.codes if ran else ())]
         return site.page(
-            "accessibility.html.j2", title="Accessibility statement", reviewed=reviewed
+            "accessibility.html.j2",
+            title="Accessibility statement",
+            ran=ran,
+            covered=covered,
+            version=__version__,
         )
 
     @api.get(urls.ARCHIVE_PATH)

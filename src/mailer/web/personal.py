@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from mailer.errors import BadToken, InvalidInput
-from mailer.render.links import read_link_token
+from mailer.render.counted_links import read_link_token
 from mailer.site import tokens, urls
 from mailer.store import clicks
-from mailer.store.engine import retry_while_busy
+from mailer.store.connections import retry_while_busy
 from mailer.store.models import UnsubscribeMethod
 from mailer.subscribers import selfservice
 from mailer.subscribers.selfservice import SignupRequest

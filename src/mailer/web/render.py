@@ -22,7 +22,7 @@ from mailer.content import Issue, all_slugs, load_issues
 from mailer.formats import long_date
 from mailer.render import compile_issue
 from mailer.site import build, training, urls
-from mailer.store import publications
+from mailer.store import optouts, publications
 from mailer.store.database import Database
 
 Signature = tuple[tuple[str, int], ...]
@@ -56,12 +56,19 @@ class Site:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.env.globals.update(settings=settings, path=self.path, long_date=long_date)
+        self.env.globals.update(
+            settings=settings, path=self.path, long_date=long_date, signup_open=self.signup_open
+        )
         self.stylesheet = self.env.get_template("site.css.j2").render()
 
     def path(self, template: str, **values: str) -> str:
         """A path on this site (below base_url's path), for links between the site's pages."""
         return self.prefix + template.format(**values)
+
+    def signup_open(self) -> bool:
+        """Whether a public list exists, so the pages may link to the sign-up form."""
+        with self.db.session() as session:
+            return bool(optouts.public_lists(session))
 
     def page(self, template: str, *, status: int = 200, **values: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(**values)
@@ -81,7 +88,11 @@ class Site:
             entry = self._issues.get(slug)
         if entry is None or entry.signature != signature or (compiled and entry.web_html is None):
             (issue,) = load_issues(self.settings, [slug])
-            web_html = compile_issue(self.settings, issue).web_html if compiled else None
+            web_html = (
+                compile_issue(self.settings, issue, signup=self.signup_open()).web_html
+                if compiled
+                else None
+            )
             entry = _Entry(signature, issue, web_html)
             with self._lock:
                 self._issues[slug] = entry

@@ -35,8 +35,8 @@ from mailer.bounces import events, signatures
 from mailer.bounces.events import PROVIDERS
 from mailer.errors import ConfigError, WebhookRefused
 from mailer.site import urls
-from mailer.store import webhooks as nonces
-from mailer.store.webhooks import Seen
+from mailer.store import webhook_nonces as nonces
+from mailer.store.webhook_nonces import Seen
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")

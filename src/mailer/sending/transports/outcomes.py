@@ -35,8 +35,8 @@ from mailer.errors import (
 )
 
 __all__ = [
-    "Context",
     "DataRefused",
+    "ErrorContext",
     "LineLost",
     "OutOfStep",
     "RecipientRefused",
@@ -107,7 +107,7 @@ def classify(reply: Reply, *, at_rcpt: bool = False) -> TemporarySendError | Per
 
 
 @dataclass(frozen=True)
-class Context:
+class ErrorContext:
     """What an error message needs to say: the stage, the server and how it is reached,
     the sender and the recipient."""
 
@@ -137,7 +137,7 @@ _LOGIN_HINT = {
 }
 
 
-def _tls_hint(c: Context) -> str:
+def _tls_hint(c: ErrorContext) -> str:
     """The settings that go with the port, for a failure that suggests they do not."""
     if c.security == "tls":
         return (
@@ -150,7 +150,7 @@ def _tls_hint(c: Context) -> str:
     )
 
 
-def _tls_failure(e: ssl.SSLError, c: Context) -> MailerError:
+def _tls_failure(e: ssl.SSLError, c: ErrorContext) -> MailerError:
     reason = str(getattr(e, "reason", None) or type(e).__name__)
     where = f"TLS with the SMTP server {c.where} failed"
     if c.security == "tls" and reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
@@ -167,7 +167,7 @@ def _tls_failure(e: ssl.SSLError, c: Context) -> MailerError:
     )
 
 
-def table(c: Context) -> ErrorTable:
+def table(c: ErrorContext) -> ErrorTable:
     """The one table (see the module doc) for an error at stage ``c.stage``."""
     connecting = c.stage == "connect"
 
@@ -274,7 +274,7 @@ def cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def outcome(exc: BaseException, c: Context) -> MailerError | None:
+def outcome(exc: BaseException, c: ErrorContext) -> MailerError | None:
     """What ``exc`` means for the copy (or the send), or None for an error this table does
     not know, which the caller re-raises. One of ours passes through as it is."""
     if isinstance(exc, MailerError):

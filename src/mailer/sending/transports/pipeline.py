@@ -44,8 +44,8 @@ from mailer.config import SMTPSettings
 from mailer.errors import MailerError, PermanentSendError
 from mailer.sending.transports.base import Outgoing
 from mailer.sending.transports.outcomes import (
-    Context,
     DataRefused,
+    ErrorContext,
     LineLost,
     OutOfStep,
     RecipientRefused,
@@ -109,10 +109,10 @@ class SMTPConnection:
     def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
-    def context(self, message: Outgoing | None = None) -> Context:
+    def context(self, message: Outgoing | None = None) -> ErrorContext:
         """What the error table needs: the connection's stage, server and settings."""
         s = self.settings
-        return Context(
+        return ErrorContext(
             "connect" if message is None else "send",
             s.host,
             s.port,

@@ -6,7 +6,7 @@ Create Date: 2026-12-07
 
 - ``webhook_nonce``: Mailgun's token or an SNS MessageId, per provider, with a hash of the
   body it came with, so a replayed request changes nothing and another body under the same
-  token is refused (:mod:`mailer.store.webhooks`).
+  token is refused (:mod:`mailer.store.webhook_nonces`).
 """
 
 from __future__ import annotations

@@ -34,18 +34,14 @@ from typing import Any, NamedTuple, Protocol
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailer.store import send_workers, sends
+from mailer.store import eligibility, send_workers, sends
 from mailer.store.database import Database
 from mailer.store.models import (
     Delivery,
     DeliveryStatus,
-    Membership,
-    MembershipStatus,
     Send,
     SendStatus,
     SendWorker,
-    Subscriber,
-    SubscriberStatus,
     table_of,
     utcnow,
 )
@@ -53,16 +49,12 @@ from mailer.store.models import (
 DELIVERY = table_of(Delivery)
 SEND = table_of(Send)
 SEND_WORKER = table_of(SendWorker)
-SUBSCRIBER = table_of(Subscriber)
-MEMBERSHIP = table_of(Membership)
 D = DeliveryStatus
 
 # A final outcome: (status, attempts, message_id, error, sent_at, updated_at, id).
 Final = tuple[str, int, str, str, dt.datetime | None, dt.datetime, int]
 # A mark: (status, updated_at, id), for rows handed back untried.
 Mark = tuple[str, dt.datetime, int]
-# Why a claimed row was skipped, when the person is still active: no longer on any list.
-OFF_THE_LISTS = "unsubscribed from the lists of this send"
 # A worker's lease unless its settings say otherwise ([worker] lease).
 LEASE = dt.timedelta(seconds=30)
 
@@ -103,21 +95,6 @@ def _sqlite_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-# Whether the person of a ledger row may be mailed now (the rule of
-# mailer.store.people.eligible_query, for one row).
-_ELIGIBLE = f"""EXISTS (
-    SELECT 1 FROM subscriber s WHERE s.id = delivery.subscriber_id
-    AND s.status = '{SubscriberStatus.ACTIVE.value}' AND s.email IS NOT NULL
-    AND EXISTS (
-        SELECT 1 FROM membership m JOIN send_list sl ON sl.list_id = m.list_id
-        WHERE m.subscriber_id = s.id AND sl.send_id = delivery.send_id
-        AND m.status = '{MembershipStatus.SUBSCRIBED.value}'))"""
-_REASON = f"""coalesce(
-    (SELECT CASE s.status WHEN '{SubscriberStatus.ACTIVE.value}' THEN '{OFF_THE_LISTS}'
-     ELSE s.status END FROM subscriber s WHERE s.id = delivery.subscriber_id),
-    '{SubscriberStatus.ERASED.value}')"""
-
-
 class SQLiteLedgerWriter:
     """Plain statements on the DB-API connection (its pragmas come from mailer.db)."""
 
@@ -130,11 +107,6 @@ class SQLiteLedgerWriter:
     MARK = (
         "UPDATE delivery SET status = ?, updated_at = ?, claimed_by = NULL "
         f"WHERE id = ? AND status = '{D.IN_FLIGHT.value}' AND claimed_by = ?"
-    )
-    SKIP = (
-        f"UPDATE delivery SET status = '{D.SKIPPED.value}', updated_at = ?, claimed_by = ?, "
-        f"last_error = {_REASON} WHERE status = '{D.PENDING.value}' AND id IN ({{ids}}) "
-        f"AND NOT {_ELIGIBLE}"
     )
     CLAIM = (
         f"UPDATE delivery SET status = '{D.IN_FLIGHT.value}', updated_at = ?, claimed_by = ? "
@@ -152,8 +124,28 @@ class SQLiteLedgerWriter:
     def __init__(
         self, database: Database, send_id: int, owner: str, lease: dt.timedelta = LEASE
     ) -> None:
-        self.raw: Any = database.writer.raw_connection()
         self.send_id, self.owner, self.lease = send_id, owner, lease
+        with database.writer.connect() as conn:
+            list_ids = sends.list_ids_of(conn, send_id)
+        # The rows named that their people may no longer have become skipped, with why
+        # (the rule of mailer.store.eligibility, compiled once for this send's lists).
+        d = DELIVERY.c
+        skip = (
+            sa.update(DELIVERY)
+            .where(
+                d.status == D.PENDING,
+                sa.literal_column("delivery.id IN ({ids})"),
+                sa.not_(eligibility.of_row(d.subscriber_id, list_ids)),
+            )
+            .ordered_values(
+                (d.status, D.SKIPPED.value),
+                (d.updated_at, sa.literal_column("?")),
+                (d.claimed_by, sa.literal_column("?")),
+                (d.last_error, eligibility.why_not(d.subscriber_id, list_ids)),
+            )
+        )
+        self.skip = eligibility.sqlite_text(skip)
+        self.raw: Any = database.writer.raw_connection()
 
     def write(
         self,
@@ -194,7 +186,7 @@ class SQLiteLedgerWriter:
             if claims and ours:
                 now = _sqlite_time(utcnow())
                 ids = ", ".join("?" * len(claims))
-                cursor.execute(self.SKIP.format(ids=ids), (now, me, *claims))
+                cursor.execute(self.skip.format(ids=ids), (now, me, *claims))
                 found = {
                     row[0] for row in cursor.execute(self.CLAIM.format(ids=ids), (now, me, *claims))
                 }
@@ -210,51 +202,6 @@ class SQLiteLedgerWriter:
 
     def close(self) -> None:
         self.raw.close()
-
-
-def _eligible(list_ids: Sequence[int]) -> sa.ColumnElement[bool]:
-    """Whether the person of a ledger row may be mailed now, for a send to these lists.
-
-    The lists are named, not joined through ``send_list``: with a join, PostgreSQL may
-    walk a whole list's memberships for each row claimed when its statistics are stale
-    (seen: 1.7 ms a row on a fresh 40,000-person database); by name, the membership's
-    primary key (subscriber, list) answers at once."""
-    s, m, d = SUBSCRIBER.c, MEMBERSHIP.c, DELIVERY.c
-    on_a_list = (
-        sa.select(m.subscriber_id)
-        .where(
-            m.subscriber_id == d.subscriber_id,
-            m.list_id.in_(list(list_ids)),
-            m.status == MembershipStatus.SUBSCRIBED,
-        )
-        .correlate(DELIVERY)
-        .exists()
-    )
-    return sa.and_(
-        sa.select(s.id)
-        .where(
-            s.id == d.subscriber_id,
-            s.status == SubscriberStatus.ACTIVE,
-            s.email.is_not(None),
-        )
-        .correlate(DELIVERY)
-        .exists(),
-        on_a_list,
-    )
-
-
-def _reason() -> sa.ColumnElement[str]:
-    s = SUBSCRIBER.c
-    status = (
-        sa.select(
-            sa.case(
-                (s.status == SubscriberStatus.ACTIVE, sa.literal(OFF_THE_LISTS)), else_=s.status
-            )
-        )
-        .where(s.id == DELIVERY.c.subscriber_id)
-        .scalar_subquery()
-    )
-    return sa.func.coalesce(status, sa.literal(SubscriberStatus.ERASED.value))
 
 
 class CoreLedgerWriter:
@@ -296,7 +243,9 @@ class CoreLedgerWriter:
         self.send_id, self.owner, self.lease = send_id, owner, lease
         with database.writer.connect() as conn:
             # A send's lists are fixed when it is made: the check is built once.
-            self.eligible = _eligible(sends.list_ids_of(conn, send_id))
+            list_ids = sends.list_ids_of(conn, send_id)
+        self.eligible = eligibility.of_row(DELIVERY.c.subscriber_id, list_ids)
+        self.reason = eligibility.why_not(DELIVERY.c.subscriber_id, list_ids)
         # The highest row id this writer has claimed: see _claim_next.
         self.after = 0
 
@@ -367,7 +316,7 @@ class CoreLedgerWriter:
         conn.execute(
             sa.update(DELIVERY)
             .where(mine, sa.not_(self.eligible))
-            .values(status=D.SKIPPED, updated_at=now, last_error=_reason(), claimed_by=self.owner)
+            .values(status=D.SKIPPED, updated_at=now, last_error=self.reason, claimed_by=self.owner)
         )
         found = set(
             conn.execute(
@@ -417,7 +366,7 @@ class CoreLedgerWriter:
             .where(d.id.in_(nxt))
             .values(
                 status=sa.case((eligible, D.IN_FLIGHT.value), else_=D.SKIPPED.value),
-                last_error=sa.case((eligible, d.last_error), else_=_reason()),
+                last_error=sa.case((eligible, d.last_error), else_=self.reason),
                 claimed_by=self.owner,
                 updated_at=utcnow(),
             )

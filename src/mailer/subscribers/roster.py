@@ -17,7 +17,7 @@ from mailer.store import bounces as returned
 from mailer.store import joining, optouts, signups
 from mailer.store import people as store
 from mailer.store.database import Database
-from mailer.store.joining import Candidate, Outcome
+from mailer.store.joining import Candidate, JoinOutcome
 from mailer.store.models import LawfulBasis, Subscriber, SubscriberStatus
 from mailer.store.suppression import suppression_of
 from mailer.subscribers import traces
@@ -36,7 +36,7 @@ def add(
     organisation: str = "",
     basis: LawfulBasis = LawfulBasis.PUBLIC_TASK,
     source: str = "mailer subscribers add",
-) -> Outcome:
+) -> JoinOutcome:
     """Put one person on a list, under exactly the rules an import follows."""
     email, display_name = parse_address(raw_email)
     for label, value in (("name", name), ("organisation", organisation)):
@@ -48,7 +48,7 @@ def add(
         [decision] = joining.subscribe_many(
             session, mailing_list, [candidate], basis=basis, source=source
         )
-    if decision.outcome is Outcome.SUPPRESSED:
+    if decision.outcome is JoinOutcome.SUPPRESSED:
         raise Suppressed(f"{email} {decision.reason}: mailer never subscribes them again")
     return decision.outcome
 

@@ -229,9 +229,22 @@ def is_busy(exc: BaseException) -> bool:
     )
 
 
-def retry_while_busy(job: Callable[[], T], *, give_up_after: float = 120.0) -> T:
+# How long a writer that finds the database busy keeps trying, unless its caller says.
+BUSY_RETRY_FOR = 120.0
+
+
+def retry_while_busy(
+    job: Callable[[], T],
+    *,
+    give_up_after: float = BUSY_RETRY_FOR,
+    pause: float = 0.05,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
     """``job()``, tried again while another writer holds the database (SQLite: a large
-    import committing), for up to ``give_up_after`` seconds."""
+    import committing; PostgreSQL: a lock timeout or a deadlock), every ``pause`` seconds
+    for up to ``give_up_after`` seconds, calling ``on_retry`` (to log it) before each new
+    try. The one busy-retry loop of mailer: every writer that may meet a busy database
+    goes through it."""
     deadline = time.monotonic() + give_up_after
     said = False
     while True:
@@ -240,7 +253,9 @@ def retry_while_busy(job: Callable[[], T], *, give_up_after: float = 120.0) -> T
         except Exception as exc:
             if not is_busy(exc) or time.monotonic() > deadline:
                 raise
-            if not said:
+            if on_retry is not None:
+                on_retry()
+            elif not said:
                 log.warning("the database is busy: trying again for up to %.0f s", give_up_after)
                 said = True
-            time.sleep(0.05)
+            time.sleep(pause)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 # Each module registers its checks on import; this order is the order of docs/check.md.
 from mailer.checks import (
     access,
-    awareness,
+    awareness_days,
     calendars,
     dates,
     leftovers,
@@ -20,6 +20,7 @@ from mailer.checks import (
     output,
     spam,
 )
+from mailer.checks.record import record
 from mailer.checks.registry import CHECKS, Context, Finding, Severity
 from mailer.checks.source import Source
 from mailer.config import CONFIG_NAME, Settings
@@ -29,11 +30,11 @@ from mailer.formats import long_date
 from mailer.render import CompiledIssue
 
 if TYPE_CHECKING:
-    from mailer.checks.fetch import Limits, Network
+    from mailer.checks.fetch import FetchLimits, Network
 
 __all__ = [
     "access",
-    "awareness",
+    "awareness_days",
     "calendars",
     "dates",
     "leftovers",
@@ -83,7 +84,7 @@ def run(
     online: bool = False,
     text: str | None = None,
     network: Network | None = None,
-    fetch_limits: Limits | None = None,
+    fetch_limits: FetchLimits | None = None,
 ) -> Report:
     """Every check not silenced in mailer.toml; the network ones only when ``online``.
     ``text``: the issue.yaml the issue was compiled from, if not the file on disk."""
@@ -156,6 +157,7 @@ def require_clean(
     if not settings.checks.enforce:
         return None
     report = _cached_run(settings, compiled, send_date)
+    record(settings, report.slug)
     errors = report.errors
     slug = compiled.issue.slug
     if errors and reason is not None:
