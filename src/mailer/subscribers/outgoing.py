@@ -77,7 +77,7 @@ class OutgoingVerdict:
 
 # Mail to the partnership's own staff, not to a member of the public: always allowed, and
 # counted against no mailbox or network (its rows carry no hashes).
-STAFF = Verdict(allowed=True, mailbox_key="", network_key="", cap_reached=False)
+STAFF = OutgoingVerdict(allowed=True, mailbox_key="", network_key="", cap_reached=False)
 
 
 def decide(
