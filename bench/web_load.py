@@ -114,7 +114,7 @@ def prepare(root: Path, recipients: int, port: int, env: dict[str, str]) -> Sett
 def _start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with (root / "serve.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
+            [sys.executable, "-m", "mailer", "serve", "--port", str(port), "--rehearsal"],
             cwd=root,
             env=env,
             stdout=log,

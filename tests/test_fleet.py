@@ -33,6 +33,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from fake_clock import busiest_window
+from mailer.sending.journal import ON_THE_WIRE
 from send_helpers import addresses, make_list, smtp_env, sql
 from smtp_server import free_port
 
@@ -306,6 +307,40 @@ def test_three_workers_share_a_20000_recipient_send_and_one_killed_half_way_lose
     assert r.exit_code == 0, r.output
     assert set(server.copies) == set(people)
     assert {e for e, n in server.copies.items() if n > 1} <= unknown
+
+
+def test_a_worker_killed_on_this_machine_leaves_unknown_only_the_copies_on_the_wire(
+    cli: Any, fleet: Fleet, sink: tuple[Sink, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, port = sink
+    people = addresses(600)
+    server.hold_after = 100
+    _ready(cli, fleet.root, people, monkeypatch, port)
+    fleet.start()
+    victim = fleet.start()
+    fleet.logs.wait_for("worker started", times=2)
+    # Every connection of both workers has a message held at DATA, and more claimed.
+    server.wait_until(lambda s: s.held >= 2 * CONNECTIONS)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=TIMEOUT)
+    mine = f":{victim.pid}:"
+    held = {e for e, (s, w) in _rows(fleet.root).items() if s == "in-flight" and mine in (w or "")}
+    server.release()
+    # The other worker reads its journal at once (the process table says it is gone): the
+    # rows it had claimed and not begun are sent by the survivor.
+    fleet.logs.wait_for(f"finished {SLUG}")
+    assert sql(fleet.root, "SELECT status FROM send") == [("sent",)]
+    rows = _rows(fleet.root)
+    unknown = {e for e, (s, w) in rows.items() if s == "unknown"}
+    assert unknown <= held
+    assert 1 <= len(unknown) <= CONNECTIONS * ON_THE_WIRE < len(held)
+    assert {s for e, (s, w) in rows.items() if e not in unknown} == {"sent"}
+    assert all(server.copies[e] == 1 for e, (s, w) in rows.items() if s == "sent")
+    assert max(server.copies.values()) == 1
+    assert set(server.copies) | unknown == set(people)
+    # The journal of the dead worker was deleted once its rows were settled.
+    journals = (fleet.root / ".mailer" / "journals").iterdir()
+    assert not [j for j in journals if f"_{victim.pid}_" in j.name]
 
 
 def _three_with_messages_in_hand(

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO, Result
 from mailer.cli import app
+from nginx_server import nginx_in_front
 from send_helpers import Lines, addresses, mailer_process, make_list, sql
 from smtp_server import SMTPServer
 from web_helpers import free_port
@@ -85,6 +87,14 @@ def sourced(path: Path) -> dict[str, str]:
     return {k: v for k, _, v in pairs if k.startswith("MAILER_")}
 
 
+def stopped(process: subprocess.Popen[bytes]) -> None:
+    """Stop a `mailer serve` as systemd does, and close its error stream."""
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    if process.stderr is not None:
+        process.stderr.close()
+
+
 def session_day(after: dt.date) -> dt.date:
     """A weekday at least two weeks on that is not a bank holiday: a clean training date."""
     closed = holidays.country_holidays("GB", subdiv="ENG", years=[after.year, after.year + 1])
@@ -134,12 +144,17 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         walked.append(shlex.join(["mailer", *args]))
         return mailer(*args, input=input)
 
-    with SMTPServer() as server:
+    with ExitStack() as stack:
+        server = stack.enter_context(SMTPServer())
+        # The web server of docs/deploy/: nginx with TLS at base_url, mailer serve behind it.
+        port = free_port()
+        nginx = stack.enter_context(nginx_in_front(empty / "nginx", port))
+        monkeypatch.setenv("SSL_CERT_FILE", str(nginx.prefix / "cert.pem"))
         # Once: the folder, the list, the mail server.
         answers = [
             "CSCP Newsletter",
             "Cumberland Safeguarding Children Partnership",
-            "https://news.cumberland-lscp.org.uk",
+            nginx.url,
             "newsletter@cumberland-lscp.org.uk",
             "Cumberland House, Botchergate, Carlisle CA1 1RZ",
         ]
@@ -147,6 +162,8 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         assert "What next" in r.stdout
         root = empty / "cscp-news"
         os.chdir(root)
+        with (root / "mailer.toml").open("a", encoding="utf-8") as toml:
+            toml.write(f'\n[approval]\napprovers = ["{CHAIR}"]\n')
         run("lists", "create", "practitioners", "--name", "Practitioners")
         (root / "people.csv").write_text(
             "email,name\n" + "".join(f"{p},{p.split('@')[0].title()}\n" for p in PEOPLE)
@@ -156,8 +173,17 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         environment_file(env_file, server.port)
         for key, value in sourced(env_file).items():
             monkeypatch.setenv(key, value)
-        doctor = run("doctor", "--smtp").stdout
+        # systemd starts mailer serve (docs/deploy/mailer.service) with the same environment.
+        serve = mailer_process(root, "serve", "--port", str(port))
+        assert serve.stdout is not None
+        served = Lines(serve.stdout)
+        stack.callback(served.close)
+        stack.callback(stopped, serve)
+        started = served.wait_for(f"on http://127.0.0.1:{port}/")
+        assert "rehearsal" not in started
+        doctor = run("doctor", "--smtp", "--web").stdout
         assert f"ok    smtp        connected to 127.0.0.1:{server.port}" in doctor
+        assert f"ok    web         {nginx.url}/ is this folder's mailer serve" in doctor
 
         # Each month.
         today = dt.datetime.now(LONDON).date()
@@ -197,32 +223,24 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         (proof,) = server.received
         assert proof.rcpt_tos == ["me@example.org"]
         assert proof.message["Subject"].startswith("[PROOF] CSCP Newsletter")
-        # The chair approves, through the link mailed to them, on the web side.
-        with (root / "mailer.toml").open("a", encoding="utf-8") as toml:
-            toml.write(f'\n[approval]\napprovers = ["{CHAIR}"]\n')
-        port = free_port()
-        serve = mailer_process(root, "serve", "--port", str(port))
-        assert serve.stdout is not None and serve.stderr is not None
-        served = Lines(serve.stdout)
-        served.wait_for(f"on http://127.0.0.1:{port}/")
 
+        # The chair approves, through the link mailed to them, on the web side.
         def approve_by_link(slug: str) -> None:
             run("approve", slug, "--request")
             mailed = [r.message for r in server.received if r.rcpt_tos == [CHAIR]][-1]
             text = mailed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-            token = re.findall(r"/approve/(\S+)", text)[-1]
-            page = f"http://127.0.0.1:{port}/approve/{token}"
+            (page,) = re.findall(r"https://\S+/approve/\S+", text)[-1:]
+            assert page.startswith(nginx.url)
             assert httpx.get(page, timeout=60).status_code == 200
-            done = httpx.post(page, data={"decision": "approve"}, timeout=60)
+            done = httpx.post(
+                page,
+                data={"decision": "approve"},
+                headers={"Sec-Fetch-Site": "same-origin"},
+                timeout=60,
+            )
             assert done.status_code == 200 and f"approved by {CHAIR}" in done.text
 
-        try:
-            approve_by_link(first)
-        finally:
-            serve.send_signal(signal.SIGINT)
-            serve.wait(timeout=120)
-            served.close()
-            serve.stderr.close()
+        approve_by_link(first)
         r = run("send", first, "--list", "practitioners", input="y\n")
         assert f"{first}, approved by {CHAIR}:" in r.stdout
         assert f"  Transport:  SMTP through 127.0.0.1:{server.port} (none)" in r.stdout
@@ -230,9 +248,9 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         readers = [a for a in server.handler.recipients() if a in PEOPLE]
         assert Counter(readers) == Counter(PEOPLE)
         run("build", "--all")
-        assert f'href="https://news.cumberland-lscp.org.uk/{first}/"' in (
-            root / "build/index.html"
-        ).read_text(encoding="utf-8")
+        assert f'href="{nginx.url}/{first}/"' in (root / "build/index.html").read_text(
+            encoding="utf-8"
+        )
         assert "sent" in run("status", first).stdout
         story = run("history", first).stdout
         assert f"approved by {CHAIR}" in story and "sent, approved by" in story
@@ -244,17 +262,7 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         marked = carried.read_text(encoding="utf-8")
         carried.write_text(re.sub(r"\s*# REVIEW:.*", "", marked), encoding="utf-8")
         run("build", second)
-        serve = mailer_process(root, "serve", "--port", str(port))
-        assert serve.stdout is not None and serve.stderr is not None
-        served = Lines(serve.stdout)
-        served.wait_for(f"on http://127.0.0.1:{port}/")
-        try:
-            approve_by_link(second)
-        finally:
-            serve.send_signal(signal.SIGINT)
-            serve.wait(timeout=120)
-            served.close()
-            serve.stderr.close()
+        approve_by_link(second)
         soon = dt.datetime.now(LONDON) + dt.timedelta(minutes=5)
         at = f"{soon.day}/{soon.month}/{soon.year} {soon.hour % 12 or 12}.{soon:%M}{soon:%p}"
         r = run("schedule", second, "--list", "practitioners", "--at", at.lower())
@@ -295,6 +303,12 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
         for received in server.received[1:]:
             assert received.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert not any(p in log.text() for p in PEOPLE)
+        # A reader unsubscribes with the one-click POST of their mail program, through nginx.
+        (copy,) = [r.message for r in server.received if r.rcpt_tos == [PEOPLE[0]]][-1:]
+        (link,) = re.findall(r"<(https://[^>]+)>", str(copy["List-Unsubscribe"]))
+        assert link.startswith(nginx.url + "/unsubscribe/")
+        done = httpx.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=60)
+        assert done.status_code == 200 and "You are unsubscribed" in done.text
 
     # The walk is the README's, command for command (the worker stands for systemd).
     done = [shape(c) for c in walked]

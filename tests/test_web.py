@@ -161,9 +161,9 @@ def test_build_all_leaves_drafts_out_of_the_static_archive_and_feed(
     assert "December 2021" in archive and "November 2025" not in archive
 
 
-def test_the_first_send_publishes_the_issue(web: Web) -> None:
+def test_a_rehearsal_send_leaves_publishing_to_mailer_publish(web: Web) -> None:
     rows = query(web.settings.root, "SELECT slug, published_by FROM publication")
-    assert rows == [(ISSUE, "send")]
+    assert rows == [(ISSUE, "command")]
 
 
 def test_publishing_an_unknown_issue_fails_with_one_line(cli: Cli) -> None:

@@ -72,6 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     build.build(settings, [ISSUE])
     service.approve(settings, ISSUE, "Sam Patel")
     service.start(settings, ISSUE, ["all"])
+    build.publish(settings, ISSUE)  # a rehearsal send through the outbox publishes nothing
     build.publish(settings, "2021-12")
     process = start_server(root, port, env)
     try:

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from fake_clock import FakeClock
+from mailer import config
 from mailer.config import Settings
 from mailer.store.database import open_db
 from mailer.subscribers.posting import Postman
@@ -53,7 +54,7 @@ def delivering_client(settings: Settings, now: list[float]) -> Delivering:
 
 def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> None:
     """Lists 'all' (public) and 'schools' (public), people on 'all', and ISSUE sent to 'all'
-    through the outbox, all with the real commands."""
+    through the outbox and published, all with the real commands."""
     ok(cli("lists", "create", "all", "--name", "All practitioners", "--public"))
     ok(cli("lists", "create", "schools", "--name", "Schools DSLs", "--public"))
     ok(cli("lists", "create", "board", "--name", "Board members"))
@@ -62,6 +63,7 @@ def newsletter_with_a_send(cli: Cli, root: Path, people: list[str] = PEOPLE) -> 
     ok(cli("build", ISSUE))
     ok(cli("approve", ISSUE, "--by", "Sam Patel"))
     ok(cli("send", ISSUE, "--list", "all", "--yes"))
+    ok(cli("publish", ISSUE))  # a rehearsal send publishes nothing
 
 
 def messages(root: Path, folder: str = ISSUE) -> list[email.message.EmailMessage]:
@@ -133,9 +135,10 @@ def free_port() -> int:
 
 def start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A real `mailer serve` on 127.0.0.1:port, returned once it says it is listening and
-    /healthz answers."""
+    /healthz answers; with the outbox transport, as a rehearsal."""
+    rehearsal = ["--rehearsal"] if config.load(root, env=env).transport.name == "outbox" else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "serve", "--port", str(port)],
+        [sys.executable, "-m", "mailer", "serve", "--port", str(port), *rehearsal],
         cwd=root,
         env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

@@ -240,6 +240,10 @@ class WebSettings:
     # applies to the organisation. `mailer doctor` warns while they are empty.
     accessibility_contact: str = ""
     accessibility_enforcement: str = ""
+    # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto mailer serve believes
+    # (addresses or networks): the client address of rate limits is the forwarded one only
+    # for a request from one of them.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -349,6 +353,13 @@ class Settings:
             object.__setattr__(self, "secret_key", _read_or_create_key(self.key_file))
         assert self.secret_key
         return self.secret_key.encode()
+
+    def reload_key_file(self) -> None:
+        """Read ``.mailer/secret_key`` again, after ``mailer key rotate`` replaced it while
+        this process runs (see mailer.store.keyring.Watch); the previous key is read from
+        its own file on each use already."""
+        if not self.secret_key_from and self.key_file.is_file():
+            object.__setattr__(self, "secret_key", _read_key(self.key_file))
 
     def previous_secret_key(self) -> bytes | None:
         """The key before a deliberate rotation, so links signed with it keep working."""
@@ -1114,6 +1125,7 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
         track_clicks=w.get("track_clicks", bool, d.track_clicks),
         accessibility_contact=w.get("accessibility_contact", str, "").strip(),
         accessibility_enforcement=w.get("accessibility_enforcement", str, "").strip(),
+        trusted_proxies=_networks(w, "trusted_proxies", d.trusted_proxies),
     )
     w.finish()
     if not web.consent:
@@ -1130,3 +1142,22 @@ def _web(path: Path, root: Path, w: _Table) -> WebSettings:
     if web.blocklist and not (root / web.blocklist).is_file():
         raise ConfigError(f"{path}: web.blocklist: file {web.blocklist} does not exist")
     return web
+
+
+def _networks(table: _Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of IP addresses or networks, like ["127.0.0.1", "10.0.0.0/8"]."""
+    table.used.add(key)
+    value = table.data.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise ConfigError(
+            f'{table._where(key)}: must be a list of addresses, like ["127.0.0.1", "::1"]'
+        )
+    for item in value:
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{table._where(key)}: {item!r} is not an IP address or network "
+                '(like "127.0.0.1" or "10.0.0.0/8")'
+            ) from None
+    return tuple(item.strip() for item in value)

@@ -24,6 +24,7 @@ one line on stderr and exit code 1. Third-party errors are mapped at the boundar
     ├── StateError             an action is not allowed in the current state
     │   ├── ApprovalError      the issue is not approved, or changed since approval
     │   ├── ChecksFailed       the preflight checks found errors for the send date
+    │   ├── WebCheckFailed     base_url is not answered by this folder's mailer serve
     │   ├── EditConflict       issue.yaml changed on disk since the editor opened it
     │   ├── Suppressed         the person unsubscribed, bounced, complained or was erased
     │   ├── TooManyRequests    a web form was posted too often from one place or for one address
@@ -147,6 +148,10 @@ class EditConflict(StateError):
 
 class ChecksFailed(StateError):
     """The preflight checks (``mailer check``) found errors for the date the issue goes out."""
+
+
+class WebCheckFailed(StateError):
+    """base_url is not answered by this folder's ``mailer serve``: links would be dead."""
 
 
 class Suppressed(StateError):

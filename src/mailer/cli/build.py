@@ -33,6 +33,9 @@ def build(
 ) -> None:
     """Build issues into email HTML, plain text and a web page under build/.
 
+    With --all, a draft that does not load is reported (one line: file, field) and
+    skipped; the rest is built, and the command exits 1 at the end.
+
     \b
     Examples:
       mailer build 2025-11
@@ -42,10 +45,12 @@ def build(
     from mailer.site import build as builder
 
     s = settings()
+    broken: list[Problem] = []
     if all_:
         names = all_slugs(s)
         if not names:
             raise ContentError([Problem(str(s.issues_dir), None, "", "no issues to build")])
+        names, broken = builder.buildable(s, names)
     elif slugs:
         names = list(dict.fromkeys(slugs))
     else:
@@ -80,6 +85,10 @@ def build(
             typer.echo(f"Warning: {f.warning}", err=True)
     plural = "s" if len(names) != 1 else ""
     typer.echo(f"Built {len(names)} issue{plural} into {_rel(s.build_dir, s.root)}/")
+    for problem in broken:
+        typer.echo(f"Skipped a draft that does not load: {problem}", err=True)
+    if broken:
+        raise typer.Exit(1)
 
 
 def new(

@@ -27,7 +27,8 @@ SkipChecks = Annotated[
     typer.Option(
         "--skip-checks",
         metavar="REASON",
-        help="Go ahead despite errors from mailer check; the reason is recorded.",
+        help="Go ahead despite errors from mailer check or from the web check of base_url; "
+        "the reason is recorded.",
     ),
 ]
 

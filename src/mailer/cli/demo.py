@@ -1,10 +1,11 @@
 """``make demo``: the whole pipeline on the embedded defaults, end to end.
 
 It creates a demo list of made-up subscribers, approves the 2025-11 issue, sends it to
-the demo list through the outbox transport (``.eml`` files, no mail server needed), which
-publishes it, builds every example issue and the archive, and says where everything is,
-ending with how to start ``mailer serve`` and an unsubscribe link that works in it. It is
-safe to run again: an issue already sent to the demo list is not sent twice.
+the demo list through the outbox transport (``.eml`` files, no mail server needed),
+publishes it (a rehearsal send does not), builds every example issue and the archive, and
+says where everything is, ending with how to start ``mailer serve`` and an unsubscribe
+link that works in it. It is safe to run again: an issue already sent to the demo list is
+not sent twice.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ def run(settings: Settings) -> None:
         f"   {len(messages)} message(s) in {(settings.outbox_dir / DEMO_ISSUE).relative_to(root)}/"
     )
 
-    # Built after the send, which published the issue: drafts stay out of the archive.
+    # A rehearsal send publishes nothing: the demo publishes its issue as `mailer publish`
+    # does. Built after that: drafts stay out of the archive.
+    build.publish(settings, DEMO_ISSUE)
     print("4. Building every example issue, and the archive of the published ones")
     files = build.build(settings, all_slugs(settings), archive=True)
     for f in files:
@@ -91,7 +94,7 @@ def run(settings: Settings) -> None:
     print(f"   mailer status {DEMO_ISSUE}")
     unsubscribe = local_unsubscribe_url(settings, messages)
     print("\nThe web side (archive, unsubscribe, preferences, sign-up) runs with:")
-    print(f"   .venv/bin/mailer serve --port {DEMO_PORT}      # Ctrl-C stops it")
+    print(f"   .venv/bin/mailer serve --port {DEMO_PORT} --rehearsal      # Ctrl-C stops it")
     print(f"   then open {DEMO_ORIGIN}/")
     if unsubscribe:
         print("   and this unsubscribe link, taken from the first message in the outbox:")

@@ -211,6 +211,14 @@ def doctor(
             "--smtp", help="Also connect and log in to the mail server (nothing is sent)."
         ),
     ] = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Also ask base_url whether this folder's mailer serve answers there, "
+            "one-click unsubscribe included (as every send does first).",
+        ),
+    ] = False,
 ) -> None:
     """Check the newsletter folder, its settings, the signing key, the database, the
     templates and the transport, one line per check; exit 1 if one fails.
@@ -219,11 +227,12 @@ def doctor(
     Examples:
       mailer doctor
       mailer doctor --smtp           # also log in to the mail server, sending nothing
+      mailer doctor --web            # does base_url answer as this folder's mailer serve?
     """
     from mailer.folder.doctor import Verdict, diagnose
 
     failed = False
-    for line in diagnose(smtp=smtp):
+    for line in diagnose(smtp=smtp, web=web):
         typer.echo(str(line))
         failed = failed or line.verdict == Verdict.FAIL
     if failed:

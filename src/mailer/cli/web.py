@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from mailer.cli.common import settings
+from mailer.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -18,12 +19,21 @@ def serve(
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
     forwarded_allow_ips: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are trusted "
-            "(comma-separated addresses, or '*')."
+            "(comma-separated addresses or networks); mailer.toml [web] trusted_proxies "
+            "when not given."
         ),
-    ] = "127.0.0.1",
+    ] = None,
+    rehearsal: Annotated[
+        bool,
+        typer.Option(
+            "--rehearsal",
+            help="Serve with the outbox transport: confirmation emails are written to "
+            "outbox/_web/ and no mail leaves, which every page that promises an email says.",
+        ),
+    ] = False,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -39,12 +49,14 @@ def serve(
     """Serve the archive, the issues and the personal pages: unsubscribe, preferences,
     sign-up with confirmation, and manage by email.
 
-    Put it behind a reverse proxy that serves base_url over https (see docs/web.md).
-    Stop it with Ctrl-C.
+    Put it behind a reverse proxy that serves base_url over https (docs/deploy/ has the
+    systemd unit and the nginx site). With the outbox transport it refuses to start unless
+    --rehearsal says that no mail should leave. Stop it with Ctrl-C.
 
     \b
     Example:
       mailer serve --port 8000
+      mailer serve --port 8000 --rehearsal   # try the pages; mail goes to outbox/_web/
       mailer serve --port 8000 --max-connections 2000
     """
     import logging
@@ -55,6 +67,14 @@ def serve(
     from mailer.web.limits import throttle_logging
 
     s = settings()
+    rehearsing = s.transport.name == "outbox"
+    if rehearsing and not rehearsal:
+        raise ConfigError(
+            "the transport is outbox, so sign-up and manage emails would never leave "
+            "(they go to outbox/_web/): set the mail settings (MAILER_TRANSPORT=smtp and "
+            "MAILER_SMTP_*, see docs/sending.md), or add --rehearsal to try the pages"
+        )
+    trusted = forwarded_allow_ips or ",".join(s.web.trusted_proxies)
     app = create_app(s, send_mail=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # uvicorn's own access log prints each path, tokens included: mailer.web.access logs
@@ -65,11 +85,14 @@ def serve(
         port=port,
         access_log=False,
         proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        forwarded_allow_ips=trusted,
         log_level="warning",
         server_header=False,
         limit_concurrency=max_connections,
         backlog=backlog,
+    )
+    note = (
+        " - rehearsal: no mail leaves, confirmation emails go to outbox/_web/" if rehearsing else ""
     )
     throttle_logging()  # after uvicorn.Config, which gives uvicorn's loggers their handlers
 
@@ -80,6 +103,7 @@ def serve(
                 # Said once the socket listens, so a supervisor (or a test) can wait for it.
                 typer.echo(
                     f"Serving {s.name} on http://{host}:{port}/ (public address {s.base_url}/)"
+                    + note
                 )
 
     WebServer(config).run()

@@ -2,7 +2,8 @@
 
 It reads what every command reads (the folder, mailer.toml and the environment, the
 signing key, the database, the templates), says what it found, and with ``--smtp``
-connects and logs in to the configured server without sending anything. Nothing is
+connects and logs in to the configured server without sending anything; with ``--web``
+asks base_url whether this folder's ``mailer serve`` answers there. Nothing is
 changed, except that a missing database is created, as any command would.
 """
 
@@ -21,6 +22,7 @@ from mailer.errors import MailerError
 from mailer.render.compile import LAYOUT
 from mailer.sending import transports
 from mailer.sending.message import DkimSigner
+from mailer.site import reach
 from mailer.store import people
 from mailer.store.database import exists, open_db
 from mailer.subscribers import posting
@@ -50,6 +52,7 @@ def diagnose(
     start: Path | None = None,
     *,
     smtp: bool = False,
+    web: bool = False,
     env: dict[str, str] | None = None,
     factory: Callable[[Settings], transports.TransportFactory] | None = None,
 ) -> Iterator[Line]:
@@ -73,6 +76,23 @@ def diagnose(
     yield from _webhooks(os.environ if env is None else env)
     yield from _templates(settings)
     yield from _transport(settings, smtp, factory)
+    if web:
+        yield from _web(settings)
+
+
+def _web(s: Settings) -> Iterator[Line]:
+    """--web: what a send asks base_url first (mailer.site.reach)."""
+    for answer in reach.ask(s):
+        if answer.ok:
+            yield Line(Verdict.OK, "web", _WEB_OK[answer.what].format(url=s.base_url))
+        else:
+            yield Line(Verdict.FAIL, "web", f"{answer.problem}: {reach.FIX}")
+
+
+_WEB_OK = {
+    "challenge": "{url}/ is this folder's mailer serve (it answered the challenge with this key)",
+    "one-click": "{url}/unsubscribe/ honours one-click POSTs (a forged one got mailer's 400)",
+}
 
 
 def _settings(s: Settings) -> Iterator[Line]:

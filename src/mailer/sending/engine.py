@@ -12,9 +12,11 @@ How a recipient's row moves, and why nobody is mailed twice or missed without a 
    came: the server may have taken it, so it is never sent again unless someone asks
    (``mailer send SLUG --resend-unknown``). Outcomes are committed in batches.
 4. After a crash, the rows left ``in-flight`` (at most a batch per connection of the
-   worker that died) become ``unknown`` when another worker finds it dead, or when the
-   send is resumed, for the same reason: mailer guarantees at most one copy per person,
-   except the rows it reports as unknown.
+   worker that died) are settled when another worker finds it dead, or when the send is
+   resumed: by the dead worker's journal (:mod:`mailer.sending.journal`) if it can be
+   read, the rows never begun go back to ``pending`` and only the copies on the wire (two
+   per connection) become ``unknown``; without it, all of them do. mailer guarantees at
+   most one copy per person, except the rows it reports as unknown.
 
 Any number of workers (``mailer worker`` processes on any machines sharing the database,
 ``mailer send`` from a terminal) may run one send at once, each with its own connections
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from mailer.clock import Clock, SystemClock
 from mailer.config import Settings
 from mailer.sending import workers
+from mailer.sending.journal import Journal
 from mailer.sending.ledger import BATCH, Ledger
 from mailer.sending.message import Content, DkimSigner, MessageTemplate
 from mailer.sending.ratelimit import SharedRateLimiter, limiter_for
@@ -121,13 +124,53 @@ def run(
     prepared = _prepare(settings, database, send_id)
     worker = send_workers.new_worker_id()
     lease = dt.timedelta(seconds=settings.worker.lease)
+    # Before the first claim: a worker that dies with rows in flight and no journal has
+    # all of them reported unknown.
+    journal = Journal.create(settings, send_id, worker)
+    try:
+        return _run(
+            settings,
+            database,
+            send_id,
+            factory,
+            worker,
+            lease,
+            journal,
+            prepared,
+            connections,
+            clock,
+            on_progress,
+            stop,
+            batch,
+        )
+    finally:
+        # Every row this run began has its outcome committed, or is left for a reaper
+        # that then reports it unknown: the journal has nothing more to say.
+        journal.close()
+
+
+def _run(
+    settings: Settings,
+    database: Database,
+    send_id: int,
+    factory: ConnectionFactory,
+    worker: str,
+    lease: dt.timedelta,
+    journal: Journal,
+    prepared: _Prepared,
+    connections: int,
+    clock: Clock,
+    on_progress: Progress | None,
+    stop: threading.Event | None,
+    batch: int,
+) -> RunResult:
     joined = workers.join(database, send_id, worker, connections, lease)
     if joined.started:
         log.info("started %s (send %s): %d recipients", joined.slug, send_id, joined.total)
     else:
         log.info("working on %s (send %s) as %s", joined.slug, send_id, worker)
     _warn_unknown(joined.slug, joined.unknown)
-    run = _Run(settings, database, send_id, worker, factory, prepared, clock, lease)
+    run = _Run(settings, database, send_id, worker, factory, prepared, clock, lease, journal)
     unknown = list(joined.unknown)
     idle_rounds = 0
     while True:
@@ -169,10 +212,11 @@ class _Run:
         prepared: _Prepared,
         clock: Clock,
         lease: dt.timedelta,
+        journal: Journal,
     ) -> None:
         self.settings, self.database, self.send_id = settings, database, send_id
         self.worker, self.factory, self.prepared = worker, factory, prepared
-        self.clock, self.lease = clock, lease
+        self.clock, self.lease, self.journal = clock, lease, journal
         self.interrupted = False
         self.failure: list[BaseException] = []
         self.commits = 0
@@ -192,7 +236,14 @@ class _Run:
             limiter.open()
         p = self.prepared
         state = Sender(
-            self.settings, p.template, p.signer, limiter, self.clock, self.factory, connections
+            self.settings,
+            p.template,
+            p.signer,
+            limiter,
+            self.clock,
+            self.factory,
+            connections,
+            self.journal,
         )
         state.external_stop = stop
         # Under a rate limit a row is claimed only once its turn has come, so the check of
@@ -205,6 +256,7 @@ class _Run:
             batch=1 if limiter.active else batch,
             on_lost=state.lost,
             lease=self.lease,
+            journal=self.journal,
         )
         finished = threading.Event()
 

@@ -14,7 +14,10 @@ with PIPELINING, whose envelope goes ahead with the previous message) and those 
 outcome is known but not yet committed. So after a crash (``kill -9``) of one worker at
 most ``batch`` rows per connection of that worker are ``in-flight`` with its name (32
 with 4 connections and the default batch of 8), and every other row is either
-``pending`` (never tried), in flight with a live worker, or has its real outcome. Rows
+``pending`` (never tried), in flight with a live worker, or has its real outcome. Of
+those, the worker's journal (:mod:`mailer.sending.journal`) names the ones it had begun
+and the outcomes it knew: when it is read, only the copies on the wire are ``unknown``
+(``ON_THE_WIRE`` per connection); without it, all of them. Rows
 that were claimed and never written are handed back as ``pending`` whenever the engine
 stops on its own (pause, Ctrl-C, SIGTERM, the server unavailable), for this worker or
 another to send.
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailer.errors import StoreError
+from mailer.sending.journal import Journal, Journals
 from mailer.sending.threads import JobThread
 from mailer.store import deliveries, people, send_workers
 from mailer.store.connections import retry_while_busy
@@ -176,12 +180,14 @@ class _Store:
     def _reap(self) -> None:
         """Turn the rows of workers of this send that died into unknown, now rather than
         when the send ends (their leases expire while this one goes on)."""
+        journals = Journals(self.database.settings)
         try:
             with self.database.session(write=True) as session:
-                found = send_workers.reap(session.connection(), self.send_id)
+                found = send_workers.reap(session.connection(), self.send_id, journals)
         except StoreError as exc:  # it is only a look: the next one may do it
             log.info("could not look for workers that died: %s", exc)
             return
+        journals.discard()
         if found:
             self.unknown.extend(found)
             log.warning(
@@ -251,8 +257,10 @@ class Ledger:
         batch: int = BATCH,
         on_lost: Callable[[], None] | None = None,
         lease: dt.timedelta = LEASE,
+        journal: Journal | None = None,
     ) -> None:
         self.batch = max(1, batch)
+        self._journal = journal or Journal()
         self._store = _Store(database, send_id, owner, lease)
         self._thread = JobThread()
         self._ready: list[deque[Any]] = [deque() for _ in range(connections)]
@@ -311,9 +319,12 @@ class Ledger:
     def record(self, conn: int, outcome: Outcome) -> None:
         """The outcome of a row ``conn`` took; ``PENDING`` hands it back untried."""
         self._busy[conn] -= 1
+        # The journal first: if the process dies before the commit, the reaper reads it.
         if outcome.status == D.PENDING:
+            self._journal.back(outcome.delivery_id)
             self._handed_back.append(outcome.delivery_id)
         else:
+            self._journal.ended(outcome.delivery_id, outcome.status, outcome.message_id)
             self._outcomes.append(outcome)
         if len(self._outcomes) >= FLUSH_AT or outcome.status == D.PENDING:
             self._wake.set()

@@ -26,6 +26,7 @@ from mailer.errors import (
     TemporarySendError,
     TransportUnavailable,
 )
+from mailer.sending.journal import Journal
 from mailer.sending.ledger import Ledger, Outcome
 from mailer.sending.message import DkimSigner, MessageTemplate, Recipient, stuff
 from mailer.sending.ratelimit import DailyLimitReached, RateLimiter, SharedRateLimiter, Slot
@@ -49,6 +50,7 @@ class Item:
     message: Outgoing | None = None
     message_id: str = ""
     mode: tuple[bool, bool] | None = None  # (wire, smtputf8) it was rendered for
+    begun: bool = False  # in the journal as begun (its envelope may be on the wire)
 
 
 class Sender:
@@ -63,8 +65,10 @@ class Sender:
         clock: Clock,
         factory: ConnectionFactory,
         connections: int,
+        journal: Journal | None = None,
     ) -> None:
         self.settings, self.template, self.signer = settings, template, signer
+        self.journal = journal or Journal()
         self.limiter, self.clock, self.factory = limiter, clock, factory
         self.connections = connections
         self.pause_reason: PauseReason | None = None
@@ -255,6 +259,10 @@ class Sender:
             await conn.connect()
             message = self._message(item, conn)
             follow = self._lookahead(c, conn, retries)
+            # In the journal before any byte of either envelope is written (see journal).
+            self._begin(item)
+            if follow is not None:
+                self._begin(follow)
             await conn.deliver(message, follow.message if follow is not None else None)
         except PermanentSendError as exc:
             self._count(error=True)
@@ -272,6 +280,7 @@ class Sender:
                 self._record(c, item, D.FAILED_TEMPORARY, str(exc), tried=False)
             else:
                 item.due = self.clock.monotonic() + t.retry_backoff * 2 ** (item.attempts - 1)
+                self._back(item)
                 retries.append(item)
         except TransportUnavailable as exc:
             self.request_pause(PauseReason.UNAVAILABLE, f"server unavailable: {exc}")
@@ -286,6 +295,8 @@ class Sender:
             self._count(error=True)
             self._record(c, item, D.FAILED_TEMPORARY, f"internal error: {exc}")
             if follow is not None:
+                # Its envelope went out on a line now closed, without its message.
+                self._back(follow)
                 retries.append(follow)
             if conn is not None:
                 await self._close(c, conn)
@@ -294,6 +305,17 @@ class Sender:
             self._count(error=False)
             self._record(c, item, D.SENT)
         return conn, follow
+
+    def _begin(self, item: Item) -> None:
+        if not item.begun:
+            self.journal.begun(item.row.id)
+            item.begun = True
+
+    def _back(self, item: Item) -> None:
+        """``item`` was not delivered and waits for another try: not begun any more."""
+        if item.begun:
+            self.journal.back(item.row.id)
+            item.begun = False
 
     def _record(
         self,

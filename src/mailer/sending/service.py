@@ -22,9 +22,10 @@ from mailer.render import CompiledIssue, compile_slug
 from mailer.sending import approval as approvals
 from mailer.sending import engine, ratelimit, transports
 from mailer.sending.engine import Progress, RunResult
+from mailer.sending.journal import Journals
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
-from mailer.site import build
+from mailer.site import build, reach
 from mailer.store import deliveries, people, publications, schedules, send_workers, sends
 from mailer.store.database import Database, open_db
 from mailer.store.models import (
@@ -125,6 +126,7 @@ def preview(
     compiled = compile_slug(settings, slug)
     require_written(compiled)
     report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
+    reach.require_answering(settings, checks.clean_reason(skip_checks))
     with open_db(settings) as database, database.session() as session:
         approval = approvals.require(session, compiled, settings.tz, settings.approval)
         build.require_built(settings, compiled)
@@ -226,6 +228,8 @@ def create(
         checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
     )
     checks.require_clean(settings, compiled, send_date, skip_checks)
+    # The links of every copy work only if base_url is this folder's mailer serve.
+    reach.require_answering(settings, checks.clean_reason(skip_checks))
     # Settings that would stop every message are checked before the send exists.
     settings.require_secret_key()
     DkimSigner.from_environment()
@@ -252,8 +256,10 @@ def create(
         )
         send = sends.create(session, frozen, lists, on_create)
         assert send.id is not None
-        # The first send of an issue puts it in the public archive and feed.
-        publications.publish(session, slug, PublishedBy.SEND)
+        # The first send of an issue puts it in the public archive and feed; a rehearsal
+        # (the outbox transport) emails nobody, so it publishes nothing either.
+        if settings.transport.name != "outbox":
+            publications.publish(session, slug, PublishedBy.SEND)
         return send.id
 
 
@@ -512,6 +518,7 @@ class Cancelled:
 def cancel(settings: Settings, slug: str) -> Cancelled:
     """Cancel the send of ``slug`` (new, paused, or sending: every worker stops at its next
     commit) and every active schedule that would send it."""
+    journals = Journals(settings)
     with open_db(settings) as database, database.session(write=True) as session:
         cancelled: int | None = None
         for send in sends.open_sends(session, slug):
@@ -520,7 +527,7 @@ def cancel(settings: Settings, slug: str) -> Cancelled:
             # Rows a crashed worker left in flight were never recorded as sent: they become
             # unknown, so a later send of the issue mails these people (at most a second
             # copy). Workers still running record what they have in hand, then stop.
-            send_workers.reap(session.connection(), send.id)
+            send_workers.reap(session.connection(), send.id, journals)
             cancelled = send.id
         dropped = [
             schedules.cancel(session, item.id)
@@ -532,7 +539,8 @@ def cancel(settings: Settings, slug: str) -> Cancelled:
                 f"{slug} has no scheduled, new or paused send to cancel "
                 "(see: mailer status and mailer schedules)"
             )
-        return Cancelled(cancelled, dropped)
+    journals.discard()
+    return Cancelled(cancelled, dropped)
 
 
 def skipped_checks(settings: Settings, slug: str) -> dict[int, str]:

@@ -4,10 +4,11 @@ Any number of processes may work on one send, each with its own connections and 
 lease (:mod:`mailer.store.send_workers`). Joining and leaving are each one transaction
 that locks the send's row, so workers decide one at a time:
 
-- **Joining** first reaps the workers that died (the rows they held in flight become
-  ``unknown``), then starts the send if it is new (fixing its recipients), resumes it if
-  it is paused and nobody is still finishing messages in hand, or simply joins it if it is
-  sending, and adds the worker's lease.
+- **Joining** first reaps the workers that died (of the rows they held in flight, those
+  their journal, :mod:`mailer.sending.journal`, shows never begun go back to ``pending``,
+  and the rest become ``unknown``), then starts the send if it is new (fixing its
+  recipients), resumes it if it is paused and nobody is still finishing messages in hand,
+  or simply joins it if it is sending, and adds the worker's lease.
 - **Leaving**, once the worker's ledger is closed, reaps again, then: the send becomes
   ``sent`` when no row is pending or in flight (a compare-and-set, so exactly once,
   whichever worker is last); a stop that concerns the whole send (the server unavailable,
@@ -25,13 +26,18 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailer.errors import StateError
+from mailer.sending.journal import Journals
 from mailer.store import deliveries, send_workers, sends
 from mailer.store.connections import retry_while_busy
 from mailer.store.database import Database
 from mailer.store.models import DeliveryStatus, SendStatus
 from mailer.store.status import PauseReason
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 D = DeliveryStatus
 # Stops that concern the send, not the worker: the send pauses for every worker.
@@ -78,10 +84,11 @@ def join(
 def _join(
     database: Database, send_id: int, worker: str, connections: int, lease: dt.timedelta
 ) -> Joined:
+    journals = Journals(database.settings)
     with database.session(write=True) as session:
         conn = session.connection()
         slug, status, total = sends.lock(conn, send_id)
-        unknown = send_workers.reap(conn, send_id)
+        unknown = send_workers.reap(conn, send_id, journals)
         if status != SendStatus.SENDING:
             if status in (SendStatus.PAUSED, SendStatus.SENT) and send_workers.others(
                 conn, send_id, worker
@@ -95,6 +102,7 @@ def _join(
         started = total is None
         if total is None:
             total = deliveries.fix_recipients(session, sends.get(session, send_id))
+    journals.discard()
     return Joined(slug, total, unknown, started)
 
 
@@ -117,33 +125,47 @@ def _leave(
     pause: PauseReason | None,
     detail: str,
 ) -> Left:
+    journals = Journals(database.settings)
     with database.session(write=True) as session:
-        conn = session.connection()
-        _, status, _ = sends.lock(conn, send_id)
-        send_workers.reap(conn, send_id)
-        mine = send_workers.holds(conn, send_id, worker)
-        others = send_workers.others(conn, send_id, worker)
-        left = Left(Next.LEFT, status, "", others, lost_lease=not mine)
-        if status == SendStatus.SENDING and mine:
-            pending = deliveries.count_with_status(conn, send_id, D.PENDING)
-            in_flight = deliveries.count_with_status(conn, send_id, D.IN_FLIGHT)
-            if pending + in_flight == 0:
-                if sends.try_transition(conn, send_id, SendStatus.SENT):
-                    left = Left(Next.LEFT, SendStatus.SENT, "", others, changed=True)
-            elif pause in SEND_WIDE or (pause is not None and not others):
-                assert pause is not None
-                sends.transition(conn, send_id, SendStatus.PAUSED, detail, pause=pause)
-                left = Left(Next.LEFT, SendStatus.PAUSED, detail, others, changed=True)
-            elif pause is None and not others and pending:
-                return Left(Next.AGAIN, status, "", 0)
-            elif not others:
-                # Rows in flight with this worker that it could not record (the ledger
-                # failed): paused, and the next worker reports them as unknown.
-                reason = detail or "stopped"
-                sends.transition(conn, send_id, SendStatus.PAUSED, reason, pause=PauseReason.ERROR)
-                left = Left(Next.LEFT, SendStatus.PAUSED, reason, 0, changed=True)
-        else:
-            found = sends.get(session, send_id)
-            left = Left(Next.LEFT, status, found.status_reason, others, lost_lease=not mine)
-        send_workers.leave(conn, send_id, worker)
-        return left
+        left = _leave_in(session, journals, send_id, worker, pause, detail)
+    journals.discard()
+    return left
+
+
+def _leave_in(
+    session: Session,
+    journals: Journals,
+    send_id: int,
+    worker: str,
+    pause: PauseReason | None,
+    detail: str,
+) -> Left:
+    conn = session.connection()
+    _, status, _ = sends.lock(conn, send_id)
+    send_workers.reap(conn, send_id, journals)
+    mine = send_workers.holds(conn, send_id, worker)
+    others = send_workers.others(conn, send_id, worker)
+    left = Left(Next.LEFT, status, "", others, lost_lease=not mine)
+    if status == SendStatus.SENDING and mine:
+        pending = deliveries.count_with_status(conn, send_id, D.PENDING)
+        in_flight = deliveries.count_with_status(conn, send_id, D.IN_FLIGHT)
+        if pending + in_flight == 0:
+            if sends.try_transition(conn, send_id, SendStatus.SENT):
+                left = Left(Next.LEFT, SendStatus.SENT, "", others, changed=True)
+        elif pause in SEND_WIDE or (pause is not None and not others):
+            assert pause is not None
+            sends.transition(conn, send_id, SendStatus.PAUSED, detail, pause=pause)
+            left = Left(Next.LEFT, SendStatus.PAUSED, detail, others, changed=True)
+        elif pause is None and not others and pending:
+            return Left(Next.AGAIN, status, "", 0)
+        elif not others:
+            # Rows in flight with this worker that it could not record (the ledger
+            # failed): paused, and the next worker reports them as unknown.
+            reason = detail or "stopped"
+            sends.transition(conn, send_id, SendStatus.PAUSED, reason, pause=PauseReason.ERROR)
+            left = Left(Next.LEFT, SendStatus.PAUSED, reason, 0, changed=True)
+    else:
+        found = sends.get(session, send_id)
+        left = Left(Next.LEFT, status, found.status_reason, others, lost_lease=not mine)
+    send_workers.leave(conn, send_id, worker)
+    return left

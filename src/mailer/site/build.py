@@ -5,7 +5,8 @@ to a temporary folder and swapped in, so a failed build leaves the previous one 
 
 The archive page and the feed list only published issues (:func:`publish`; an issue is
 also published when its first send starts): a draft's own page is built for a preview,
-but nothing public links to it. ``mailer serve`` renders its archive and feed with the
+but nothing public links to it. ``mailer build --all`` skips a draft that does not load
+(:func:`buildable`) and builds the rest. ``mailer serve`` renders its archive and feed with the
 same functions.
 """
 
@@ -23,7 +24,7 @@ from xml.etree import ElementTree as ET
 
 from mailer.config import Settings
 from mailer.content import Issue, all_slugs, load_issues
-from mailer.errors import InvalidInput, StateError
+from mailer.errors import ContentError, InvalidInput, Problem, StateError
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment, require_size, signup_open
@@ -95,6 +96,28 @@ def build(
             )
         )
     return written
+
+
+def buildable(settings: Settings, slugs: Iterable[str]) -> tuple[list[str], list[Problem]]:
+    """The slugs whose issue loads, and the first problem of each draft that does not.
+
+    ``mailer build --all`` builds the rest and reports these: one half-written draft must
+    not keep the archive behind. A published issue that does not load is not skipped
+    (the archive would lose it), so it stops the build with all its problems.
+    """
+    public = published_slugs(settings)
+    good: list[str] = []
+    broken: list[Problem] = []
+    for slug in slugs:
+        try:
+            load_issues(settings, [slug])
+        except ContentError as exc:
+            if slug in public:
+                raise
+            broken.append(exc.problems[0])
+        else:
+            good.append(slug)
+    return good, broken
 
 
 def published_slugs(settings: Settings) -> set[str]:

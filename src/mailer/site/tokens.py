@@ -37,6 +37,7 @@ CLICK = "click"  # a link of an issue: (slug, URL) as text
 MESSAGE_ID = "message-id"  # (send id, delivery id): not a link, a stable Message-ID
 FORM = "form"  # (minute made): a form of the site, for a browser that sends no Origin
 APPROVAL = "approval"  # (approval request id, minute made): expires; the row says once
+WEB_CHALLENGE = "web-challenge"  # a nonce sent to base_url: proves this folder's key answers
 # (subscriber id, minute made): expires within hours; opens the full record (data.json)
 PREFERENCES_FRESH = "preferences-fresh"
 
@@ -122,6 +123,12 @@ def read_message_id(
         if hmac.compare_digest(expected.strip("<>").partition("@")[0], local):
             return send_id, delivery_id
     return None
+
+
+def answer_challenge(key: bytes, nonce: str) -> str:
+    """What this folder's ``mailer serve`` answers to ``nonce`` (see mailer.site.reach): a MAC
+    bound to its own purpose, so no link of an email can be made from it, or it from one."""
+    return _b64(_mac(key, WEB_CHALLENGE, nonce))
 
 
 def keys_of(settings: Settings) -> list[bytes]:

@@ -48,6 +48,8 @@ TRAINING_PATH = "/training/"
 TRAINING_FEED_PATH = "/training.ics"
 STYLESHEET_PATH = "/site.css"
 HEALTH_PATH = "/healthz"
+# `mailer doctor --web` and every send ask base_url to answer a nonce with this folder's key.
+CHALLENGE_PATH = "/.well-known/mailer-challenge"
 # Issue slugs that would be shadowed by a page of mailer serve.
 RESERVED_SLUGS = frozenset(
     {
@@ -181,6 +183,10 @@ def accessibility_url(settings: Settings) -> str:
 
 def preferences_data_url(settings: Settings, token: str) -> str:
     return f"{settings.base_url}{PREFERENCES_DATA_PATH.format(token=token)}"
+
+
+def challenge_url(settings: Settings) -> str:
+    return f"{settings.base_url}{CHALLENGE_PATH}"
 
 
 def stylesheet_url(settings: Settings) -> str:

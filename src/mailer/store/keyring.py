@@ -4,6 +4,9 @@ With ``.mailer/secret_key``: the new key is written beside it first, the databas
 re-keyed in one transaction, then the old key becomes ``secret_key.previous`` and the new
 one takes its place. With ``MAILER_SECRET_KEY``: the operator has already set the new key
 there and the old one in ``MAILER_SECRET_KEY_PREVIOUS``; only the database moves.
+
+Links signed with the previous key keep working until the next rotation (the grace period:
+one rotation). A running ``mailer serve`` picks the new key up by itself (:class:`Watch`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import threading
 
 from mailer.config import KEY_FILE, Settings
 from mailer.errors import ConfigError
@@ -51,3 +55,39 @@ def rotate(settings: Settings) -> str:
     os.replace(path, path.with_name(KEY_FILE + ".previous"))
     os.replace(staged, path)
     return str(path)
+
+
+class Watch:
+    """Notices that ``mailer key rotate`` replaced the key file under a running process.
+
+    :meth:`refresh` costs one ``stat``; when the file is another one (rotation replaces it,
+    so its inode and time change), the settings read the new key. While the file is missing
+    (the instant between rotation's two renames) the key in memory is kept, never a new
+    one made.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._stamp = self._now()
+
+    def _now(self) -> tuple[int, int, int] | None:
+        try:
+            found = self.settings.key_file.stat()
+        except OSError:
+            return None
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+    def refresh(self) -> bool:
+        """True when a new key was read."""
+        if self.settings.secret_key_from:
+            return False
+        stamp = self._now()
+        if stamp is None or stamp == self._stamp:
+            return False
+        with self._lock:
+            if stamp == self._stamp:
+                return False
+            self.settings.reload_key_file()
+            self._stamp = stamp
+        return True

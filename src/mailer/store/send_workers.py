@@ -23,7 +23,7 @@ import itertools
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from mailer.store import deliveries, relay_slots, sends
+from mailer.store import deliveries, recovery, relay_slots, sends
 from mailer.store.models import SendStatus, SendWorker, as_utc, table_of
 
 SEND_WORKER = table_of(SendWorker)
@@ -133,9 +133,14 @@ def gone(worker: str, expires_at: dt.datetime, moment: dt.datetime) -> bool:
     return as_utc(expires_at) < moment
 
 
-def reap(conn: Connection, send_id: int) -> list[str]:
+def reap(conn: Connection, send_id: int, journals: recovery.Vouched | None = None) -> list[str]:
     """Delete the leases of the send's dead workers, free the rate-limit slots they held,
     and turn the rows left in flight by any worker without a lease into ``unknown``.
+
+    With ``journals`` (:class:`mailer.sending.journal.Journals`), a dead worker whose
+    journal can be read first has its rows settled by it (:func:`recovery.settle`): the
+    ones it never began go back to ``pending``, and only those begun without an outcome
+    become ``unknown``.
 
     Returns the addresses of those rows, in ledger order, for the worker to report.
     """
@@ -150,6 +155,10 @@ def reap(conn: Connection, send_id: int) -> list[str]:
     if dead:
         # Rows first, then leases: the order a ledger commit takes them in (outcomes, then
         # its lease), so a worker presumed dead while it commits never deadlocks with this.
+        for worker in dead:
+            entries = journals(worker, send_id) if journals is not None else None
+            if entries is not None:
+                recovery.settle(conn, send_id, worker, entries)
         unknown = deliveries.in_flight_to_unknown(conn, send_id, dead)
         conn.execute(
             sa.delete(SEND_WORKER).where(

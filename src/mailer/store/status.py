@@ -104,7 +104,8 @@ class DeliveryStatus(StrEnum):
     """One recipient's copy.
 
     ``in-flight`` is committed before the message goes to the server and replaced by the
-    outcome after it, so a crash leaves at most the rows each connection had claimed.
+    outcome after it, so a crash leaves at most the rows each connection had claimed (and
+    the sender's journal tells which of those it had begun: mailer.sending.journal).
     ``unknown`` is a copy that may or may not have been accepted (the line dropped after
     the whole message was sent, or a crash left it in flight): it is never sent again
     unless someone asks (``mailer send SLUG --resend-unknown``). ``skipped`` is a person

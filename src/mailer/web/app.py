@@ -30,8 +30,9 @@ from mailer.errors import (
 )
 from mailer.site import urls
 from mailer.store.database import open_db
+from mailer.store.keyring import Watch
 from mailer.subscribers.posting import Postman
-from mailer.web import approvals, origin, pages, personal, webhooks
+from mailer.web import approvals, origin, pages, personal, webhooks, wellknown
 from mailer.web.limits import BodyLimit
 from mailer.web.render import Site
 
@@ -161,6 +162,7 @@ def create_app(
     app.include_router(personal.router(site), prefix=prefix)
     app.include_router(approvals.router(site), prefix=prefix)
     app.include_router(webhooks.router(site), prefix=prefix)
+    app.include_router(wellknown.router(site), prefix=prefix)
     app.include_router(pages.router(site), prefix=prefix)
 
     def page(status: int, title: str, message: str) -> HTMLResponse:
@@ -208,5 +210,6 @@ def create_app(
     app.add_middleware(
         BodyLimit, prefix=prefix, larger=((webhooks.PATH_PREFIX, webhooks.MAX_BODY),)
     )
+    app.add_middleware(wellknown.KeyReload, watch=Watch(settings))
     app.add_middleware(Guard, prefix=prefix)
     return app
