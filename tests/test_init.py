@@ -143,6 +143,7 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
         "key",
         "database",
         "web",
+        "webhooks",
         "templates",
         "transport",
     ]
@@ -150,13 +151,35 @@ def test_doctor_checks_each_part_one_line_each(empty: Path) -> None:
     assert lines[3].startswith("note  privacy     no privacy notice: the sign-up form and every")
     assert "set accessibility_contact and accessibility_enforcement under [web]" in lines[4]
     assert "no lists yet" in lines[6]
-    assert "outbox: nobody is emailed" in lines[9]
+    assert lines[8] == "ok    webhooks    none"
+    assert "outbox: nobody is emailed" in lines[10]
     (empty / "news/.mailer/secret_key").chmod(0o644)
     r = run("doctor")
     assert r.exit_code == 1
     # Every command refuses a key others can read, and says how to fix it.
     assert r.stdout.splitlines()[1].startswith("FAIL  settings    ")
     assert "can be read by other users of this machine: run chmod 600" in r.stdout
+
+
+def test_doctor_names_the_relays_whose_webhooks_mailer_serve_takes_never_a_key(
+    empty: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("init", "news", *ANSWERS).exit_code == 0
+    os.chdir(empty / "news")
+    topic = "arn:aws:sns:eu-west-2:123456789012:newsletter-bounces"
+    monkeypatch.setenv("MAILER_WEBHOOK_SES_KEY", topic)
+    monkeypatch.setenv("MAILER_WEBHOOK_MAILGUN_KEY", "key-3ax6xnjp29jd6fds4gc373sgvjxteol0")
+    r = run("doctor")
+    assert r.exit_code == 0, r.output
+    assert "ok    webhooks    ses, mailgun configured\n" in r.stdout
+    assert topic not in r.output and "3ax6xnjp" not in r.output
+    # A key that cannot be right is named by its variable, with the fix, never echoed.
+    monkeypatch.setenv("MAILER_WEBHOOK_POSTMARK_KEY", "hunter2")
+    r = run("doctor")
+    assert r.exit_code == 1
+    (line,) = [line for line in r.stdout.splitlines() if "webhooks" in line]
+    assert line.startswith("FAIL  webhooks    MAILER_WEBHOOK_POSTMARK_KEY: shorter than 16")
+    assert "hunter2" not in r.output
 
 
 def test_doctor_outside_a_newsletter_folder_says_how_to_make_one(empty: Path) -> None:

@@ -10,7 +10,7 @@ changed, except that a missing database is created, as any command would.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +26,7 @@ from mailer.site import reach
 from mailer.store import people
 from mailer.store.database import exists, open_db
 from mailer.subscribers import posting
+from mailer.web import webhooks
 
 # Domains reserved for examples (RFC 2606): a setting still on one was never filled in.
 _EXAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
@@ -72,6 +73,7 @@ def diagnose(
     yield from _key(settings)
     yield from _database(settings)
     yield from _web_mail(settings)
+    yield from _webhooks(os.environ if env is None else env)
     yield from _templates(settings)
     yield from _transport(settings, smtp, factory)
     if web:
@@ -185,6 +187,17 @@ def _web_mail(s: Settings) -> Iterator[Line]:
         yield Line(Verdict.FAIL, "web mail", str(exc))
         return
     yield Line(Verdict.OK if well else Verdict.FAIL, "web mail", said)
+
+
+def _webhooks(env: Mapping[str, str]) -> Iterator[Line]:
+    """Which relays' webhooks mailer serve takes (by name: a key is never shown)."""
+    try:
+        keys = webhooks.keys_from(env)
+    except MailerError as exc:
+        yield Line(Verdict.FAIL, "webhooks", str(exc))
+        return
+    said = f"{', '.join(keys)} configured" if keys else "none"
+    yield Line(Verdict.OK, "webhooks", said)
 
 
 def _templates(s: Settings) -> Iterator[Line]:

@@ -8,7 +8,9 @@ approver and the content hash) and the minute it was made: it expires after
 reason) works once, for that content only. The address the link was mailed to is what
 the approval records: whoever holds the link proved they can read that mailbox.
 
-Asking for changes emails the reason to ``[approval] notify`` (else ``alerts_to``).
+Asking for changes emails the reason to ``[approval] notify`` (else ``alerts_to``): the
+email is queued with the decision (:mod:`mailer.subscribers.outgoing`) and sent by the
+background sender, so the page never waits for a mail server.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
+from typing import TYPE_CHECKING
 
 from mailer import checks
 from mailer.config import Settings
@@ -38,7 +41,10 @@ from mailer.site import build, tokens, urls
 from mailer.store import reviews
 from mailer.store.database import Database, open_db
 from mailer.store.models import ApprovalMethod, RequestStatus
-from mailer.subscribers import notices
+from mailer.subscribers import outgoing
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger("mailer.approval")
 REASON_MAX = 2000
@@ -277,22 +283,23 @@ def decide(
         if not reviews.decide(session, request_id, status, at, text or None):
             shown.state = "used"
             return shown
+        shown.state, shown.decision, shown.decided_at, shown.reason = "decided", status, at, text
         if approve:
             approvals.approve(session, compiled, shown.approver, ApprovalMethod.LINK)
-    shown.state, shown.decision, shown.decided_at, shown.reason = "decided", status, at, text
+        else:
+            shown.notified = tell_of_changes(session, settings, shown, at)
     log.info("%s: request %d %s", shown.slug, request_id, status)
-    if not approve:
-        shown.notified = tell_of_changes(settings, shown)
     return shown
 
 
-def tell_of_changes(settings: Settings, shown: Review) -> bool:
-    """Email the reason for changes to whoever writes the newsletter."""
+def tell_of_changes(session: Session, settings: Settings, shown: Review, at: dt.datetime) -> bool:
+    """Queue an email of the reason for changes to whoever writes the newsletter, in the
+    decision's own transaction; whether anyone is to be told."""
     to = settings.approval.notify or settings.alerts_to
     if not to:
         log.warning("%s: changes were asked for, and nobody is set to be told", shown.slug)
         return False
-    when = local_time(shown.decided_at, settings.tz)
+    when = local_time(at, settings.tz)
     body = (
         f"{shown.approver} asked for changes to {shown.slug} ({shown.subject}), content "
         f"{shown.content_hash}, on {when}:\n\n"
@@ -302,11 +309,19 @@ def tell_of_changes(settings: Settings, shown: Review) -> bool:
         f"Its history: mailer history {shown.slug}\n"
     )
     subject = f"[mailer] {shown.approver} asked for changes to {shown.slug}"
-    told = [
-        notices.send(settings, address, subject, body, about=f"approval of {shown.slug}")
-        for address in to
-    ]
-    return all(told)
+    for address in to:
+        outgoing.queue(
+            session,
+            settings,
+            outgoing.STAFF,
+            kind=outgoing.APPROVAL,
+            to=address,
+            subject=subject,
+            text=body,
+            due=True,
+            now=at,
+        )
+    return True
 
 
 # -- history --------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ counts; a confirmation that failed does not use up the person's cooling-off:
 A confirmed sign-up also queues each list's welcome email, when the list has one
 (:func:`queue_welcome`).
 
+Mail to the partnership's own staff (an approver's request for changes, told to
+``[approval] notify``) goes on the same queue with the :data:`STAFF` verdict: always
+allowed, and counted against nobody's limits.
+
 Every request does the same work whatever the address's state: the same counts, a token
 and a message built, one row written (``skipped`` when nothing is due), so the time a page
 takes says nothing about who is subscribed.
@@ -42,6 +46,7 @@ CONFIRM = "confirm"
 MANAGE = "manage"
 WELCOME = "welcome"
 ALERT = "alert"
+APPROVAL = "approval"
 # An email the sender could not deliver in this time is given up (and no longer counts).
 EXPIRY = dt.timedelta(hours=24)
 
@@ -68,6 +73,11 @@ class OutgoingVerdict:
     mailbox_key: str
     network_key: str
     cap_reached: bool
+
+
+# Mail to the partnership's own staff, not to a member of the public: always allowed, and
+# counted against no mailbox or network (its rows carry no hashes).
+STAFF = OutgoingVerdict(allowed=True, mailbox_key="", network_key="", cap_reached=False)
 
 
 def decide(
