@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mailer.sending.journal import ON_THE_WIRE, parse
-from mailer.store.recovery import BEGUN, Entry
+from mailer.store.recovery import BEGUN, JournalEntry
 from send_helpers import addresses, ledger, mailer_process, make_list, smtp_env, sql
 from smtp_server import Handler, SMTPServer
 
@@ -29,10 +29,10 @@ HEADER = b"mailer-journal 1 " + BOOT.encode() + b" 7 host:12:34/1\n"
 def test_a_journal_says_the_last_thing_recorded_of_each_row() -> None:
     body = b"S1\nS2\nO1 sent <a@b>\nS3\nP3\nS4\nO4 failed-permanent \nS5"
     assert parse(HEADER + body, 7, "host:12:34/1", BOOT) == {
-        1: Entry("sent", "<a@b>"),
-        2: Entry(BEGUN),
-        3: Entry("pending"),
-        4: Entry("failed-permanent"),
+        1: JournalEntry("sent", "<a@b>"),
+        2: JournalEntry(BEGUN),
+        3: JournalEntry("pending"),
+        4: JournalEntry("failed-permanent"),
         # Row 5's record was cut short: the process died in the write, before its bytes.
     }
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.store import sends
 from mailer.store.models import DeliveryStatus
-from mailer.store.recovery import BEGUN, Entry
+from mailer.store.recovery import BEGUN, JournalEntry
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -133,13 +133,15 @@ class Journal:
                 self.path.unlink()
 
 
-def parse(data: bytes, send_id: int, worker: str, boot: str | None) -> dict[int, Entry] | None:
+def parse(
+    data: bytes, send_id: int, worker: str, boot: str | None
+) -> dict[int, JournalEntry] | None:
     """What a journal vouches for, row by row (the last record of a row wins); None if it
     vouches for nothing: another boot wrote it, or its first line is missing or wrong."""
     header, newline, body = data.partition(b"\n")
     if boot is None or not newline or header + b"\n" != _header(send_id, worker, boot):
         return None
-    entries: dict[int, Entry] = {}
+    entries: dict[int, JournalEntry] = {}
     lines = body.split(b"\n")
     # A last line without its newline was being written when the process died: the bytes
     # it stands for had not gone out yet.
@@ -149,12 +151,12 @@ def parse(data: bytes, send_id: int, worker: str, boot: str | None) -> dict[int,
         if not row.isdigit():
             return None  # not a journal this version wrote: trust none of it
         if kind == _BEGUN:
-            entries[int(row)] = Entry(BEGUN)
+            entries[int(row)] = JournalEntry(BEGUN)
         elif kind == _BACK:
-            entries[int(row)] = Entry(D.PENDING.value)
+            entries[int(row)] = JournalEntry(D.PENDING.value)
         elif kind == _ENDED:
             status, _, mid = tail.partition(b" ")
-            entries[int(row)] = Entry(status.decode("ascii", "replace"), mid.decode("ascii"))
+            entries[int(row)] = JournalEntry(status.decode("ascii", "replace"), mid.decode("ascii"))
         else:
             return None
     return entries
@@ -168,7 +170,7 @@ class Journals:
         self.settings = settings
         self.consumed: list[Path] = []
 
-    def __call__(self, worker: str, send_id: int) -> Mapping[int, Entry] | None:
+    def __call__(self, worker: str, send_id: int) -> Mapping[int, JournalEntry] | None:
         # Only a process known to be gone from this machine can no longer write.
         if sends.process_gone(worker) is not True:
             return None

@@ -32,7 +32,7 @@ FROM_JOURNAL = "outcome recorded by its sender's journal (the sender died before
 _FINAL = {D.SENT.value, D.FAILED_PERMANENT.value, D.FAILED_TEMPORARY.value, D.UNKNOWN.value}
 
 
-class Entry(NamedTuple):
+class JournalEntry(NamedTuple):
     """What a journal says of one row: ``begun``, ``pending`` or a final status."""
 
     state: str
@@ -40,10 +40,10 @@ class Entry(NamedTuple):
 
 
 # Given a dead worker's name and its send, what its journal vouches for (None: nothing).
-Vouched = Callable[[str, int], Mapping[int, Entry] | None]
+Vouched = Callable[[str, int], Mapping[int, JournalEntry] | None]
 
 
-def settle(conn: Connection, send_id: int, worker: str, entries: Mapping[int, Entry]) -> int:
+def settle(conn: Connection, send_id: int, worker: str, entries: Mapping[int, JournalEntry]) -> int:
     """Apply ``worker``'s journal to the rows it left in flight; how many it settled."""
     d = DELIVERY.c
     held = conn.execute(
