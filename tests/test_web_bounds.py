@@ -192,7 +192,17 @@ def test_connections_past_the_cap_get_503_at_once(cli: Cli, newsletter: Path) ->
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "serve", "--port", str(port), "--max-connections", "3"],
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "serve",
+            "--port",
+            str(port),
+            "--max-connections",
+            "3",
+            "--rehearsal",
+        ],
         cwd=newsletter,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
