@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
@@ -33,17 +32,13 @@ from mailer.store.database import open_db
 from mailer.store.keyring import Watch
 from mailer.subscribers.posting import Postman
 from mailer.web import approvals, origin, pages, personal, webhooks, wellknown
+from mailer.web.asgi import ASGIApp, Message, Scope
 from mailer.web.limits import BodyLimit
 from mailer.web.render import Site
 
 log = logging.getLogger("mailer.web")
 access = logging.getLogger("mailer.web.access")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 # Pages a personal link or a form leads to: never indexed, never cached.
 PERSONAL = ("/unsubscribe", "/preferences", "/subscribe", "/confirm", "/manage", "/c/")

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,14 +59,10 @@ from mailer.render import CompiledIssue, compile_issue
 from mailer.site import urls
 from mailer.store import reviews
 from mailer.store.database import open_db
+from mailer.web.asgi import ASGIApp, Message, Scope
 
 log = logging.getLogger("mailer.edit")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "

@@ -14,8 +14,7 @@ Links signed with the previous key keep working for the keyring's grace period.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
@@ -23,13 +22,8 @@ from fastapi.responses import PlainTextResponse
 from mailer.errors import BadToken
 from mailer.site import tokens, urls
 from mailer.store.keyring import Watch
+from mailer.web.asgi import ASGIApp, Message, Scope
 from mailer.web.render import Site
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 # A nonce is what secrets.token_urlsafe makes: letters, digits, '-' and '_'.
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
