@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,8 +96,20 @@ def unsubscribe(
 ) -> UnsubscribePage:
     """Unsubscribe the person a token names from the lists of the email it came in, or from
     everything; idempotent."""
-    subscriber_id, send_id = _unsubscribe_ids(db.settings, token)
+    change = unsubscribe_change(db.settings, token, everything=everything, method=method)
     with db.session(write=True) as session:
+        return change(session)
+
+
+def unsubscribe_change(
+    settings: Settings, token: str, *, everything: bool, method: UnsubscribeMethod
+) -> Callable[[Session], UnsubscribePage]:
+    """The change :func:`unsubscribe` makes, to run in a transaction the caller commits
+    (``mailer serve`` commits a burst of one-click unsubscribes together). The token is
+    checked here, before anything is written: a bad one raises :class:`BadToken` now."""
+    subscriber_id, send_id = _unsubscribe_ids(settings, token)
+
+    def change(session: Session) -> UnsubscribePage:
         who = optouts.subscriber(session, subscriber_id)
         if who is None or who.status in GONE:
             return UnsubscribePage("", [], False)
@@ -106,7 +118,9 @@ def unsubscribe(
         send = send_id if lists else None
         changed = optouts.unsubscribe(session, who, scope, method, send)
         page = _page(session, who, lists)
-    return UnsubscribePage(page.masked, page.lists, page.active, changed)
+        return UnsubscribePage(page.masked, page.lists, page.active, changed)
+
+    return change
 
 
 # --- preferences -----------------------------------------------------------------------------
@@ -301,9 +315,19 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
     returns the same way, after the same work, whether or not the address is known, was
     mailed, or was left alone (:mod:`~mailer.subscribers.outgoing`).
     """
-    settings = db.settings
+    change = signup_change(db.settings, form, now=now)
+    with db.session(write=True) as session:
+        change(session)
+
+
+def signup_change(
+    settings: Settings, form: SignupRequest, *, now: float
+) -> Callable[[Session], None]:
+    """The writes :func:`request_signup` makes, to run in a transaction the caller commits
+    (``mailer serve`` commits a burst of them together). The form is checked here first:
+    a mistake raises :class:`InvalidInput` before anything is written."""
     if form.honeypot:
-        return
+        return _nothing
     email = normalise(form.email)
     if not form.lists:
         raise InvalidInput("choose at least one list")
@@ -312,7 +336,8 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
     if _blocked(settings, email):
         raise InvalidInput("addresses at this domain are not accepted: use your work address")
     when = _when(now)
-    with db.session(write=True) as session:
+
+    def change(session: Session) -> None:
         public = {ml.slug: ml for ml in optouts.public_lists(session)}
         chosen = [slug for slug in dict.fromkeys(form.lists) if slug in public]
         if not chosen:
@@ -367,6 +392,12 @@ def request_signup(db: Database, form: SignupRequest, *, now: float) -> None:
             due=due,
             now=when,
         )
+
+    return change
+
+
+def _nothing(session: Session) -> None:
+    """What a form a robot filled in (the hidden field) writes: nothing."""
 
 
 @dataclass(frozen=True)
@@ -448,12 +479,22 @@ def request_manage_link(
 ) -> None:
     """Queue a fresh link to the preferences page (it expires after FRESH_LINK_HOURS) if
     the address is known; the same answer, after the same work, if not."""
-    settings = db.settings
+    change = manage_link_change(db.settings, email_typed, honeypot=honeypot, ip=ip, now=now)
+    with db.session(write=True) as session:
+        change(session)
+
+
+def manage_link_change(
+    settings: Settings, email_typed: str, *, honeypot: str, ip: str, now: float
+) -> Callable[[Session], None]:
+    """The writes :func:`request_manage_link` makes, to run in a transaction the caller
+    commits; a mistake in the address raises :class:`InvalidInput` first."""
     if honeypot:
-        return
+        return _nothing
     email = normalise(email_typed)
     when = _when(now)
-    with db.session(write=True) as session:
+
+    def change(session: Session) -> None:
         verdict = outgoing.decide(session, settings, outgoing.MANAGE, email, ip, when)
         who = store.find_subscriber(session, email)
         due = who is not None and who.status not in GONE and who.id is not None
@@ -473,3 +514,5 @@ def request_manage_link(
             due=due,
             now=when,
         )
+
+    return change

@@ -128,7 +128,9 @@ def create_app(
     settings.require_secret_key()
     prefix = urls.base_path(settings)
     database = open_db(settings)
-    site = Site(settings, database, clock or SystemClock().time)
+    site = Site(
+        settings, database, clock or SystemClock().time, patience=personal.ONE_CLICK_PATIENCE
+    )
     site.env.globals["form_token"] = lambda: origin.form_token(settings, site.clock())
 
     @asynccontextmanager
@@ -141,6 +143,7 @@ def create_app(
         finally:
             if postman is not None:
                 postman.stop()
+            site.writer.close()
             database.close()
 
     app = FastAPI(

@@ -21,7 +21,6 @@ from mailer.errors import BadToken, InvalidInput
 from mailer.render.counted_links import read_link_token
 from mailer.site import tokens, urls
 from mailer.store import clicks
-from mailer.store.connections import retry_while_busy
 from mailer.store.models import UnsubscribeMethod
 from mailer.subscribers import selfservice
 from mailer.subscribers.selfservice import SignupRequest
@@ -71,14 +70,13 @@ def router(site: Site) -> APIRouter:
         everything = not one_click and form.get("scope") == "all"
         method = UnsubscribeMethod.ONE_CLICK if one_click else UnsubscribeMethod.WEB_PAGE
         # Answered only once the change is committed; a database another writer holds is
-        # waited out (ONE_CLICK_PATIENCE) rather than answered 503, so that no mail
-        # provider's one-click POST is lost in a burst.
-        view = await _threaded(
-            lambda: retry_while_busy(
-                lambda: selfservice.unsubscribe(db, token, everything=everything, method=method),
-                give_up_after=ONE_CLICK_PATIENCE,
-            )
+        # waited out (ONE_CLICK_PATIENCE, the writer's patience) rather than answered 503,
+        # so that no mail provider's one-click POST is lost in a burst.
+        # A burst of them is committed together, by one writer (store/grouped.py).
+        change = selfservice.unsubscribe_change(
+            settings, token, everything=everything, method=method
         )
+        view = await site.writer.run_async(change)
         return site.page(
             "unsubscribe.html.j2",
             title="You are unsubscribed",
@@ -168,12 +166,8 @@ def router(site: Site) -> APIRouter:
             ip=_ip(request),
         )
         try:
-            await _threaded(
-                lambda: retry_while_busy(
-                    lambda: selfservice.request_signup(db, signup_request, now=site.clock()),
-                    give_up_after=ONE_CLICK_PATIENCE,
-                )
-            )
+            change = selfservice.signup_change(settings, signup_request, now=site.clock())
+            await site.writer.run_async(change)
         except InvalidInput as exc:
             return signup_page(400, str(exc), values)
         return site.page("check_email.html.j2", title="Check your email", kind="signup")
@@ -213,14 +207,10 @@ def router(site: Site) -> APIRouter:
         honeypot = str(form.get("website", ""))
         ip = _ip(request)
         try:
-            await _threaded(
-                lambda: retry_while_busy(
-                    lambda: selfservice.request_manage_link(
-                        db, email, honeypot=honeypot, ip=ip, now=site.clock()
-                    ),
-                    give_up_after=ONE_CLICK_PATIENCE,
-                )
+            change = selfservice.manage_link_change(
+                settings, email, honeypot=honeypot, ip=ip, now=site.clock()
             )
+            await site.writer.run_async(change)
         except InvalidInput as exc:
             return site.page(
                 "manage.html.j2",

@@ -24,6 +24,7 @@ from mailer.render import compile_issue
 from mailer.site import build, training, urls
 from mailer.store import optouts, publications
 from mailer.store.database import Database
+from mailer.store.grouped import GroupedWriter
 
 Signature = tuple[tuple[str, int], ...]
 
@@ -44,8 +45,17 @@ class _Entry:
 
 
 class Site:
-    def __init__(self, settings: Settings, database: Database, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        clock: Callable[[], float],
+        *,
+        patience: float,
+    ) -> None:
         self.settings, self.db, self.clock = settings, database, clock
+        # One-click unsubscribes arrive in bursts: one writer commits them together.
+        self.writer = GroupedWriter(database, patience=patience)
         self.prefix = urls.base_path(settings)
         self._lock = threading.Lock()
         self._issues: dict[str, _Entry] = {}
@@ -55,6 +65,9 @@ class Site:
             loader=jinja2.PackageLoader("mailer.web", "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            # The templates are the package's own: no need to look at their files again
+            # on every page.
+            auto_reload=False,
         )
         self.env.globals.update(
             settings=settings, path=self.path, long_date=long_date, signup_open=self.signup_open
