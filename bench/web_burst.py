@@ -3,7 +3,11 @@ accepts connections and never answers, while a send to many recipients runs thro
 outbox.
 
 Run it from the repository: ``.venv/bin/python bench/web_burst.py [--recipients 10000]
-[--posts 5000] [--signups 200]``. It prints what a user would notice:
+[--posts 5000] [--signups 200] [--rate 125 | --in-the-air 200]``. With ``--rate`` the
+requests start at that many a second whatever the answers before them, as readers' mail
+programs send them (the latency of a request arriving then); with ``--in-the-air`` at
+most that many wait for an answer at once (the server's throughput). It prints what a
+user would notice:
 
 - unsubscribes lost: one-click POSTs not recorded in the database (must be 0), and POSTs
   answered other than 200;
@@ -79,21 +83,28 @@ class SilentRelay:
 
 
 async def _burst(
-    base: str, unsubscribes: list[str], signups: int
+    base: str, unsubscribes: list[str], signups: int, rate: float, in_the_air: int
 ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], list[tuple[int, float]]]:
-    limits = httpx2.Limits(max_connections=256, max_keepalive_connections=256)
-    gate = asyncio.Semaphore(200)  # at most 200 requests in the air, as a busy proxy would
+    limits = httpx2.Limits(max_connections=1024, max_keepalive_connections=1024)
+    # Either at most ``in_the_air`` requests at once (each waits for an answer before the
+    # next starts: the figure is the server's throughput), or, with ``rate``, each request
+    # starts at its own time whatever the answers before it, as readers' mail programs
+    # send them: the latency is then that of requests arriving at ``rate`` a second.
+    gate = asyncio.Semaphore(in_the_air if not rate else 1_000_000)
+    began = time.perf_counter()
     async with httpx2.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
 
-        async def timed(method: str, path: str, **kw: Any) -> tuple[int, float]:
+        async def timed(method: str, path: str, at: float = 0.0, **kw: Any) -> tuple[int, float]:
+            if at:
+                await asyncio.sleep(max(0.0, began + at - time.perf_counter()))
             async with gate:
                 started = time.perf_counter()
                 answer = await client.request(method, path, **kw)
                 return answer.status_code, time.perf_counter() - started
 
-        def signup(i: int) -> Any:
+        def signup(i: int, at: float) -> Any:
             data = {"email": f"newcomer{i}@example.net", "lists": "all", "consent": "yes"}
-            return timed("POST", "/subscribe", data=data, headers={"Origin": base})
+            return timed("POST", "/subscribe", at, data=data, headers={"Origin": base})
 
         done = asyncio.Event()
         reads: list[tuple[int, float]] = []
@@ -103,11 +114,13 @@ async def _burst(
                 reads.append(await timed("GET", "/"))
 
         readers = [asyncio.create_task(reader()) for _ in range(2)]
-        jobs = [timed("POST", p, data=ONE_CLICK) for p in unsubscribes]
-        jobs += [signup(i) for i in range(signups)]
         # Sign-ups spread through the unsubscribes, so both meet the same load.
-        step = max(1, len(jobs) // max(signups, 1))
-        order = sorted(range(len(jobs)), key=lambda j: (j % step, j))
+        total = len(unsubscribes) + signups
+        step = max(1, total // max(signups, 1))
+        order = sorted(range(total), key=lambda j: (j % step, j))
+        start = {j: (n + 1) / rate if rate else 0.0 for n, j in enumerate(order)}
+        jobs = [timed("POST", p, start[j], data=ONE_CLICK) for j, p in enumerate(unsubscribes)]
+        jobs += [signup(i, start[len(unsubscribes) + i]) for i in range(signups)]
         results = await asyncio.gather(*(jobs[j] for j in order))
         done.set()
         await asyncio.gather(*readers)
@@ -117,7 +130,9 @@ async def _burst(
         return posts, ups, reads
 
 
-def run(workdir: Path, recipients: int, posts: int, signups: int) -> dict[str, Any]:
+def run(
+    workdir: Path, recipients: int, posts: int, signups: int, rate: float, in_the_air: int
+) -> dict[str, Any]:
     relay = SilentRelay()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
@@ -163,7 +178,7 @@ def run(workdir: Path, recipients: int, posts: int, signups: int) -> dict[str, A
             raise RuntimeError("the send did not start")
         started = time.perf_counter()
         post_results, signup_results, reads = asyncio.run(
-            _burst(f"http://127.0.0.1:{port}", paths, signups)
+            _burst(f"http://127.0.0.1:{port}", paths, signups, rate, in_the_air)
         )
         burst_seconds = time.perf_counter() - started
         sending_during = not result
@@ -181,10 +196,12 @@ def run(workdir: Path, recipients: int, posts: int, signups: int) -> dict[str, A
         )
     pages = [s * 1000 for _, s in post_results + signup_results + reads]
     return {
+        "arrivals": f"{rate:g} a second" if rate else f"{in_the_air} in the air",
         "recipients": recipients,
         "posts": posts,
         "signups": signups,
         "burst_seconds": burst_seconds,
+        "requests_per_second": (posts + signups) / burst_seconds,
         "send_still_running_after_burst": sending_during,
         "send_seconds": result.get("seconds", 0.0),
         "posts_not_200": sum(1 for code, _ in post_results if code != 200),
@@ -206,10 +223,16 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--posts", type=int, default=5_000)
     parser.add_argument("--signups", type=int, default=200)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests started a second (0: --in-the-air)"
+    )
+    parser.add_argument("--in-the-air", type=int, default=200)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mailer-web-burst-"))
     try:
-        figures = run(workdir, args.recipients, args.posts, args.signups)
+        figures = run(
+            workdir, args.recipients, args.posts, args.signups, args.rate, args.in_the_air
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(describe())
