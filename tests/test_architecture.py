@@ -337,3 +337,37 @@ def test_no_two_modules_share_a_file_name() -> None:
         if path.name != "__init__.py" and not name.startswith(NAMED_AFTER_A_COMMAND):
             where.setdefault(path.name, []).append(name)
     assert {k: v for k, v in where.items() if len(v) > 1} == {}
+
+
+ROUTE_METHODS = {"get", "post", "put", "patch", "delete", "head", "options", "api_route"}
+
+
+def nested_routes(tree: ast.Module) -> list[str]:
+    """Functions with a route decorator (``@x.get(...)``) that are not at the top of their
+    module: a route must be a module-level function that gets what it needs (the site, the
+    editor) from a FastAPI dependency, not from a closure."""
+    top = set(map(id, tree.body))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or id(node) in top:
+            continue
+        for decorator in node.decorator_list:
+            call = decorator.func if isinstance(decorator, ast.Call) else decorator
+            if isinstance(call, ast.Attribute) and call.attr in ROUTE_METHODS:
+                found.append(f"{node.name} (line {node.lineno})")
+    return found
+
+
+def test_web_routes_are_module_level_functions() -> None:
+    trees = _trees()
+    nested = {
+        name: found
+        for name, tree in trees.items()
+        if name.startswith("mailer.web") and (found := nested_routes(tree))
+    }
+    assert nested == {}
+    closure = ast.parse(
+        "def router(site):\n    api = APIRouter()\n\n"
+        "    @api.post('/x')\n    def x():\n        return site\n"
+    )
+    assert nested_routes(closure) == ["x (line 5)"]

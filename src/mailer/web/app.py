@@ -9,6 +9,7 @@ the path, so no token or address ever reaches a log.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -157,11 +158,13 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.site = site
-    app.include_router(personal.router(site), prefix=prefix)
-    app.include_router(approvals.router(site), prefix=prefix)
-    app.include_router(webhooks.router(site), prefix=prefix)
-    app.include_router(wellknown.router(site), prefix=prefix)
-    app.include_router(pages.router(site), prefix=prefix)
+    # The routes are module-level functions; each finds this app's site through the
+    # SiteOf dependency (web/render.py).
+    setattr(app.state, webhooks.KEYS_STATE, webhooks.keys_from(os.environ))
+    for module in (personal, approvals, webhooks, wellknown, pages):
+        app.include_router(module.router, prefix=prefix)
+    if prefix:
+        app.add_api_route(prefix, pages.archive_without_slash, methods=["GET"])
 
     def page(status: int, title: str, message: str) -> HTMLResponse:
         return site.page("problem.html.j2", status=status, title=title, message=message)

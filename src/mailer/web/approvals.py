@@ -17,64 +17,65 @@ from mailer.errors import CrossSite, ExpiredToken, InvalidInput
 from mailer.sending import signoff
 from mailer.site import urls
 from mailer.web import origin
-from mailer.web.render import Site
+from mailer.web.render import Site, SiteOf
 
 # What every answer of these pages carries: they are personal, never kept or indexed.
 PRIVATE = {"x-robots-tag": "noindex, nofollow", "cache-control": "no-store"}
 
 
-def router(site: Site) -> APIRouter:
+router = APIRouter()
+
+
+def _page(
+    site: Site, view: signoff.Review | None, *, status: int = 200, **values: object
+) -> HTMLResponse:
+    title = "Approve this issue" if view is None or view.state == "open" else "Approval"
+    response = site.page(
+        "approve.html.j2",
+        status=status,
+        title=values.pop("title", title),
+        view=view,
+        days=site.settings.approval.link_days,
+        **values,
+    )
+    response.headers.update(PRIVATE)
+    return response
+
+
+def _expired(site: Site) -> HTMLResponse:
+    return _page(site, None, status=410, title="This approval link has expired", expired=True)
+
+
+@router.get(urls.APPROVAL_PATH)
+def approval_page(token: str, site: SiteOf) -> HTMLResponse:
+    try:
+        view = signoff.review(site.settings, site.db, token, site.clock())
+    except ExpiredToken:
+        return _expired(site)
+    return _page(site, view, status=200 if view.state == "open" else 409)
+
+
+@router.post(urls.APPROVAL_PATH)
+async def approval_decision(token: str, request: Request, site: SiteOf) -> HTMLResponse:
     settings = site.settings
-    api = APIRouter()
-
-    def page(view: signoff.Review | None, *, status: int = 200, **values: object) -> HTMLResponse:
-        title = "Approve this issue" if view is None or view.state == "open" else "Approval"
-        response = site.page(
-            "approve.html.j2",
-            status=status,
-            title=values.pop("title", title),
-            view=view,
-            days=settings.approval.link_days,
-            **values,
+    form = await request.form()
+    try:
+        token_given = str(form.get(origin.FIELD, ""))
+        origin.check(settings, request.headers, token_given, now=site.clock())
+    except CrossSite:
+        return _page(
+            site, None, status=403, title="Not allowed", problem="Use the buttons on the page."
         )
-        response.headers.update(PRIVATE)
-        return response
-
-    def expired() -> HTMLResponse:
-        return page(None, status=410, title="This approval link has expired", expired=True)
-
-    @api.get(urls.APPROVAL_PATH)
-    def approval_page(token: str) -> HTMLResponse:
-        try:
-            view = signoff.review(settings, site.db, token, site.clock())
-        except ExpiredToken:
-            return expired()
-        return page(view, status=200 if view.state == "open" else 409)
-
-    @api.post(urls.APPROVAL_PATH)
-    async def approval_decision(token: str, request: Request) -> HTMLResponse:
-        form = await request.form()
-        try:
-            token_given = str(form.get(origin.FIELD, ""))
-            origin.check(settings, request.headers, token_given, now=site.clock())
-        except CrossSite:
-            return page(
-                None, status=403, title="Not allowed", problem="Use the buttons on the page."
-            )
-        approve = form.get("decision") == "approve"
-        reason = str(form.get("reason", ""))[: signoff.REASON_MAX * 2]
-        now = site.clock()
-        try:
-            view = await run_in_threadpool(
-                lambda: signoff.decide(
-                    settings, site.db, token, now, approve=approve, reason=reason
-                )
-            )
-        except ExpiredToken:
-            return expired()
-        except InvalidInput as exc:
-            view = signoff.review(settings, site.db, token, now)
-            return page(view, status=400, problem=str(exc), reason=reason)
-        return page(view, status=200 if view.state == "decided" else 409)
-
-    return api
+    approve = form.get("decision") == "approve"
+    reason = str(form.get("reason", ""))[: signoff.REASON_MAX * 2]
+    now = site.clock()
+    try:
+        view = await run_in_threadpool(
+            lambda: signoff.decide(settings, site.db, token, now, approve=approve, reason=reason)
+        )
+    except ExpiredToken:
+        return _expired(site)
+    except InvalidInput as exc:
+        view = signoff.review(settings, site.db, token, now)
+        return _page(site, view, status=400, problem=str(exc), reason=reason)
+    return _page(site, view, status=200 if view.state == "decided" else 409)

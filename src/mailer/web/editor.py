@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ruamel.yaml.comments import CommentedMap
 from starlette.concurrency import run_in_threadpool
@@ -445,78 +445,98 @@ class Local:
         await self.app(scope, receive, send_with_headers)
 
 
+router = APIRouter()
+_STATIC = resources.files("mailer.web").joinpath("templates")
+
+
+async def current_editor(request: Request) -> Editor:
+    """The editor of the app serving this request: what every route depends on."""
+    editor: Editor = request.app.state.editor
+    return editor
+
+
+EditorOf = Annotated[Editor, Depends(current_editor)]
+
+
+@router.get("/")
+def index(editor: EditorOf) -> HTMLResponse:
+    return _index(editor)
+
+
+@router.post("/new")
+async def new(request: Request, editor: EditorOf) -> Response:
+    form = await request.form()
+    slug = str(form.get("slug", "")).strip()
+    day_text = str(form.get("date", "")).strip()
+    try:
+        day = dt.date.fromisoformat(day_text) if day_text else checks.today(editor.settings)
+    except ValueError:
+        return _index(editor, f"{day_text!r} is not a date: use YYYY-MM-DD", slug, day_text)
+    try:
+        await run_in_threadpool(scaffold.new_issue, editor.settings, slug, day)
+    except ContentError as exc:
+        message = "; ".join(problem.message for problem in exc.problems)
+        return _index(editor, f"{slug}: {message}", slug, day_text)
+    return RedirectResponse(f"{editor.prefix}/issue/{slug}", status_code=303)
+
+
+@router.get("/issue/{slug}")
+def open_issue(slug: str, editor: EditorOf) -> HTMLResponse:
+    folder = editor.folder(slug)
+    text = (folder / ISSUE_FILE).read_text(encoding="utf-8")
+    return _issue_page(editor, slug, EditOutcome(text, text))
+
+
+@router.post("/issue/{slug}")
+async def post_issue(slug: str, request: Request, editor: EditorOf) -> HTMLResponse:
+    # One field per value of the issue: a long issue has well over Starlette's 1,000.
+    # The draft and the text as opened travel in two fields of up to 4/3 of the file.
+    part = 2 * editor.settings.limits.issue_file_max_kb * 1024
+    form = await request.form(
+        max_files=MAX_FIELDS, max_fields=MAX_FIELDS, max_part_size=max(part, 1 << 20)
+    )
+    values = _form_values(form)
+    uploads = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
+    outcome = await run_in_threadpool(_act, editor, slug, values, uploads)
+    status = 409 if outcome.conflict else 400 if outcome.problem else 200
+    return await run_in_threadpool(_issue_page, editor, slug, outcome, status=status)
+
+
+@router.get("/draft/{key}/email.html")
+def draft_email(key: str, editor: EditorOf) -> Response:
+    found = editor.kept(key)
+    if found is None:
+        return Response("This preview is out of date: update it.\n", status_code=404)
+    return HTMLResponse(found, headers={"content-security-policy": EMAIL_CSP})
+
+
+@router.get("/site/{slug}/{path:path}")
+def picture(slug: str, path: str, editor: EditorOf) -> Response:
+    folder = editor.folder(slug)
+    file, wrong = check_image_file(folder, path, editor.settings.limits)
+    if file is None:
+        return Response(f"{wrong}\n", status_code=404)
+    kind = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp"}.get(
+        file.suffix.lower(), "image/jpeg"
+    )
+    return Response(file.read_bytes(), media_type=kind)
+
+
+@router.get("/static/{name}")
+def asset(name: str) -> Response:
+    kinds = {"editor.js": "text/javascript", "editor.css": "text/css"}
+    if name not in kinds:
+        return Response("Not found.\n", status_code=404)
+    return Response(_STATIC.joinpath(name).read_text(encoding="utf-8"), media_type=kinds[name])
+
+
 def create_editor(settings: Settings, *, token: str, port: int) -> Local:
     """The editor of the newsletter folder ``settings`` describes, at
     ``http://127.0.0.1:PORT/TOKEN/``."""
     editor = Editor(settings, token, port)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    p = editor.prefix
-    static = resources.files("mailer.web").joinpath("templates")
-
-    @app.get(p + "/")
-    def index() -> HTMLResponse:
-        return _index(editor)
-
-    @app.post(p + "/new")
-    async def new(request: Request) -> Response:
-        form = await request.form()
-        slug = str(form.get("slug", "")).strip()
-        day_text = str(form.get("date", "")).strip()
-        try:
-            day = dt.date.fromisoformat(day_text) if day_text else checks.today(settings)
-        except ValueError:
-            return _index(editor, f"{day_text!r} is not a date: use YYYY-MM-DD", slug, day_text)
-        try:
-            await run_in_threadpool(scaffold.new_issue, settings, slug, day)
-        except ContentError as exc:
-            message = "; ".join(problem.message for problem in exc.problems)
-            return _index(editor, f"{slug}: {message}", slug, day_text)
-        return RedirectResponse(f"{p}/issue/{slug}", status_code=303)
-
-    @app.get(p + "/issue/{slug}")
-    def open_issue(slug: str) -> HTMLResponse:
-        folder = editor.folder(slug)
-        text = (folder / ISSUE_FILE).read_text(encoding="utf-8")
-        return _issue_page(editor, slug, EditOutcome(text, text))
-
-    @app.post(p + "/issue/{slug}")
-    async def post_issue(slug: str, request: Request) -> HTMLResponse:
-        # One field per value of the issue: a long issue has well over Starlette's 1,000.
-        # The draft and the text as opened travel in two fields of up to 4/3 of the file.
-        part = 2 * settings.limits.issue_file_max_kb * 1024
-        form = await request.form(
-            max_files=MAX_FIELDS, max_fields=MAX_FIELDS, max_part_size=max(part, 1 << 20)
-        )
-        values = _form_values(form)
-        uploads = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
-        outcome = await run_in_threadpool(_act, editor, slug, values, uploads)
-        status = 409 if outcome.conflict else 400 if outcome.problem else 200
-        return await run_in_threadpool(_issue_page, editor, slug, outcome, status=status)
-
-    @app.get(p + "/draft/{key}/email.html")
-    def draft_email(key: str) -> Response:
-        found = editor.kept(key)
-        if found is None:
-            return Response("This preview is out of date: update it.\n", status_code=404)
-        return HTMLResponse(found, headers={"content-security-policy": EMAIL_CSP})
-
-    @app.get(p + "/site/{slug}/{path:path}")
-    def picture(slug: str, path: str) -> Response:
-        folder = editor.folder(slug)
-        file, wrong = check_image_file(folder, path, settings.limits)
-        if file is None:
-            return Response(f"{wrong}\n", status_code=404)
-        kind = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp"}.get(
-            file.suffix.lower(), "image/jpeg"
-        )
-        return Response(file.read_bytes(), media_type=kind)
-
-    @app.get(p + "/static/{name}")
-    def asset(name: str) -> Response:
-        kinds = {"editor.js": "text/javascript", "editor.css": "text/css"}
-        if name not in kinds:
-            return Response("Not found.\n", status_code=404)
-        return Response(static.joinpath(name).read_text(encoding="utf-8"), media_type=kinds[name])
+    app.state.editor = editor
+    app.include_router(router, prefix=editor.prefix)
 
     @app.exception_handler(InvalidInput)
     async def invalid(_request: Request, exc: InvalidInput) -> Response:

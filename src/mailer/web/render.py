@@ -12,9 +12,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
 from mailer.config import Settings
@@ -159,3 +160,13 @@ class Site:
         issues = [e.issue for e in self._published_entries()]
         found = training.issue_calendars(self.settings, self.issue(slug), issues)
         return found.get(name)
+
+
+async def current_site(request: Request) -> Site:
+    """The site of the app serving this request: what every route depends on."""
+    site: Site = request.app.state.site
+    return site
+
+
+# A route's parameter ``site: SiteOf`` is the site of the app serving the request.
+SiteOf = Annotated[Site, Depends(current_site)]

@@ -21,13 +21,12 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -45,6 +44,10 @@ MAX_BODY = 1024 * 1024
 PATH_PREFIX = urls.WEBHOOK_PATH.partition("{")[0]
 # Tests put a fetcher here (``app.state.sns_fetch``) that serves their own certificates.
 FETCH_STATE = "sns_fetch"
+# The keys, read from the environment when the app is made (``create_app``), and the
+# receiver made from them on first use.
+KEYS_STATE = "webhook_keys"
+RECEIVER_STATE = "webhook_receiver"
 
 
 # An SNS topic's ARN: arn:aws:sns:REGION:ACCOUNT:NAME.
@@ -192,34 +195,36 @@ class Receiver:
         return f"{outcome.new} new of {outcome.events}"
 
 
-def router(site: Site) -> APIRouter:
-    api = APIRouter()
-    keys = keys_from(os.environ)
-    receivers: list[Receiver] = []
+router = APIRouter()
 
-    def receiver(request: Request) -> Receiver:
-        if not receivers:
-            fetch = getattr(request.app.state, FETCH_STATE, None) or signatures.fetch_https
-            receivers.append(Receiver(site, keys, fetch))
-        return receivers[0]
 
-    @api.post(urls.WEBHOOK_PATH)
-    async def webhook(provider: str, request: Request) -> Response:
-        if provider not in keys:
-            return PlainTextResponse("No webhook here.\n", status_code=404)
-        body = await read_body(request)
-        if body is None:
-            return PlainTextResponse("Request too large.\n", status_code=413)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        handler = receiver(request)
-        try:
-            done = await run_in_threadpool(handler.handle, provider, body, headers)
-        except WebhookRefused as exc:
-            if exc.retry:
-                log.warning("webhook %s: %s", provider, exc)
-                return PlainTextResponse("Try again later.\n", status_code=503)
-            await run_in_threadpool(events.refuse, site.db, provider, str(exc), body)
-            return PlainTextResponse(f"Refused: {exc}.\n", status_code=403)
-        return PlainTextResponse(f"OK: {done}.\n")
+async def receiver(request: Request) -> Receiver:
+    """The app's receiver, made on first use with the keys read when the app was made."""
+    state = request.app.state
+    found: Receiver | None = getattr(state, RECEIVER_STATE, None)
+    if found is None:
+        fetch = getattr(state, FETCH_STATE, None) or signatures.fetch_https
+        found = Receiver(state.site, getattr(state, KEYS_STATE), fetch)
+        setattr(state, RECEIVER_STATE, found)
+    return found
 
-    return api
+
+@router.post(urls.WEBHOOK_PATH)
+async def webhook(
+    provider: str, request: Request, handler: Annotated[Receiver, Depends(receiver)]
+) -> Response:
+    if provider not in handler.keys:
+        return PlainTextResponse("No webhook here.\n", status_code=404)
+    body = await read_body(request)
+    if body is None:
+        return PlainTextResponse("Request too large.\n", status_code=413)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        done = await run_in_threadpool(handler.handle, provider, body, headers)
+    except WebhookRefused as exc:
+        if exc.retry:
+            log.warning("webhook %s: %s", provider, exc)
+            return PlainTextResponse("Try again later.\n", status_code=503)
+        await run_in_threadpool(events.refuse, handler.site.db, provider, str(exc), body)
+        return PlainTextResponse(f"Refused: {exc}.\n", status_code=403)
+    return PlainTextResponse(f"OK: {done}.\n")

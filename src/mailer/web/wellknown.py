@@ -23,23 +23,21 @@ from mailer.errors import BadToken
 from mailer.site import tokens, urls
 from mailer.store.keyring import Watch
 from mailer.web.asgi import ASGIApp, Message, Scope
-from mailer.web.render import Site
+from mailer.web.render import SiteOf
 
 # A nonce is what secrets.token_urlsafe makes: letters, digits, '-' and '_'.
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
-def router(site: Site) -> APIRouter:
-    api = APIRouter()
+router = APIRouter()
 
-    @api.get(urls.CHALLENGE_PATH)
-    def challenge(nonce: str = "") -> PlainTextResponse:
-        if not _NONCE.fullmatch(nonce):
-            raise BadToken("the nonce must be 16 to 128 letters, digits, '-' or '_'")
-        answer = tokens.answer_challenge(site.settings.require_secret_key(), nonce)
-        return PlainTextResponse(answer + "\n", headers={"cache-control": "no-store"})
 
-    return api
+@router.get(urls.CHALLENGE_PATH)
+def challenge(site: SiteOf, nonce: str = "") -> PlainTextResponse:
+    if not _NONCE.fullmatch(nonce):
+        raise BadToken("the nonce must be 16 to 128 letters, digits, '-' or '_'")
+    answer = tokens.answer_challenge(site.settings.require_secret_key(), nonce)
+    return PlainTextResponse(answer + "\n", headers={"cache-control": "no-store"})
 
 
 class KeyReload:
