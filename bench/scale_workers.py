@@ -48,9 +48,9 @@ from machine import describe  # noqa: E402
 from send_smtp import SINK, SOURCE, Sink  # noqa: E402
 
 from mailer import config  # noqa: E402
+from mailer.operations import approval  # noqa: E402
 from mailer.render import compile_slug  # noqa: E402
 from mailer.scheduling import runner  # noqa: E402
-from mailer.sending import approval  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
 from mailer.site import build  # noqa: E402
 from mailer.store import joining, people  # noqa: E402

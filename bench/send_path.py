@@ -24,10 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from mailer import config  # noqa: E402
+from mailer import config, urls  # noqa: E402
 from mailer.render import compile_slug  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
-from mailer.site import urls  # noqa: E402
 
 
 def newsletter_folder() -> Path:

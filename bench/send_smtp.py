@@ -48,11 +48,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from machine import describe  # noqa: E402
 
-from mailer import config  # noqa: E402
+from mailer import config, urls  # noqa: E402
+from mailer.operations import approval, service  # noqa: E402
 from mailer.render import compile_slug  # noqa: E402
-from mailer.sending import approval, engine, journal, service, transports  # noqa: E402
+from mailer.sending import engine, journal, transports  # noqa: E402
 from mailer.sending.message import Content, MessageTemplate, Recipient  # noqa: E402
-from mailer.site import build, urls  # noqa: E402
+from mailer.site import build  # noqa: E402
 from mailer.store import deliveries, joining, people, sends  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
 from mailer.store.models import DeliveryStatus, LawfulBasis  # noqa: E402

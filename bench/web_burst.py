@@ -52,8 +52,8 @@ from web_load import (
     prepare,
 )
 
-from mailer.sending import service
-from mailer.site import tokens, urls
+from mailer import tokens, urls
+from mailer.operations import service
 from mailer.store.database import open_db
 
 

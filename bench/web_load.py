@@ -42,11 +42,11 @@ sys.path.insert(0, str(REPO / "src"))
 
 import httpx2  # noqa: E402
 
-from mailer import config  # noqa: E402
+from mailer import config, tokens, urls  # noqa: E402
 from mailer.config import Settings  # noqa: E402
-from mailer.sending import service  # noqa: E402
+from mailer.operations import service  # noqa: E402
 from mailer.sending.transports import OutboxTransport  # noqa: E402
-from mailer.site import build, tokens, urls  # noqa: E402
+from mailer.site import build  # noqa: E402
 from mailer.store.database import open_db  # noqa: E402
 from mailer.subscribers import lists  # noqa: E402
 from mailer.subscribers.csv_import import import_file  # noqa: E402

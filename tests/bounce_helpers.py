@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import REPO
-from mailer import config
+from mailer import config, tokens
 from mailer.sending import verp
-from mailer.site import tokens
 from send_helpers import make_list, sql
 
 CORPUS = REPO / "tests" / "data" / "bounces"

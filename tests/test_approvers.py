@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from conftest import CHROMIUM, CHROMIUM_ARGS, Result
 from mailer import config
 from mailer.errors import ConfigError
-from mailer.sending import signoff
+from mailer.operations import signoff
 from mailer.store.database import open_db
 from send_helpers import smtp_env
 from smtp_server import SMTPServer

@@ -371,3 +371,96 @@ def test_web_routes_are_module_level_functions() -> None:
         "    @api.post('/x')\n    def x():\n        return site\n"
     )
     assert nested_routes(closure) == ["x (line 5)"]
+
+
+# -- layers: folders in one order -------------------------------------------------------------
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+# The first column of the layers table names this for the modules at the package's top level
+# (config.py, errors.py, urls.py ...), the lowest layer, which every folder may import.
+TOP = "mailer/*.py"
+
+
+def declared_layers() -> list[tuple[str, set[str] | None]]:
+    """The layers table of docs/architecture.md, lowest first: each layer's name (a folder,
+    or ``TOP``) and the folders it says the layer imports (``None`` for "everything below")."""
+    layers: list[tuple[str, set[str] | None]] = []
+    rows = ARCHITECTURE.read_text(encoding="utf-8").split("\n| layer |", 1)[1].split("\n\n")[0]
+    for row in rows.splitlines()[2:]:
+        first, _owns, imports = (cell.strip() for cell in row.strip().strip("|").split(" | "))
+        name = first.strip("`").removesuffix("/")
+        reads = (
+            None
+            if "everything" in imports
+            else {word.split(".")[0].strip("/") for word in imports.split("`")[1::2]}
+        )
+        layers.append((name, reads))
+    return layers
+
+
+def layer_of(module: str) -> str:
+    """``mailer.sending.engine`` -> ``sending``; a top-level module -> ``TOP``. ``python -m
+    mailer`` (``__main__``) only starts the command line, so it counts as ``cli``."""
+    parts = module.split(".")
+    if module == "mailer.__main__":
+        return "cli"
+    if len(parts) > 1 and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return TOP
+
+
+def upward_imports(edges: dict[str, set[str]], order: list[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(
+        f"{module} ({layer_of(module)}/) imports {target} ({layer_of(target)}/), a layer above it"
+        for module, targets in edges.items()
+        for target in targets
+        if rank[layer_of(target)] > rank[layer_of(module)]
+    )
+
+
+def test_every_folder_has_one_place_in_the_declared_order() -> None:
+    order = [name for name, _ in declared_layers()]
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert order[0] == TOP
+    assert len(order) == len(set(order)), f"a layer named twice in {ARCHITECTURE.name}: {order}"
+    assert sorted(folders - set(order)) == [], f"folders missing from {ARCHITECTURE.name}'s layers"
+    assert sorted(set(order) - folders - {TOP}) == [], f"layers in {ARCHITECTURE.name}, no folder"
+
+
+def test_no_folder_imports_a_layer_above_it() -> None:
+    """Imports inside functions and under TYPE_CHECKING count: each points down the order."""
+    found = upward_imports(graph(), [name for name, _ in declared_layers()])
+    assert found == [], "\n".join(found)
+
+
+def test_each_layer_imports_only_what_the_table_says() -> None:
+    """The table's third column lists what a layer may import: only layers below it, and
+    every one it does import (besides the top-level modules, which all may import)."""
+    layers = declared_layers()
+    order = [name for name, _ in layers]
+    used: dict[str, set[str]] = {name: set() for name in order}
+    for module, targets in graph().items():
+        used[layer_of(module)] |= {layer_of(t) for t in targets} - {layer_of(module), TOP}
+    wrong = {
+        name: f"lists {sorted(reads - set(order[: order.index(name)]))}, not below it"
+        for name, reads in layers
+        if reads is not None and not reads <= set(order[: order.index(name)])
+    }
+    unlisted = {
+        name: f"imports {sorted(used[name] - reads)}, not listed"
+        for name, reads in layers
+        if reads is not None and not used[name] <= reads
+    }
+    problems = [
+        f"{name}/ {what} in {ARCHITECTURE.name}" for name, what in (wrong | unlisted).items()
+    ]
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_layer_check_finds_an_import_pointing_up() -> None:
+    edges = {"mailer.render.compile": {"mailer.urls", "mailer.site.build"}}
+    assert upward_imports(edges, [TOP, "render", "site"]) == [
+        "mailer.render.compile (render/) imports mailer.site.build (site/), a layer above it"
+    ]
+    assert upward_imports(edges, [TOP, "site", "render"]) == []

@@ -19,11 +19,10 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLE, REPO
-from mailer import config
+from mailer import config, urls
 from mailer.config import Settings
 from mailer.content import all_slugs
 from mailer.site import build as builder
-from mailer.site import urls
 
 SCREENSHOTS = REPO / "tests" / "screenshots"
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"

@@ -23,13 +23,12 @@ from fastapi.testclient import TestClient
 
 from check_helpers import write_issue
 from conftest import Result
-from mailer import config
+from mailer import config, urls
 from mailer.config import Settings
 from mailer.content import Issue, load_issues
 from mailer.render.markdown import smart_quotes
 from mailer.render.text import markdown_to_text
 from mailer.site import build as builder
-from mailer.site import urls
 from mailer.web import create_app
 
 LONDON = ZoneInfo("Europe/London")

@@ -104,7 +104,7 @@ def test_the_unit_is_hardened_and_runs_mailer_serve_on_loopback() -> None:
 def test_the_static_variant_proxies_every_route_of_mailer_serve() -> None:
     """Every first path segment mailer serve answers beyond the archive is in the list of
     routes the static variant passes on."""
-    from mailer.site import urls
+    from mailer import urls
 
     site = SITE.read_text(encoding="utf-8")
     (pattern,) = re.findall(r"location ~ \^/\((.*?)\)", site)
@@ -160,7 +160,7 @@ def test_unsubscribe_one_click_preferences_and_sign_up_through_nginx(deployed: D
 
 
 def test_preferences_through_nginx(deployed: Deployed) -> None:
-    from mailer.site import tokens
+    from mailer import tokens
     from mailer.store.database import open_db
     from mailer.store.people import find_subscriber
 
@@ -374,7 +374,7 @@ def test_a_rotated_key_is_picked_up_while_serving(
 ) -> None:
     """`mailer key rotate` under a running server: new links work at once, and links of
     the email already sent keep working (the previous key's grace period)."""
-    from mailer.site import tokens
+    from mailer import tokens
     from mailer.store.database import open_db
     from mailer.store.people import find_subscriber
 

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from mailer import config
-from mailer.sending import service, workers
+from mailer.operations import service
+from mailer.sending import workers
 from mailer.store import deliveries, eligibility, ledger_writer, people, sends
 from mailer.store.database import open_db
 from send_helpers import make_list, sql

@@ -28,8 +28,9 @@ from mailer.errors import (
     TemporarySendError,
     TransportUnavailable,
 )
+from mailer.operations import service
 from mailer.scheduling import resume
-from mailer.sending import engine, service, workers
+from mailer.sending import engine, workers
 from mailer.sending.engine import RunResult
 from mailer.sending.ledger import BATCH
 from mailer.sending.transports import Envelope, Mailbag, MockTransport

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from mailer import config
 from mailer.config import Settings
 from mailer.errors import LeaseLost
+from mailer.operations import service
 from mailer.scheduling import leader, runner
-from mailer.sending import service
 from mailer.store import schedules, sends
 from mailer.store.database import Database, open_db
 from send_helpers import addresses, make_list

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from mailer import config
 from mailer.errors import StateError
+from mailer.operations import service
 from mailer.scheduling import runner
-from mailer.sending import service, workers
+from mailer.sending import workers
 from mailer.store import deliveries, eligibility, ledger_writer, schedules, sends
 from mailer.store.database import open_db
 from mailer.store.models import as_utc

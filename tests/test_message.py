@@ -8,10 +8,10 @@ import string
 
 import pytest
 
+from mailer import urls
 from mailer.config import Settings
 from mailer.sending import headers, message
 from mailer.sending.message import Content, MessageTemplate, Recipient, stuff, unstuff
-from mailer.site import urls
 
 U = urls.UNSUBSCRIBE_PLACEHOLDER
 P = urls.PREFERENCES_PLACEHOLDER

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from mailer import config
-from mailer.sending import service
-from mailer.site import urls
+from mailer import config, urls
+from mailer.operations import service
 from mailer.store.database import open_db
 from send_helpers import addresses, ledger, make_list, smtp_env, sql
 from smtp_server import Handler, SMTPServer

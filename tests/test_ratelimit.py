@@ -23,7 +23,8 @@ import sqlalchemy as sa
 
 from fake_clock import VirtualClock, busiest_window
 from mailer import config
-from mailer.sending import service, workers
+from mailer.operations import service
+from mailer.sending import workers
 from mailer.sending.ratelimit import HOUR, RateLimiter, SharedRateLimiter
 from mailer.store.database import Database, open_db
 from mailer.store.send_workers import SEND_WORKER

@@ -24,7 +24,7 @@ import pytest
 import typer.main
 
 from conftest import EXAMPLE, Result
-from mailer import __version__, config, formats
+from mailer import __version__, config, formats, urls
 from mailer.cli import app
 from mailer.config import Settings
 from mailer.content import Issue, all_slugs, load_issues, phones
@@ -34,7 +34,6 @@ from mailer.render.compile import environment, mjml_html
 from mailer.render.markdown import parser, smart_quotes
 from mailer.render.text import WIDTH
 from mailer.site import build as builder
-from mailer.site import urls
 
 SLUGS = ("2025-11", "2021-12")
 GMAIL_CLIP = 102 * 1000  # Gmail clips messages above about 102 KB; stay clear of it.

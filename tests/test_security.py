@@ -256,7 +256,7 @@ def test_a_short_key_or_another_key_is_refused(
 def test_rotating_the_key_keeps_erasure_and_old_links_working(
     cli: Any, newsletter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailer.site import tokens
+    from mailer import tokens
 
     monkeypatch.delenv("MAILER_SECRET_KEY")
     make_list(cli, newsletter, "practitioners", ["gone@example.org", "stays@example.org"])

@@ -15,8 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailer import config
-from mailer.site import tokens
+from mailer import config, tokens
 from send_helpers import addresses, ledger, make_list, smtp_env, sql
 from smtp_server import Handler, SMTPServer
 

@@ -7,8 +7,8 @@ import random
 import email_validator
 import pytest
 
+from mailer.addresses import _everyday, normalise, parse_address
 from mailer.errors import InvalidInput
-from mailer.subscribers.addresses import _everyday, normalise, parse_address
 
 
 @pytest.mark.parametrize(

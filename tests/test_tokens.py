@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 import mailer.bounces
-import mailer.site
+from mailer import tokens
 from mailer.errors import BadToken
-from mailer.site import tokens
 
 KEY = b"k" * 32
 
@@ -74,7 +73,7 @@ def test_unsubscribe_by_email_reads_the_token_whatever_the_mac_length(
     code = source.replace("\n_MAC_BYTES = 12\n", f"\n_MAC_BYTES = {mac_bytes}\n")
     exec(compile(code, tokens.__file__, "exec"), changed.__dict__)
     monkeypatch.setitem(sys.modules, tokens.__name__, changed)
-    monkeypatch.setattr(mailer.site, "tokens", changed)
+    monkeypatch.setattr(mailer, "tokens", changed)
     # The reader, imported afresh against the changed token module (both put back after).
     monkeypatch.setattr(mailer.bounces, "diagnose", mailer.bounces.diagnose, raising=False)
     monkeypatch.delitem(sys.modules, "mailer.bounces.diagnose", raising=False)

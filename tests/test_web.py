@@ -13,9 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from db_helpers import engine_for
-from mailer import config
+from mailer import config, tokens, urls
 from mailer.config import Settings
-from mailer.site import tokens, urls
 from mailer.store.database import open_db
 from subscriber_helpers import Cli, fails, ok, query
 from web_helpers import (

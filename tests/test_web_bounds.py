@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mailer import config
+from mailer import config, tokens
 from mailer.errors import BadToken
-from mailer.site import tokens
 from mailer.web import create_app
 from mailer.web.limits import MAX_BODY, LogThrottle
 from subscriber_helpers import Cli

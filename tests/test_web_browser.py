@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLE, REPO
 from mailer import config
 from mailer.config import Settings
-from mailer.sending import service
+from mailer.operations import service
 from mailer.site import build
 from mailer.store.database import open_db
 from mailer.subscribers import lists

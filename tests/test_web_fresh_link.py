@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer import config
-from mailer.site import tokens
+from mailer import config, tokens
 from mailer.subscribers.selfservice import FRESH_LINK_HOURS
 from subscriber_helpers import Cli, query
 from web_helpers import (

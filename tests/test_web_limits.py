@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from db_helpers import on_postgres, url_of
 from fake_clock import FakeClock
 from mailer import config
+from mailer.addresses import mailbox
 from mailer.config import Settings
 from mailer.store.database import open_db
 from mailer.subscribers import selfservice
-from mailer.subscribers.addresses import mailbox
 from mailer.subscribers.outgoing import network
 from mailer.subscribers.posting import Postman
 from mailer.subscribers.selfservice import SignupRequest

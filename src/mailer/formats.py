@@ -8,12 +8,38 @@ their zone named.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from mailer.content import Section, Session
+
+class SessionFields(Protocol):
+    """What these functions read of a training session (``mailer.content.Session``): this
+    module sits below ``content/``, so it names the fields rather than importing the class."""
+
+    @property
+    def date(self) -> dt.date: ...
+    @property
+    def start(self) -> dt.time: ...
+    @property
+    def end(self) -> dt.time | None: ...
+    @property
+    def venue(self) -> str: ...
+    @property
+    def online(self) -> bool: ...
+
+
+class SectionDates(Protocol):
+    """What :func:`awareness_when` reads of a section (``mailer.content.Section``): one
+    day, or a first and a last."""
+
+    @property
+    def date(self) -> dt.date | None: ...
+    @property
+    def start(self) -> dt.date | None: ...
+    @property
+    def end(self) -> dt.date | None: ...
 
 
 def long_date(day: dt.date) -> str:
@@ -39,14 +65,14 @@ def time_12(t: dt.time) -> str:
     return f"{hour}{suffix}" if t.minute == 0 else f"{hour}:{t.minute:02d}{suffix}"
 
 
-def time_range(session: Session) -> str:
+def time_range(session: SessionFields) -> str:
     """``9:30am to 12:30pm``; ``from 9:30am`` for a session with no end time."""
     if session.end is None:
         return f"from {time_12(session.start)}"
     return f"{time_12(session.start)} to {time_12(session.end)}"
 
 
-def awareness_when(section: Section) -> str:
+def awareness_when(section: SectionDates) -> str:
     if section.date:
         return long_date(section.date)
     if section.start and section.end:
@@ -54,7 +80,7 @@ def awareness_when(section: Section) -> str:
     return ""
 
 
-def session_line(session: Session) -> str:
+def session_line(session: SessionFields) -> str:
     """One session as plain text: ``Wednesday 3 December 2025, 9:30am to 12:30pm, Wigton``."""
     line = f"{long_date(session.date)}, {time_range(session)}, {session.venue}"
     return line + (" (online)" if session.online else "")

@@ -38,11 +38,11 @@ from typing import Any
 
 from flufl.bounce import all_failures
 
+from mailer import tokens, urls
 from mailer.bounces import wording
 from mailer.bounces.reading import Deadline, ReadingLimits, read
 from mailer.config import BounceSettings
 from mailer.errors import UnreadableMessage
-from mailer.site import tokens, urls
 from mailer.store.status import BounceKind
 
 K = BounceKind

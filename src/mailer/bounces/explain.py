@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailer import tokens
 from mailer.bounces.diagnose import Diagnosis, diagnose, limits_of
 from mailer.bounces.policy import SEVERITY
 from mailer.config import BounceSettings, Settings
 from mailer.errors import BadToken, ConfigError, UnreadableMessage
 from mailer.sending import verp
-from mailer.site import tokens
 from mailer.store.status import BounceKind
 
 K = BounceKind

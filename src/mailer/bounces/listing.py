@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mailer.addresses import mask
 from mailer.bounces import policy
 from mailer.config import Settings
 from mailer.formats import local_time
 from mailer.store import bounces as store
 from mailer.store.database import Database
-from mailer.subscribers.addresses import mask
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ made, which nobody else can forge (:func:`authenticate`):
 
 1. the VERP address it was delivered to (:mod:`mailer.sending.verp`): the pipe's
    ``--recipient``, or an envelope header such as ``Delivered-To`` or ``X-Original-To``;
-2. mailer's own ``Message-ID`` quoted in the report (:func:`mailer.site.tokens.read_message_id`);
+2. mailer's own ``Message-ID`` quoted in the report (:func:`mailer.tokens.read_message_id`);
 3. the unsubscribe token of the quoted original's ``List-Unsubscribe``, or, for an
    unsubscribe email, the token in its subject.
 
@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailer import files
+from mailer import files, tokens
 from mailer.bounces import policy
 from mailer.bounces.diagnose import Diagnosis, diagnose, limits_of, raw_key
 from mailer.config import Settings
 from mailer.errors import BadToken, UnreadableMessage
 from mailer.sending import verp
-from mailer.site import tokens
 from mailer.store import bounces as store
 from mailer.store.database import Database
 from mailer.store.status import BounceKind

@@ -13,9 +13,10 @@ import html
 import re
 from collections.abc import Iterator
 
+from mailer import urls
 from mailer.checks.registry import Context, Hit, Severity, check
 from mailer.formats import long_date, time_12
-from mailer.site import training, urls
+from mailer.site import training
 
 _PROPERTY = re.compile(r"^([A-Z-]+)(?:;[^:]*)?:(.*)$")
 

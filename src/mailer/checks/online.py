@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from mailer import __version__
+from mailer import __version__, urls
 from mailer.checks.links import links
 from mailer.checks.registry import Context, Hit, Severity, check, quote
-from mailer.site import urls
 
 if TYPE_CHECKING:
     from mailer.checks.fetch import Fetched

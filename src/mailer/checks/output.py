@@ -7,11 +7,11 @@ import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
+from mailer import urls
 from mailer.checks.registry import Context, Hit, Severity, check, quote
 from mailer.config import CONFIG_NAME
 from mailer.content import phones
 from mailer.formats import human_size
-from mailer.site import urls
 
 KB = 1024
 # Gmail clips an HTML part over about 102 KB and hides the rest, unsubscribe link included.

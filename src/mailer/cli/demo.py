@@ -17,13 +17,13 @@ from email.parser import BytesParser
 from email.policy import default
 from pathlib import Path
 
-from mailer import config
+from mailer import config, urls
 from mailer.config import Settings
 from mailer.content import all_slugs
 from mailer.errors import MailerError, NotFound
 from mailer.formats import human_size
-from mailer.sending import service
-from mailer.site import build, urls
+from mailer.operations import service
+from mailer.site import build
 from mailer.store.database import describe
 from mailer.store.models import SendStatus
 from mailer.subscribers.demo import seed_demo

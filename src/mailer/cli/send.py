@@ -65,7 +65,7 @@ def approve(
     if (by is None) == (not request):
         raise InvalidInput(f"give --by NAME or --request (e.g. mailer approve {slug} --request)")
     if request:
-        from mailer.sending import signoff
+        from mailer.operations import signoff
 
         compiled, asked = signoff.request(settings(), slug, skip_checks=skip_checks)
         names = ", ".join(a.approver for a in asked)
@@ -74,7 +74,7 @@ def approve(
             f"works once, for {settings().approval.link_days} days. See: mailer history {slug}"
         )
         return
-    from mailer.sending import service
+    from mailer.operations import service
 
     assert by is not None
     approval = service.approve(settings(), slug, by, skip_checks)
@@ -96,7 +96,7 @@ def history(
       mailer history 2025-11
       mailer history 2025-11 --json
     """
-    from mailer.sending import signoff
+    from mailer.operations import signoff
 
     s = settings()
     events = signoff.history(s, slug)
@@ -286,7 +286,7 @@ def send(
             "give exactly one of --list, --to, --resume, --retry-failed or --resend-unknown "
             "(e.g. mailer send 2025-11 --list practitioners)"
         )
-    from mailer.sending import service
+    from mailer.operations import service
 
     s = settings()
     if to:
@@ -380,7 +380,7 @@ def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should 
     Example:
       mailer pause 2025-11
     """
-    from mailer.sending import service
+    from mailer.operations import service
 
     service.pause(settings(), slug)
     typer.echo(f"Paused {slug}. Continue with: mailer send {slug} --resume")
@@ -399,7 +399,7 @@ def cancel(
     Example:
       mailer cancel 2025-11
     """
-    from mailer.sending import service
+    from mailer.operations import service
 
     done = service.cancel(settings(), slug)
     if done.send_id is not None:
@@ -475,7 +475,7 @@ def status(
       mailer status 2025-11
       mailer status 2025-11 --json
     """
-    from mailer.sending import service
+    from mailer.operations import service
     from mailer.subscribers import posting
 
     s = settings()
@@ -511,7 +511,7 @@ def sends_(
     Example:
       mailer sends
     """
-    from mailer.sending import service
+    from mailer.operations import service
 
     s = settings()
     reports = service.recent(s, limit)

@@ -65,9 +65,9 @@ def add(
     Example:
       mailer subscribers add jo.bloggs@example.org --list health --name "Jo Bloggs"
     """
+    from mailer.addresses import normalise
     from mailer.store.joining import JoinOutcome
     from mailer.subscribers import roster
-    from mailer.subscribers.addresses import normalise
 
     with database() as db:
         outcome = roster.add(
@@ -353,8 +353,8 @@ def unsubscribe(
       mailer subscribers unsubscribe jo.bloggs@example.org --list health
       mailer subscribers unsubscribe --token 12-7.Zx3kq9Lw0aBcDeFg
     """
+    from mailer.addresses import normalise
     from mailer.subscribers import roster
-    from mailer.subscribers.addresses import normalise
 
     if token is not None:
         if email is not None or list_slug is not None:
@@ -405,8 +405,8 @@ def reactivate(
     Example:
       mailer subscribers reactivate jo.bloggs@example.org --reason "IT says it exists"
     """
+    from mailer.addresses import normalise
     from mailer.subscribers import roster
-    from mailer.subscribers.addresses import normalise
 
     with database() as db:
         was, rejoined = roster.reactivate(db, email, reason)
@@ -428,8 +428,8 @@ def erase(
     Example:
       mailer subscribers erase jo.bloggs@example.org --yes
     """
+    from mailer.addresses import normalise
     from mailer.subscribers import roster
-    from mailer.subscribers.addresses import normalise
 
     address = normalise(email)
     if not yes:

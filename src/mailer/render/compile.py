@@ -1,7 +1,7 @@
 """Compile one issue, once, into everything that is sent or published.
 
 Nothing here runs per recipient: the email HTML and text keep the per-recipient links as
-placeholders (:data:`mailer.site.urls.PLACEHOLDERS`) that :mod:`mailer.sending.message`
+placeholders (:data:`mailer.urls.PLACEHOLDERS`) that :mod:`mailer.sending.message`
 fills by substitution at send time.
 
 Templates come from the newsletter folder's ``templates/`` where it has them, file by
@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 import mjml
 
-from mailer import formats
+from mailer import formats, urls
 from mailer.config import Settings
 from mailer.content import KICKERS, Issue, Section, Session, load_issues
 from mailer.content.overrides import issue_settings
@@ -30,7 +30,6 @@ from mailer.render.counted_links import count_clicks
 from mailer.render.inline import inline_css
 from mailer.render.markdown import prose, to_html, typo
 from mailer.render.text import render_text
-from mailer.site import urls
 from mailer.store import optouts
 from mailer.store.database import exists, open_db
 

@@ -14,8 +14,8 @@ import html
 import re
 from collections.abc import Sequence
 
+from mailer import tokens, urls
 from mailer.config import Settings
-from mailer.site import tokens, urls
 
 _HREF = re.compile(r'href="(https?://[^"]+)"', re.IGNORECASE)
 

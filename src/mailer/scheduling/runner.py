@@ -19,13 +19,14 @@ from mailer import checks
 from mailer.config import Settings
 from mailer.errors import LeaseLost, MailerError, ScheduleError
 from mailer.formats import local_time
+from mailer.operations import approval, service
 from mailer.render import compile_slug
-from mailer.scheduling import alerts, slots
+from mailer.scheduling import slots
 from mailer.scheduling.leader import JobLease
 from mailer.scheduling.rules import check_rule, in_words, parse_at, parse_rule
 from mailer.scheduling.slots import RunOutcome as RunOutcome  # known as runner.RunOutcome
 from mailer.scheduling.slots import Started
-from mailer.sending import approval, service
+from mailer.sending import alerts
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.transports import TransportFactory
 from mailer.store import deliveries, people, schedules, sends

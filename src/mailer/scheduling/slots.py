@@ -18,10 +18,10 @@ from mailer.config import Settings
 from mailer.content import all_slugs, load_issue
 from mailer.errors import ContentError, LeaseLost, MailerError, ScheduleError
 from mailer.formats import local_time
-from mailer.scheduling import alerts
+from mailer.operations import service
 from mailer.scheduling.leader import JobLease
 from mailer.scheduling.rules import parse_rule
-from mailer.sending import service
+from mailer.sending import alerts
 from mailer.sending.transports import TransportFactory
 from mailer.store import schedules, sends
 from mailer.store.database import Database

@@ -17,7 +17,7 @@ seconds (30 by default), and exactly at each schedule's time, the worker:
    every 10 seconds if that is sooner, alongside any ``mailer serve`` that does too.
 
 Whatever a person must hear about (a slot that failed or was missed, a send paused by
-failures) is logged and emailed to ``alerts_to`` (:mod:`mailer.scheduling.alerts`).
+failures) is logged and emailed to ``alerts_to`` (:mod:`mailer.sending.alerts`).
 
 When a bounce mailbox is configured (``[bounces] imap_host``), the worker holding the
 bounces lease also reads it every ``fetch_every`` minutes (5 by default), as ``mailer

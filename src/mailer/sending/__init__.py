@@ -1,6 +1,6 @@
-"""Delivering an issue: approval, the send service, the engine, its ledger, rate limits,
-message bytes and the transports.
+"""Delivering a send: the engine, its ledger, rate limits, message bytes, the transports,
+and alerts to ``alerts_to``.
 
-:mod:`.service` is what the command line and the worker call; :mod:`.engine` runs one send
-from its ledger through a transport (:mod:`.transports`).
+:mod:`.engine` runs one send from its ledger through a transport (:mod:`.transports`).
+Starting, approving and pausing a send is :mod:`mailer.operations`, the layer above.
 """

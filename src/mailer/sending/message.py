@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 
+from mailer import tokens, urls
 from mailer.config import Settings
 from mailer.errors import ConfigError
 from mailer.sending import headers
-from mailer.site import tokens, urls
 
-# Token purposes, named in mailer.site.tokens with every other purpose.
+# Token purposes, named in mailer.tokens with every other purpose.
 UNSUBSCRIBE = tokens.UNSUBSCRIBE
 PREFERENCES = tokens.PREFERENCES
 _SOFT_BREAK = b"=\r\n"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
+from mailer import tokens
 from mailer.config import Settings
 from mailer.errors import BadToken
-from mailer.site import tokens
 
 PURPOSE = "bounce"
 _TOKEN = re.compile(r"^[0-9]{1,18}\.[a-z2-7]{13}$")

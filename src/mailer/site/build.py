@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from mailer import urls
 from mailer.config import Settings
 from mailer.content import Issue, all_slugs, load_issues
 from mailer.errors import ContentError, InvalidInput, Problem, StateError
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment, require_size, signup_open
-from mailer.site import training, urls
+from mailer.site import training
 from mailer.store import publications
 from mailer.store.database import open_db
 from mailer.store.status import PublishedBy

@@ -29,13 +29,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from mailer import config
+from mailer import config, urls
 from mailer.config import CONFIG_NAME, Settings
 from mailer.content import ISSUE_FILE, all_slugs, load_issue
 from mailer.errors import ContentError, MailerError
 from mailer.formats import human_size, long_date
 from mailer.render import CompiledIssue, compile_issue
-from mailer.site import urls
 
 log = logging.getLogger("mailer.preview")
 PREFIX = "/_preview"

@@ -7,7 +7,7 @@ of them dead, and nothing else would notice. So before a send, and in ``mailer d
 
 1. the challenge: a random nonce to ``/.well-known/mailer-challenge``, which ``mailer
    serve`` answers with a MAC of the nonce under the folder's signing key, bound to its own
-   purpose (:func:`mailer.site.tokens.answer_challenge`). A static host, another folder's
+   purpose (:func:`mailer.tokens.answer_challenge`). A static host, another folder's
    mailer or a mailer with another key cannot answer it;
 2. a one-click POST with a token that is not valid, which mailer answers with its own 400
    ("This link does not work"): a 404, 405 or 501 there means the web server in front
@@ -24,10 +24,9 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailer import __version__
+from mailer import __version__, tokens, urls
 from mailer.config import Settings
 from mailer.errors import WebCheckFailed
-from mailer.site import tokens, urls
 
 if TYPE_CHECKING:
     import httpx

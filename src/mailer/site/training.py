@@ -28,6 +28,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mailer import urls
 from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.content import Issue, Section, Session
@@ -35,7 +36,6 @@ from mailer.render.compile import environment
 from mailer.render.ical import CalendarEvent, calendar_text
 from mailer.render.markdown import smart_quotes
 from mailer.render.text import markdown_to_text
-from mailer.site import urls
 
 # The time of day an issue's changes are stamped with, in the newsletter's zone.
 _STAMP_TIME = dt.time(9, 0)

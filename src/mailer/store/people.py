@@ -1,7 +1,7 @@
 """Queries on lists, subscribers and memberships; erasure.
 
 Every function takes a session (from :meth:`mailer.store.database.Database.session`) and
-expects email addresses already normalised by :func:`mailer.subscribers.addresses.normalise`.
+expects email addresses already normalised by :func:`mailer.addresses.normalise`.
 Functions that read many rows stream them with ``yield_per`` rather than loading them all.
 
 :func:`set_status` applies the subscriber status rules of :mod:`mailer.store.status`;

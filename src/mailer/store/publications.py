@@ -1,7 +1,8 @@
 """Queries on published issues: an issue is in the archive and the feed once it has a row.
 
-An issue is published when its first send to a list starts (:func:`mailer.sending.service.create`)
-or when ``mailer publish`` says so; every other issue is a draft and never shown publicly.
+An issue is published when its first send to a list starts
+(:func:`mailer.operations.service.create`) or when ``mailer publish`` says so; every other
+issue is a draft and never shown publicly.
 """
 
 from __future__ import annotations

@@ -29,17 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mailer.errors import ImportFileError, InvalidInput
-from mailer.store import joining, people
-from mailer.store.database import Database
-from mailer.store.joining import Candidate, JoinOutcome
-from mailer.store.models import LawfulBasis
-from mailer.subscribers.addresses import (
+from mailer.addresses import (
     clean_text,
     has_controls,
     mentions_address,
     parse_address,
 )
+from mailer.errors import ImportFileError, InvalidInput
+from mailer.store import joining, people
+from mailer.store.database import Database
+from mailer.store.joining import Candidate, JoinOutcome
+from mailer.store.models import LawfulBasis
 from mailer.subscribers.csv_export import FORMULA_START
 
 BATCH = 1000

@@ -5,7 +5,7 @@ Limits decide whether mail is sent, never what the page says: a form past a limi
 as any other. Each is counted on the queue itself, so only mail that went or may still go
 counts; a confirmation that failed does not use up the person's cooling-off:
 
-- per mailbox as delivered (:func:`~mailer.subscribers.addresses.mailbox`): one email per
+- per mailbox as delivered (:func:`~mailer.addresses.mailbox`): one email per
   ``cooling_off_minutes`` for each kind, and ``per_address_per_day`` in all;
 - per network: ``per_ip_per_hour`` emails from one IPv4 address or one IPv6 /64;
 - for the whole site: ``confirmations_per_hour`` confirmation emails, after which
@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailer import urls
+from mailer.addresses import mailbox
 from mailer.config import Settings
-from mailer.scheduling import alerts
-from mailer.site import urls
+from mailer.sending import alerts
 from mailer.store import publications, webmail
 from mailer.store.suppression import address_hash, hash_key
 from mailer.subscribers import notices
-from mailer.subscribers.addresses import mailbox
 
 if TYPE_CHECKING:
     from sqlmodel import Session

@@ -24,8 +24,7 @@ from itertools import groupby
 from mailer.clock import Clock, SystemClock, utcnow
 from mailer.config import Settings
 from mailer.errors import MailerError, PermanentSendError, SendError
-from mailer.scheduling import alerts
-from mailer.sending import transports
+from mailer.sending import alerts, transports
 from mailer.sending.message import DkimSigner
 from mailer.sending.transports import TransportFactory
 from mailer.store import webmail

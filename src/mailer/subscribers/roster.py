@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailer.addresses import clean_text, has_controls, normalise, parse_address
 from mailer.errors import InvalidInput, NotFound, Suppressed
 from mailer.sending.transports.outbox import outbox_name, outbox_name_prefix
 from mailer.store import bounces as returned
@@ -21,7 +22,6 @@ from mailer.store.joining import Candidate, JoinOutcome
 from mailer.store.models import LawfulBasis, Subscriber, SubscriberStatus
 from mailer.store.suppression import suppression_of
 from mailer.subscribers import traces
-from mailer.subscribers.addresses import clean_text, has_controls, normalise, parse_address
 
 if TYPE_CHECKING:
     from sqlmodel import Session

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailer import tokens, urls
+from mailer.addresses import clean_text, mask, normalise
 from mailer.config import Settings
 from mailer.errors import BadToken, ExpiredToken, InvalidInput
-from mailer.site import tokens, urls
 from mailer.store import optouts, signups
 from mailer.store import people as store
 from mailer.store.database import Database
@@ -40,7 +41,6 @@ from mailer.store.models import (
 )
 from mailer.store.suppression import erased_among
 from mailer.subscribers import notices, outgoing
-from mailer.subscribers.addresses import clean_text, mask, normalise
 from mailer.subscribers.roster import held_about
 
 if TYPE_CHECKING:

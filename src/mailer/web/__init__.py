@@ -4,7 +4,7 @@
 serves what is public (archive, issues, feed, images, accessibility statement);
 :mod:`.personal` serves the pages a personal link or a form leads to (unsubscribe,
 preferences, sign-up and its confirmation, manage by email, counted links). Every path
-comes from :mod:`mailer.site.urls`, like the links in emails.
+comes from :mod:`mailer.urls`, like the links in emails.
 """
 
 from mailer.web.app import create_app

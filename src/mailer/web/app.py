@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
+from mailer import urls
 from mailer.clock import SystemClock
 from mailer.config import Settings
 from mailer.errors import (
@@ -28,7 +29,6 @@ from mailer.errors import (
     StoreError,
     TooManyRequests,
 )
-from mailer.site import urls
 from mailer.store.database import open_db
 from mailer.store.keyring import Watch
 from mailer.subscribers.posting import Postman

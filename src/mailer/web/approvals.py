@@ -4,7 +4,7 @@ what changed since the last approved version, and two buttons.
 A GET only shows: link scanners open every link in a message. Approving, or asking for
 changes with a reason, is a POST from this page (a form posted from another site is
 refused), and works once, for the approver the link was mailed to and only while the
-issue is the content they were sent (:mod:`mailer.sending.signoff`).
+issue is the content they were sent (:mod:`mailer.operations.signoff`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from mailer import urls
 from mailer.errors import CrossSite, ExpiredToken, InvalidInput
-from mailer.sending import signoff
-from mailer.site import urls
+from mailer.operations import signoff
 from mailer.web import origin
 from mailer.web.render import Site, SiteOf
 

@@ -41,7 +41,7 @@ from ruamel.yaml.comments import CommentedMap
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from mailer import checks
+from mailer import checks, urls
 from mailer.config import Settings
 from mailer.content import (
     ISSUE_FILE,
@@ -56,7 +56,6 @@ from mailer.content.load import check_image_file, parse_issue
 from mailer.errors import ContentError, EditConflict, InvalidInput, MailerError
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
-from mailer.site import urls
 from mailer.store import reviews
 from mailer.store.database import open_db
 from mailer.web.asgi import ASGIApp, Message, Scope

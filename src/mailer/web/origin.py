@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from mailer import tokens
 from mailer.config import Settings
 from mailer.errors import BadToken, CrossSite
-from mailer.site import tokens
 
 FIELD = "form_token"
 MAX_AGE = 86400.0

@@ -21,10 +21,9 @@ from fastapi.responses import (
     Response,
 )
 
-from mailer import __version__, checks
+from mailer import __version__, checks, urls
 from mailer.errors import NotFound
 from mailer.render.ical import MEDIA_TYPE
-from mailer.site import urls
 from mailer.store import publications
 from mailer.web.render import Site, SiteOf
 

@@ -17,9 +17,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from mailer import tokens, urls
 from mailer.errors import BadToken, InvalidInput
 from mailer.render.counted_links import read_link_token
-from mailer.site import tokens, urls
 from mailer.store import clicks
 from mailer.store.models import UnsubscribeMethod
 from mailer.subscribers import selfservice

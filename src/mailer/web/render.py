@@ -18,11 +18,12 @@ import jinja2
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
+from mailer import urls
 from mailer.config import Settings
 from mailer.content import Issue, all_slugs, load_issues
 from mailer.formats import long_date
 from mailer.render import compile_issue
-from mailer.site import build, training, urls
+from mailer.site import build, training
 from mailer.store import optouts, publications
 from mailer.store.database import Database
 from mailer.store.grouped import GroupedWriter

@@ -30,10 +30,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mailer import urls
 from mailer.bounces import events, signatures
 from mailer.bounces.events import PROVIDERS
 from mailer.errors import ConfigError, WebhookRefused
-from mailer.site import urls
 from mailer.store import webhook_nonces as nonces
 from mailer.store.webhook_nonces import Seen
 from mailer.web.render import Site

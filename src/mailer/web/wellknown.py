@@ -1,7 +1,7 @@
 """What ``mailer serve`` answers about itself, and the key it signs with.
 
 ``/.well-known/mailer-challenge?nonce=…`` answers a nonce with a MAC under the folder's
-signing key (:func:`mailer.site.tokens.answer_challenge`): ``mailer doctor --web`` and every
+signing key (:func:`mailer.tokens.answer_challenge`): ``mailer doctor --web`` and every
 send ask it, so a static copy of the site, another folder's mailer or another key is told
 apart from this one (:mod:`mailer.site.reach`). The answer proves who answers and changes
 nothing.
@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from mailer import tokens, urls
 from mailer.errors import BadToken
-from mailer.site import tokens, urls
 from mailer.store.keyring import Watch
 from mailer.web.asgi import ASGIApp, Message, Scope
 from mailer.web.render import SiteOf

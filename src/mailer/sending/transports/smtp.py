@@ -21,12 +21,12 @@ import ssl
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from mailer.addresses import ascii_address
 from mailer.config import SMTPSettings
 from mailer.errors import PermanentSendError, TemporarySendError
 from mailer.sending.message import crlf, stuff
 from mailer.sending.transports.base import Outgoing, TransportBase
 from mailer.sending.transports.pipeline import SMTPConnection, TokenSupplier
-from mailer.subscribers.addresses import ascii_address
 
 __all__ = ["SMTPTransport", "deliverable"]
 

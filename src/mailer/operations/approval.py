@@ -5,7 +5,7 @@ the refusal names what changed (the subject, a section added, removed or changed
 summary stored with the approval.
 
 When mailer.toml names approvers (``[approval] approvers``), only their approvals count,
-given through the link mailed to each of them (:mod:`mailer.sending.signoff`); a name typed
+given through the link mailed to each of them (:mod:`mailer.operations.signoff`); a name typed
 with ``--by`` counts only where ``allow_self_approval`` says so. A refusal names who must
 approve.
 """
@@ -17,10 +17,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
+from mailer import urls
 from mailer.errors import ApprovalError
 from mailer.formats import local_time, utc_minute
 from mailer.render import CompiledIssue
-from mailer.site import urls
 from mailer.store import reviews, sends
 from mailer.store.models import Approval, ApprovalMethod
 

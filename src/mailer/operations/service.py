@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mailer import checks, clock
+from mailer.addresses import normalise
 from mailer.config import Settings
 from mailer.content import scaffold
 from mailer.content.overrides import issue_settings, overrides_json, with_overrides
 from mailer.errors import ApprovalError, MailerError, NotFound, StateError
+from mailer.operations import approval as approvals
 from mailer.render import CompiledIssue, compile_slug
-from mailer.sending import approval as approvals
 from mailer.sending import engine, ratelimit, transports
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.journal import Journals
@@ -37,7 +38,6 @@ from mailer.store.models import (
     SendStatus,
 )
 from mailer.store.status import PauseReason, PublishedBy
-from mailer.subscribers.addresses import normalise
 
 if TYPE_CHECKING:
     from sqlmodel import Session

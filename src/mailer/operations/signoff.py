@@ -26,18 +26,18 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import TYPE_CHECKING
 
-from mailer import checks
+from mailer import checks, tokens, urls
 from mailer.config import Settings
 from mailer.content.overrides import issue_settings
 from mailer.errors import ApprovalError, BadToken, InvalidInput, SendError
 from mailer.formats import local_time
+from mailer.operations import approval as approvals
+from mailer.operations.service import require_written
 from mailer.render import CompiledIssue, compile_slug
-from mailer.sending import approval as approvals
 from mailer.sending import transports
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
-from mailer.sending.service import require_written
 from mailer.sending.transports import TransportFactory
-from mailer.site import build, tokens, urls
+from mailer.site import build
 from mailer.store import reviews
 from mailer.store.database import Database, open_db
 from mailer.store.models import ApprovalMethod, RequestStatus
