@@ -16,6 +16,11 @@ smtp-source, the scaling of two and four workers over one, the CPU per message o
 workers together, how many workers sent, and the ledger's and the sinks' counts, which
 must agree.
 
+With ``--sqlite``, one worker on a SQLite copy of the same newsletter takes its turns too
+(``sqlite-1``, to the first sink, as the first PostgreSQL worker does): the ratio of one
+worker on PostgreSQL to one on SQLite, speed and CPU per message, within the same run.
+``--workers 1`` leaves out the runs of two and four workers.
+
 On a machine of few cores, the first measure is bounded by the CPU that the workers, the
 database and the sinks share, not by mailer. The second measure (``--slow-count``, 600
 messages) takes the CPU out: smtp-sink waits a second before accepting each message, like
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,6 +141,11 @@ def run_source(
     return {"rate": share * sinks / seconds, "sink": sum(s.count() for s in started)}
 
 
+def _moment(value: object) -> dt.datetime | None:
+    # SQLite hands a plain query's timestamps back as text.
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[return-value]
+
+
 def _ledger(url: str) -> tuple[str, int, dt.datetime | None, dt.datetime | None, int]:
     engine = sa.create_engine(url)
     try:
@@ -146,9 +157,28 @@ def _ledger(url: str) -> tuple[str, int, dt.datetime | None, dt.datetime | None,
                     "FROM delivery WHERE status = 'sent'"
                 )
             ).one()
-        return str(status), int(sent), first, last, int(senders)
+        return str(status), int(sent), _moment(first), _moment(last), int(senders)
     finally:
         engine.dispose()
+
+
+def server_cpu(server: PostgresServer) -> float:
+    """Seconds of CPU the PostgreSQL cluster has used so far: the postmaster, the backends
+    it has reaped, and those alive now."""
+    tick = os.sysconf("SC_CLK_TCK")
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(x) for x in fields[11:15]) / tick  # with reaped children
+        elif ppid == postmaster:
+            total += sum(int(x) for x in fields[11:13]) / tick
+    return total
 
 
 def run_workers(
@@ -161,65 +191,91 @@ def run_workers(
 ) -> dict[str, float]:
     """``n`` workers sending the scheduled issue to two sinks, on a copy of ``template``."""
     name = server.create_database(template)
-    url = server.url(name)
     try:
-        settings = settings_for(folder, url)
-        with open_db(settings) as database:
-            slot = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-            at = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")
-            runner.schedule_once(
-                settings, database, SLUG, ["bench"], at, slot - dt.timedelta(days=1), "bench"
-            )
-        sinks = [Sink(workdir, delay), Sink(workdir, delay)]
-        usage: list[float] = []
-        processes = []
-        for k in range(n):
-            env = environment(
-                url,
-                MAILER_TRANSPORT="smtp",
-                MAILER_SMTP_HOST="127.0.0.1",
-                MAILER_SMTP_PORT=str(sinks[k % 2].port),
-                MAILER_SMTP_CONNECTIONS=str(CONNECTIONS),
-            )
-            log = (workdir / f"worker-{n}-{k}.log").open("wb")
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "mailer", "worker", "--poll", "1"],
-                    cwd=folder,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
-            log.close()
-        deadline = time.monotonic() + 3600
-        while _ledger(url)[0] != "sent":
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise RuntimeError(f"the send did not finish: see {workdir}/worker-{n}-*.log")
-            time.sleep(0.5)
-
-        def stop(process: subprocess.Popen[bytes]) -> None:
-            process.send_signal(signal.SIGTERM)
-            _, _, used = os.wait4(process.pid, 0)
-            usage.append(used.ru_utime + used.ru_stime)
-
-        stoppers = [threading.Thread(target=stop, args=(p,)) for p in processes]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join()
-        _, sent, first, last, senders = _ledger(url)
-        assert first is not None and last is not None
-        phase = (last - first).total_seconds()
-        return {
-            "rate": (sent - 1) / phase,
-            "cpu_us": sum(usage) / sent * 1e6,
-            "senders": senders,
-            "ledger": sent,
-            "sink": sum(s.count() for s in sinks),
-        }
+        return run_on(folder, server.url(name), workdir, n, delay, lambda: server_cpu(server))
     finally:
         server.drop_database(name)
+
+
+def run_sqlite(folder: Path, template: Path, workdir: Path) -> dict[str, float]:
+    """One worker sending the scheduled issue, on a copy of the SQLite file ``template``."""
+    copy = workdir / "sqlite-run.db"
+    shutil.copy(template, copy)
+    try:
+        return run_on(folder, f"sqlite:///{copy}", workdir, 1)
+    finally:
+        for leftover in workdir.glob("sqlite-run.db*"):
+            leftover.unlink()
+
+
+def run_on(
+    folder: Path,
+    url: str,
+    workdir: Path,
+    n: int,
+    delay: int = 0,
+    database_cpu: Callable[[], float] = lambda: 0.0,
+) -> dict[str, float]:
+    """``n`` workers sending the scheduled issue to two sinks, on the database at ``url``;
+    ``database_cpu`` reads the CPU a database server has used (none for SQLite)."""
+    settings = settings_for(folder, url)
+    with open_db(settings) as database:
+        slot = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        at = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")
+        runner.schedule_once(
+            settings, database, SLUG, ["bench"], at, slot - dt.timedelta(days=1), "bench"
+        )
+    sinks = [Sink(workdir, delay), Sink(workdir, delay)]
+    usage: list[float] = []
+    processes = []
+    database_before = database_cpu()
+    for k in range(n):
+        env = environment(
+            url,
+            MAILER_TRANSPORT="smtp",
+            MAILER_SMTP_HOST="127.0.0.1",
+            MAILER_SMTP_PORT=str(sinks[k % 2].port),
+            MAILER_SMTP_CONNECTIONS=str(CONNECTIONS),
+        )
+        log = (workdir / f"worker-{n}-{k}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mailer", "worker", "--poll", "1"],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        )
+        log.close()
+    deadline = time.monotonic() + 3600
+    while _ledger(url)[0] != "sent":
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"the send did not finish: see {workdir}/worker-{n}-*.log")
+        time.sleep(0.5)
+
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGTERM)
+        _, _, used = os.wait4(process.pid, 0)
+        usage.append(used.ru_utime + used.ru_stime)
+
+    stoppers = [threading.Thread(target=stop, args=(p,)) for p in processes]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
+    database_used = database_cpu() - database_before
+    _, sent, first, last, senders = _ledger(url)
+    assert first is not None and last is not None
+    phase = (last - first).total_seconds()
+    return {
+        "rate": (sent - 1) / phase,
+        "cpu_us": sum(usage) / sent * 1e6,
+        "db_us": database_used / sent * 1e6,
+        "senders": senders,
+        "ledger": sent,
+        "sink": sum(s.count() for s in sinks),
+    }
 
 
 def main() -> None:
@@ -231,6 +287,12 @@ def main() -> None:
         type=int,
         default=600,
         help="messages of the second measure, to a relay that takes 1 s to accept each (0: skip)",
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=list(WORKERS), help="numbers of workers to run"
+    )
+    parser.add_argument(
+        "--sqlite", action="store_true", help="one worker on SQLite takes its turns too"
     )
     args = parser.parse_args()
     for tool in (SINK, SOURCE):
@@ -247,13 +309,19 @@ def main() -> None:
         size = prepare(folder, server.url(template), args.count)
         print(f"{args.count:,} recipients, {size:,}-byte messages, {CONNECTIONS} connections each")
         runs: dict[str, list[dict[str, float]]] = {}
-        contenders = ["source-1", "source-2", *(f"workers-{n}" for n in WORKERS)]
+        contenders = ["source-1", "source-2", *(f"workers-{n}" for n in args.workers)]
+        lite = workdir / "sqlite-template.db"
+        if args.sqlite:
+            prepare(workdir / "newsletter-sqlite", f"sqlite:///{lite}", args.count)
+            contenders.append("sqlite-1")
         for turn in range(args.rounds):
             order = contenders if turn % 2 == 0 else contenders[::-1]
             for who in order:
                 if who.startswith("source"):
                     sinks = int(who.rsplit("-", 1)[1])
                     got = run_source(workdir, args.count, size, sinks)
+                elif who == "sqlite-1":
+                    got = run_sqlite(workdir / "newsletter-sqlite", lite, workdir)
                 else:
                     n = int(who.rsplit("-", 1)[1])
                     got = run_workers(folder, server, template, workdir, n)
@@ -273,6 +341,8 @@ def main() -> None:
         for who in contenders:
             last = runs[who][-1]
             count = who.rsplit("-", 1)[1]
+            if who == "sqlite-1":
+                count = "1 (SQLite)"
             if who.startswith("source"):
                 print(
                     f"| smtp-source, {CONNECTIONS} sessions x {count} sink(s) | {rate(who):,.0f} "
@@ -285,6 +355,21 @@ def main() -> None:
                 f"{rate(who) / rate('workers-1'):.2f}x | {cpu:.0f} µs | {last['senders']:.0f} "
                 f"| {last['ledger']:,.0f} | {last['sink']:,.0f} |"
             )
+        if args.sqlite and "workers-1" in runs:
+
+            def cpu_of(who: str) -> float:
+                return statistics.median(r["cpu_us"] for r in runs[who])
+
+            server = statistics.median(r["db_us"] for r in runs["workers-1"])
+            print(
+                f"\none worker, PostgreSQL over SQLite: speed "
+                f"{rate('workers-1') / rate('sqlite-1'):.2f}x, CPU per message "
+                f"{cpu_of('workers-1') / cpu_of('sqlite-1'):.2f}x (the worker's), "
+                f"{(cpu_of('workers-1') + server) / cpu_of('sqlite-1'):.2f}x with the "
+                f"PostgreSQL server's {server:.0f} µs"
+            )
+            for who in ("source-1", "workers-1", "sqlite-1"):
+                print(f"  turns of {who}: " + ", ".join(f"{r['rate']:,.0f}" for r in runs[who]))
         if args.slow_count:
             slow(server, workdir, args.slow_count)
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from conftest import ON_POSTGRES
 from mailer import config
 from mailer.operations import service
 from mailer.sending import workers
@@ -159,6 +160,8 @@ def _claim(writer: Any, database: Any, send_id: int, ids: list[int]) -> list[int
         # The SQLite writer works on SQLite's DB-API connection only: SQLite in both passes.
         pytest.param(ledger_writer.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
         ledger_writer.CoreLedgerWriter,
+        # psycopg's connection only: a case of the PostgreSQL pass only.
+        *([ledger_writer.PostgresLedgerWriter] if ON_POSTGRES else []),
     ],
 )
 def test_each_claim_sends_the_cases_that_may_be_mailed_and_skips_the_rest_saying_why(

@@ -1,9 +1,10 @@
 """Both ledger writers, and the compare-and-set rules that keep processes apart.
 
 The SQLite writer (prepared statements on the DB-API connection) is what every send on
-SQLite uses; the Core writer is what other databases use. Both must leave the same rows,
-marked with the worker that claimed them, and neither may write for a worker that lost
-its lease.
+SQLite uses; the PostgreSQL writer (prepared statements in one pipeline on the psycopg
+connection) what every send on PostgreSQL uses, in the PostgreSQL pass; the Core writer
+the one they are measured against, in both passes. All must leave the same rows, marked
+with the worker that claimed them, and none may write for a worker that lost its lease.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from conftest import ON_POSTGRES
 from mailer import config
 from mailer.errors import StateError
 from mailer.operations import service
@@ -30,10 +32,16 @@ from send_helpers import addresses, make_list, sql
 
 UTC = dt.UTC
 # The SQLite writer works on SQLite's DB-API connection only: it keeps SQLite in both passes.
+# The PostgreSQL writer works on psycopg's connection only: it is a case of the PostgreSQL
+# pass only (not a skipped case of the SQLite pass).
+POSTGRES_WRITERS = [ledger_writer.PostgresLedgerWriter] if ON_POSTGRES else []
 WRITERS = [
     pytest.param(ledger_writer.SQLiteLedgerWriter, marks=pytest.mark.sqlite_file),
     ledger_writer.CoreLedgerWriter,
+    *POSTGRES_WRITERS,
 ]
+# The writers that claim the next rows by number (FOR UPDATE SKIP LOCKED on PostgreSQL).
+BY_NUMBER = [ledger_writer.CoreLedgerWriter, *POSTGRES_WRITERS]
 
 
 @pytest.fixture
@@ -151,8 +159,9 @@ def test_a_worker_presumed_dead_claims_nothing_and_its_late_outcomes_change_noth
     ]
 
 
+@pytest.mark.parametrize("writer", BY_NUMBER)
 def test_claims_by_number_take_each_row_once_and_check_each_person(
-    cli: Any, newsletter: Path, a_send: int
+    cli: Any, newsletter: Path, a_send: int, writer: Any
 ) -> None:
     """The claims PostgreSQL uses (FOR UPDATE SKIP LOCKED; on SQLite the same statement
     without it): the next pending rows, in ledger order, none to two workers."""
@@ -165,8 +174,8 @@ def test_claims_by_number_take_each_row_once_and_check_each_person(
     with open_db(settings) as database:
         _join(database, a_send, "a:1:1/1")
         _join(database, a_send, "b:2:2/1")
-        first = ledger_writer.CoreLedgerWriter(database, a_send, "a:1:1/1")
-        second = ledger_writer.CoreLedgerWriter(database, a_send, "b:2:2/1")
+        first = writer(database, a_send, "a:1:1/1")
+        second = writer(database, a_send, "b:2:2/1")
         try:
             a = first.write([], [], [], None, want=3)
             b = second.write([], [], [], None, want=3)
@@ -188,8 +197,9 @@ def test_claims_by_number_take_each_row_once_and_check_each_person(
     }
 
 
+@pytest.mark.parametrize("writer", BY_NUMBER)
 def test_claims_go_on_from_the_last_claim_and_come_back_for_rows_handed_back(
-    newsletter: Path, a_send: int
+    newsletter: Path, a_send: int, writer: Any
 ) -> None:
     """Claims by number go on along the ledger (never over the rows already done again);
     a row handed back behind them is claimed once nothing is left ahead."""
@@ -197,7 +207,7 @@ def test_claims_go_on_from_the_last_claim_and_come_back_for_rows_handed_back(
     settings = config.load(newsletter)
     with open_db(settings) as database:
         _join(database, a_send)
-        backend = ledger_writer.CoreLedgerWriter(database, a_send, ME)
+        backend = writer(database, a_send, ME)
         now = dt.datetime.now(UTC)
 
         def claim(marks: list[Any] | None = None) -> list[str]:

@@ -21,9 +21,9 @@ The same conditions serve three paths, so they never drift apart:
 - creating a send writes the ledger from :func:`recipients` (:func:`query` for the
   people, then the suppression list);
 - both claim paths of :mod:`mailer.store.ledger_writer` check each ledger row's person *now*
-  with :func:`of_row` and record :func:`why_not` for those skipped: SQLAlchemy Core on
-  PostgreSQL, and on SQLite the same expressions compiled once per writer into the
-  statement it runs on the DB-API connection (:func:`sqlite_text`).
+  with :func:`of_row` and record :func:`why_not` for those skipped: the same expressions
+  compiled once per writer into the statements it runs on the DB-API connection
+  (:func:`sqlite_text` on SQLite; the PostgreSQL writer's own compilation for psycopg).
 
 The suppression list holds keyed hashes of addresses, which SQL cannot compute, so it is
 read in Python where addresses enter the ledger; at claim time a ledger row's address is

@@ -18,20 +18,27 @@ worker has turned them into ``unknown`` (this one was presumed dead), they stay 
 
 Several workers claim from one send at once. On PostgreSQL each claim takes the next
 pending rows with ``FOR UPDATE SKIP LOCKED``, so workers never wait for each other's
-rows nor claim the same one. On SQLite, the embedded default, writers take turns (BEGIN
-IMMEDIATE): the engine reads pending rows ahead and claims them by id, guarded by
-``status = 'pending'``, through the DB-API connection with plain statements, which cost a
-fraction of SQLAlchemy's Core on this hot path; a row another process claimed first is
-simply not returned. ``tests/test_ledger.py`` runs both writers.
+rows nor claim the same one; the writer works on the psycopg connection directly, with
+statements prepared once per writer, and sends a whole transaction (the COMMIT included)
+in one pipeline: one round trip per commit (:class:`PostgresLedgerWriter`). On SQLite,
+the embedded default, writers take turns (BEGIN IMMEDIATE): the engine reads pending rows
+ahead and claims them by id, guarded by ``status = 'pending'``, through the DB-API
+connection with plain statements, which cost a fraction of SQLAlchemy's Core on this hot
+path; a row another process claimed first is simply not returned. The Core writer does
+the same through SQLAlchemy on any database; ``tests/test_ledger.py`` runs all three.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
 from mailer.store import eligibility, send_workers, sends
@@ -50,6 +57,7 @@ DELIVERY = table_of(Delivery)
 SEND = table_of(Send)
 SEND_WORKER = table_of(SendWorker)
 D = DeliveryStatus
+PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 
 # A final outcome: (status, attempts, message_id, error, sent_at, updated_at, id).
 Final = tuple[str, int, str, str, dt.datetime | None, dt.datetime, int]
@@ -68,6 +76,77 @@ class Written(NamedTuple):
     claimed: list[int]
     rows: Sequence[Any] = ()
     found: int = 0
+
+
+# Values of a statement that are the same for every row of every claim (the send, the
+# worker, the lists of the rule) are written into it; the rest come as parameters.
+_Value = Any
+
+
+def claims_by_id(
+    mine: sa.ColumnElement[bool],
+    eligible: sa.ColumnElement[bool],
+    reason: sa.ColumnElement[str],
+    owner: _Value,
+    now: _Value,
+) -> tuple[sa.Update, sa.Update]:
+    """The claim of the rows ``mine`` names, if they are still pending: the statement that
+    skips those whose person may not be mailed (saying why), then the one that puts the
+    rest in flight and returns their ids."""
+    d = DELIVERY.c
+    pending = sa.and_(d.status == D.PENDING, mine)
+    skip = (
+        sa.update(DELIVERY)
+        .where(pending, sa.not_(eligible))
+        .values(status=D.SKIPPED, updated_at=now, last_error=reason, claimed_by=owner)
+    )
+    claim = (
+        sa.update(DELIVERY)
+        .where(pending)
+        .values(status=D.IN_FLIGHT, updated_at=now, claimed_by=owner)
+        .returning(d.id)
+    )
+    return skip, claim
+
+
+def claim_next(
+    send_id: int,
+    eligible: sa.ColumnElement[bool],
+    reason: sa.ColumnElement[str],
+    owner: _Value,
+    now: _Value,
+    want: _Value,
+    after: _Value,
+    guard: sa.ColumnElement[bool] | None = None,
+) -> sa.Update:
+    """The claim of the next ``want`` pending rows after row ``after`` that no other worker
+    is claiming, each person checked: those who may be mailed go in flight, the others are
+    skipped, saying why; it returns them all. With ``guard``, only while that holds."""
+    d = DELIVERY.c
+    pick = DELIVERY.alias("pick")
+    nxt = (
+        sa.select(pick.c.id)
+        .where(
+            pick.c.send_id == send_id,
+            pick.c.status == D.PENDING,
+            pick.c.id > after,
+            *(() if guard is None else (guard,)),
+        )
+        .order_by(pick.c.id)
+        .limit(want)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        sa.update(DELIVERY)
+        .where(d.id.in_(nxt))
+        .values(
+            status=sa.case((eligible, D.IN_FLIGHT.value), else_=D.SKIPPED.value),
+            last_error=sa.case((eligible, d.last_error), else_=reason),
+            claimed_by=owner,
+            updated_at=now,
+        )
+        .returning(d.id, d.status, d.subscriber_id, d.email, d.name)
+    )
 
 
 class LedgerWriter(Protocol):
@@ -310,22 +389,11 @@ class CoreLedgerWriter:
 
     def _claim_ids(self, conn: sa.Connection, claims: Sequence[int]) -> list[int]:
         """Claim the rows named, if they are still pending."""
-        d = DELIVERY.c
-        now = utcnow()
-        mine = sa.and_(d.status == D.PENDING, d.id.in_(list(claims)))
-        conn.execute(
-            sa.update(DELIVERY)
-            .where(mine, sa.not_(self.eligible))
-            .values(status=D.SKIPPED, updated_at=now, last_error=self.reason, claimed_by=self.owner)
+        skip, claim = claims_by_id(
+            DELIVERY.c.id.in_(list(claims)), self.eligible, self.reason, self.owner, utcnow()
         )
-        found = set(
-            conn.execute(
-                sa.update(DELIVERY)
-                .where(mine)
-                .values(status=D.IN_FLIGHT, updated_at=now, claimed_by=self.owner)
-                .returning(d.id)
-            ).scalars()
-        )
+        conn.execute(skip)
+        found = set(conn.execute(claim).scalars())
         return [i for i in claims if i in found]
 
     def _claim_next(self, conn: sa.Connection, want: int) -> tuple[list[Any], int, int]:
@@ -347,39 +415,183 @@ class CoreLedgerWriter:
 
     def claim_statement(self, want: int, after: int) -> sa.Update:
         """The claim of the next ``want`` pending rows after row ``after``."""
-        d = DELIVERY.c
-        pick = DELIVERY.alias("pick")
-        nxt = (
-            sa.select(pick.c.id)
-            .where(
-                pick.c.send_id == self.send_id,
-                pick.c.status == D.PENDING,
-                pick.c.id > after,
-            )
-            .order_by(pick.c.id)
-            .limit(want)
-            .with_for_update(skip_locked=True)
-        )
-        eligible = self.eligible
-        return (
-            sa.update(DELIVERY)
-            .where(d.id.in_(nxt))
-            .values(
-                status=sa.case((eligible, D.IN_FLIGHT.value), else_=D.SKIPPED.value),
-                last_error=sa.case((eligible, d.last_error), else_=self.reason),
-                claimed_by=self.owner,
-                updated_at=utcnow(),
-            )
-            .returning(d.id, d.status, d.subscriber_id, d.email, d.name)
+        return claim_next(
+            self.send_id, self.eligible, self.reason, self.owner, utcnow(), want, after
         )
 
     def close(self) -> None:
         self.session.close()
 
 
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    # What UTCDateTime writes: timestamps are stored as naive UTC.
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _psycopg_text(statement: sa.ClauseElement, **markers: str) -> str:
+    """A Core statement as PostgreSQL SQL text for psycopg, built once per writer: its
+    values written in, and each marker (a literal column named ``__name__``) replaced by
+    the placeholder ``markers[name]`` gives it."""
+    compiled = str(statement.compile(dialect=PG_DIALECT, compile_kwargs={"literal_binds": True}))
+    for name, placeholder in markers.items():
+        compiled = compiled.replace(f"__{name}__", placeholder)
+    return compiled
+
+
+def _marker(name: str) -> Any:
+    return sa.literal_column(f"__{name}__")
+
+
+class PostgresLedgerWriter:
+    """The writes of :class:`CoreLedgerWriter` on the psycopg 3 connection directly, for
+    PostgreSQL: each statement prepared once on the server, and each commit's statements
+    (the outcomes, the hand-backs, the beat, whether the send is still ours, the claim and
+    the COMMIT itself) sent in one pipeline, so a commit costs one round trip.
+
+    The claim cannot wait for the answer to "still ours?" without a second round trip, so
+    it asks it itself: the claim's statement takes rows only while the send is sending and
+    the lease is this worker's, read in the same transaction after the beat, as the
+    separate question is. The claim's statements are the Core ones of the other writer
+    (:func:`claim_next`, :func:`claims_by_id`, with the rule of
+    :mod:`mailer.store.eligibility`), compiled once to SQL text."""
+
+    reads_ahead = False
+    FINAL = SQLiteLedgerWriter.FINAL.replace("?", "%s")
+    MARK = SQLiteLedgerWriter.MARK.replace("?", "%s")
+    OURS = SQLiteLedgerWriter.OURS.replace("?", "%s")
+    # The lease, by the database server's clock as mailer.store.send_workers.renew writes
+    # it (send_workers.now), stored as naive UTC.
+    BEAT = (
+        "UPDATE send_worker SET heartbeat_at = (now() AT TIME ZONE 'UTC'), "
+        "expires_at = (now() AT TIME ZONE 'UTC') + %s WHERE send_id = %s AND worker = %s"
+    )
+
+    def __init__(
+        self, database: Database, send_id: int, owner: str, lease: dt.timedelta = LEASE
+    ) -> None:
+        self.send_id, self.owner, self.lease = send_id, owner, lease
+        with database.writer.connect() as conn:
+            list_ids = sends.list_ids_of(conn, send_id)
+        d = DELIVERY.c
+        eligible = eligibility.of_row(d.subscriber_id, list_ids)
+        reason = eligibility.why_not(d.subscriber_id, list_ids)
+        ours = (
+            sa.select(SEND.c.id)
+            .join(SEND_WORKER, SEND_WORKER.c.send_id == SEND.c.id)
+            .where(
+                SEND.c.id == send_id,
+                SEND.c.status == SendStatus.SENDING,
+                SEND_WORKER.c.worker == owner,
+            )
+            .exists()
+        )
+        now = sa.cast(_marker("now"), sa.DateTime())
+        places = {"now": "%(now)s", "after": "%(after)s", "want": "%(want)s", "ids": "%(ids)s"}
+        self.next_rows = _psycopg_text(
+            claim_next(
+                send_id,
+                eligible,
+                reason,
+                owner,
+                now,
+                sa.cast(_marker("want"), sa.Integer()),
+                sa.cast(_marker("after"), sa.Integer()),
+                guard=ours,
+            ),
+            **places,
+        )
+        named = sa.and_(d.id == sa.func.any(sa.cast(_marker("ids"), ARRAY(sa.Integer()))), ours)
+        skip, claim = claims_by_id(named, eligible, reason, owner, now)
+        self.skip_ids = _psycopg_text(skip, **places)
+        self.claim_ids = _psycopg_text(claim, **places)
+        self.raw: Any = database.writer.raw_connection()
+        self.conn = cast("psycopg.Connection[Any]", self.raw.driver_connection)
+        # Every statement of this writer is prepared the first time it runs.
+        self.threshold = self.conn.prepare_threshold
+        self.conn.prepare_threshold = 0
+        # The highest row id this writer has claimed (see CoreLedgerWriter._claim_next).
+        self.after = 0
+
+    def write(
+        self,
+        finals: Sequence[Final],
+        marks: Sequence[Mark],
+        claims: Sequence[int],
+        beat: dt.datetime | None,
+        want: int = 0,
+    ) -> Written:
+        conn, me = self.conn, self.owner
+        text: dict[dt.datetime, dt.datetime] = {}
+
+        def stamp(moment: dt.datetime) -> dt.datetime:
+            found = text.get(moment)
+            if found is None:
+                found = text[moment] = _naive_utc(moment)
+            return found
+
+        now = _naive_utc(utcnow())
+        try:
+            with conn.pipeline():
+                cursor = conn.cursor()
+                if finals:
+                    cursor.executemany(
+                        self.FINAL,
+                        [
+                            (s, n, mid, err, stamp(sent) if sent else None, stamp(at), i, me)
+                            for s, n, mid, err, sent, at, i in finals
+                        ],
+                    )
+                if marks:
+                    cursor.executemany(self.MARK, [(s, stamp(at), i, me) for s, at, i in marks])
+                if beat is not None:
+                    cursor.execute(self.BEAT, (self.lease, self.send_id, me))
+                ours_cursor = conn.cursor()
+                ours_cursor.execute(self.OURS, (self.send_id, me))
+                claim_cursor: psycopg.Cursor[Any] = conn.cursor(row_factory=namedtuple_row)
+                if claims:
+                    found = {"now": now, "ids": list(claims)}
+                    cursor.execute(self.skip_ids, found)
+                    claim_cursor.execute(self.claim_ids, found)
+                elif want > 0:
+                    asked = {"now": now, "want": want, "after": self.after}
+                    claim_cursor.execute(self.next_rows, asked)
+                # The COMMIT as one more statement of the pipeline, not conn.commit(): that
+                # would wait for the server, and leaving the pipeline would wait again.
+                cursor.execute("COMMIT", prepare=False)
+            row = ours_cursor.fetchone()
+            ours = bool(row and row[0])
+            if claims:
+                got = {r.id for r in claim_cursor.fetchall()}
+                return Written(ours, [i for i in claims if i in got])
+            if want <= 0:
+                return Written(ours, [])
+            taken = claim_cursor.fetchall()
+            if not taken and self.after and ours:
+                # Nothing left ahead: once more from the start of the ledger, for rows
+                # handed back behind this writer (a transaction of its own).
+                asked = {"now": now, "want": want, "after": 0}
+                taken = claim_cursor.execute(self.next_rows, asked).fetchall()
+                conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        rows = sorted((r for r in taken if r.status == D.IN_FLIGHT), key=lambda r: r.id)
+        self.after = max((r.id for r in taken), default=self.after)
+        return Written(ours, [], rows, len(taken))
+
+    def close(self) -> None:
+        self.conn.prepare_threshold = self.threshold
+        self.raw.close()
+
+
 def ledger_writer(
     database: Database, send_id: int, owner: str, lease: dt.timedelta = LEASE
 ) -> LedgerWriter:
-    """The fastest writer for the database: plain statements on SQLite, Core elsewhere."""
-    sqlite = database.writer.dialect.name == "sqlite"
-    return (SQLiteLedgerWriter if sqlite else CoreLedgerWriter)(database, send_id, owner, lease)
+    """The fastest writer for the database: plain statements on SQLite, prepared ones in
+    a pipeline on PostgreSQL, Core elsewhere."""
+    kinds: dict[str, Callable[[Database, int, str, dt.timedelta], LedgerWriter]] = {
+        "sqlite": SQLiteLedgerWriter,
+        "postgresql": PostgresLedgerWriter,
+    }
+    kind = kinds.get(database.writer.dialect.name, CoreLedgerWriter)
+    return kind(database, send_id, owner, lease)
