@@ -150,6 +150,50 @@ def test_a_line_dropped_after_the_whole_message_is_unknown_and_never_guessed(
     assert set(ledger(approved).values()) == {"sent"}
 
 
+def test_every_mode_that_mails_people_shows_who_and_asks_and_a_no_sends_nothing(
+    cli: Any, approved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --list and --resend-unknown mail people nobody has said yes to yet: each shows who
+    # gets what and how many, then asks; a no, or no answer at all (a script without
+    # --yes), sends nothing and exits 1.
+    def declined(*mode: str) -> list[Any]:
+        runs = [cli("send", SLUG, *mode, input=answer) for answer in ("n\n", "")]
+        assert [r.exit_code for r in runs] == [1, 1]
+        assert runs[0].stdout.endswith(" now? [y/N]: n\nNothing was sent.\n")
+        return runs
+
+    with SMTPServer(Handler(drop_after=4)) as server:
+        smtp_env(monkeypatch, server.port, MAILER_SMTP_CONNECTIONS="1")
+        no, _ = declined("--list", "practitioners")
+        assert "To:         practitioners: 12 people" in no.stdout
+        assert "Send to 12 people now?" in no.stdout
+        assert server.received == []
+        assert sql(approved, "SELECT COUNT(*) FROM send") == [(0,)]
+
+        assert _send(cli).exit_code == 0  # the line drops once: one copy is unknown
+        (unknown,) = [e for e, s in ledger(approved).items() if s == "unknown"]
+        no, _ = declined("--resend-unknown")
+        assert "1 copy of 2025-11 (send 1) may or may not have been delivered" in no.stdout
+        assert "Send these 1 again now?" in no.stdout
+        assert Counter(server.handler.recipients())[unknown] == 0
+        assert ledger(approved)[unknown] == "unknown"
+
+        # A dry run shows the same and sends nothing, even with --yes; the modes with
+        # nothing to show refuse it rather than send.
+        dry = cli("send", SLUG, "--resend-unknown", "--dry-run", "--yes")
+        assert dry.exit_code == 0, dry.output
+        assert "1 copy of 2025-11 (send 1) may or may not" in dry.stdout
+        assert dry.stdout.endswith("Dry run: nothing was sent.\n")
+        for mode in (("--resume",), ("--retry-failed",), ("--to", "me@example.org")):
+            refused = cli("send", SLUG, *mode, "--dry-run")
+            assert refused.exit_code == 1
+            assert "--dry-run works with --list or --resend-unknown" in refused.output
+            assert "Traceback" not in refused.output
+        assert Counter(server.handler.recipients())[unknown] == 0
+        assert "me@example.org" not in server.handler.recipients()
+        assert ledger(approved)[unknown] == "unknown"
+
+
 def test_a_reply_later_than_the_timeout_is_unknown_and_sent_once(
     cli: Any, approved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

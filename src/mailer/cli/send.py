@@ -7,7 +7,8 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
@@ -17,8 +18,11 @@ from mailer.errors import InvalidInput
 from mailer.formats import local_time
 
 if TYPE_CHECKING:
+    from mailer.operations.service import SendPreview
     from mailer.sending.engine import RunResult
     from mailer.store.deliveries import SendSummary
+
+T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
@@ -159,7 +163,8 @@ class _Bar:
             self.bar.__exit__(None, None, None)
 
 
-def _run(action: Any) -> RunResult:
+def _run(action: Callable[[_Bar], T]) -> T:
+    """Run one mode's send with the progress bar, SIGTERM stopping it the way Ctrl-C does."""
     from mailer.sending.engine import Terminated
 
     def terminated(signum: int, frame: object) -> None:
@@ -171,12 +176,11 @@ def _run(action: Any) -> RunResult:
     previous = signal.signal(signal.SIGTERM, terminated) if main else None
     bar = _Bar()
     try:
-        result: RunResult = action(bar)
+        return action(bar)
     finally:
         bar.close()
         if main:
             signal.signal(signal.SIGTERM, previous)
-    return result
 
 
 def _summary(result: RunResult) -> None:
@@ -280,81 +284,67 @@ def send(
       mailer send 2025-11 --list practitioners --skip-checks "venue confirmed by phone"
       mailer send 2025-11 --list practitioners --spread   # over days, within the relay's limit
     """
-    modes = [bool(to), bool(lists), resume, retry_failed, resend_unknown]
-    if sum(modes) != 1:
+    modes: list[tuple[bool, Callable[[], None]]] = [
+        (bool(to), lambda: _proof(slug, to or [])),
+        (
+            bool(lists),
+            lambda: _to_lists(
+                slug, lists or [], yes=yes, dry_run=dry_run, skip_checks=skip_checks, spread=spread
+            ),
+        ),
+        (resume, lambda: _resume(slug)),
+        (retry_failed, lambda: _retry_failed(slug)),
+        (resend_unknown, lambda: _resend_unknown(slug, yes=yes, dry_run=dry_run)),
+    ]
+    chosen = [mode for given, mode in modes if given]
+    if len(chosen) != 1:
         raise InvalidInput(
             "give exactly one of --list, --to, --resume, --retry-failed or --resend-unknown "
             "(e.g. mailer send 2025-11 --list practitioners)"
         )
+    if dry_run and not (lists or resend_unknown):
+        # A dry run never sends: the modes without a confirmation step have nothing to show.
+        raise InvalidInput(
+            "--dry-run works with --list or --resend-unknown; mailer status shows what "
+            "--resume or --retry-failed would send, and --to sends only a proof"
+        )
+    chosen[0]()
+
+
+# `mailer send`'s modes, one function each. A mode that mails people nobody has confirmed
+# yet (--list, --resend-unknown) asks through _confirm, the one confirmation step; then
+# each runs one library call and prints its summary.
+
+
+def _proof(slug: str, to: Sequence[str]) -> None:
+    """--to: a [PROOF] copy to each address; no approval, no ledger, nothing to confirm."""
+    from mailer.operations import service
+
+    for email, reply in service.proof(settings(), slug, to):
+        typer.echo(f"Proof of {slug} sent to {email} ({reply}).")
+
+
+def _to_lists(
+    slug: str,
+    lists: Sequence[str],
+    *,
+    yes: bool,
+    dry_run: bool,
+    skip_checks: str | None,
+    spread: bool,
+) -> None:
+    """--list: a new send to these lists, once the user has seen who gets what and said yes."""
     from mailer.operations import service
 
     s = settings()
-    if to:
-        for email, reply in service.proof(s, slug, to):
-            typer.echo(f"Proof of {slug} sent to {email} ({reply}).")
-        return
-    if resume:
-        _summary(_run(lambda bar: service.resume(s, slug, on_progress=bar)))
-        return
-    if resend_unknown:
-        found = service.unknown(s, slug)
-        typer.echo(
-            f"{found.count} cop{'y' if found.count == 1 else 'ies'} of {slug} (send "
-            f"{found.send_id}) may or may not have been delivered; sending again means some "
-            "of these people may get a second copy."
-        )
-        if not yes and not typer.confirm(f"Send these {found.count} again now?"):
-            typer.echo("Nothing was sent.")
-            raise typer.Exit(1)
-        again: dict[str, int] = {}
-
-        def resend(bar: Any) -> RunResult:
-            count, result = service.resend_unknown(s, slug, on_progress=bar)
-            again["count"] = count
-            return result
-
-        result = _run(resend)
-        typer.echo(f"Sent again to {again['count']} recipient(s) whose copy was unknown.")
-        _summary(result)
-        return
-    if retry_failed:
-        holder: dict[str, int] = {}
-
-        def retry(bar: Any) -> RunResult:
-            count, result = service.retry_failed(s, slug, on_progress=bar)
-            holder["count"] = count
-            return result
-
-        result = _run(retry)
-        typer.echo(f"Retried {holder['count']} recipient(s).")
-        _summary(result)
-        return
-    assert lists
     p = service.preview(s, slug, lists, skip_checks, spread=spread)
-    people = f"{p.recipients} {'person' if p.recipients == 1 else 'people'}"
-    # Everything that decides who gets what, said before anyone is asked to say yes.
-    typer.echo(f"{slug}, approved by {p.approval.approved_by}:")
-    typer.echo(f"  Subject:    {p.compiled.issue.subject}")
-    typer.echo(f"  From:       {p.sender}")
-    typer.echo(f"  To:         {', '.join(p.lists)}: {people}")
-    typer.echo(f"  Transport:  {p.transport}")
-    if p.day is not None and p.day.days > 1:
-        typer.echo(
-            f"  Spread:     {p.day.left:,} now, then up to {p.day.limit:,} a day: about "
-            f"{p.day.days} days (mailer worker resumes it each day)"
-        )
-    if p.checked is not None and p.checked.errors:
-        codes = ", ".join(sorted({f.code for f in p.checked.errors}))
-        typer.echo(
-            f"Going ahead despite {len(p.checked.errors)} check error(s) ({codes}): {skip_checks}"
-        )
-    if dry_run:
-        typer.echo("Dry run: nothing was sent.")
-        return
     rehearsal = " (a rehearsal through the outbox)" if s.transport.name == "outbox" else ""
-    if not yes and not typer.confirm(f"Send to {people} now{rehearsal}?"):
-        typer.echo("Nothing was sent.")
-        raise typer.Exit(1)
+    _confirm(
+        _preview_in_words(slug, p, skip_checks),
+        f"Send to {_people(p.recipients)} now{rehearsal}?",
+        yes=yes,
+        dry_run=dry_run,
+    )
     _summary(
         _run(
             lambda bar: service.start(
@@ -362,12 +352,87 @@ def send(
             )
         )
     )
-    where = s.outbox_dir / slug
     if s.transport.name == "outbox":
         typer.echo(
-            f"Messages are in {where}/. This was a rehearsal: nobody was emailed, and a real "
-            "send later still goes to everyone."
+            f"Messages are in {s.outbox_dir / slug}/. This was a rehearsal: nobody was emailed, "
+            "and a real send later still goes to everyone."
         )
+
+
+def _resume(slug: str) -> None:
+    """--resume: continue or join the latest send, confirmed when it started."""
+    from mailer.operations import service
+
+    s = settings()
+    _summary(_run(lambda bar: service.resume(s, slug, on_progress=bar)))
+
+
+def _retry_failed(slug: str) -> None:
+    """--retry-failed: the latest send's temporary failures, whom it was confirmed for."""
+    from mailer.operations import service
+
+    s = settings()
+    count, result = _run(lambda bar: service.retry_failed(s, slug, on_progress=bar))
+    typer.echo(f"Retried {count} recipient(s).")
+    _summary(result)
+
+
+def _resend_unknown(slug: str, *, yes: bool, dry_run: bool) -> None:
+    """--resend-unknown: the copies whose outcome is unknown, once the user has seen how many
+    and accepted that some people may get a second copy."""
+    from mailer.operations import service
+
+    s = settings()
+    found = service.unknown(s, slug)
+    copies = f"{found.count} cop{'y' if found.count == 1 else 'ies'}"
+    said = (
+        f"{copies} of {slug} (send {found.send_id}) may or may not have been delivered; "
+        "sending again means some of these people may get a second copy."
+    )
+    _confirm([said], f"Send these {found.count} again now?", yes=yes, dry_run=dry_run)
+    count, result = _run(lambda bar: service.resend_unknown(s, slug, on_progress=bar))
+    typer.echo(f"Sent again to {count} recipient(s) whose copy was unknown.")
+    _summary(result)
+
+
+def _confirm(said: Sequence[str], question: str, *, yes: bool, dry_run: bool = False) -> None:
+    """The one confirmation step of `mailer send`: show what will be sent to whom, then ask
+    (--yes answers for the user). Returns only if the send goes ahead: a dry run stops here
+    (exit 0), and so does a no ("Nothing was sent.", exit 1)."""
+    for line in said:
+        typer.echo(line)
+    if dry_run:
+        typer.echo("Dry run: nothing was sent.")
+        raise typer.Exit(0)
+    if not yes and not typer.confirm(question):
+        typer.echo("Nothing was sent.")
+        raise typer.Exit(1)
+
+
+def _people(count: int) -> str:
+    return f"{count} {'person' if count == 1 else 'people'}"
+
+
+def _preview_in_words(slug: str, p: SendPreview, skip_checks: str | None) -> list[str]:
+    """Everything that decides who gets what, said before anyone is asked to say yes."""
+    said = [
+        f"{slug}, approved by {p.approval.approved_by}:",
+        f"  Subject:    {p.compiled.issue.subject}",
+        f"  From:       {p.sender}",
+        f"  To:         {', '.join(p.lists)}: {_people(p.recipients)}",
+        f"  Transport:  {p.transport}",
+    ]
+    if p.day is not None and p.day.days > 1:
+        said.append(
+            f"  Spread:     {p.day.left:,} now, then up to {p.day.limit:,} a day: about "
+            f"{p.day.days} days (mailer worker resumes it each day)"
+        )
+    if p.checked is not None and p.checked.errors:
+        codes = ", ".join(sorted({f.code for f in p.checked.errors}))
+        said.append(
+            f"Going ahead despite {len(p.checked.errors)} check error(s) ({codes}): {skip_checks}"
+        )
+    return said
 
 
 def pause(slug: Annotated[str, typer.Argument(help="The issue whose send should stop.")]) -> None:

@@ -3,6 +3,11 @@
 Each function takes settings, does one job, and returns plain results for the command
 line or the worker to print. The worker's scheduled sends go through :func:`create` and
 :func:`run` too, so a send behaves the same however it was started.
+
+Each mode of ``mailer send`` is one function: :func:`proof`, :func:`start` (after
+:func:`preview`), :func:`resume`, :func:`retry_failed` and :func:`resend_unknown` (after
+:func:`unknown`). All but a proof choose their send in one transaction, then run it
+(:func:`_choose_and_run`).
 """
 
 from __future__ import annotations
@@ -276,11 +281,33 @@ def start(
 ) -> RunResult:
     """Create a send of the approved issue to these lists and run it; ``spread``: over as
     many days as the relay's day limit needs (it pauses, and the worker resumes it)."""
-    with open_db(settings) as database:
-        send_id = create(
+
+    def new_send(database: Database) -> tuple[int, int]:
+        made = create(
             settings, slug, lists, database=database, skip_checks=skip_checks, spread=spread
         )
-        return run(
+        return made, 0
+
+    _, result = _choose_and_run(
+        settings, new_send, factory=factory, on_progress=on_progress, stop=stop
+    )
+    return result
+
+
+def _choose_and_run(
+    settings: Settings,
+    choose: Callable[[Database], tuple[int, int]],
+    *,
+    factory: TransportFactory | None,
+    on_progress: Progress | None,
+    stop: threading.Event | None,
+) -> tuple[int, RunResult]:
+    """What every mode of `mailer send` but a proof does: ``choose`` the send in a
+    transaction of its own (it returns the send's id and how many rows it put back to
+    send), then run it; that count and the run's result."""
+    with open_db(settings) as database:
+        send_id, count = choose(database)
+        result = run(
             settings,
             send_id,
             database=database,
@@ -288,6 +315,7 @@ def start(
             on_progress=on_progress,
             stop=stop,
         )
+    return count, result
 
 
 def run(
@@ -353,23 +381,26 @@ def resume(
     stop: threading.Event | None = None,
 ) -> RunResult:
     """Continue the latest unfinished send of ``slug`` after a crash, Ctrl-C or pause."""
-    with open_db(settings) as database:
-        with database.session() as session:
-            send = _latest(session, slug, "resume")
-            if send.status in (SendStatus.SENT, SendStatus.CANCELLED):
-                raise StateError(
-                    f"the latest send of {slug} is {send.status}: there is nothing to resume"
-                )
-            assert send.id is not None
-            send_id = send.id
-        return run(
-            settings,
-            send_id,
-            database=database,
-            factory=factory,
-            on_progress=on_progress,
-            stop=stop,
-        )
+    _, result = _choose_and_run(
+        settings,
+        lambda database: (_resumable(database, slug), 0),
+        factory=factory,
+        on_progress=on_progress,
+        stop=stop,
+    )
+    return result
+
+
+def _resumable(database: Database, slug: str) -> int:
+    """The latest send of ``slug``, if it is unfinished."""
+    with database.session() as session:
+        send = _latest(session, slug, "resume")
+        if send.status in (SendStatus.SENT, SendStatus.CANCELLED):
+            raise StateError(
+                f"the latest send of {slug} is {send.status}: there is nothing to resume"
+            )
+        assert send.id is not None
+        return send.id
 
 
 def retry_failed(
@@ -381,28 +412,29 @@ def retry_failed(
     stop: threading.Event | None = None,
 ) -> tuple[int, RunResult]:
     """Send again to the recipients of the latest send that failed temporarily."""
-    with open_db(settings) as database:
-        with database.session(write=True) as session:
-            send = _latest(session, slug, "retry")
-            assert send.id is not None
-            _refuse_while_sending(session, send, slug)
-            if send.status not in (SendStatus.SENT, SendStatus.PAUSED):
-                raise StateError(
-                    f"the latest send of {slug} is {send.status}: there is nothing to retry"
-                )
-            count = deliveries.reset_for_retry(session, send.id, [DeliveryStatus.FAILED_TEMPORARY])
-            if count == 0:
-                raise StateError(f"no recipient of {slug} failed temporarily: nothing to retry")
-            send_id = send.id
-        result = run(
-            settings,
-            send_id,
-            database=database,
-            factory=factory,
-            on_progress=on_progress,
-            stop=stop,
-        )
-    return count, result
+    return _choose_and_run(
+        settings,
+        lambda database: _reset_failed(database, slug),
+        factory=factory,
+        on_progress=on_progress,
+        stop=stop,
+    )
+
+
+def _reset_failed(database: Database, slug: str) -> tuple[int, int]:
+    """The latest send of ``slug``, its temporary failures put back to send; how many."""
+    with database.session(write=True) as session:
+        send = _latest(session, slug, "retry")
+        assert send.id is not None
+        _refuse_while_sending(session, send, slug)
+        if send.status not in (SendStatus.SENT, SendStatus.PAUSED):
+            raise StateError(
+                f"the latest send of {slug} is {send.status}: there is nothing to retry"
+            )
+        count = deliveries.reset_for_retry(session, send.id, [DeliveryStatus.FAILED_TEMPORARY])
+        if count == 0:
+            raise StateError(f"no recipient of {slug} failed temporarily: nothing to retry")
+        return send.id, count
 
 
 def _refuse_while_sending(session: Session, send: Send, slug: str) -> None:
@@ -452,22 +484,22 @@ def resend_unknown(
 ) -> tuple[int, RunResult]:
     """Send again the copies of ``slug`` whose outcome is unknown: the server may have
     accepted them, so some of these people may get a second copy. Only on request."""
-    with open_db(settings) as database:
-        with database.session(write=True) as session:
-            send = _resendable(session, slug)
-            assert send.id is not None
-            _refuse_while_sending(session, send, slug)
-            count = deliveries.reset_for_retry(session, send.id, [DeliveryStatus.UNKNOWN])
-            send_id = send.id
-        result = run(
-            settings,
-            send_id,
-            database=database,
-            factory=factory,
-            on_progress=on_progress,
-            stop=stop,
-        )
-    return count, result
+    return _choose_and_run(
+        settings,
+        lambda database: _reset_unknown(database, slug),
+        factory=factory,
+        on_progress=on_progress,
+        stop=stop,
+    )
+
+
+def _reset_unknown(database: Database, slug: str) -> tuple[int, int]:
+    """The send of ``slug`` with unknown copies, those put back to send; how many."""
+    with database.session(write=True) as session:
+        send = _resendable(session, slug)
+        assert send.id is not None
+        _refuse_while_sending(session, send, slug)
+        return send.id, deliveries.reset_for_retry(session, send.id, [DeliveryStatus.UNKNOWN])
 
 
 def proof(
