@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mailer.cli.common import settings
-from mailer.config import Settings
 from mailer.errors import ContentError, InvalidInput, Problem
 from mailer.formats import human_size
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 
 def register(app: typer.Typer) -> None:

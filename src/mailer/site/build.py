@@ -72,7 +72,7 @@ def build(
     for item in compiled:
         slug = item.issue.slug
         calendars = training.issue_calendars(settings, item.issue, published)
-        if slug not in public and not settings.state_dir.is_dir():
+        if slug not in public and not settings.state_dir.exists():
             private_folder(settings.state_dir)
         target = output_dir(settings, slug, published=slug in public)
         files = _write_issue(_folder(target.parent), item, calendars)
