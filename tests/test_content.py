@@ -2,7 +2,7 @@
 
 Every bad input goes through the real command. A failed build must exit 1, print one line
 per problem naming the file, the line and the field, report every problem at once, print
-no traceback, and leave the previous ``build/SLUG/`` exactly as it was.
+no traceback, and leave the issue's previous build exactly as it was.
 """
 
 from __future__ import annotations
