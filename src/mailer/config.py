@@ -338,7 +338,7 @@ class Settings:
 
     @property
     def state_dir(self) -> Path:
-        """Machine-local state that never goes into git (demo key, logs)."""
+        """Machine-local state that never goes into git (demo key, logs, drafts' previews)."""
         return self.root / ".mailer"
 
     @property
