@@ -53,6 +53,7 @@ def main() -> None:
             cold: list[float] = []
             for _ in range(args.runs):
                 shutil.rmtree(root / "build", ignore_errors=True)
+                shutil.rmtree(settings.preview_dir, ignore_errors=True)  # drafts build there
                 start = time.perf_counter()
                 subprocess.run(
                     [sys.executable, "-m", "mailer", "build", slug],

@@ -120,7 +120,7 @@ def example_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(EXAMPLE, root)
     settings = config.load(root, env={})
     build.build(settings, ["2021-12", "2025-11"])
-    return root / "build"
+    return root
 
 
 @pytest.fixture
@@ -130,16 +130,26 @@ def newsletter(
     example_build: Path,
     database_url: str | None,
 ) -> Path:
-    """A fresh copy of the tests' example newsletter folder (mailer.toml, issues, and their
-    build/, as after `mailer build`); cwd. Its database is this pass's (see database_url)."""
+    """A fresh copy of the tests' example newsletter folder (mailer.toml, issues, and what
+    `mailer build` leaves of them); cwd. Its database is this pass's (see database_url)."""
     root = tmp_path / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
-    shutil.copytree(example_build, root / "build")
+    # Both are drafts: build/ has the logo, .mailer/preview/ their pages.
+    shutil.copytree(example_build / "build", root / "build")
+    shutil.copytree(example_build / ".mailer" / "preview", root / ".mailer" / "preview")
     monkeypatch.chdir(root)
     if database_url is not None:
         monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
     return root
+
+
+def draft_dir(root: Path, slug: str) -> Path:
+    """Where `mailer build` writes issue ``slug`` of the folder ``root`` while it is a draft
+    (the preview root, outside build/)."""
+    from mailer.site.build import output_dir
+
+    return output_dir(config.load(root, env={}), slug, published=False)
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def test_a_slot_that_failed_is_retried_after_the_fix_and_alerted_once(
     assert alert["Auto-Submitted"] == "auto-generated"
     body = alert.get_content()
     # Every problem at once, in the order to fix them: one round of fixes is enough.
-    assert "  1. build/2025-11 is older than the issue" in body
+    assert "  1. .mailer/preview/2025-11 is older than the issue" in body
     assert "run mailer build 2025-11" in body
     assert "  2. " in body and "changed since Sam Patel approved it" in body
     assert body.index("  1. ") < body.index("  2. ") and "  3. " not in body

@@ -325,7 +325,8 @@ def test_the_send_report_counts_what_changed_nobody(cli: Any, sent: Path) -> Non
     assert report.exit_code == 0, report.output
     assert "Unverified: 1 report(s) since the send named no copy mailer signed" in report.stdout
     assert "Quarantined: 1 message(s) since the send could not be read" in report.stdout
-    html = (sent / "build" / "2025-11" / "report.html").read_text(encoding="utf-8")
+    (wrote,) = [line for line in report.stdout.splitlines() if line.startswith("Wrote ")]
+    html = (sent / wrote.removeprefix("Wrote ")).read_text(encoding="utf-8")
     assert "<strong>Unverified:</strong> 1 returned message since the send" in html
 
 

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from check_helpers import write_issue
-from conftest import Result
+from conftest import Result, draft_dir
 from mailer import config, urls
 from mailer.config import Settings
 from mailer.content import Issue, load_issues
@@ -73,8 +73,7 @@ def at(day: dt.date, time: dt.time | None) -> dt.datetime:
 
 def calendar_files(settings: Settings, issue: Issue) -> dict[tuple[str, str], Path]:
     return {
-        (section.course_id, s.key): settings.build_dir
-        / issue.slug
+        (section.course_id, s.key): builder.built_dir(settings, issue.slug)
         / urls.session_file(section.course_id, s.key)
         for section in issue.sections
         for s in section.sessions
@@ -85,7 +84,7 @@ def test_every_session_file_says_what_the_issue_says(settings: Settings) -> None
     (issue,) = load_issues(settings, ["2025-11"])
     files = calendar_files(settings, issue)
     assert len(files) == 31
-    assert sorted(p.name for p in (settings.build_dir / "2025-11").glob("*.ics")) == sorted(
+    assert sorted(p.name for p in (builder.built_dir(settings, "2025-11")).glob("*.ics")) == sorted(
         p.name for p in files.values()
     )
     uids = set()
@@ -116,12 +115,12 @@ def test_the_email_and_the_web_version_link_each_session_to_its_file(
 ) -> None:
     (issue,) = load_issues(settings, ["2025-11"])
     for name in ("email.html", "index.html", "email.txt"):
-        text = (settings.build_dir / "2025-11" / name).read_text(encoding="utf-8")
+        text = (builder.built_dir(settings, "2025-11") / name).read_text(encoding="utf-8")
         for (course_id, key), _ in calendar_files(settings, issue).items():
             url = urls.session_calendar_url(settings, "2025-11", course_id, key)
             assert text.count(url) == 1, (name, url)
         assert urls.training_url(settings) in text
-    assert (settings.build_dir / "2025-11" / "email.html").read_text().count(
+    assert (builder.built_dir(settings, "2025-11") / "email.html").read_text().count(
         ">Add to calendar</a>"
     ) == 31
 
@@ -143,7 +142,7 @@ def test_a_session_on_the_day_the_clocks_change(
     )
     result: Result = cli("build", slug)
     assert result.exit_code == 0, result.output
-    (path,) = (newsletter / "build" / slug).glob("*.ics")
+    (path,) = draft_dir(newsletter, slug).glob("*.ics")
     (event,), (other,) = read_both(path)
     want = dt.datetime.fromisoformat(utc).replace(tzinfo=dt.UTC)
     assert event.start.astimezone(dt.UTC) == want
@@ -302,11 +301,11 @@ def test_mailer_serve_serves_the_files_the_page_and_the_feed(newsletter: Path) -
 def test_a_session_without_an_end_time_starts_and_lasts_no_time(newsletter: Path, cli: Any) -> None:
     slug = write_issue(newsletter, course('date: 2026-03-10, start: "09:30", venue: Carlisle'))
     assert cli("build", slug).exit_code == 0
-    (path,) = (newsletter / "build" / slug).glob("*.ics")
+    (path,) = draft_dir(newsletter, slug).glob("*.ics")
     (event,), (other,) = read_both(path)
     assert event.start == other.begin == at(dt.date(2026, 3, 10), dt.time(9, 30))
     assert event.duration == dt.timedelta(0) and other.end == other.begin
-    email = (newsletter / "build" / slug / "email.html").read_text(encoding="utf-8")
+    email = (draft_dir(newsletter, slug) / "email.html").read_text(encoding="utf-8")
     assert "Tuesday 10 March 2026</strong><br>from 9:30am · Carlisle" in email
 
 

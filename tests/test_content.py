@@ -2,7 +2,7 @@
 
 Every bad input goes through the real command. A failed build must exit 1, print one line
 per problem naming the file, the line and the field, report every problem at once, print
-no traceback, and leave the previous ``build/SLUG/`` exactly as it was.
+no traceback, and leave the issue's previous build exactly as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from conftest import Result
+from conftest import Result, draft_dir
 from mailer.content import SECTION_TYPES
 from mailer.render.markdown import smart_quotes
 
@@ -162,7 +162,7 @@ def built(newsletter: Path, cli: CLI) -> dict[str, bytes]:
     images = newsletter / "issues/2025-11/images"
     images.mkdir(exist_ok=True)
     shutil.copy(newsletter / "issues/2021-12/images/ofsted.png", images / "photo.png")
-    before = snapshot(newsletter / "build/2025-11")
+    before = snapshot(draft_dir(newsletter, "2025-11"))
     assert {"email.html", "email.txt", "index.html"} <= set(before)
     return before
 
@@ -176,8 +176,9 @@ def assert_failed_cleanly(result: Result, newsletter: Path, before: dict[str, by
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert result.stdout == ""
-    assert snapshot(newsletter / "build/2025-11") == before
-    assert not [p.name for p in (newsletter / "build").iterdir() if p.name.startswith(".")]
+    assert snapshot(draft_dir(newsletter, "2025-11")) == before
+    for root in (newsletter / "build", draft_dir(newsletter, "2025-11").parent):
+        assert not [p.name for p in root.iterdir() if p.name.startswith(".")]
     lines = result.stderr.splitlines()
     if len(lines) == 1:
         return lines  # one problem is one line
@@ -190,7 +191,7 @@ def test_the_valid_base_issue_builds(newsletter: Path, cli: CLI, built: dict[str
     write_issue(newsletter, VALID)
     result = cli("build", "2025-11")
     assert result.exit_code == 0, result.output
-    assert (newsletter / "build/2025-11/images/photo.png").is_file()
+    assert (draft_dir(newsletter, "2025-11") / "images/photo.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -290,20 +291,21 @@ def test_non_existent_slug(newsletter: Path, cli: CLI, built: dict[str, bytes]) 
         "issues/2099-01/issue.yaml: no issue '2099-01' (known issues: 2021-12, 2025-11)"
     ]
     assert not (newsletter / "build/2099-01").exists()
+    assert not draft_dir(newsletter, "2099-01").exists()
 
 
 def test_one_bad_issue_is_reported_and_the_rest_still_build(
     newsletter: Path, cli: CLI, built: dict[str, bytes]
 ) -> None:
-    shutil.rmtree(newsletter / "build/2021-12")  # the copy the fixture came with
+    shutil.rmtree(draft_dir(newsletter, "2021-12"))  # the copy the fixture came with
     write_issue(newsletter, change(VALID, '        start: "13:30"\n', '        start: "25:00"\n'))
     result = cli("build", "--all")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "issues/2025-11/issue.yaml:" in result.stderr and "start" in result.stderr
     # The broken issue's last good build is kept; the other issue is built.
-    assert (newsletter / "build/2025-11/email.html").read_bytes() == built["email.html"]
-    assert (newsletter / "build/2021-12/email.html").is_file()
+    assert (draft_dir(newsletter, "2025-11") / "email.html").read_bytes() == built["email.html"]
+    assert (draft_dir(newsletter, "2021-12") / "email.html").is_file()
 
 
 # -- typed HTML is shown as text ------------------------------------------------------------
@@ -421,7 +423,7 @@ def test_new_scaffolds_an_issue_that_builds(newsletter: Path, cli: CLI) -> None:
 
     result = cli("build", "2026-01")
     assert result.exit_code == 0, result.output
-    html = (newsletter / "build/2026-01/email.html").read_text(encoding="utf-8")
+    html = (draft_dir(newsletter, "2026-01") / "email.html").read_text(encoding="utf-8")
     assert "Newsletter – January 2026" in html
 
 
@@ -481,7 +483,7 @@ def test_a_free_text_section_has_its_title_and_body_and_no_label(
     )
     result = cli("build", "2026-02")
     assert result.exit_code == 0, result.output
-    out = newsletter / "build" / "2026-02"
+    out = draft_dir(newsletter, "2026-02")
     page = lxml.html.fromstring((out / "email.html").read_text(encoding="utf-8"))
     titles = page.xpath("//h2[@class='title']")
     assert [t.text_content() for t in titles] == ["A message from the chair", "Family Help changes"]

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REPO
+from conftest import REPO, draft_dir
 from mailer import config
 from mailer.site import reach
 from nginx_server import SITE, Nginx, start_nginx, stop_nginx, wait_listening
@@ -415,14 +415,51 @@ def test_build_all_reports_and_skips_a_broken_draft_and_builds_the_rest(
     broken.mkdir()
     (broken / "issue.yaml").write_text('subject: "Half written"\nsections: nope\n')
     shutil.rmtree(newsletter / "build")
+    shutil.rmtree(draft_dir(newsletter, "2025-11"))
     r = cli("build", "--all")
     assert r.exit_code == 1
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("Skipped a draft that does not load: ")
     assert "issues/2026-01/issue.yaml" in line and "Traceback" not in r.output
-    assert (newsletter / "build/2025-11/index.html").is_file()
+    assert (draft_dir(newsletter, "2025-11") / "index.html").is_file()
     assert (newsletter / "build/index.html").is_file()
     assert not (newsletter / "build/2026-01").exists()
+    assert not draft_dir(newsletter, "2026-01").exists()
+
+
+def test_a_copy_of_build_carries_the_published_issue_and_nothing_of_a_draft(
+    newsletter: Path, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build/ copied as a static host gets it: 2021-12, sent, is there; 2025-11, a draft,
+    is built for its preview outside build/, and no file of the copy has it."""
+    ok(cli("lists", "create", "all", "--name", "All practitioners"))
+    ok(cli("subscribers", "add", PEOPLE[0], "--list", "all"))
+    # A draft's pages left in build/ by a version that built drafts there.
+    shutil.copytree(draft_dir(newsletter, "2025-11"), newsletter / "build/2025-11")
+    ok(cli("approve", "2021-12", "--by", "Sam Patel"))
+    with SMTPServer() as smtp:
+        smtp_env(monkeypatch, smtp.port)
+        ok(cli("send", "2021-12", "--list", "all", "--yes"))
+    # Sending published it: the pages it was approved with are in build/ at once.
+    assert (newsletter / "build/2021-12/email.html").is_file()
+    assert not draft_dir(newsletter, "2021-12").exists()
+    ok(cli("build", "--all"))
+    static = tmp_path / "static"
+    shutil.copytree(newsletter / "build", static)
+
+    files = [p for p in static.rglob("*") if p.is_file()]
+    assert (static / "2021-12/email.html") in files and (static / "2021-12/index.html") in files
+    assert "CSCP Newsletter – December 2021" in (static / "index.html").read_text(encoding="utf-8")
+    assert [p for p in files if "2025-11" in p.relative_to(static).as_posix()] == []
+    carrying = [
+        p
+        for p in files
+        if "November 2025" in p.read_bytes().decode("utf-8", "replace")
+        or "/2025-11/" in p.read_bytes().decode("utf-8", "replace")
+    ]
+    assert carrying == []
+    # The draft's preview is where mailer build said it wrote it.
+    assert (draft_dir(newsletter, "2025-11") / "email.html").is_file()
 
 
 def test_a_rehearsal_send_never_publishes_and_a_real_one_does(

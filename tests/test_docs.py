@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from conftest import REPO, Result
+from conftest import REPO, Result, draft_dir
 from mailer.cli import app
 from mailer.content import load as content
 
@@ -68,7 +68,7 @@ def test_the_complete_example_in_docs_content_builds(
     (folder / "issue.yaml").write_text(example, encoding="utf-8")
     result = cli("build", "doc-example")
     assert result.exit_code == 0, result.output
-    html = (newsletter / "build/doc-example/email.html").read_text(encoding="utf-8")
+    html = (draft_dir(newsletter, "doc-example") / "email.html").read_text(encoding="utf-8")
     assert "Email to express interest" in html
     assert "Join the session online" in html
 

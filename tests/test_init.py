@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import Result
+from conftest import Result, draft_dir
 from mailer import config
 from mailer.cli import app
 from send_helpers import smtp_env
@@ -71,7 +71,7 @@ def test_init_makes_a_folder_that_builds_with_the_shipped_templates(empty: Path)
     assert run("new", "2026-01", "--date", "2026-01-06").exit_code == 0
     r = run("build", "2026-01")
     assert r.exit_code == 0, r.output
-    html = (root / "build/2026-01/email.html").read_text(encoding="utf-8")
+    html = (draft_dir(root, "2026-01") / "email.html").read_text(encoding="utf-8")
     assert "CSCP Newsletter – January 2026" in html  # mailer new uses the newsletter's name
     assert "Cumberland House" in html
 

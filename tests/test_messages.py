@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from conftest import draft_dir
 from send_helpers import addresses, make_list
 
 ISSUE = "issues/2025-11/issue.yaml"
@@ -68,7 +69,7 @@ def test_a_time_in_curly_quotes_is_read_as_typed(cli: Any, newsletter: Path) -> 
     edit(newsletter, 'start: "09:30"', "start: “09:30”")
     r = cli("build", "2025-11")
     assert r.exit_code == 0, r.output
-    assert "9:30am" in (newsletter / "build/2025-11/email.txt").read_text(encoding="utf-8")
+    assert "9:30am" in (draft_dir(newsletter, "2025-11") / "email.txt").read_text(encoding="utf-8")
 
 
 def test_a_windows_1252_file_names_the_line_of_the_first_bad_byte(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from conftest import draft_dir
 from send_helpers import addresses, make_list
 
 ISSUE = "issues/2021-12/issue.yaml"
@@ -27,16 +28,16 @@ def test_the_2021_example_says_cumbria_in_masthead_sender_and_footer(
     cli: Any, newsletter: Path
 ) -> None:
     assert cli("build", "2021-12", "2025-11").exit_code == 0
-    old = (newsletter / "build/2021-12/email.html").read_text(encoding="utf-8")
-    text = (newsletter / "build/2021-12/email.txt").read_text(encoding="utf-8")
-    web = (newsletter / "build/2021-12/index.html").read_text(encoding="utf-8")
+    old = (draft_dir(newsletter, "2021-12") / "email.html").read_text(encoding="utf-8")
+    text = (draft_dir(newsletter, "2021-12") / "email.txt").read_text(encoding="utf-8")
+    web = (draft_dir(newsletter, "2021-12") / "index.html").read_text(encoding="utf-8")
     for part in (old, text, web):
         assert CUMBRIA in part
         assert CUMBERLAND not in part
         assert "Cumbria House, 117 Botchergate" in " ".join(part.split())
     assert "families in Cumbria and joined" in text
     # The newsletter's own settings still make every other issue.
-    new = (newsletter / "build/2025-11/email.html").read_text(encoding="utf-8")
+    new = (draft_dir(newsletter, "2025-11") / "email.html").read_text(encoding="utf-8")
     assert CUMBERLAND in new and CUMBRIA not in new
 
     make_list(cli, newsletter, "practitioners", addresses(2))

@@ -23,7 +23,7 @@ import lxml.html
 import pytest
 import typer.main
 
-from conftest import EXAMPLE, Result
+from conftest import EXAMPLE, Result, draft_dir
 from mailer import __version__, config, formats, urls
 from mailer.cli import app
 from mailer.config import Settings
@@ -425,7 +425,7 @@ def test_build_prints_each_file_and_its_size(newsletter: Path, cli: Callable[...
     result = cli("build", "2021-12")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    folder = newsletter / "build/2021-12"
+    folder = draft_dir(newsletter, "2021-12")  # a draft: built outside build/
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     assert len(files) == 7  # email.html, email.txt, index.html and four images
     for path in files:
@@ -437,7 +437,7 @@ def test_build_prints_each_file_and_its_size(newsletter: Path, cli: Callable[...
         for line in lines
         if line.split()[0].endswith(("email.html", "email.txt", "index.html"))
     ]
-    assert lines[-1] == "Built 1 issue into build/"
+    assert lines[-1] == "Built 1 draft into .mailer/preview/"
 
 
 def test_build_all_prints_the_archive_and_feed_too(
@@ -448,8 +448,14 @@ def test_build_all_prints_the_archive_and_feed_too(
     names = [line.split()[0] for line in result.stdout.splitlines()[:-1]]
     assert "build/index.html" in names
     assert "build/feed.xml" in names
-    assert "build/2025-11/email.html" in names
-    assert result.stdout.splitlines()[-1] == "Built 2 issues into build/"
+    assert ".mailer/preview/2025-11/email.html" in names
+    assert result.stdout.splitlines()[-1] == "Built 2 drafts into .mailer/preview/"
+    assert cli("publish", "2025-11").exit_code == 0
+    result = cli("build", "--all")
+    assert "build/2025-11/email.html" in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        "Built 1 issue into build/ and 1 draft into .mailer/preview/"
+    )
 
 
 def test_build_without_arguments_explains_itself(

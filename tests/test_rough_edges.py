@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import draft_dir
 from mailer import config
 from mailer.scheduling import rules
 from mailer.site.preview import serve
@@ -233,7 +234,7 @@ def test_session_times_take_the_forms_people_type(cli: Any, newsletter: Path) ->
     new = '{date: 3/12/2025, start: "9.30am", end: "12.30pm", venue: Wigton}'
     path.write_text(text.replace(old, new), encoding="utf-8")
     assert cli("build", "2025-11").exit_code == 0
-    page = (newsletter / "build/2025-11/email.txt").read_text(encoding="utf-8")
+    page = (draft_dir(newsletter, "2025-11") / "email.txt").read_text(encoding="utf-8")
     assert "3 December 2025" in page
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from conftest import draft_dir
 from db_helpers import on_postgres
 from mailer.render import compile as render
 from send_helpers import addresses, make_list, smtp_env, sql
@@ -99,7 +100,7 @@ def test_an_issue_that_is_not_built_is_refused_by_approve_and_send(
     cli: Any, newsletter: Path
 ) -> None:
     make_list(cli, newsletter, "practitioners", addresses(2))
-    shutil.rmtree(newsletter / "build")
+    shutil.rmtree(draft_dir(newsletter, "2025-11"))
     r = cli("approve", "2025-11", "--by", "Sam Patel")
     assert r.exit_code == 1
     assert r.stderr == (
@@ -108,7 +109,7 @@ def test_an_issue_that_is_not_built_is_refused_by_approve_and_send(
     )
     assert cli("build", "2025-11").exit_code == 0
     assert cli("approve", "2025-11", "--by", "Sam Patel").exit_code == 0
-    shutil.rmtree(newsletter / "build")
+    shutil.rmtree(draft_dir(newsletter, "2025-11"))
     r = cli("send", "2025-11", "--list", "practitioners", "--yes")
     assert r.exit_code == 1 and "has not been built" in r.stderr
     assert sql(newsletter, "SELECT COUNT(*) FROM send") == [(0,)]
@@ -124,8 +125,8 @@ def test_a_build_older_than_its_content_is_refused(cli: Any, approved: Path) -> 
     r = cli("approve", "2025-11", "--by", "Sam Patel")
     assert r.exit_code == 1
     assert (
-        "build/2025-11 is older than the issue (it changed since mailer build): run mailer "
-        "build 2025-11"
+        ".mailer/preview/2025-11 is older than the issue (it changed since mailer build): "
+        "run mailer build 2025-11"
     ) in r.stderr
 
     # An image replaced after the build is noticed too.

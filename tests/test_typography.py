@@ -13,6 +13,7 @@ import lxml.html
 import pytest
 
 from check_helpers import write_issue
+from conftest import draft_dir
 from mailer.content import phones
 from mailer.render.markdown import prose, to_html, typo
 
@@ -88,15 +89,15 @@ def test_plain_fields_are_escaped_as_well() -> None:
 
 
 def test_the_seed_issue_numbers_in_the_built_example(settings: Any) -> None:
-    build = Path(settings.build_dir)
-    email = lxml.html.document_fromstring((build / "2025-11" / "email.html").read_bytes())
+    build = draft_dir(settings.root, "2025-11")
+    email = lxml.html.document_fromstring((build / "email.html").read_bytes())
     tel = {a.get("href"): a.text_content() for a in email.xpath("//a[starts-with(@href, 'tel:')]")}
     # The CCASS line in the body, and the switchboard in the footer's contact line.
     assert tel == {"tel:+443332401727": "0333 240 1727", "tel:+441228000000": "01228 000 000"}
     text = email.text_content()
     assert "Meeting ID 326 836 067 140 9" in text
     assert "Cumberland Council’s Children’s Services" in text
-    plain = (build / "2025-11" / "email.txt").read_text(encoding="utf-8")
+    plain = (build / "email.txt").read_text(encoding="utf-8")
     assert "(CCASS) on 0333 240 1727" in " ".join(plain.split())
     assert "tel:" not in plain
     assert "Children’s Services" in plain
@@ -110,6 +111,6 @@ def test_a_number_in_a_venue_or_note_is_linked(newsletter: Path, cli: Any) -> No
         'note: "Dial 020 7946 0000, then the code 4455"}\n',
     )
     assert cli("build", slug).exit_code == 0
-    email = (newsletter / "build" / slug / "email.html").read_text(encoding="utf-8")
+    email = (draft_dir(newsletter, slug) / "email.html").read_text(encoding="utf-8")
     assert '<a href="tel:+442079460000"' in email
     assert phones.tel_href("020 7946 0000") == "tel:+442079460000"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from conftest import draft_dir
 from db_helpers import engine_for
 from mailer import config, tokens, urls
 from mailer.config import Settings
@@ -153,11 +154,16 @@ def test_build_all_leaves_drafts_out_of_the_static_archive_and_feed(
     feed = (newsletter / "build" / "feed.xml").read_text(encoding="utf-8")
     assert "No issues have been published yet." in archive
     assert "<entry>" not in feed
-    assert (newsletter / "build" / "2021-12" / "index.html").is_file()  # a draft's preview
+    # A draft's preview is built outside build/, so a copy of build/ never carries it.
+    assert (draft_dir(newsletter, "2021-12") / "index.html").is_file()
+    assert not (newsletter / "build" / "2021-12").exists()
     ok(cli("publish", "2021-12"))
+    assert (newsletter / "build" / "2021-12" / "index.html").is_file()
+    assert not draft_dir(newsletter, "2021-12").exists()
     ok(cli("build", "--all"))
     archive = (newsletter / "build" / "index.html").read_text(encoding="utf-8")
     assert "December 2021" in archive and "November 2025" not in archive
+    assert not (newsletter / "build" / "2025-11").exists()
 
 
 def test_a_rehearsal_send_leaves_publishing_to_mailer_publish(web: Web) -> None:

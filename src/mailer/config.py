@@ -327,12 +327,18 @@ class Settings:
         return self.root / "build"
 
     @property
+    def preview_dir(self) -> Path:
+        """Where drafts build (``.mailer/preview/SLUG/``): never inside build/, which is
+        what gets published (see mailer.site.build.output_dir)."""
+        return self.state_dir / "preview"
+
+    @property
     def outbox_dir(self) -> Path:
         return self.root / "outbox"
 
     @property
     def state_dir(self) -> Path:
-        """Machine-local state that never goes into git (demo key, logs)."""
+        """Machine-local state that never goes into git (demo key, logs, drafts' previews)."""
         return self.root / ".mailer"
 
     @property

@@ -71,7 +71,7 @@ Run inside a newsletter folder (one with a mailer.toml).
 
 \b
 Example:
-  mailer build 2025-11        # email.html, email.txt and the web page in build/2025-11/
+  mailer build 2025-11        # email, text and web page: .mailer/preview/2025-11/ for a draft
 """,
 )
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mailer.cli.common import settings
 from mailer.errors import ContentError, InvalidInput, Problem
 from mailer.formats import human_size
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +35,9 @@ def build(
     ] = False,
 ) -> None:
     """Build issues into email HTML, plain text and a web page under build/.
+
+    A draft (an issue not yet published or sent to a list) is built into the preview
+    root, .mailer/preview/SLUG/, outside build/: a copy of build/ never carries it.
 
     With --all, a draft that does not load is reported (one line: file, field) and
     skipped; the rest is built, and the command exits 1 at the end.
@@ -83,12 +89,26 @@ def build(
     for f in files:
         if f.warning:
             typer.echo(f"Warning: {f.warning}", err=True)
-    plural = "s" if len(names) != 1 else ""
-    typer.echo(f"Built {len(names)} issue{plural} into {_rel(s.build_dir, s.root)}/")
+    public = builder.published_slugs(s)
+    typer.echo(_built_line(s, sum(n in public for n in names), sum(n not in public for n in names)))
     for problem in broken:
         typer.echo(f"Skipped a draft that does not load: {problem}", err=True)
     if broken:
         raise typer.Exit(1)
+
+
+def _built_line(s: Settings, published: int, drafts: int) -> str:
+    """``Built 1 issue into build/ and 1 draft into .mailer/preview/``: where each went."""
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'s' if n != 1 else ''}"
+
+    parts = []
+    if published or not drafts:
+        parts.append(f"{count(published, 'issue')} into {_rel(s.build_dir, s.root)}/")
+    if drafts:
+        parts.append(f"{count(drafts, 'draft')} into {_rel(s.preview_dir, s.root)}/")
+    return "Built " + " and ".join(parts)
 
 
 def new(

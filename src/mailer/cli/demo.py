@@ -84,7 +84,7 @@ def run(settings: Settings) -> None:
         if f.path.name in ("email.html", "email.txt", "index.html", "feed.xml"):
             print(f"   {f.path.relative_to(root)}  {human_size(f.size)}")
 
-    issue_dir = (settings.build_dir / DEMO_ISSUE).relative_to(root)
+    issue_dir = build.output_dir(settings, DEMO_ISSUE, published=True).relative_to(root)
     print("\nDone. Look at:")
     print(f"   {issue_dir / 'email.html'}   the email as sent")
     print(f"   {issue_dir / 'index.html'}   the web version")

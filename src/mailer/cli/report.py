@@ -43,7 +43,8 @@ def report(
     """Report on the latest send of an issue: delivered, bounced, complained, unsubscribed.
 
     Prints a summary and writes build/SLUG/report.html (and report.csv with --csv), with
-    charts of deliveries over time and failures by reason. The report names nobody unless
+    charts of deliveries over time and failures by reason (for an issue not published, after
+    a rehearsal, next to its preview in .mailer/preview/SLUG/). The report names nobody unless
     --people is given; that version is written to .mailer/reports/SLUG/ instead, because
     build/ is what gets published.
 
@@ -55,13 +56,14 @@ def report(
     """
     from mailer.bounces import report_html
     from mailer.bounces.report import build
+    from mailer.site.build import built_dir
 
     s = settings()
     with database() as db:
         found = build(s, db, slug, people=people)
     for line in report_html.text(found, s):
         typer.echo(line)
-    folder = people_reports(s.state_dir) / slug if people else s.build_dir / slug
+    folder = people_reports(s.state_dir) / slug if people else built_dir(s, slug)
     _write(folder / "report.html", report_html.html(found, s), private=people)
     written = [folder / "report.html"]
     if as_csv:

@@ -240,7 +240,7 @@ def create(
     DkimSigner.from_environment()
     with database.session(write=True) as session:
         approval = approvals.require(session, compiled, settings.tz, settings.approval)
-        build.require_built(settings, compiled)
+        build.require_built(settings, compiled, published=publications.is_published(session, slug))
         _refuse_if_open(session, slug)
         if not lists:
             raise StateError("name at least one list with --list")
@@ -265,7 +265,10 @@ def create(
         # (the outbox transport) emails nobody, so it publishes nothing either.
         if settings.transport.name != "outbox":
             publications.publish(session, slug, PublishedBy.SEND)
-        return send.id
+        send_id = send.id
+    # Published and stored: its pages leave the preview root for build/.
+    build.publish_pages(settings, slug)
+    return send_id
 
 
 def start(

@@ -1,13 +1,18 @@
-"""Write compiled issues to ``build/``: the email, its text part, the web page and images.
+"""Write compiled issues: the email, its text part, the web page and images.
 
-Every issue is validated before anything is written, and each ``build/SLUG/`` is written
+A published issue is written to ``build/SLUG/``, and ``build/`` is what gets published (a
+static copy of it carries nothing else); a draft is written to the preview root,
+``.mailer/preview/SLUG/``, outside it. :func:`output_dir` is where either goes. When an
+issue is published (``mailer publish``, or its first send to a list) its pages move into
+``build/`` (:func:`publish_pages`).
+
+Every issue is validated before anything is written, and each issue's folder is written
 to a temporary folder and swapped in, so a failed build leaves the previous one untouched.
 
 The archive page and the feed list only published issues (:func:`publish`; an issue is
-also published when its first send starts): a draft's own page is built for a preview,
-but nothing public links to it. ``mailer build --all`` skips a draft that does not load
-(:func:`buildable`) and builds the rest. ``mailer serve`` renders its archive and feed with the
-same functions.
+also published when its first send starts): nothing public links to a draft.
+``mailer build --all`` skips a draft that does not load (:func:`buildable`) and builds the
+rest. ``mailer serve`` renders its archive and feed with the same functions.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from mailer import urls
 from mailer.config import Settings
 from mailer.content import Issue, all_slugs, load_issues
 from mailer.errors import ContentError, InvalidInput, Problem, StateError
+from mailer.files import private_folder
 from mailer.formats import long_date
 from mailer.render import CompiledIssue, compile_issue
 from mailer.render.compile import environment, require_size, signup_open
 from mailer.site import training
 from mailer.store import publications
-from mailer.store.database import open_db
+from mailer.store.database import exists, open_db
 from mailer.store.status import PublishedBy
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -60,19 +66,24 @@ def build(
     ]
     with_sessions = any(s.sessions for issue in issues for s in issue.sections)
     published = published_issues(settings, issues) if archive or with_sessions else []
-    out = settings.build_dir
-    if out.exists() and not out.is_dir():
-        raise InvalidInput(f"{out} is a file, not a folder: move it away so mailer can build")
-    out.mkdir(parents=True, exist_ok=True)
+    public = published_slugs(settings)
+    out = _folder(settings.build_dir)
     written: list[BuiltFile] = []
     warn_at = settings.limits.html_warn_kb * 1024
     for item in compiled:
+        slug = item.issue.slug
         calendars = training.issue_calendars(settings, item.issue, published)
-        files = _write_issue(out, item, calendars)
+        if slug not in public and not settings.state_dir.exists():
+            private_folder(settings.state_dir)
+        target = output_dir(settings, slug, published=slug in public)
+        files = _write_issue(_folder(target.parent), item, calendars)
+        # The other place holds an older build: a draft's (published since) or, from a
+        # version that built drafts into build/, a draft's that must not be published.
+        shutil.rmtree(output_dir(settings, slug, published=slug not in public), ignore_errors=True)
         if files and files[0].size > warn_at:
             files[0] = dataclasses.replace(
                 files[0],
-                warning=f"{item.issue.slug}: the email is {files[0].size / 1024:.0f} KB; Gmail "
+                warning=f"{slug}: the email is {files[0].size / 1024:.0f} KB; Gmail "
                 f"clips messages over 102 KB, so keep it under {settings.limits.html_warn_kb} KB",
             )
         written += files
@@ -99,6 +110,25 @@ def build(
     return written
 
 
+def output_dir(settings: Settings, slug: str, *, published: bool) -> Path:
+    """Where an issue is built: ``build/SLUG/`` once it is published, else the preview
+    root's ``.mailer/preview/SLUG/``, so that a copy of build/ never carries a draft."""
+    return (settings.build_dir if published else settings.preview_dir) / slug
+
+
+def built_dir(settings: Settings, slug: str) -> Path:
+    """Where the issue's pages are now: :func:`output_dir` for its state in the database."""
+    return output_dir(settings, slug, published=slug in published_slugs(settings))
+
+
+def _folder(path: Path) -> Path:
+    """``path`` as a folder, created if need be; one clear line if a file is in the way."""
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"{path} is a file, not a folder: move it away so mailer can build")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def buildable(settings: Settings, slugs: Iterable[str]) -> tuple[list[str], list[Problem]]:
     """The slugs whose issue loads, and the first problem of each draft that does not.
 
@@ -122,6 +152,8 @@ def buildable(settings: Settings, slugs: Iterable[str]) -> tuple[list[str], list
 
 
 def published_slugs(settings: Settings) -> set[str]:
+    if not exists(settings):
+        return set()
     with open_db(settings) as db, db.session() as session:
         return set(publications.published(session))
 
@@ -148,15 +180,45 @@ def newest_first(issues: Iterable[Issue]) -> list[Issue]:
 def publish(settings: Settings, slug: str) -> bool:
     """Put an issue in the archive and the feed (``mailer publish``); False if it was already.
 
-    The issue must load and validate, so a broken draft is never published.
+    The issue must load and validate, so a broken draft is never published. Its pages
+    are built into build/ at once (and its preview removed).
     """
     load_issues(settings, [slug])
     with open_db(settings) as db, db.session(write=True) as session:
-        return publications.publish(session, slug, PublishedBy.COMMAND)[1]
+        new = publications.publish(session, slug, PublishedBy.COMMAND)[1]
+    build(settings, [slug])
+    return new
 
 
-def require_built(settings: Settings, compiled: CompiledIssue) -> None:
-    """Refuse (StateError) an issue whose build/SLUG/ is missing or older than its content.
+def publish_pages(settings: Settings, slug: str) -> None:
+    """Move a published issue's pages from the preview root into build/ (its first send
+    does this once the publication is stored); nothing for a draft, or without a preview.
+
+    The send checked the preview against the issue as it compiles now (:func:`require_built`),
+    so the pages are moved as they are, not built again.
+    """
+    source = output_dir(settings, slug, published=False)
+    if not source.is_dir() or slug not in published_slugs(settings):
+        return
+    out = _folder(settings.build_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=out))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        staging.chmod(0o755)
+        _swap_in(out, slug, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(source, ignore_errors=True)
+
+
+def require_built(
+    settings: Settings, compiled: CompiledIssue, *, published: bool | None = None
+) -> None:
+    """Refuse (StateError) an issue whose build is missing or older than its content.
+
+    The build is looked for where :func:`output_dir` puts it (``published``: whether the
+    issue is; looked up when not given).
 
     A send's "view in browser" link and its images point at the pages `mailer build` writes:
     sending an issue that was never built, or was built before its last change, mails
@@ -165,13 +227,15 @@ def require_built(settings: Settings, compiled: CompiledIssue) -> None:
     mailer.toml) counts, whatever the files' times say.
     """
     slug = compiled.issue.slug
-    folder = settings.build_dir / slug
+    if published is None:
+        published = slug in published_slugs(settings)
+    folder = output_dir(settings, slug, published=published)
     if not (folder / "email.html").is_file():
         raise StateError(
             f"{slug} has not been built, so its web version and images are not published: "
             f"run mailer build {slug}"
         )
-    stale = f"build/{slug} is older than the issue"
+    stale = f"{_shown(settings, folder)} is older than the issue"
     again = f": run mailer build {slug}"
     for name, want in (("email.html", compiled.email_html), ("index.html", compiled.web_html)):
         try:
@@ -206,14 +270,7 @@ def _write_issue(out: Path, item: CompiledIssue, calendars: dict[str, str]) -> l
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(image, target)
         staging.chmod(0o755)
-        final = out / slug
-        old = out / f".{slug}-old"
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
+        final = _swap_in(out, slug, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -221,6 +278,24 @@ def _write_issue(out: Path, item: CompiledIssue, calendars: dict[str, str]) -> l
     order = {"email.html": 0, "email.txt": 1, "index.html": 2}
     files.sort(key=lambda p: (order.get(p.name, 3), str(p)))
     return [BuiltFile(p, p.stat().st_size) for p in files]
+
+
+def _swap_in(out: Path, slug: str, staging: Path) -> Path:
+    """Put the finished ``staging`` folder in place as ``out/SLUG``, replacing any."""
+    final = out / slug
+    old = out / f".{slug}-old"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _shown(settings: Settings, path: Path) -> str:
+    """``path`` as a message shows it: relative to the newsletter folder when inside it."""
+    return str(path.relative_to(settings.root) if path.is_relative_to(settings.root) else path)
 
 
 def _copy(source: Path, folder: Path) -> list[BuiltFile]:
