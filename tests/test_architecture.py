@@ -464,3 +464,70 @@ def test_the_layer_check_finds_an_import_pointing_up() -> None:
         "mailer.render.compile (render/) imports mailer.site.build (site/), a layer above it"
     ]
     assert upward_imports(edges, [TOP, "site", "render"]) == []
+
+
+# -- what the engine may ask of the database ----------------------------------------------------
+
+ENGINE = "mailer.sending"
+# The one store module the engine imports: every operation a send needs, typed.
+STORE_FOR_SENDING = "mailer.store.for_sending"
+DIALECT_WORDS = ("dialect", "sqlite", "postgres", "psycopg")
+
+
+def test_the_engine_asks_the_database_only_through_its_store_module() -> None:
+    found = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        if module == ENGINE or module.startswith(ENGINE + ".")
+        for target in targets
+        # "mailer.store" itself is only the package the import names (a docstring).
+        if target.startswith("mailer.store.") and target != STORE_FOR_SENDING
+    )
+    assert found == [], "\n".join(found)
+
+
+def dialect_mentions(tree: ast.Module) -> list[str]:
+    """Names, attributes and strings of ``tree`` that ask which database runs: ``dialect``,
+    ``sqlite``, ``postgres``, ``psycopg`` (docstrings, which may say why, are left out)."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words = node.id
+        elif isinstance(node, ast.Attribute):
+            words = node.attr
+        elif isinstance(node, ast.alias):
+            words = node.name
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            words = "" if id(node) in docstrings else node.value
+        else:
+            continue
+        if any(word in words.lower() for word in DIALECT_WORDS):
+            found.append(f"line {getattr(node, 'lineno', '?')}: {words[:40]}")
+    return found
+
+
+def test_the_engine_never_asks_which_database_it_runs_on() -> None:
+    offenders = {
+        name: found
+        for name, tree in _trees().items()
+        if (name == ENGINE or name.startswith(ENGINE + ".")) and (found := dialect_mentions(tree))
+    }
+    assert offenders == {}
+
+
+def test_the_dialect_check_finds_a_question_about_the_database() -> None:
+    tree = ast.parse(
+        '"""Faster on SQLite."""\n'
+        "if conn.dialect.name == 'postgresql':\n"
+        "    pass\n"
+        "import sqlite3\n"
+    )
+    assert sorted(f.split(":")[0] for f in dialect_mentions(tree)) == ["line 2", "line 2", "line 4"]

@@ -25,7 +25,7 @@ from mailer.errors import MailerError
 from mailer.formats import local_time
 from mailer.sending import headers, transports
 from mailer.sending.transports import TransportFactory
-from mailer.store.models import Schedule
+from mailer.store.for_sending import Schedule
 
 log = logging.getLogger("mailer.alerts")
 # The outbox folder of alerts: not an issue slug (those never start with "_").

@@ -48,10 +48,8 @@ from mailer.sending.message import Content, DkimSigner, MessageTemplate
 from mailer.sending.ratelimit import SharedRateLimiter, limiter_for
 from mailer.sending.sender import Sender
 from mailer.sending.transports import ConnectionFactory
-from mailer.store import deliveries, send_workers, sends
-from mailer.store.database import Database
-from mailer.store.models import DeliveryStatus, SendStatus
-from mailer.store.status import PauseReason
+from mailer.store import for_sending as store
+from mailer.store.for_sending import Database, DeliveryStatus, PauseReason, SendStatus
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -95,9 +93,9 @@ class _Prepared:
 def _prepare(settings: Settings, database: Database, send_id: int) -> _Prepared:
     """Everything that can fail on configuration, done before the send is claimed."""
     with database.session() as session:
-        send = sends.get(session, send_id)
+        send = store.get_send(session, send_id)
         content = Content(send.slug, send.subject, send.html, send.text)
-        names = sends.list_slugs_of(session, send_id)
+        names = store.list_slugs_of(session, send_id)
     list_id = f"{'-'.join(names) or 'newsletter'}.{settings.sender.domain}"
     template = MessageTemplate(settings, content, list_id=list_id, send_id=send_id)
     return _Prepared(template, DkimSigner.from_environment(), send.slug)
@@ -122,7 +120,7 @@ def run(
     """
     clock = clock or SystemClock()
     prepared = _prepare(settings, database, send_id)
-    worker = send_workers.new_worker_id()
+    worker = store.new_worker_id()
     lease = dt.timedelta(seconds=settings.worker.lease)
     # Before the first claim: a worker that dies with rows in flight and no journal has
     # all of them reported unknown.
@@ -230,7 +228,7 @@ class _Run:
         stop: threading.Event | None,
     ) -> tuple[Sender, Ledger]:
         with self.database.session() as session:
-            finished_before = deliveries.finished_count(session.connection(), self.send_id)
+            finished_before = store.finished_count(session.connection(), self.send_id)
         limiter = limiter_for(self.settings, self.database, self.worker, self.clock)
         if isinstance(limiter, SharedRateLimiter):
             limiter.open()
@@ -319,8 +317,8 @@ def _result(
     commits: int,
 ) -> RunResult:
     with database.session() as session:
-        send = sends.get(session, send_id)
-        report = deliveries.report(session, send, failed_limit=0)
+        send = store.get_send(session, send_id)
+        report = store.send_report(session, send, failed_limit=0)
     status = SendStatus(send.status)
     log.info(
         "%s %s (send %s): %d sent, %d failed, %d unknown, %d skipped, %d left%s",

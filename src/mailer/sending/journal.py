@@ -40,9 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mailer.config import Settings
-from mailer.store import sends
-from mailer.store.models import DeliveryStatus
-from mailer.store.recovery import BEGUN, JournalEntry
+from mailer.store import for_sending as store
+from mailer.store.for_sending import BEGUN, DeliveryStatus, JournalEntry
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -172,7 +171,7 @@ class Journals:
 
     def __call__(self, worker: str, send_id: int) -> Mapping[int, JournalEntry] | None:
         # Only a process known to be gone from this machine can no longer write.
-        if sends.process_gone(worker) is not True:
+        if store.process_gone(worker) is not True:
             return None
         path = path_of(self.settings, send_id, worker)
         try:

@@ -43,11 +43,18 @@ from typing import Any
 from mailer.errors import StoreError
 from mailer.sending.journal import Journal, Journals
 from mailer.sending.threads import JobThread
-from mailer.store import deliveries, people, send_workers
-from mailer.store.connections import retry_while_busy
-from mailer.store.database import Database
-from mailer.store.ledger_writer import LEASE, Final, Mark, Written, ledger_writer
-from mailer.store.models import DeliveryStatus, utcnow
+from mailer.store import for_sending as store
+from mailer.store.for_sending import (
+    LEASE,
+    Database,
+    DeliveryStatus,
+    Final,
+    Mark,
+    Written,
+    ledger_writer,
+    retry_while_busy,
+    utcnow,
+)
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -125,9 +132,9 @@ class _Store:
         tick = time.monotonic()
         busy = finals or handed_back or claims or (need and not self.writer.reads_ahead)
         due = self.beat_busy if busy else self.beat_idle
-        beat = send_workers.machine_now() if tick - self.last_beat >= due else None
+        beat = store.machine_now() if tick - self.last_beat >= due else None
         if not (busy or beat):
-            ours = send_workers.is_sending(self.reader, self.send_id, self.owner)
+            ours = store.is_sending(self.reader, self.send_id, self.owner)
             return _Cycle(ours, [[] for _ in wants], self.exhausted and not self.ahead)
         want = 0 if self.writer.reads_ahead else need
         written = self._write(_finals(finals), _marks(handed_back), claims, beat, want)
@@ -150,7 +157,7 @@ class _Store:
             # Rare, so through the store's own rules; if this is lost to a crash, the next
             # send to the address bounces again and records it then.
             with self.database.session(write=True) as session:
-                people.mark_bounced(session, bounced)
+                store.mark_bounced(session, bounced)
         if tick - self.last_reap >= self.reap_every:
             self.last_reap = tick
             self._reap()
@@ -160,7 +167,7 @@ class _Store:
         """Fill the rows read ahead (SQLite). At the end of the ledger it reads once more
         from the start, for rows that other workers handed back behind this one."""
         while len(self.ahead) < need and not self.exhausted:
-            rows = deliveries.pending_after(self.reader, self.send_id, self.last_id)
+            rows = store.pending_after(self.reader, self.send_id, self.last_id)
             if rows:
                 self.last_id = rows[-1].id
                 fresh = [row for row in rows if row.id not in self.queued]
@@ -183,7 +190,7 @@ class _Store:
         journals = Journals(self.database.settings)
         try:
             with self.database.session(write=True) as session:
-                found = send_workers.reap(session.connection(), self.send_id, journals)
+                found = store.reap_dead_workers(session.connection(), self.send_id, journals)
         except StoreError as exc:  # it is only a look: the next one may do it
             log.info("could not look for workers that died: %s", exc)
             return

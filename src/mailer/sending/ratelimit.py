@@ -60,10 +60,8 @@ from mailer.config import Settings
 from mailer.errors import StateError
 from mailer.profiles import PROFILES
 from mailer.sending.threads import JobThread
-from mailer.store import deliveries, relay_slots
-from mailer.store.connections import retry_while_busy
-from mailer.store.database import Database
-from mailer.store.relay_slots import End, Held, Taken, Wait, Window
+from mailer.store import for_sending as store
+from mailer.store.for_sending import Database, End, Held, Taken, Wait, Window, retry_while_busy
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -251,10 +249,10 @@ class SharedRateLimiter:
             return
         with self.database.session(write=True) as session:
             conn = session.connection()
-            relay_slots.ensure(conn, self.relay, {w.kind: w.size for w in self.windows})
+            store.ensure_slots(conn, self.relay, {w.kind: w.size for w in self.windows})
             if self.align:
                 before = self.clock.time()
-                server = relay_slots.server_time(conn)
+                server = store.server_time(conn)
                 reference = server.timestamp() if server is not None else time.time()
                 after = self.clock.time()
                 self.offset = reference - (before + after) / 2
@@ -264,12 +262,12 @@ class SharedRateLimiter:
             longest = max((w.seconds for w in self.windows), default=0.0)
             if longest >= MINUTE:
                 since = self._now() - dt.timedelta(seconds=longest)
-                ends = [_at(t) for t in deliveries.sent_since(conn, since)]
+                ends = [_at(t) for t in store.sent_since(conn, since)]
                 for w in self.windows:
                     if w.seconds >= MINUTE:
                         start = self._now() - dt.timedelta(seconds=w.seconds)
                         recent = [t for t in ends if t >= start]
-                        relay_slots.seed(conn, self.relay, w.kind, w.size, recent)
+                        store.seed_slots(conn, self.relay, w.kind, w.size, recent)
         if self._threaded:
             self._thread = JobThread("ratelimit")
 
@@ -355,17 +353,17 @@ class SharedRateLimiter:
             with self.database.session(write=True) as session:
                 conn = session.connection()
                 if ends:
-                    relay_slots.end(conn, self.relay, self.worker, ends)
+                    store.end_slots(conn, self.relay, self.worker, ends)
                 moment = self._now()
-                found = relay_slots.take(
+                found = store.take_slot(
                     conn, self.relay, self.worker, moment, self.interval, self.windows
                 )
                 if (
                     isinstance(found, Held)
                     and found.holder != self.worker
-                    and relay_slots.free_orphans(conn, self.relay, moment)
+                    and store.free_orphan_slots(conn, self.relay, moment)
                 ):
-                    found = relay_slots.take(
+                    found = store.take_slot(
                         conn, self.relay, self.worker, moment, self.interval, self.windows
                     )
                 return found
@@ -375,7 +373,7 @@ class SharedRateLimiter:
     def _write_ends(self, ends: list[End]) -> None:
         def job() -> None:
             with self.database.session(write=True) as session:
-                relay_slots.end(session.connection(), self.relay, self.worker, ends)
+                store.end_slots(session.connection(), self.relay, self.worker, ends)
 
         retry_while_busy(job)
 
@@ -447,7 +445,7 @@ def day_plan(settings: Settings, conn: Connection, people: int, now: float) -> D
     limit = settings.transport.smtp.rate_per_day
     if settings.transport.name != "smtp" or not limit:
         return None
-    used = len(deliveries.sent_since(conn, _at(now - DAY)))
+    used = len(store.sent_since(conn, _at(now - DAY)))
     return DayPlan(limit, used, people)
 
 
@@ -477,5 +475,5 @@ def day_ready(settings: Settings, conn: Connection, now: dt.datetime) -> bool:
     if settings.transport.name != "smtp" or not limit:
         return True
     (window,) = windows(None, None, limit)
-    ready = relay_slots.ready_at(conn, relay_of(settings), window)
+    ready = store.slot_ready_at(conn, relay_of(settings), window)
     return ready is None or ready <= now

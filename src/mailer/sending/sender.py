@@ -33,8 +33,7 @@ from mailer.sending.ratelimit import DailyLimitReached, RateLimiter, SharedRateL
 from mailer.sending.transports import Connection, ConnectionFactory, Outgoing
 from mailer.sending.transports.smtp import deliverable
 from mailer.sending.verp import envelope_sender
-from mailer.store.models import DeliveryStatus
-from mailer.store.status import PauseReason
+from mailer.store.for_sending import DeliveryStatus, PauseReason
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus

@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING
 
 from mailer.errors import StateError
 from mailer.sending.journal import Journals
-from mailer.store import deliveries, send_workers, sends
-from mailer.store.connections import retry_while_busy
-from mailer.store.database import Database
-from mailer.store.models import DeliveryStatus, SendStatus
-from mailer.store.status import PauseReason
+from mailer.store import for_sending as store
+from mailer.store.for_sending import (
+    Database,
+    DeliveryStatus,
+    PauseReason,
+    SendStatus,
+    retry_while_busy,
+)
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -87,21 +90,21 @@ def _join(
     journals = Journals(database.settings)
     with database.session(write=True) as session:
         conn = session.connection()
-        slug, status, total = sends.lock(conn, send_id)
-        unknown = send_workers.reap(conn, send_id, journals)
+        slug, status, total = store.lock_send(conn, send_id)
+        unknown = store.reap_dead_workers(conn, send_id, journals)
         if status != SendStatus.SENDING:
-            if status in (SendStatus.PAUSED, SendStatus.SENT) and send_workers.others(
+            if status in (SendStatus.PAUSED, SendStatus.SENT) and store.other_workers(
                 conn, send_id, worker
             ):
                 raise StateError(
                     f"{slug} is {status}, but its senders are still finishing the messages in "
                     "hand: try again in a moment"
                 )
-            sends.transition(conn, send_id, SendStatus.SENDING)
-        send_workers.join(conn, send_id, worker, connections, lease)
+            store.transition_send(conn, send_id, SendStatus.SENDING)
+        store.join_send(conn, send_id, worker, connections, lease)
         started = total is None
         if total is None:
-            total = deliveries.fix_recipients(session, sends.get(session, send_id))
+            total = store.fix_recipients(session, store.get_send(session, send_id))
     journals.discard()
     return Joined(slug, total, unknown, started)
 
@@ -141,20 +144,20 @@ def _leave_in(
     detail: str,
 ) -> Left:
     conn = session.connection()
-    _, status, _ = sends.lock(conn, send_id)
-    send_workers.reap(conn, send_id, journals)
-    mine = send_workers.holds(conn, send_id, worker)
-    others = send_workers.others(conn, send_id, worker)
+    _, status, _ = store.lock_send(conn, send_id)
+    store.reap_dead_workers(conn, send_id, journals)
+    mine = store.holds_lease(conn, send_id, worker)
+    others = store.other_workers(conn, send_id, worker)
     left = Left(Next.LEFT, status, "", others, lost_lease=not mine)
     if status == SendStatus.SENDING and mine:
-        pending = deliveries.count_with_status(conn, send_id, D.PENDING)
-        in_flight = deliveries.count_with_status(conn, send_id, D.IN_FLIGHT)
+        pending = store.count_with_status(conn, send_id, D.PENDING)
+        in_flight = store.count_with_status(conn, send_id, D.IN_FLIGHT)
         if pending + in_flight == 0:
-            if sends.try_transition(conn, send_id, SendStatus.SENT):
+            if store.try_transition_send(conn, send_id, SendStatus.SENT):
                 left = Left(Next.LEFT, SendStatus.SENT, "", others, changed=True)
         elif pause in SEND_WIDE or (pause is not None and not others):
             assert pause is not None
-            sends.transition(conn, send_id, SendStatus.PAUSED, detail, pause=pause)
+            store.transition_send(conn, send_id, SendStatus.PAUSED, detail, pause=pause)
             left = Left(Next.LEFT, SendStatus.PAUSED, detail, others, changed=True)
         elif pause is None and not others and pending:
             return Left(Next.AGAIN, status, "", 0)
@@ -162,10 +165,10 @@ def _leave_in(
             # Rows in flight with this worker that it could not record (the ledger
             # failed): paused, and the next worker reports them as unknown.
             reason = detail or "stopped"
-            sends.transition(conn, send_id, SendStatus.PAUSED, reason, pause=PauseReason.ERROR)
+            store.transition_send(conn, send_id, SendStatus.PAUSED, reason, pause=PauseReason.ERROR)
             left = Left(Next.LEFT, SendStatus.PAUSED, reason, 0, changed=True)
     else:
-        found = sends.get(session, send_id)
+        found = store.get_send(session, send_id)
         left = Left(Next.LEFT, status, found.status_reason, others, lost_lease=not mine)
-    send_workers.leave(conn, send_id, worker)
+    store.leave_send(conn, send_id, worker)
     return left

@@ -8,7 +8,8 @@ Nothing outside this package writes SQL. The modules are grouped by table:
   consent and the suppression list;
 - :mod:`.sends`: sends, the lists they go to, and approvals;
 - :mod:`.deliveries`: the per-recipient ledger;
-- :mod:`.schedules`: schedules.
+- :mod:`.schedules`: schedules;
+- :mod:`.for_sending`: everything the engine (``mailer.sending``) may ask of the above.
 
 This file imports nothing, so ``import mailer.store.status`` stays cheap.
 """
