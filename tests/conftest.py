@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 from typer.testing import CliRunner
 
 from mailer import config
@@ -34,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "tests" / "data" / "newsletter"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# The width of a phone's screen, at which every page must fit.
+PHONE = 375
 # Which database this pass of the suite runs on: "sqlite" (the default) or "postgresql".
 TEST_DATABASE = os.environ.get("MAILER_TEST_DATABASE", "sqlite")
 if TEST_DATABASE not in ("sqlite", "postgresql"):
@@ -108,6 +111,26 @@ def _reset_logging() -> Iterator[None]:
         logger.removeHandler(handler)
         handler.close()
     logger.propagate = True
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright, started once for a module; each test opens
+    its own pages (and contexts) and closes them. Not once per session: while Playwright's
+    sync API runs, its event loop is the main thread's running loop, so no later test could
+    use asyncio.run (as `mailer send` does in-process)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page of the shared browser as wide as a phone, closed after the test."""
+    opened = browser.new_page(viewport={"width": PHONE, "height": 800})
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="session")

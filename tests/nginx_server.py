@@ -7,16 +7,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from conftest import REPO
+from send_helpers import Lines
 from web_helpers import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -71,6 +69,7 @@ def site_config(
 {user}worker_processes 1;
 pid {prefix / "nginx.pid"};
 error_log {prefix / "error.log"} warn;
+error_log stderr notice;
 events {{ worker_connections 64; }}
 http {{
     include /etc/nginx/mime.types;
@@ -81,23 +80,12 @@ http {{
 """
 
 
-def wait_listening(port: int, process: subprocess.Popen[Any]) -> None:
-    """Until ``port`` accepts connections (the process's own event), or the process died."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "nginx stopped"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
-
-
 @dataclass
 class Nginx:
     prefix: Path
     port: int
     process: subprocess.Popen[bytes]
+    log: Lines
 
     @property
     def url(self) -> str:
@@ -120,14 +108,18 @@ def start_nginx(prefix: Path, upstream: int, static: Path | None = None) -> Ngin
     )
     assert checked.returncode == 0, checked.stderr
     assert "syntax is ok" in checked.stderr
-    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)])
-    wait_listening(port, process)
-    return Nginx(prefix, port, process)
+    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)], stderr=subprocess.PIPE)
+    log = Lines(process.stderr)
+    # nginx opens its listening sockets before it starts its workers, and says so on stderr
+    # (the notice level of the configuration's second error_log).
+    log.wait_for("start worker process", timeout=60)
+    return Nginx(prefix, port, process, log)
 
 
 def stop_nginx(nginx: Nginx) -> None:
     nginx.process.terminate()
     nginx.process.wait(timeout=60)
+    nginx.log.close()
 
 
 @contextmanager

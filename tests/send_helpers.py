@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,21 @@ class Lines:
             line = found()
         assert ok and line is not None, f"{fragment!r} never came; got:\n{self.text()}"
         return line
+
+    def wait_until(self, done: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
+        """``done()``'s first true answer, asked now and again each time the process writes a
+        line (the event after which it may have changed); fails naming ``what`` if the
+        stream ends or time is up first."""
+        answer: list[Any] = []
+
+        def ready() -> bool:
+            answer[:] = [done()]
+            return bool(answer[0]) or self.closed
+
+        with self.cond:
+            ok = self.cond.wait_for(ready, timeout)
+        assert ok and answer[0], f"{what} never happened; the process wrote:\n{self.text()}"
+        return answer[0]
 
     def text(self) -> str:
         with self.cond:

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, Result
+from conftest import Result
 from mailer import config
 from mailer.errors import ConfigError
 from mailer.operations import signoff
@@ -80,21 +80,6 @@ def setup(newsletter: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> Iterat
             yield Setup(newsletter, url, smtp, env, cli)
         finally:
             stop_server(server)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    opened = browser.new_page(viewport={"width": 375, "height": 800})
-    yield opened
-    opened.close()
 
 
 def send(setup: Setup) -> Result:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLE, REPO
+from conftest import EXAMPLE, REPO
 from mailer import config, urls
 from mailer.config import Settings
 from mailer.content import all_slugs
@@ -52,14 +52,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     # The training calendar as it was when the November 2025 issue went out.
     builder.build(settings, all_slugs(settings), archive=True, today=dt.date(2025, 10, 30))
     return Site(settings)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 
 from check_helpers import PUBLIC_IP, SITE_HOST, FarSide, news, run_one, write_issue
-from mailer.checks.fetch import FetchLimits, Network, fetch, refusal
+from mailer.checks.fetch import Fetched, FetchLimits, Network, fetch, refusal
 
 AGENT = "mailer/test"
 
@@ -187,33 +187,27 @@ class _Drip:
         self.thread.join(timeout=30)
 
 
-def test_a_slow_drip_server_cannot_hold_the_check() -> None:
-    drip = _Drip()
+def _fetch_from(drip: _Drip, limits: FetchLimits) -> Fetched:
+    """The check's fetch of the site's address, which leads to ``drip``; closed after."""
     try:
         far = FarSide(drip.port)
-        result = fetch(
+        return fetch(
             f"http://{SITE_HOST}:{drip.port}/",
             user_agent=AGENT,
             network=far.network,
-            limits=FetchLimits(seconds=0.5),
+            limits=limits,
         )
     finally:
         drip.close()
+
+
+def test_a_slow_drip_server_cannot_hold_the_check() -> None:
+    result = _fetch_from(_Drip(), FetchLimits(seconds=0.5))
     assert result.error == "no answer within 0.5 s in all"
 
 
 def test_endless_headers_stop_at_the_byte_limit() -> None:
-    drip = _Drip(flood=True)
-    try:
-        far = FarSide(drip.port)
-        result = fetch(
-            f"http://{SITE_HOST}:{drip.port}/",
-            user_agent=AGENT,
-            network=far.network,
-            limits=FetchLimits(bytes=4096),
-        )
-    finally:
-        drip.close()
+    result = _fetch_from(_Drip(flood=True), FetchLimits(bytes=4096))
     assert result.error == "the answer's headers passed 4 KB"
 
 

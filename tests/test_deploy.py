@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from conftest import REPO, draft_dir
 from mailer import config
 from mailer.site import reach
-from nginx_server import SITE, Nginx, start_nginx, stop_nginx, wait_listening
+from nginx_server import SITE, Nginx, start_nginx, stop_nginx
 from send_helpers import Lines, smtp_env
 from smtp_server import SMTPServer
 from subscriber_helpers import ok
@@ -58,6 +59,26 @@ def use_base_url(root: Path, url: str, extra: str = "") -> None:
     text = path.read_text(encoding="utf-8")
     text = re.sub(r'^base_url = ".*"$', f'base_url = "{url}"', text, flags=re.MULTILINE)
     path.write_text(text + extra, encoding="utf-8")
+
+
+@contextmanager
+def static_host(folder: Path, port: int) -> Iterator[None]:
+    """A plain static web server on 127.0.0.1:port serving ``folder``, once it says it
+    serves (it has bound and listens by then), as a static host would."""
+    static = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    lines = Lines(static.stdout)
+    try:
+        lines.wait_for(f"Serving HTTP on 127.0.0.1 port {port}", timeout=60)
+        yield
+    finally:
+        static.terminate()
+        static.wait(timeout=60)
+        lines.close()
 
 
 @pytest.fixture
@@ -219,14 +240,7 @@ def test_a_static_copy_of_build_is_refused(
     lists refuses to start."""
     port = free_port()
     use_base_url(newsletter, f"http://127.0.0.1:{port}")
-    static = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=newsletter / "build",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, static)
+    with static_host(newsletter / "build", port):
         r = cli("doctor", "--web")
         assert r.exit_code == 1
         assert (
@@ -236,9 +250,6 @@ def test_a_static_copy_of_build_is_refused(
         with SMTPServer() as smtp:
             smtp_env(monkeypatch, smtp.port)
             _refused_send(cli, newsletter, "answered 404", smtp)
-    finally:
-        static.terminate()
-        static.wait(timeout=60)
 
 
 def test_a_scheduled_send_is_refused_while_a_static_host_answers(
@@ -261,31 +272,20 @@ def test_a_scheduled_send_is_refused_while_a_static_host_answers(
     ok(cli("subscribers", "add", "amira@example.org", "--list", "all"))
     ok(cli("build", slug))
     ok(cli("approve", slug, "--by", "Sam Patel"))
-    static = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=newsletter / "build",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, static)
-        with SMTPServer() as smtp:
-            smtp_env(monkeypatch, smtp.port)
-            settings = config.load(newsletter)
-            now = dt.datetime.now(dt.UTC)
-            slot = now + dt.timedelta(hours=1)
-            with open_db(settings) as database:
-                text = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
-                runner.schedule_once(settings, database, slug, ["all"], text, now)
-                (outcome,) = runner.run_due(settings, database, slot + dt.timedelta(minutes=2))
-            assert not outcome.sent
-            assert "refusing to send:" in outcome.outcome and "answered 404" in outcome.outcome
-            assert smtp.received == [] or all(
-                "amira@example.org" not in r.rcpt_tos for r in smtp.received
-            )
-    finally:
-        static.terminate()
-        static.wait(timeout=60)
+    with static_host(newsletter / "build", port), SMTPServer() as smtp:
+        smtp_env(monkeypatch, smtp.port)
+        settings = config.load(newsletter)
+        now = dt.datetime.now(dt.UTC)
+        slot = now + dt.timedelta(hours=1)
+        with open_db(settings) as database:
+            text = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+            runner.schedule_once(settings, database, slug, ["all"], text, now)
+            (outcome,) = runner.run_due(settings, database, slot + dt.timedelta(minutes=2))
+        assert not outcome.sent
+        assert "refusing to send:" in outcome.outcome and "answered 404" in outcome.outcome
+        assert smtp.received == [] or all(
+            "amira@example.org" not in r.rcpt_tos for r in smtp.received
+        )
 
 
 def _refused_send(cli: Any, root: Path, why: str, smtp: SMTPServer) -> None:

@@ -17,15 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, REPO
+from conftest import PHONE, REPO
 from mailer.content import document
 from send_helpers import Lines, mailer_process
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
-PHONE = 375
 TODAY = dt.date.today()
 COURSE = "Understanding the Levels of Need"
 HAND_COMMENT = "# Checked with the training team by phone."
@@ -81,21 +80,6 @@ def editor(newsletter: Path) -> Iterator[Running]:
     finally:
         if process.poll() is None:
             stop(running)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    opened = browser.new_page(viewport={"width": PHONE, "height": 800})
-    yield opened
-    opened.close()
 
 
 def accessible(page: Page) -> None:

@@ -128,6 +128,23 @@ sections:
 """
 
 
+def _shows_the_issue(root: Path, says: str, *args: str) -> subprocess.Popen[bytes]:
+    """``mailer ARGS``, which prints ``says`` and its address: the issue is on that page;
+    stopped with Ctrl-C, and returned once it has exited."""
+    process = mailer_process(root, *args)
+    assert process.stdout is not None and process.stderr is not None
+    lines = Lines(process.stdout)
+    try:
+        url = lines.wait_for(says).split()[2]
+        assert "A new chair for the partnership" in httpx.get(url, timeout=60).text
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        lines.close()
+        process.stderr.close()
+    return process
+
+
 @pytest.fixture
 def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
@@ -193,29 +210,9 @@ def test_the_readme_month_from_mailer_init_to_a_scheduled_send(
             issue_text(today, session_day(today)), encoding="utf-8"
         )
         walked.append(f"mailer preview {first}")
-        preview = mailer_process(root, "preview", first, "--port", "0", "--no-browser")
-        assert preview.stdout is not None and preview.stderr is not None
-        lines = Lines(preview.stdout)
-        try:
-            url = lines.wait_for("Previewing on ").split()[2]
-            assert "A new chair for the partnership" in httpx.get(url, timeout=60).text
-        finally:
-            preview.send_signal(signal.SIGINT)
-            preview.wait(timeout=120)
-            lines.close()
-            preview.stderr.close()
+        _shows_the_issue(root, "Previewing on ", "preview", first, "--port", "0", "--no-browser")
         walked.append(f"mailer edit {first}")
-        editor = mailer_process(root, "edit", first, "--no-browser")
-        assert editor.stdout is not None and editor.stderr is not None
-        lines = Lines(editor.stdout)
-        try:
-            url = lines.wait_for("Editing on ").split()[2]
-            assert "A new chair for the partnership" in httpx.get(url, timeout=60).text
-        finally:
-            editor.send_signal(signal.SIGINT)
-            editor.wait(timeout=120)
-            lines.close()
-            editor.stderr.close()
+        editor = _shows_the_issue(root, "Editing on ", "edit", first, "--no-browser")
         assert editor.returncode == 0
         run("build", first)
         run("check", first)

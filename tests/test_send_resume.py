@@ -25,15 +25,20 @@ from smtp_server import Handler, SMTPServer
 
 
 def _wait_for_count_or_exit(handler: Handler, count: int, process: Any) -> None:
-    """Until the server has ``count`` messages or the sender has exited (which the server
-    cannot see, so it is looked at between the server's events)."""
+    """Until the server has ``count`` messages or the sender has exited: both events wake
+    the server's condition (a thread waits for the process's exit and says so)."""
+    exited = threading.Event()
+
+    def watch() -> None:
+        process.wait()
+        with handler.lock:
+            exited.set()
+            handler.lock.notify_all()
+
+    threading.Thread(target=watch, daemon=True).start()
     with handler.lock:
-        for _ in range(600):
-            if handler.lock.wait_for(
-                lambda: len(handler.received) >= count or process.poll() is not None, 0.2
-            ):
-                return
-    raise AssertionError(f"the server never had {count} messages")
+        done = handler.lock.wait_for(lambda: len(handler.received) >= count or exited.is_set(), 120)
+    assert done, f"the server never had {count} messages and the sender never exited"
 
 
 def _start_send(root: Path) -> subprocess.Popen[bytes]:

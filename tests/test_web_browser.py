@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, EXAMPLE, REPO
+from conftest import EXAMPLE, PHONE, REPO
 from mailer import config
 from mailer.config import Settings
 from mailer.operations import service
@@ -37,7 +37,6 @@ from web_helpers import (
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
-PHONE = 375
 PEOPLE = ["amira@example.org", "ben@example.org"]
 
 
@@ -79,21 +78,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(settings, url)
     finally:
         stop_server(process)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    opened = browser.new_page(viewport={"width": PHONE, "height": 800})
-    yield opened
-    opened.close()
 
 
 def accessible(page: Page) -> None:

@@ -79,18 +79,18 @@ def messages(root: Path, folder: str = ISSUE) -> list[email.message.EmailMessage
 def mailed(
     root: Path, address: str, folder: str = "_web", timeout: float = 120.0
 ) -> email.message.EmailMessage:
-    """The message to ``address`` in ``outbox/folder``, once the background sender of a
-    real ``mailer serve`` has written it (the web side's mail leaves the request)."""
-    import time
+    """The message to ``address`` in ``outbox/folder``, once the background sender of the
+    real ``mailer serve`` started in ``root`` has written it (the web side's mail leaves the
+    request): looked for again each time the server logs a line, as it does for each send."""
+    (lines,) = [lines for where, lines in _SERVERS.values() if where.resolve() == root.resolve()]
 
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [m for m in messages(root, folder) if recipient(m) == address]
-        if found:
-            return found[0]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no message to {address} in outbox/{folder}")
-        time.sleep(0.05)
+    def found() -> email.message.EmailMessage | None:
+        return next((m for m in messages(root, folder) if recipient(m) == address), None)
+
+    message: email.message.EmailMessage = lines.wait_until(
+        found, f"a message to {address} in outbox/{folder}", timeout
+    )
+    return message
 
 
 def recipient(message: email.message.EmailMessage) -> str:
@@ -145,15 +145,15 @@ def start_server(root: Path, port: int, env: dict[str, str]) -> subprocess.Popen
         stderr=subprocess.STDOUT,
     )
     lines = Lines(process.stdout)
-    _SERVERS[process.pid] = lines
+    _SERVERS[process.pid] = (root, lines)
     lines.wait_for(f"on http://127.0.0.1:{port}/")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as r:
         assert r.status == 200
     return process
 
 
-# The output readers of running servers, closed when each server stops.
-_SERVERS: dict[int, Lines] = {}
+# The folder and output reader of each running server, closed when the server stops.
+_SERVERS: dict[int, tuple[Path, Lines]] = {}
 
 
 def stop_server(process: subprocess.Popen[Any]) -> None:
@@ -163,6 +163,6 @@ def stop_server(process: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    lines = _SERVERS.pop(process.pid, None)
-    if lines is not None:
-        lines.close()
+    served = _SERVERS.pop(process.pid, None)
+    if served is not None:
+        served[1].close()
