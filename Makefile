@@ -122,11 +122,22 @@ bounce-data: $(BOUNCE_DATA)
 demo: $(VENV)/.installed
 	$(BIN)/python -m mailer.cli.demo
 
-# The suite runs twice: on SQLite (the embedded default), then with every newsletter's
-# database on the tests' own PostgreSQL server (tests/pg_server.py).
+# The suite runs twice: on SQLite (the embedded default), and with every newsletter's
+# database on the tests' own PostgreSQL server (tests/pg_server.py). The two passes run
+# side by side, each on two pytest-xdist workers (a module stays on one worker; each worker
+# has its own PostgreSQL cluster and folders); the PostgreSQL pass's report is kept in
+# .cache/test-postgresql.log and printed when both have finished. Both must pass.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
 test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix nginx $(BOUNCE_DATA)
-	$(BIN)/python -m pytest -q
-	MAILER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
+	@mkdir -p .cache
+	@MAILER_TEST_DATABASE=postgresql $(PYTEST) -p no:cacheprovider > .cache/test-postgresql.log 2>&1 & pg=$$!; \
+	echo "SQLite pass (the PostgreSQL pass runs beside it):"; \
+	$(PYTEST); sqlite=$$?; \
+	wait $$pg; postgres=$$?; \
+	echo "PostgreSQL pass:"; tail -n 200 .cache/test-postgresql.log; \
+	if [ $$sqlite -ne 0 ] || [ $$postgres -ne 0 ]; then \
+	  echo "make test: SQLite pass exit $$sqlite, PostgreSQL pass exit $$postgres"; exit 1; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
