@@ -87,7 +87,9 @@ def test_kill_9_half_way_then_resume_and_resend_the_unknown(
     got = Counter(server.handler.recipients())
     assert all(n == 1 for n in got.values())  # nobody has a second copy
     assert set(got) | unknown == set(addresses(90))
-    assert not set(got) & unknown
+    # An unknown copy may have reached the server: on a slow machine the server can accept
+    # a message and answer before the sender, killed, reads the answer. That is what
+    # unknown means; the resume never sends it again on its own (no second copy above).
 
     r = cli("send", "2025-11", "--resend-unknown", "--yes")
     assert r.exit_code == 0, r.output
