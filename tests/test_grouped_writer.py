@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlmodel import Session
@@ -34,6 +35,25 @@ def _create(slug: str) -> Callable[[Session], MailingList]:
         return people.create_list(session, slug, f"List {slug}")
 
     return job
+
+
+@contextmanager
+def _held_open(writer: GroupedWriter) -> Iterator[None]:
+    """While the block runs, the writer's transaction is held open by a write that waits
+    for the block to end: whatever the block hands over waits for the next group."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(session: Session) -> None:
+        inside.set()
+        assert release.wait(timeout=60)
+
+    held = writer.submit(hold)
+    try:
+        assert inside.wait(timeout=60), "the writer never started the holding write"
+        yield
+    finally:
+        release.set()
+    held.result(timeout=60)
 
 
 def test_writes_waiting_together_are_committed_in_one_transaction(db: Database) -> None:
@@ -67,25 +87,15 @@ def test_one_failing_write_leaves_the_others_committed(db: Database) -> None:
     with db.session(write=True) as session:
         people.create_list(session, "taken", "Taken")
     writer = GroupedWriter(db, patience=15.0)
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> None:
-        inside.set()
-        assert release.wait(timeout=60)
-
     try:
-        held = writer.submit(hold)
-        assert inside.wait(timeout=60)
-        good = [writer.submit(_create(f"good-{i}")) for i in range(5)]
-        bad = writer.submit(_create("taken"))
-        more = writer.submit(_create("good-5"))
-        release.set()
-        held.result(timeout=60)
+        with _held_open(writer):
+            good = [writer.submit(_create(f"good-{i}")) for i in range(5)]
+            bad = writer.submit(_create("taken"))
+            more = writer.submit(_create("good-5"))
         with pytest.raises(AlreadyExists, match="list 'taken' exists already"):
             bad.result(timeout=60)
         assert [f.result(timeout=60).slug for f in [*good, more]] == [f"good-{i}" for i in range(6)]
     finally:
-        release.set()
         writer.close()
     assert {f"good-{i}" for i in range(6)} <= _slugs(db)
 
@@ -103,11 +113,6 @@ def test_a_write_the_database_refuses_fails_alone(db: Database) -> None:
     with db.session(write=True) as session:
         people.create_list(session, "taken", "Taken")
     writer = GroupedWriter(db, patience=15.0)
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> None:
-        inside.set()
-        assert release.wait(timeout=60)
 
     def clash(session: Session) -> None:
         # Past the store's own check: the database's unique index refuses it.
@@ -115,13 +120,10 @@ def test_a_write_the_database_refuses_fails_alone(db: Database) -> None:
         session.flush()
 
     try:
-        held = writer.submit(hold)
-        assert inside.wait(timeout=60)
-        before = writer.submit(_create("before"))
-        refused = writer.submit(clash)
-        after = writer.submit(_create("after"))
-        release.set()
-        held.result(timeout=60)
+        with _held_open(writer):
+            before = writer.submit(_create("before"))
+            refused = writer.submit(clash)
+            after = writer.submit(_create("after"))
         with pytest.raises(StoreError):
             refused.result(timeout=60)
         assert (before.result(timeout=60).slug, after.result(timeout=60).slug) == (
@@ -129,6 +131,5 @@ def test_a_write_the_database_refuses_fails_alone(db: Database) -> None:
             "after",
         )
     finally:
-        release.set()
         writer.close()
     assert {"before", "after"} <= _slugs(db)

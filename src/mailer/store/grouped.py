@@ -56,8 +56,8 @@ class GroupedWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
-        # How many transactions committed, and how many writes they held (for `status`
-        # and the tests: a group is visible only through these).
+        # How many transactions committed, and how many writes they held: a group is
+        # visible only through these.
         self.commits = 0
         self.writes = 0
 
