@@ -428,7 +428,7 @@ def test_skip_checks_is_refused_for_a_monthly_slot(cli: Any, enforced: Path) -> 
 
 
 def test_a_clean_issue_is_approved_without_a_reason(cli: Any, enforced: Path) -> None:
-    today = checks.today(config.load(enforced))
+    today = config.load(enforced).today()
     body = "The partnership has appointed a new chair, who starts this month."
     slug = write_issue(enforced, news(body), date=today.isoformat(), slug="fresh")
     settings = config.load(enforced)

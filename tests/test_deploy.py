@@ -258,14 +258,13 @@ def test_a_scheduled_send_is_refused_while_a_static_host_answers(
     import datetime as dt
 
     from check_helpers import enforce, news, write_issue
-    from mailer import checks
     from mailer.scheduling import runner
     from mailer.store.database import open_db
 
     port = free_port()
     use_base_url(newsletter, f"http://127.0.0.1:{port}")
     enforce(newsletter)
-    today = checks.today(config.load(newsletter))
+    today = config.load(newsletter).today()
     body = "The partnership has appointed a new chair, who starts this month."
     slug = write_issue(newsletter, news(body), date=today.isoformat(), slug="fresh")
     ok(cli("lists", "create", "all", "--name", "All practitioners"))
@@ -290,10 +289,9 @@ def test_a_scheduled_send_is_refused_while_a_static_host_answers(
 
 def _refused_send(cli: Any, root: Path, why: str, smtp: SMTPServer) -> None:
     from check_helpers import enforce, news, write_issue
-    from mailer import checks
 
     enforce(root)
-    today = checks.today(config.load(root))
+    today = config.load(root).today()
     body = "The partnership has appointed a new chair, who starts this month."
     slug = write_issue(root, news(body), date=today.isoformat(), slug="fresh")
     ok(cli("lists", "create", "all", "--name", "All practitioners"))

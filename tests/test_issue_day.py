@@ -11,7 +11,6 @@ from ruamel.yaml import YAML
 
 from check_helpers import enforce, session, training, write_issue
 from mailer import config
-from mailer.checks import today
 from mailer.formats import long_date
 
 
@@ -29,7 +28,7 @@ def test_an_issue_dated_ahead_is_checked_for_its_own_day_not_today(
     cli: Any, newsletter: Path
 ) -> None:
     # In December, an April issue whose course still lists a March session.
-    now = today(config.load(newsletter))
+    now = config.load(newsletter).today()
     march = _weekday(now + dt.timedelta(days=90))
     april = march + dt.timedelta(days=30)
     slug = write_issue(
@@ -65,7 +64,7 @@ def test_an_issue_dated_ahead_is_checked_for_its_own_day_not_today(
 def test_an_issue_dated_in_the_past_is_checked_for_today(cli: Any, newsletter: Path) -> None:
     # 2025-11 is long past: it can only go out today.
     r = cli("check", "2025-11")
-    now = today(config.load(newsletter))
+    now = config.load(newsletter).today()
     assert r.stdout.startswith(f"2025-11 checked for a send on {long_date(now)} (today)")
 
 

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from conftest import Result
 from mailer import config
-from mailer.checks import today
 from mailer.cli import app
 from mailer.formats import long_date
 from mailer.render import compile_slug
@@ -107,7 +106,7 @@ def test_the_accessibility_statement_claims_only_what_happened(cli: Any, newslet
     )
     with _client(newsletter) as client:
         page = client.get("/accessibility").text
-    ran = today(config.load(newsletter))
+    ran = config.load(newsletter).today()
     assert f"Those checks last ran on {long_date(ran)} (issue 2025-11)" in page
     assert "Link text is generic" in page
     assert "The EHRC enforces the regulations." in page

@@ -12,6 +12,7 @@ one line naming the file (or variable) and the key.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import ipaddress
 import os
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailer.clock import utcnow
 from mailer.errors import ConfigError
 from mailer.files import private_folder
 from mailer.images import image_kind, pixel_size
@@ -313,6 +315,10 @@ class Settings:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def today(self) -> dt.date:
+        """Today in the newsletter's time zone, on the one clock mailer reads."""
+        return utcnow().astimezone(self.tz).date()
 
     @property
     def issues_dir(self) -> Path:

@@ -14,6 +14,8 @@ import calendar
 import datetime as dt
 import re
 
+from mailer.clock import utcnow
+
 # Typographic quotes that word processors and chat apps put around pasted text.
 QUOTES = "\"'“”‘’„«»"
 _ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
@@ -67,7 +69,7 @@ def read_date(text: str, after: dt.date | None = None, *, need_year: bool = Fals
         elif need_year:
             raise TypedValueError(f"add the year, like {day} {calendar.month_name[month]} 2026")
         else:
-            start = after or dt.date.today()
+            start = after or utcnow().date()
             year = start.year
             try:
                 if dt.date(year, month, day) < start:

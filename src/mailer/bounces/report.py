@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mailer.bounces.diagnose import status_code
+from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.store import bounces as returned
 from mailer.store import clicks as link_clicks
@@ -145,7 +146,7 @@ class SendReport:
     # copy (`mailer bounces list --unverified`) and messages too broken to read.
     unverified: int = 0
     quarantined: int = 0
-    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    generated_at: dt.datetime = field(default_factory=utcnow)
 
 
 def _outcomes(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from mailer.checks.preflight import Report, clean_reason, require_clean, run
 from mailer.checks.record import LastRun, last_run, record
 from mailer.checks.registry import CHECKS, Check, Finding, Severity
-from mailer.checks.when import local_date, planned_send_date, today
+from mailer.checks.when import local_date, planned_send_date
 
 __all__ = [
     "CHECKS",
@@ -28,5 +28,4 @@ __all__ = [
     "record",
     "require_clean",
     "run",
-    "today",
 ]

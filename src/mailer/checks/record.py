@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass
 
 from mailer.checks.registry import CHECKS
-from mailer.clock import utcnow
 from mailer.config import Settings
 
 RECORD_FILE = "checks-last-run.json"
@@ -46,7 +45,7 @@ def record(settings: Settings, slug: str) -> None:
     """Write down that the checks ran today on issue ``slug``."""
     state = settings.state_dir
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    day = utcnow().astimezone(settings.tz).date()
+    day = settings.today()
     text = json.dumps(
         {"day": day.isoformat(), "slug": slug, "codes": accessibility_checks(settings)}
     )

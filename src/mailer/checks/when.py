@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.content import Issue
 from mailer.store import schedules
 from mailer.store.database import exists, open_db
 from mailer.store.models import ScheduleKind, as_utc
-
-
-def today(settings: Settings) -> dt.date:
-    """Today in the newsletter's time zone."""
-    return utcnow().astimezone(settings.tz).date()
 
 
 def local_date(settings: Settings, moment: dt.datetime) -> dt.date:
@@ -43,7 +37,7 @@ def planned_send_date(settings: Settings, issue: Issue) -> tuple[dt.date, str]:
         if slots:
             day, why = min(slots)
             return day, f"the date of {why}"
-    now = today(settings)
+    now = settings.today()
     if issue.date >= now:
         return issue.date, "its date: in issue.yaml"
     return now, "today"

@@ -3,7 +3,6 @@ preview``."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -143,7 +142,7 @@ def new(
     from mailer.typed import TypedValueError, read_date
 
     s = settings()
-    day = dt.date.today()
+    day = s.today()
     if date:
         try:
             day = read_date(date)

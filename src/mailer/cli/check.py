@@ -121,7 +121,6 @@ def awareness(
       mailer awareness
       mailer awareness --month 2026-02
     """
-    from mailer.checks import today
     from mailer.checks.awareness_days import when
     from mailer.content.awareness import calendar
 
@@ -131,7 +130,7 @@ def awareness(
         except ValueError:
             raise InvalidInput(f"--month {month!r} is not a month (use YYYY-MM)") from None
     else:
-        first = today(settings()).replace(day=1)
+        first = settings().today().replace(day=1)
     last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
     found = calendar().between(first, last)
     unknown = [d for d in calendar().unknown_in(first.year) if d.usual_month == first.month]

@@ -130,7 +130,7 @@ def preview(
     """Everything `mailer send` checks before asking for confirmation; changes nothing."""
     compiled = compile_slug(settings, slug)
     require_written(compiled)
-    report = checks.require_clean(settings, compiled, checks.today(settings), skip_checks)
+    report = checks.require_clean(settings, compiled, settings.today(), skip_checks)
     reach.require_answering(settings, checks.clean_reason(skip_checks))
     with open_db(settings) as database, database.session() as session:
         approval = approvals.require(session, compiled, settings.tz, settings.approval)
@@ -229,9 +229,7 @@ def create(
     compiled = compile_slug(settings, slug)
     require_written(compiled)
     # Preflight for the day it really goes out: a schedule's slot, else today.
-    send_date = (
-        checks.local_date(settings, scheduled_at) if scheduled_at else checks.today(settings)
-    )
+    send_date = checks.local_date(settings, scheduled_at) if scheduled_at else settings.today()
     checks.require_clean(settings, compiled, send_date, skip_checks)
     # The links of every copy work only if base_url is this folder's mailer serve.
     reach.require_answering(settings, checks.clean_reason(skip_checks))

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from mailer.clock import utcnow
+
 PRODID = "-//mailer//Newsletter training calendar//EN"
 MEDIA_TYPE = "text/calendar; charset=utf-8"
 # How often a subscribed calendar should look again; clients may take longer.
@@ -139,7 +141,7 @@ def _byday(day: dt.date) -> str:
 
 def vtimezone(tzid: str, years: Iterable[int]) -> list[str]:
     """The ``VTIMEZONE`` lines of ``tzid`` covering ``years`` (and the year before them)."""
-    wanted = sorted(set(years)) or [dt.date.today().year]
+    wanted = sorted(set(years)) or [utcnow().year]
     tz = ZoneInfo(tzid)
     lines = ["BEGIN:VTIMEZONE", f"TZID:{tzid}"]
     changes = _transitions(tz, wanted[0] - 1, wanted[-1])

@@ -91,7 +91,7 @@ def build(
         written += _copy(settings.root / settings.brand.logo, out / "assets")
     if archive:
         shown = newest_first(published)
-        day = today or training.today(settings)
+        day = today or settings.today()
         written.append(_write_text(out / "index.html", archive_html(settings, shown)))
         written.append(_write_text(out / "feed.xml", feed_xml(settings, shown)))
         written.append(

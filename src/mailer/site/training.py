@@ -29,7 +29,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mailer import urls
-from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.content import Issue, Section, Session
 from mailer.render.compile import environment
@@ -228,11 +227,6 @@ def issue_calendars(settings: Settings, issue: Issue, published: Sequence[Issue]
         entry.file: calendar_text([event(settings, entry)], settings.timezone)
         for entry in history.of_issue(issue)
     }
-
-
-def today(settings: Settings) -> dt.date:
-    """Today in the newsletter's time zone: the feed lists the sessions from this day on."""
-    return utcnow().astimezone(settings.tz).date()
 
 
 def feed_text(settings: Settings, published: Iterable[Issue], day: dt.date) -> str:

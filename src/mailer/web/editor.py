@@ -243,11 +243,11 @@ def uncarried(value: str) -> str:
         raise InvalidInput("the form was damaged: open the issue again") from None
 
 
-def _calendar_days(day: str) -> list[Occurrence]:
+def _calendar_days(settings: Settings, day: str) -> list[Occurrence]:
     try:
         start = dt.date.fromisoformat(day)
     except ValueError:
-        start = dt.date.today()  # the issue's date is not valid yet
+        start = settings.today()  # the issue's date is not valid yet
     return calendar().between(
         start - dt.timedelta(days=7), start + dt.timedelta(days=CALENDAR_DAYS)
     )
@@ -286,7 +286,10 @@ def _act(
         if verb == "add":
             if target == "day":
                 picked = values.get("pick", "")
-                days = {_occurrence_key(o): o for o in _calendar_days(str(doc.get("date", "")))}
+                days = {
+                    _occurrence_key(o): o
+                    for o in _calendar_days(editor.settings, str(doc.get("date", "")))
+                }
                 if picked not in days:
                     raise InvalidInput("choose an awareness day from the list first")
                 index = document.add_section(doc, "awareness", days[picked])
@@ -368,7 +371,7 @@ def _issue_page(
         mine=outcome.mine,
         focus=outcome.focus,
         pictures=list(document.pictures(folder)),
-        days=[(_occurrence_key(o), o) for o in _calendar_days(values["date"])],
+        days=[(_occurrence_key(o), o) for o in _calendar_days(editor.settings, values["date"])],
     )
 
 
@@ -468,7 +471,7 @@ async def new(request: Request, editor: EditorOf) -> Response:
     slug = str(form.get("slug", "")).strip()
     day_text = str(form.get("date", "")).strip()
     try:
-        day = dt.date.fromisoformat(day_text) if day_text else checks.today(editor.settings)
+        day = dt.date.fromisoformat(day_text) if day_text else editor.settings.today()
     except ValueError:
         return _index(editor, f"{day_text!r} is not a date: use YYYY-MM-DD", slug, day_text)
     try:
@@ -556,5 +559,5 @@ def _index(editor: Editor, problem: str = "", slug: str = "", day: str = "") -> 
         slugs=slugs,
         problem=problem,
         slug=slug,
-        day=day or checks.today(editor.settings).isoformat(),
+        day=day or editor.settings.today().isoformat(),
     )

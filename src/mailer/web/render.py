@@ -141,7 +141,7 @@ class Site:
     def training(self) -> tuple[str, str]:
         """The training page and calendar feed of the published issues, from today on."""
         entries = self._published_entries()
-        day = training.today(self.settings)
+        day = self.settings.today()
         key = (day, tuple(e.signature for e in entries))
         with self._lock:
             cached = self._training
