@@ -127,7 +127,7 @@ demo: $(VENV)/.installed
 # side by side, each on two pytest-xdist workers (a module stays on one worker; each worker
 # has its own PostgreSQL cluster and folders); the PostgreSQL pass's report is kept in
 # .cache/test-postgresql.log and printed when both have finished. Both must pass.
-PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
 test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix nginx $(BOUNCE_DATA)
 	@mkdir -p .cache
 	@MAILER_TEST_DATABASE=postgresql $(PYTEST) -p no:cacheprovider > .cache/test-postgresql.log 2>&1 & pg=$$!; \

@@ -219,6 +219,9 @@ def run_on(
     """``n`` workers sending the scheduled issue to two sinks, on the database at ``url``;
     ``database_cpu`` reads the CPU a database server has used (none for SQLite)."""
     settings = settings_for(folder, url)
+    # Each turn starts from a database where the issue is not sent yet: its pages are
+    # built again where an unsent issue's go (the last turn's send published them).
+    build.build(settings, [SLUG])
     with open_db(settings) as database:
         slot = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
         at = slot.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M:%S")
@@ -248,10 +251,14 @@ def run_on(
             )
         )
         log.close()
-    deadline = time.monotonic() + 3600
-    while _ledger(url)[0] != "sent":
-        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-            raise RuntimeError(f"the send did not finish: see {workdir}/worker-{n}-*.log")
+    started = time.monotonic()
+    while (status := _ledger(url)[0]) != "sent":
+        late = time.monotonic() - started > (120 if status == "none" else 3600)
+        if late or any(p.poll() is not None for p in processes):
+            raise RuntimeError(
+                f"the send did not {'start' if status == 'none' else 'finish'}: "
+                f"see {workdir}/worker-{n}-*.log and the schedule's last error"
+            )
         time.sleep(0.5)
 
     def stop(process: subprocess.Popen[bytes]) -> None:

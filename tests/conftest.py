@@ -5,8 +5,8 @@ uses the ``newsletter`` fixture (and so ``settings`` and ``cli``) gets a fresh d
 its own on a throwaway PostgreSQL server (tests/pg_server.py), through
 ``MAILER_DATABASE_URL``, which the commands and workers a test starts inherit. Tests about
 the SQLite file itself are marked ``sqlite_file`` and keep their SQLite file in both passes;
-tests marked ``empty_database`` start from an empty PostgreSQL database, as a SQLite file
-starts, instead of a copy of the migrated template.
+tests marked ``empty_database`` start from an empty database (no SQLite file, an empty
+PostgreSQL database) instead of a copy of the migrated template.
 
 Helpers for particular areas live in the test modules that use them.
 """
@@ -146,15 +146,41 @@ def example_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example newsletter's SQLite file migrated to the head revision once, as the first
+    command leaves it (before the key is remembered): each test's file is a copy, as each
+    PostgreSQL test's database is a copy of a migrated template."""
+    from mailer.store import migrate
+
+    root = tmp_path_factory.mktemp("sqlite-template")
+    shutil.copy(EXAMPLE / "mailer.toml", root / "mailer.toml")
+    migrate.ensure_current(config.load(root, env={}))
+    return sqlite_file(root)
+
+
+def sqlite_file(root: Path) -> Path:
+    """The SQLite file of the newsletter folder ``root`` (no MAILER_DATABASE_URL)."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(config.load(root, env={}).database_url).database
+    assert database is not None
+    return Path(database)
+
+
 @pytest.fixture
 def newsletter(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     example_build: Path,
+    sqlite_template: Path,
     database_url: str | None,
 ) -> Path:
     """A fresh copy of the tests' example newsletter folder (mailer.toml, issues, and what
-    `mailer build` leaves of them); cwd. Its database is this pass's (see database_url)."""
+    `mailer build` leaves of them); cwd. Its database is this pass's (see database_url):
+    on SQLite a copy of the migrated template, or no file at all for a test marked
+    ``empty_database`` or ``sqlite_file`` (about the file the commands make)."""
     root = tmp_path / "newsletter"
     root.mkdir()
     shutil.copytree(EXAMPLE, root, dirs_exist_ok=True)
@@ -164,6 +190,8 @@ def newsletter(
     monkeypatch.chdir(root)
     if database_url is not None:
         monkeypatch.setenv("MAILER_DATABASE_URL", database_url)
+    elif not any(request.node.get_closest_marker(m) for m in ("empty_database", "sqlite_file")):
+        shutil.copy2(sqlite_template, sqlite_file(root))
     return root
 
 

@@ -238,6 +238,7 @@ def test_a_sqlite_database_that_is_not_mailers(cli: Cli, newsletter: Path) -> No
     fails(cli("lists", "list"), "has tables (contacts...) but no mailer schema revision")
 
 
+@pytest.mark.sqlite_file
 def test_database_url_from_the_environment(
     cli: Cli, newsletter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -300,7 +300,10 @@ class SharedRateLimiter:
                             continue
                         ready = self._now() + dt.timedelta(seconds=found.seconds)
                         raise DailyLimitReached(self.per_day, ready)
-                    await self.clock.sleep_async(min(found.seconds, POLL))
+                    # Nothing frees a full window's slot before its oldest message leaves
+                    # it, so the database is asked again only then; the stop is looked at
+                    # meanwhile.
+                    await self._pause(found.seconds, stopped)
                     continue
                 mine = self._mine.get((found.kind, found.slot))
                 if mine is not None:
@@ -309,6 +312,15 @@ class SharedRateLimiter:
                         await asyncio.wait_for(mine.ended.wait(), POLL)
                 else:
                     await self.clock.sleep_async(POLL_ELSEWHERE)
+
+    async def _pause(self, seconds: float, stopped: Callable[[], bool]) -> None:
+        """Wait ``seconds``, or until ``stopped()``, which is looked at every POLL."""
+        deadline = self.clock.monotonic() + seconds
+        while not stopped():
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return
+            await self.clock.sleep_async(min(left, POLL))
 
     def done(self, slot: Slot | None) -> None:
         """The message of ``slot`` has ended: accepted, refused, lost or never sent."""
