@@ -38,7 +38,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mailer.errors import StoreError
 from mailer.sending.journal import Journal, Journals
@@ -49,6 +48,7 @@ from mailer.store.for_sending import (
     Database,
     DeliveryStatus,
     Final,
+    LedgerRow,
     Mark,
     Written,
     ledger_writer,
@@ -95,7 +95,7 @@ class Outcome:
 @dataclass
 class _Cycle:
     ours: bool
-    rows: list[list[Any]]
+    rows: list[list[LedgerRow]]
     exhausted: bool
 
 
@@ -106,7 +106,7 @@ class _Store:
         self.database, self.send_id, self.owner = database, send_id, owner
         self.writer = ledger_writer(database, send_id, owner, lease)
         self.reader = database.engine.connect()
-        self.ahead: deque[Any] = deque()
+        self.ahead: deque[LedgerRow] = deque()
         self.queued: set[int] = set()
         self.last_id = 0
         self.fresh_since_rescan = False
@@ -122,7 +122,7 @@ class _Store:
 
     def cycle(self, finals: list[Outcome], handed_back: list[int], wants: list[int]) -> _Cycle:
         need = sum(wants)
-        picked: list[list[Any]] = [[] for _ in wants]
+        picked: list[list[LedgerRow]] = [[] for _ in wants]
         claims: list[int] = []
         if need and self.writer.reads_ahead:
             self._read_ahead(need)
@@ -179,7 +179,7 @@ class _Store:
             else:
                 self.exhausted = True
 
-    def _pop(self) -> Any:
+    def _pop(self) -> LedgerRow:
         row = self.ahead.popleft()
         self.queued.discard(row.id)
         return row
@@ -205,7 +205,12 @@ class _Store:
             )
 
     def _write(
-        self, finals: list[Final], marks: list[Mark], claims: list[int], beat: Any, want: int
+        self,
+        finals: list[Final],
+        marks: list[Mark],
+        claims: list[int],
+        beat: dt.datetime | None,
+        want: int,
     ) -> Written:
         return retry_while_busy(
             lambda: self.writer.write(finals, marks, claims, beat, want),
@@ -218,9 +223,9 @@ class _Store:
         self.writer.close()
 
 
-def _deal(rows: Sequence[Any], wants: list[int]) -> list[list[Any]]:
+def _deal(rows: Sequence[LedgerRow], wants: list[int]) -> list[list[LedgerRow]]:
     """Rows claimed by number, in ledger order, dealt out to the connections that asked."""
-    dealt: list[list[Any]] = []
+    dealt: list[list[LedgerRow]] = []
     at = 0
     for want in wants:
         dealt.append(list(rows[at : at + want]))
@@ -270,7 +275,7 @@ class Ledger:
         self._journal = journal or Journal()
         self._store = _Store(database, send_id, owner, lease)
         self._thread = JobThread()
-        self._ready: list[deque[Any]] = [deque() for _ in range(connections)]
+        self._ready: list[deque[LedgerRow]] = [deque() for _ in range(connections)]
         self._busy = [0] * connections
         self._asked = [False] * connections
         self._arrived = [asyncio.Event() for _ in range(connections)]
@@ -291,7 +296,7 @@ class Ledger:
 
     # -- what the connections call ---------------------------------------------------------
 
-    async def take(self, conn: int) -> Any | None:
+    async def take(self, conn: int) -> LedgerRow | None:
         """The next claimed row for connection ``conn``; None when there is none left, or the
         send is stopping."""
         while True:
@@ -310,7 +315,7 @@ class Ledger:
         waiting for a retry count)."""
         return self._busy[conn] < self.batch
 
-    def take_nowait(self, conn: int) -> Any | None:
+    def take_nowait(self, conn: int) -> LedgerRow | None:
         """The next claimed row for ``conn`` if one is ready, else None (and more asked for)."""
         ready = self._ready[conn]
         if self.stopping or not ready:

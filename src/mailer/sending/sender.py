@@ -16,7 +16,6 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from mailer.clock import Clock
 from mailer.config import Settings
@@ -33,7 +32,7 @@ from mailer.sending.ratelimit import DailyLimitReached, RateLimiter, SharedRateL
 from mailer.sending.transports import Connection, ConnectionFactory, Outgoing
 from mailer.sending.transports.smtp import deliverable
 from mailer.sending.verp import envelope_sender
-from mailer.store.for_sending import DeliveryStatus, PauseReason
+from mailer.store.for_sending import DeliveryStatus, LedgerRow, PauseReason
 
 log = logging.getLogger("mailer.sender")
 D = DeliveryStatus
@@ -43,7 +42,7 @@ D = DeliveryStatus
 class Item:
     """A claimed row on its way: its attempts, and its message as last rendered."""
 
-    row: Any
+    row: LedgerRow
     attempts: int = 0
     due: float = 0.0  # a retry waits until then (clock.monotonic())
     message: Outgoing | None = None

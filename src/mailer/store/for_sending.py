@@ -12,12 +12,12 @@ engine's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from mailer.store import deliveries, people, relay_slots, send_workers, sends
 from mailer.store.connections import retry_while_busy
 from mailer.store.database import Database
-from mailer.store.ledger_writer import LEASE, Final, Mark, Written, ledger_writer
+from mailer.store.ledger_writer import LEASE, Final, LedgerRow, Mark, Written, ledger_writer
 from mailer.store.models import DeliveryStatus, Schedule, SendStatus, utcnow
 from mailer.store.recovery import BEGUN, JournalEntry
 from mailer.store.relay_slots import End, Held, Taken, Wait, Window
@@ -35,9 +35,9 @@ __all__ = [
     "Final",
     "Held",
     "JournalEntry",
+    "LedgerRow",
     "Mark",
     "PauseReason",
-    "PendingRow",
     "Schedule",
     "SendStatus",
     "Taken",
@@ -88,22 +88,9 @@ process_gone = sends.process_gone
 
 
 # -- the ledger: one row per recipient --------------------------------------------------------
-class PendingRow(Protocol):
-    """A recipient not yet sent to, in ledger order."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def subscriber_id(self) -> int: ...
-    @property
-    def email(self) -> str: ...
-    @property
-    def name(self) -> str | None: ...
-
-
-def pending_after(conn: Connection, send_id: int, last_id: int) -> Sequence[PendingRow]:
+def pending_after(conn: Connection, send_id: int, last_id: int) -> Sequence[LedgerRow]:
     """The next pending rows of a send after ``last_id``, as read (no copy on the hot path)."""
-    return cast("Sequence[PendingRow]", deliveries.pending_after(conn, send_id, last_id))
+    return cast("Sequence[LedgerRow]", deliveries.pending_after(conn, send_id, last_id))
 
 
 fix_recipients = deliveries.fix_recipients

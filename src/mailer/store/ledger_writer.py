@@ -67,6 +67,20 @@ Mark = tuple[str, dt.datetime, int]
 LEASE = dt.timedelta(seconds=30)
 
 
+class LedgerRow(Protocol):
+    """A recipient's row of the ledger as the sender needs it: read ahead while pending, or
+    claimed (now in flight)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def subscriber_id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+
+
 class Written(NamedTuple):
     """What a commit found: whether the send is still this worker's to send, and what it
     claimed: by id (the ids now in flight, in the order asked), or by number (the rows now
@@ -74,7 +88,7 @@ class Written(NamedTuple):
 
     ours: bool
     claimed: list[int]
-    rows: Sequence[Any] = ()
+    rows: Sequence[LedgerRow] = ()
     found: int = 0
 
 
