@@ -25,6 +25,7 @@ from mailer.config import Settings, WorkerSettings
 from mailer.errors import (
     DeliveryUnknown,
     PermanentSendError,
+    StateError,
     TemporarySendError,
     TransportUnavailable,
 )
@@ -550,6 +551,44 @@ def test_a_send_paused_while_people_leave_skips_them_on_resume(
     assert run().status == SendStatus.SENT
     assert set(left).isdisjoint(run.bag.recipients())
     assert {e for e, s in ledger(newsletter).items() if s == "skipped"} == set(left)
+
+
+def test_a_worker_that_took_a_send_up_leaves_it_as_it_is_if_it_was_paused_or_finished_since(
+    settings: Settings, people: list[str], newsletter: Path
+) -> None:
+    # A worker saw the send sending with rows nobody had claimed and chose to join it; in
+    # the moment before it joined, a person paused the send, or its last worker finished it.
+    run = Run(settings)
+    once = threading.Lock()
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) >= 9 and once.acquire(blocking=False):
+            service.pause(settings, SLUG)
+
+    assert run(server).status == SendStatus.PAUSED
+    sent = len(run.bag.messages)
+
+    def join_as_seen() -> None:
+        engine.run(
+            settings,
+            run.database,
+            run.send_id,
+            lambda: MockTransport(None, run.bag),
+            seen=workers.SendAsSeen(SendStatus.SENDING),
+        )
+
+    with pytest.raises(StateError, match="is paused now, no longer sending"):
+        join_as_seen()
+    assert sql(newsletter, "SELECT status, pause_reason FROM send") == [("paused", "operator")]
+    assert len(run.bag.messages) == sent
+    # The person resumes it; it finishes; a worker that saw it sending does not reopen it.
+    assert run().status == SendStatus.SENT
+    finished = sql(newsletter, "SELECT status, finished_at FROM send")
+    with pytest.raises(StateError, match="is sent now, no longer sending"):
+        join_as_seen()
+    assert sql(newsletter, "SELECT status, finished_at FROM send") == finished
+    assert sql(newsletter, "SELECT count(*) FROM send_worker") == [(0,)]
+    assert Counter(run.bag.recipients()) == Counter(people)
 
 
 def test_a_worker_joins_a_live_send_only_if_it_helps_and_takes_over_a_dead_one_anyway(

@@ -31,6 +31,7 @@ from mailer.sending.engine import Progress, RunResult
 from mailer.sending.journal import Journals
 from mailer.sending.message import Content, DkimSigner, MessageTemplate, Recipient
 from mailer.sending.transports import TransportFactory
+from mailer.sending.workers import SendAsSeen
 from mailer.site import build, reach
 from mailer.store import deliveries, people, publications, schedules, send_workers, sends
 from mailer.store.database import Database, open_db
@@ -327,8 +328,10 @@ def run(
     factory: TransportFactory | None = None,
     on_progress: Progress | None = None,
     stop: threading.Event | None = None,
+    seen: SendAsSeen | None = None,
 ) -> RunResult:
-    """Run a send with the configured transport and number of connections."""
+    """Run a send with the configured transport and number of connections (only if it is
+    still as ``seen``, when a worker took it up by itself)."""
     if database is None:
         with open_db(settings) as opened:
             return run(
@@ -338,6 +341,7 @@ def run(
                 factory=factory,
                 on_progress=on_progress,
                 stop=stop,
+                seen=seen,
             )
     with database.session() as session:
         send = sends.get(session, send_id)
@@ -358,6 +362,7 @@ def run(
         connections=transports.connections(settings),
         on_progress=on_progress,
         stop=stop,
+        seen=seen,
     )
 
 

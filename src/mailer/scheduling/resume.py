@@ -21,6 +21,7 @@ from mailer.scheduling import runner
 from mailer.sending import ratelimit
 from mailer.sending.engine import RunResult
 from mailer.sending.transports import TransportFactory
+from mailer.sending.workers import SendAsSeen
 from mailer.store import deliveries, schedules, send_workers, sends
 from mailer.store.database import Database
 from mailer.store.models import (
@@ -81,18 +82,19 @@ def resume_interrupted(
     with database.session() as session:
         conn = session.connection()
         candidates = [
-            (s.id, s.slug, s.pause_reason)
+            (s.id, s.slug, SendAsSeen(SendStatus(s.status), s.pause_reason))
             for s in sends.unfinished(session)
             if s.id is not None and _worth_resuming(settings, conn, s, moment, helps)
         ]
     outcomes = []
-    for send_id, slug, before in candidates:
+    for send_id, slug, seen in candidates:
+        before = seen.pause_reason
         log.info("taking up send %s", send_id)
         try:
             if stop is not None and stop.is_set():
                 break
-            result = runner.run_send(settings, database, send_id, factory, stop)
-        except StateError as exc:  # another worker took it first
+            result = runner.run_send(settings, database, send_id, factory, stop, seen)
+        except StateError as exc:  # another worker took it, finished it or paused it first
             log.info("send %s: %s", send_id, exc)
             continue
         except MailerError as exc:

@@ -29,6 +29,7 @@ from mailer.scheduling.slots import Started
 from mailer.sending import alerts
 from mailer.sending.engine import Progress, RunResult
 from mailer.sending.transports import TransportFactory
+from mailer.sending.workers import SendAsSeen
 from mailer.store import deliveries, people, schedules, sends
 from mailer.store.database import Database
 from mailer.store.models import (
@@ -313,6 +314,7 @@ def run_send(
     send_id: int,
     factory: TransportFactory | None = None,
     stop: threading.Event | None = None,
+    seen: SendAsSeen | None = None,
 ) -> RunResult:
     with database.session() as session:
         slug = sends.get(session, send_id).slug
@@ -323,6 +325,7 @@ def run_send(
         factory=factory,
         on_progress=_progress_logger(slug),
         stop=stop,
+        seen=seen,
     )
 
 

@@ -112,11 +112,14 @@ def run(
     on_progress: Progress | None = None,
     stop: threading.Event | None = None,
     batch: int = BATCH,
+    seen: workers.SendAsSeen | None = None,
 ) -> RunResult:
     """Send (or resume, or join) one send until it is finished or paused, this worker is
     interrupted, or it has nothing left to claim while other workers finish the rest.
 
     ``stop`` lets a caller (the worker, on SIGTERM) stop this worker from outside.
+    ``seen``: the send as a worker saw it when it chose to take it up by itself; it is
+    joined only if it is still so (StateError if not).
     """
     clock = clock or SystemClock()
     prepared = _prepare(settings, database, send_id)
@@ -140,6 +143,7 @@ def run(
             on_progress,
             stop,
             batch,
+            seen,
         )
     finally:
         # Every row this run began has its outcome committed, or is left for a reaper
@@ -161,8 +165,9 @@ def _run(
     on_progress: Progress | None,
     stop: threading.Event | None,
     batch: int,
+    seen: workers.SendAsSeen | None,
 ) -> RunResult:
-    joined = workers.join(database, send_id, worker, connections, lease)
+    joined = workers.join(database, send_id, worker, connections, lease, seen)
     if joined.started:
         log.info("started %s (send %s): %d recipients", joined.slug, send_id, joined.total)
     else:

@@ -8,7 +8,10 @@ that locks the send's row, so workers decide one at a time:
   their journal, :mod:`mailer.sending.journal`, shows never begun go back to ``pending``,
   and the rest become ``unknown``), then starts the send if it is new (fixing its
   recipients), resumes it if it is paused and nobody is still finishing messages in hand,
-  or simply joins it if it is sending, and adds the worker's lease.
+  or simply joins it if it is sending, and adds the worker's lease. A worker that took
+  the send up by itself (:mod:`mailer.scheduling.resume`) joins only if the send is still
+  as it saw it (:class:`SendAsSeen`): a send finished, or paused by a person, in the
+  moment between is left as it is.
 - **Leaving**, once the worker's ledger is closed, reaps again, then: the send becomes
   ``sent`` when no row is pending or in flight (a compare-and-set, so exactly once,
   whichever worker is last); a stop that concerns the whole send (the server unavailable,
@@ -57,6 +60,15 @@ class Joined:
     started: bool = False
 
 
+@dataclass(frozen=True)
+class SendAsSeen:
+    """A send's status, and why it was paused, as a worker saw them when it chose to take
+    the send up by itself: it joins only if they are still so."""
+
+    status: SendStatus
+    pause_reason: PauseReason | None = None
+
+
 class Next(enum.Enum):
     """What a worker does once its ledger is closed."""
 
@@ -78,19 +90,32 @@ class Left:
 
 
 def join(
-    database: Database, send_id: int, worker: str, connections: int, lease: dt.timedelta
+    database: Database,
+    send_id: int,
+    worker: str,
+    connections: int,
+    lease: dt.timedelta,
+    seen: SendAsSeen | None = None,
 ) -> Joined:
-    """Add ``worker`` to the send, starting or resuming it if it is not sending."""
-    return retry_while_busy(lambda: _join(database, send_id, worker, connections, lease))
+    """Add ``worker`` to the send, starting or resuming it if it is not sending. With
+    ``seen``, only if the send is still as the worker saw it (StateError if not)."""
+    return retry_while_busy(lambda: _join(database, send_id, worker, connections, lease, seen))
 
 
 def _join(
-    database: Database, send_id: int, worker: str, connections: int, lease: dt.timedelta
+    database: Database,
+    send_id: int,
+    worker: str,
+    connections: int,
+    lease: dt.timedelta,
+    seen: SendAsSeen | None,
 ) -> Joined:
     journals = Journals(database.settings)
     with database.session(write=True) as session:
         conn = session.connection()
-        slug, status, total = store.lock_send(conn, send_id)
+        slug, status, total, reason = store.lock_send(conn, send_id)
+        if seen is not None and (status, reason) != (seen.status, seen.pause_reason):
+            raise StateError(f"{slug} is {status} now, no longer {seen.status}: left as it is")
         unknown = store.reap_dead_workers(conn, send_id, journals)
         if status != SendStatus.SENDING:
             if status in (SendStatus.PAUSED, SendStatus.SENT) and store.other_workers(
@@ -144,7 +169,7 @@ def _leave_in(
     detail: str,
 ) -> Left:
     conn = session.connection()
-    _, status, _ = store.lock_send(conn, send_id)
+    status = store.lock_send(conn, send_id).status
     store.reap_dead_workers(conn, send_id, journals)
     mine = store.holds_lease(conn, send_id, worker)
     others = store.other_workers(conn, send_id, worker)

@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -117,14 +118,24 @@ def try_transition(
     return bool(result.rowcount == 1)
 
 
-def lock(db: Connection | Session, send_id: int) -> tuple[str, SendStatus, int | None]:
-    """The send's slug, status and total, its row locked until the transaction ends (on
-    PostgreSQL; SQLite's writers take turns anyway), so workers joining and leaving a send
-    decide one at a time."""
+class Locked(NamedTuple):
+    """A send's row as :func:`lock` read it."""
+
+    slug: str
+    status: SendStatus
+    total: int | None
+    # Why it is paused (None unless it is).
+    pause_reason: PauseReason | None
+
+
+def lock(db: Connection | Session, send_id: int) -> Locked:
+    """The send's slug, status, total and pause reason, its row locked until the
+    transaction ends (on PostgreSQL; SQLite's writers take turns anyway), so workers joining
+    and leaving a send decide one at a time."""
     row = (
         _conn(db)
         .execute(
-            sa.select(SEND.c.slug, SEND.c.status, SEND.c.total)
+            sa.select(SEND.c.slug, SEND.c.status, SEND.c.total, SEND.c.pause_reason)
             .where(SEND.c.id == send_id)
             .with_for_update()
         )
@@ -132,7 +143,8 @@ def lock(db: Connection | Session, send_id: int) -> tuple[str, SendStatus, int |
     )
     if row is None:
         raise NotFound(f"there is no send {send_id}")
-    return row.slug, SendStatus(row.status), row.total
+    reason = PauseReason(row.pause_reason) if row.pause_reason is not None else None
+    return Locked(row.slug, SendStatus(row.status), row.total, reason)
 
 
 def process_gone(worker: str) -> bool | None:
