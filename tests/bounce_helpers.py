@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import REPO
+from made_once import made_once
 from mailer import config, tokens
 from mailer.sending import verp
 from send_helpers import make_list, sql
@@ -71,10 +72,16 @@ def send_issue(cli: Any, slug: str, list_slug: str = "practitioners") -> None:
 
 
 def setup_sent(cli: Any, root: Path, emails: list[str], extra: str = "") -> None:
-    """A list of ``emails`` that has been sent issue 2025-11 through the outbox."""
+    """A list of ``emails`` that has been sent issue 2025-11 through the outbox (with the
+    real commands, run once per process for each starting point, then copied: see
+    made_once)."""
     enable_bounces(root, extra)
-    make_list(cli, root, "practitioners", emails)
-    send_issue(cli, "2025-11")
+
+    def send(folder: Path) -> None:
+        make_list(cli, folder, "practitioners", emails)
+        send_issue(cli, "2025-11")
+
+    made_once(root, f"2025-11 sent to {emails}", send)
 
 
 @dataclass(frozen=True)

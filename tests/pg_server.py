@@ -37,6 +37,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from smtp_server import free_port
 
@@ -202,18 +203,7 @@ class PostgresServer:
 
     def execute(self, *statements: str, database: str = "postgres") -> None:
         """Run statements outside any transaction (CREATE/DROP DATABASE need that)."""
-        import psycopg
-
-        with psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user=USER,
-            password=PASSWORD,
-            dbname=database,
-            autocommit=True,
-        ) as connection:
-            for statement in statements:
-                connection.execute(statement)  # type: ignore[arg-type]
+        execute_at(self.url(database), *statements)
 
     def create_database(self, template: str = "template0") -> str:
         """A new database copied from ``template``; returns its name."""
@@ -256,3 +246,26 @@ class PostgresServer:
             yield self.url(name)
         finally:
             self.drop_database(name)
+
+
+def execute_at(url: str, *statements: str) -> list[tuple[Any, ...]]:
+    """Run statements on the database of the SQLAlchemy ``url`` outside any transaction
+    (CREATE/DROP DATABASE need that); the rows of the last one that returns any."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    rows: list[tuple[Any, ...]] = []
+    with psycopg.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        password=parsed.password,
+        dbname=parsed.database,
+        autocommit=True,
+    ) as connection:
+        for statement in statements:
+            cursor = connection.execute(statement)  # type: ignore[arg-type]
+            if cursor.description is not None:
+                rows = cursor.fetchall()
+    return rows
