@@ -125,9 +125,10 @@ demo: $(VENV)/.installed
 # The suite runs twice: on SQLite (the embedded default), and with every newsletter's
 # database on the tests' own PostgreSQL server (tests/pg_server.py). The two passes run
 # side by side, each on two pytest-xdist workers (a module stays on one worker; each worker
-# has its own PostgreSQL cluster and folders); the PostgreSQL pass's report is kept in
+# has its own PostgreSQL cluster and folders; modules are handed out in collection order,
+# the longest first: tests/conftest.py); the PostgreSQL pass's report is kept in
 # .cache/test-postgresql.log and printed when both have finished. Both must pass.
-PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20
 test: $(VENV)/.installed sysdeps node_modules/.installed dovecot postgresql postfix nginx $(BOUNCE_DATA)
 	@mkdir -p .cache
 	@MAILER_TEST_DATABASE=postgresql $(PYTEST) -p no:cacheprovider > .cache/test-postgresql.log 2>&1 & pg=$$!; \
