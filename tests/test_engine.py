@@ -102,6 +102,18 @@ class Run:
         )
 
 
+def paused_after(run: Run, count: int) -> Callable[[Envelope], None]:
+    """A server that runs `mailer pause` (as from another process) once it has ``count``
+    messages."""
+    once = threading.Lock()
+
+    def server(envelope: Envelope) -> None:
+        if len(run.bag.messages) >= count and once.acquire(blocking=False):
+            service.pause(run.settings, SLUG)
+
+    return server
+
+
 def test_every_recipient_gets_one_message_and_the_ledger_says_so(
     settings: Settings, people: list[str], newsletter: Path
 ) -> None:
@@ -265,12 +277,7 @@ def test_mailer_pause_from_elsewhere_stops_the_send_and_resume_sends_the_rest_on
     settings: Settings, people: list[str], newsletter: Path
 ) -> None:
     run = Run(settings)
-    once = threading.Lock()
-
-    def server(envelope: Envelope) -> None:
-        if len(run.bag.messages) >= 9 and once.acquire(blocking=False):
-            service.pause(settings, SLUG)  # as `mailer pause` from another process
-
+    server = paused_after(run, 9)
     first = run(server)
     assert first.status == SendStatus.PAUSED
     assert first.reason == "paused by mailer pause"
@@ -537,12 +544,7 @@ def test_a_send_paused_while_people_leave_skips_them_on_resume(
     cli: Any, settings: Settings, people: list[str], newsletter: Path
 ) -> None:
     run = Run(settings)
-    once = threading.Lock()
-
-    def server(envelope: Envelope) -> None:
-        if len(run.bag.messages) >= 5 and once.acquire(blocking=False):
-            service.pause(settings, SLUG)
-
+    server = paused_after(run, 5)
     assert run(server).status == SendStatus.PAUSED
     sent_before = set(run.bag.recipients())
     left = [p for p in people if p not in sent_before][-3:]
@@ -559,12 +561,7 @@ def test_a_worker_that_took_a_send_up_leaves_it_as_it_is_if_it_was_paused_or_fin
     # A worker saw the send sending with rows nobody had claimed and chose to join it; in
     # the moment before it joined, a person paused the send, or its last worker finished it.
     run = Run(settings)
-    once = threading.Lock()
-
-    def server(envelope: Envelope) -> None:
-        if len(run.bag.messages) >= 9 and once.acquire(blocking=False):
-            service.pause(settings, SLUG)
-
+    server = paused_after(run, 9)
     assert run(server).status == SendStatus.PAUSED
     sent = len(run.bag.messages)
 
