@@ -43,8 +43,9 @@ def made_once(root: Path, what: str, make: Callable[[Path], None]) -> None:
     does, with its arguments; with the folder's files and the MAILER_ settings it is the
     starting point: the same one is made once per process and copied after."""
     url = os.environ.get("MAILER_DATABASE_URL")
-    _nothing_in_the_database(root, url)
-    key = _starting_point(root, what)
+    sqlite = _sqlite_file(root)
+    _nothing_in_the_database(url, sqlite)
+    key = _starting_point(root, what, sqlite)
     made = _MADE.get(key)
     if made is None:
         made = _MADE[key] = _made_for_real(root, make, url)
@@ -74,24 +75,20 @@ def _sqlite_file(root: Path) -> Path | None:
     return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
 
 
-def _nothing_in_the_database(root: Path, url: str | None) -> None:
+def _nothing_in_the_database(url: str | None, sqlite: Path | None) -> None:
     query = "SELECT (SELECT count(*) FROM mailing_list) + (SELECT count(*) FROM subscriber)"
-    database = _sqlite_file(root)
     if url is not None:
         ((count,),) = execute_at(url, query)
     else:
-        assert database is not None
-        with closing(sqlite3.connect(database)) as connection:
+        assert sqlite is not None
+        with closing(sqlite3.connect(sqlite)) as connection:
             (count,) = connection.execute(query).fetchone()
     assert count == 0, "made_once: call it before anything is put in the database"
 
 
-def _starting_point(root: Path, what: str) -> str:
+def _starting_point(root: Path, what: str, sqlite: Path | None) -> str:
     digest = hashlib.sha256(what.encode() + b"\0")
-    database = _sqlite_file(root)
-    skip = (
-        {database.with_name(database.name + e) for e in ("", "-wal", "-shm")} if database else set()
-    )
+    skip = {sqlite.with_name(sqlite.name + e) for e in ("", "-wal", "-shm")} if sqlite else set()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p not in skip):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     settings = sorted(
@@ -129,8 +126,8 @@ def _made_for_real(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Database, "__init__", init)
         patch.chdir(folder)
-        if database is not None:
-            patch.setenv("MAILER_DATABASE_URL", _on(url or "", database))
+        if url is not None and database is not None:
+            patch.setenv("MAILER_DATABASE_URL", _on(url, database))
         try:
             make(folder)
         finally:
